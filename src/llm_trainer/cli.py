@@ -1,0 +1,607 @@
+"""The ``llm-trainer`` command line: parse -> one service call -> render -> exit code.
+
+Errors users can cause print one plain line and a hint (exit 2 for usage errors, 1 for
+failures); tracebacks only with ``--debug``. Nothing heavy is imported here: torch, datasets
+and tokenizers load only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from llm_trainer import __version__
+from llm_trainer.errors import LLMTrainerError, UsageError
+from llm_trainer.progress import format_clock, format_duration
+
+app = typer.Typer(
+    name="llm-trainer",
+    help="Train GPT-style language models on your own machine: detached runs, live status, "
+         "exact resume, text generation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+models_app = typer.Typer(help="Named models: list, show, rename, archive, delete, activate.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(models_app, name="models")
+
+STATE: dict[str, Any] = {"home": None, "debug": False}
+
+
+def _service():
+    from llm_trainer.service import Service
+
+    return Service(STATE["home"])
+
+
+def _out(text: str = "", *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _console(err: bool = False):
+    """Rich console that never parses markup in our strings; wide when not a terminal (pipes,
+    logs) so tables are not truncated there."""
+    from rich.console import Console
+
+    stream = sys.stderr if err else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=err, highlight=False, markup=False, emoji=False, width=width)
+
+
+def _version(value: bool) -> None:
+    if value:
+        _out(f"llm-trainer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    home: Annotated[str | None, typer.Option(
+        "--home", help="folder for runs/, checkpoints/ and data/ (default: LLM_TRAINER_HOME "
+                       "or the current folder)")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    STATE["home"] = home
+    STATE["debug"] = debug
+
+
+# ============================================================================ formatting
+
+
+def _num(value: Any, fmt: str = "{:.4f}") -> str:
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _steps(view: dict[str, Any]) -> str:
+    step, total = view.get("step"), view.get("total_steps")
+    if step is None:
+        return "-"
+    return f"{step:,}/{total:,}" if total else f"{step:,}"
+
+
+def _eta(view: dict[str, Any]) -> str:
+    if view["status"] not in ("running", "queued"):
+        return "-"
+    return format_duration(view.get("eta_seconds"))
+
+
+def _gpu(view: dict[str, Any]) -> str:
+    value = view.get("gpu_util_pct")
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def _runs_table(views: list[dict[str, Any]]):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("RUN_ID", "MODEL", "STATUS", "EPOCH", "STEP", "LOSS", "VAL LOSS", "DEVICE",
+                "ETA", "GPU%"):
+        table.add_column(col, no_wrap=True)
+    for v in views:
+        table.add_row(*(Text(str(x)) for x in (
+            v["run_id"], v["model"], v["status"], _num(v["epoch"], "{:.2f}"), _steps(v),
+            _num(v["loss"]), _num(v["val_loss"]), v["device"] or "-", _eta(v), _gpu(v))))
+    return table
+
+
+def _telemetry_lines(tele: dict[str, Any] | None) -> list[str]:
+    from llm_trainer.telemetry import fmt, reason
+
+    def field(key: str, unit: str = "", digits: int = 0) -> str:
+        text = fmt(tele, key, unit, digits)
+        why = reason(tele, key)
+        return f"{text} ({why})" if text == "n/a" and why else text
+
+    ram = f"{fmt(tele, 'ram_used_mb', '', 0)}/{fmt(tele, 'ram_total_mb', ' MB', 0)}"
+    if tele and tele.get("gpu_util_pct") is None and tele.get("vram_total_mb") is None:
+        gpu = f"n/a ({reason(tele, 'gpu_util_pct') or 'no data'})"
+    else:
+        gpu = (f"{field('gpu_util_pct', '%')}  VRAM {fmt(tele, 'vram_used_mb')}/"
+               f"{fmt(tele, 'vram_total_mb', ' MB')}  temp {fmt(tele, 'gpu_temp_c', ' C')}  "
+               f"power {fmt(tele, 'gpu_power_w', ' W')}")
+    return [
+        f"GPU:        {gpu}",
+        f"CPU:        {field('cpu_pct', '%')} of {fmt(tele, 'cpu_cores')} cores, load "
+        f"{fmt(tele, 'load_avg')}",
+        f"RAM:        {ram}; worker RSS {field('rss_mb', ' MB')}",
+    ]
+
+
+def _detail_text(d: dict[str, Any]) -> str:
+    meta = d.get("meta", {})
+    sel = meta.get("selected_device") or {}
+    lines = [
+        f"run:        {d['run_id']}",
+        f"model:      {d['model']}",
+        f"status:     {d['status']}" + (f" ({d['error']})" if d.get("error") else
+                                        f" ({d['reason']})" if d.get("reason") else ""),
+        f"progress:   epoch {_num(d['epoch'], '{:.2f}')}, step {_steps(d)}",
+        f"loss:       {_num(d['loss'])} (val {_num(d['val_loss'])}, best "
+        f"{_num(d.get('best_val_loss'))})",
+        f"elapsed:    {format_duration(d['elapsed_s'])}   remaining: "
+        f"{format_duration(d['eta_seconds']) if d['status'] in ('running', 'queued') else '-'}"
+        f"   finish: {format_clock(d['finish_at']) if d['status'] == 'running' else '-'}",
+        f"speed:      {_num(d['tokens_per_s'], '{:,.0f}')} tokens/s   lr {_num(d['lr'], '{:.2e}')}",
+        f"device:     requested {meta.get('requested_device', '-')}, using "
+        f"{sel.get('selected', d['device'] or '-')} ({sel.get('name', '-')}); "
+        f"precision {meta.get('precision', '-')}",
+        f"pid:        {d['pid'] or '-'}",
+        *_telemetry_lines(d.get("telemetry")),
+        f"checkpoint: {d['checkpoint'] or '-'}",
+        f"log:        {d['log_path']}",
+    ]
+    if d.get("log_tail"):
+        lines.append("last log lines:")
+        lines += [f"  {ln}" for ln in d["log_tail"]]
+    return "\n".join(lines)
+
+
+# ============================================================================ train
+
+
+def _overrides(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
+    from llm_trainer.config import parse_set
+
+    out = {k: v for k, v in flags.items() if v is not None}
+    out.update(parse_set(sets or []))
+    if "train.epochs" in out and "train.max_steps" not in out:
+        out["train.max_steps"] = None  # an explicit --epochs wins over a preset's max_steps
+    return out
+
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="YAML config file")]
+PresetOpt = Annotated[str | None, typer.Option(
+    "--preset", help="built-in config: default, tiny, shakespeare-char, small, medium")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="any config key: --set section.key=value (repeatable), e.g. "
+                  "--set train.weight_decay=0.05")]
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="wikitext-2 (default), builtin:python-docs, hf:NAME[:CONFIG], a .txt/.md/.jsonl/"
+             ".csv/.parquet file, or a folder with train/valid files")] = None,
+    epochs: Annotated[int | None, typer.Option(help="passes over the training data")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N optimizer steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="sequences per micro-batch")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="context length in tokens")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto, cpu, cuda, cuda:N, mps, or a GPU name such as A30")] = None,
+    strict_device: Annotated[bool, typer.Option(
+        "--strict-device", help="fail instead of falling back when the device is missing")
+    ] = False,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="micro-batches per step")] = None,
+    eval_interval: Annotated[int | None, typer.Option(help="validate every N steps")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    name: Annotated[str | None, typer.Option(help="name of the new model")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="continue training this existing model (keeps its tokenizer)")] = None,
+    data_from: Annotated[str | None, typer.Option(
+        help="with --model: train on the dataset this other model was trained on")] = None,
+    set_: SetOpt = None,
+    foreground: Annotated[bool, typer.Option(
+        "--foreground", "-f", help="stay attached: live progress; Ctrl-C pauses with a "
+                                   "checkpoint")] = False,
+    sample: Annotated[int, typer.Option(
+        help="with --foreground: tokens to sample from the model at the end (0: none)")] = 200,
+) -> None:
+    """Train a model (detached unless --foreground)."""
+    from llm_trainer.service import TrainRequest
+
+    flags = {"data.dataset": dataset, "train.epochs": epochs, "train.max_steps": max_steps,
+             "train.batch_size": batch_size, "model.block_size": seq_len, "train.lr": lr,
+             "runtime.device": device, "runtime.precision": precision,
+             "train.grad_accum": grad_accum, "train.eval_interval": eval_interval,
+             "train.seed": seed, "runtime.strict_device": True if strict_device else None}
+    req = TrainRequest(overrides=_overrides(flags, set_), config_file=config, preset=preset,
+                       name=name, model=model, data_from=data_from, foreground=foreground,
+                       command=["llm-trainer", *sys.argv[1:]])
+    svc = _service()
+    launch = svc.train(req)
+    _report_launch(svc, launch, sample)
+
+
+def _report_launch(svc, launch, sample: int) -> None:
+    for note in launch.notes:
+        _out(f"warning: {note}", err=True)
+    if not launch.foreground:
+        _out(f"started run {launch.run_id} (pid {launch.pid}) training model "
+             f"{launch.model_name}")
+        _out(f"  follow it:  llm-trainer status {launch.run_id} --watch")
+        _out(f"  stop it:    llm-trainer stop {launch.run_id}")
+        return
+    _out(f"run {launch.run_id} (pid {launch.pid}) training model {launch.model_name}; "
+         "Ctrl-C pauses it with a checkpoint")
+    final = _follow(svc, launch)
+    status = final["status"]
+    if status == "completed":
+        _out(f"completed: model {final['model']} at step {final['step']:,}; checkpoint "
+             f"{final['checkpoint']}")
+        if sample > 0:
+            _sample(svc, final["model"], sample)
+    elif status == "paused":
+        _out(f"paused at step {final['step']:,}; checkpoint {final['checkpoint']}")
+        _out(f"  continue:   llm-trainer resume {final['model']}")
+    else:
+        raise LLMTrainerError(f"run {launch.run_id} {status}: {final.get('error') or 'see log'}",
+                              hint=f"details: llm-trainer status {launch.run_id}")
+
+
+def _follow(svc, launch) -> dict[str, Any]:
+    """Stream the worker's log and draw a progress bar from its state until it exits."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.text import Text
+
+    console = _console()
+    live = console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                        TextColumn("{task.fields[info]}"), console=console, transient=True,
+                        disable=not live)
+    task = progress.add_task("training", total=None, info="starting...")
+    final: dict[str, Any] = {}
+    last_printed_step = -1
+    interrupts = 0
+    events = svc.follow(launch.run_id, process=launch.process)
+    with progress:
+        while True:
+            try:
+                kind, value = next(events)
+            except StopIteration:
+                break
+            except KeyboardInterrupt:
+                # the worker got the same SIGINT (same process group): it finishes its step,
+                # writes a checkpoint and exits paused; a second Ctrl-C aborts it
+                interrupts += 1
+                progress.console.print(Text(
+                    "stopping: finishing the current step and writing a checkpoint "
+                    "(Ctrl-C again to abort without one)" if interrupts == 1 else
+                    "aborting..."))
+                events = svc.follow(launch.run_id, process=launch.process)
+                continue
+            if kind == "log":
+                if live:
+                    progress.console.print(Text(value))
+                else:
+                    _out(value)
+            elif kind in ("state", "end"):
+                final = value
+                step, total = value.get("step") or 0, value.get("total_steps")
+                info = (f"epoch {_num(value.get('epoch'), '{:.2f}')} loss "
+                        f"{_num(value.get('loss'))} lr {_num(value.get('lr'), '{:.1e}')} "
+                        f"{_num(value.get('tokens_per_s'), '{:,.0f}')} tok/s ETA "
+                        f"{format_duration(value.get('eta_seconds'))}")
+                progress.update(task, completed=step, total=total, info=info,
+                                description=f"step {step:,}/{total or '?'}")
+                if not live and step != last_printed_step and value.get("loss") is not None:
+                    _out(f"step {step}/{total} {info}")
+                    last_printed_step = step
+    return final
+
+
+def _sample(svc, model: str, tokens: int) -> None:
+    from llm_trainer.inference.generate import GenerationSettings
+
+    gen, _info, _notes = svc.generator(model=model, device="cpu")
+    _out(f"--- sample from {model} ({tokens} tokens, temperature 0.8) ---")
+    for piece in gen.stream("", GenerationSettings(max_new_tokens=tokens, temperature=0.8,
+                                                   top_k=200, seed=0)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    _out("\n---")
+
+
+# ============================================================================ status / stop
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="show one run in detail")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="list every run, not the newest 20"
+                                       )] = False,
+) -> None:
+    """List runs (running and newest first), or one run in detail."""
+    svc = _service()
+    if run_id is not None:
+        run_id = svc.runs.require(run_id)
+    if interval <= 0:
+        raise UsageError(f"--interval must be > 0 (got {interval})")
+
+    def render() -> None:
+        if run_id is not None:
+            d = svc.run_detail(run_id)
+            if json_out:
+                _out(json.dumps(d, default=str, indent=2))
+            else:
+                _console().print(_detail_text(d))
+            return
+        views = svc.list_runs()
+        if json_out:
+            _out(json.dumps([{k: v for k, v in view.items() if k != "telemetry"}
+                             for view in views], default=str, indent=2))
+            return
+        if not views:
+            _out("no runs yet: start one with `llm-trainer train`")
+            return
+        shown = views if all_ else views[:20]
+        _console().print(_runs_table(shown))
+        if len(shown) < len(views):
+            _out(f"... {len(views) - len(shown)} older runs (--all to list them)")
+
+    if not watch:
+        render()
+        return
+    try:
+        while True:
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            _out(f"llm-trainer status  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)")
+            render()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def stop(
+    run_id: Annotated[str, typer.Argument(help="the run to stop")],
+    now: Annotated[bool, typer.Option("--now", help="kill at once, without a checkpoint")
+                   ] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="return without waiting")] = False,
+) -> None:
+    """Pause a run: it finishes its step, writes a checkpoint and exits (or --now: kill it)."""
+    svc = _service()
+    if not now and not no_wait:
+        _out(f"asking run {run_id} to pause: finishing its step and writing a checkpoint...")
+    result = svc.stop(run_id, now=now, wait=not no_wait)
+    if not result["was_running"]:
+        _out(f"run {result['run_id']} is not running (status: {result['status']})")
+        raise typer.Exit(1)
+    if now:
+        _out(f"run {result['run_id']} killed; status stopped (no checkpoint written)")
+    elif no_wait:
+        _out(f"asked run {result['run_id']} to pause")
+    else:
+        _out(f"run {result['run_id']} is {result['status']}")
+
+
+# ============================================================================ resume
+
+
+@app.command()
+def resume(
+    target: Annotated[str | None, typer.Argument(
+        help="model name or run id (default: the active model)")] = None,
+    checkpoint: Annotated[str, typer.Option(
+        help="latest, best, a step number, or a checkpoint folder")] = "latest",
+    more_epochs: Annotated[int | None, typer.Option(
+        help="train exactly N epochs beyond the checkpoint (default: finish the plan)")] = None,
+    restart_schedule: Annotated[bool, typer.Option(
+        "--restart-schedule", help="with --more-epochs: warm up and decay again from the "
+                                   "peak LR instead of stretching the current schedule")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N, mps, ...")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16")] = None,
+    set_: SetOpt = None,
+    foreground: Annotated[bool, typer.Option("--foreground", "-f", help="stay attached")
+                          ] = False,
+    sample: Annotated[int, typer.Option(help="with --foreground: tokens to sample at the end"
+                                        )] = 200,
+) -> None:
+    """Continue a model from a checkpoint exactly where it stopped."""
+    flags = {"runtime.device": device, "runtime.precision": precision}
+    svc = _service()
+    launch = svc.resume(target, checkpoint=checkpoint, more_epochs=more_epochs,
+                        restart_schedule=restart_schedule, overrides=_overrides(flags, set_),
+                        foreground=foreground, command=["llm-trainer", *sys.argv[1:]])
+    if launch.checkpoint and not foreground:
+        _out(f"resuming from {launch.checkpoint}")
+    _report_launch(svc, launch, sample)
+
+
+# ============================================================================ generate
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Option(help="text to continue (may be empty)")] = "",
+    model: Annotated[str | None, typer.Option(help="model name (default: the active model)")
+                     ] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="latest, best, a step, or a checkpoint folder")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 200,
+    temperature: Annotated[float, typer.Option(help="0 is greedy")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="sample among the k likeliest")] = 200,
+    top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass")] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="seed for reproducible sampling")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = "auto",
+) -> None:
+    """Generate text from a trained model, streamed as it is produced."""
+    from llm_trainer.inference.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, seed=seed).check()
+    svc = _service()
+    gen, _info, notes = svc.generator(model=model, checkpoint=checkpoint, device=device)
+    for note in notes:
+        _out(note if note.startswith("warning") else f"warning: {note}", err=True)
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    for piece in gen.stream(prompt, settings, on_note=lambda n: _out(n, err=True)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# ============================================================================ models
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+@models_app.command("list")
+def models_list(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="include archived models")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List models; * marks the latest trained, > the active one."""
+    from rich.table import Table
+    from rich.text import Text
+
+    svc = _service()
+    views = svc.list_models(include_archived=all_)
+    if json_out:
+        _out(json.dumps(views, default=str, indent=2))
+        return
+    if not views:
+        _out("no models yet: train one with `llm-trainer train`")
+        return
+    latest = svc.models.latest_trained()
+    active = svc.models.active_id()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("", "NAME", "STATUS", "EPOCHS", "STEPS", "BEST VAL", "SIZE", "LAST TRAINED"):
+        table.add_column(col, no_wrap=True)
+    for v in views:
+        mark = (">" if v["id"] == active else " ") + ("*" if latest and v["id"] == latest.id
+                                                        else " ")
+        status_text = v["status"] + (f" ({v['problem']})" if v.get("problem") else "")
+        table.add_row(*(Text(str(x)) for x in (
+            mark, v["name"], status_text, _num(v["epochs_completed"], "{:.2f}"),
+            f"{v['steps_completed']:,}", _num(v["best_val_loss"]), _size(v["disk_bytes"]),
+            _when(v["last_trained_at"]))))
+    _console().print(table)
+    if latest:
+        _out(f"latest trained model: {latest.name}")
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="model name")],
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Everything known about a model, with its checkpoints."""
+    svc = _service()
+    rec = svc.models.get(name)
+    view = svc.model_view(rec)
+    view["checkpoints"] = [
+        {"name": c.name, "step": c.step, "epoch": c.epoch, "val_loss": c.val_loss,
+         "valid": c.valid, "problem": c.problem, "created_at": c.created_at}
+        for c in svc.models.checkpoints(rec, verify=True)]
+    if json_out:
+        _out(json.dumps(view, default=str, indent=2))
+        return
+    lines = [f"name:        {view['name']}", f"id:          {view['id']}",
+             f"status:      {view['status']}" + (f" ({view['problem']})" if view['problem']
+                                                 else ""),
+             f"created:     {_when(view['created_at'])}",
+             f"trained:     {_when(view['last_trained_at'])}",
+             f"epochs:      {_num(view['epochs_completed'], '{:.2f}')}   steps: "
+             f"{view['steps_completed']:,}",
+             f"val loss:    best {_num(view['best_val_loss'])}, latest "
+             f"{_num(view['latest_val_loss'])}",
+             f"shape:       {json.dumps(view['architecture']) if view['architecture'] else '-'}",
+             f"tokenizer:   {json.dumps(view['tokenizer']) if view['tokenizer'] else '-'}",
+             f"datasets:    {', '.join(d['spec'] for d in view['datasets']) or '-'}",
+             f"runs:        {', '.join(view['runs']) or '-'}",
+             f"size:        {_size(view['disk_bytes'])}   path: {view['path']}",
+             "checkpoints:"]
+    for c in view["checkpoints"]:
+        lines.append(f"  {c['name']}  epoch {c['epoch']:.2f}  val {_num(c['val_loss'])}  "
+                     + ("ok" if c["valid"] else f"BROKEN: {c['problem']}"))
+    _console().print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning known errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="llm-trainer", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except LLMTrainerError as exc:
+        if debug:
+            raise
+        _out(f"error: {exc}", err=True)
+        if exc.hint:
+            _out(f"hint: {exc.hint}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _out("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        _out("interrupted", err=True)
+        return 130
+    except typer.TyperException as exc:  # click usage errors: bad option, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "llm-trainer"
+        _out(f"error: {message}", err=True)
+        _out(f"hint: see `{where} --help`", err=True)
+        return getattr(exc, "exit_code", 2) or 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["app", "main"]

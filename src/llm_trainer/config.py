@@ -1,0 +1,409 @@
+"""Typed, validated run configuration: model / data / train / runtime.
+
+Config is data. Every value is checked at the edge (YAML file, CLI flag, ``--set``) and a
+bad one fails with one line naming the key and what is allowed. The resolved ``RunConfig``
+is stored with every run and checkpoint.
+
+Layering, lowest first: dataclass defaults < preset or ``--config`` file < CLI flags < ``--set``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from llm_trainer.errors import ConfigError
+
+SCHEMA_VERSION = 1
+DEFAULT_PRESET = "default"
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         min_exclusive: bool = False, max_exclusive: bool = False) -> Any:
+    return field(default=default, metadata=dict(help=help, min=min, max=max,
+                                                min_exclusive=min_exclusive,
+                                                max_exclusive=max_exclusive))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    n_layer: int = _opt(4, "number of transformer blocks", min=1, max=256)
+    n_head: int = _opt(4, "attention heads per block (must divide n_embd)", min=1, max=256)
+    n_embd: int = _opt(128, "embedding width", min=8, max=65536)
+    block_size: int = _opt(128, "context length in tokens (--seq-len)", min=2, max=1_048_576)
+    dropout: float = _opt(0.0, "dropout probability", min=0.0, max=1.0, max_exclusive=True)
+    bias: bool = _opt(True, "biases in linear layers and layer norms")
+    activation: Literal["gelu", "gelu_tanh"] = _opt("gelu", "MLP activation")
+
+    def check(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})",
+                hint="pick n_head among the divisors of n_embd, e.g. 4 for 128",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    dataset: str = _opt("wikitext-2", "wikitext-2 | builtin:python-docs | hf:NAME[:CONFIG] | PATH")
+    tokenizer: str = _opt("bpe", "bpe | char | byte | path to a tokenizer.json")
+    vocab_size: int = _opt(8192, "BPE vocabulary size (bpe only)", min=260, max=1_000_000)
+    text_column: str | None = _opt(None, "text column of .jsonl/.json/.csv/.parquet data")
+    val_fraction: float = _opt(0.1, "validation share held out when the data has no split",
+                               min=0.0, max=0.5, min_exclusive=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = _opt(1, "passes over the training tokens", min=1)
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (wins over epochs)",
+                                 min=1)
+    batch_size: int = _opt(12, "sequences per micro-batch (per process)", min=1)
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", min=1)
+    lr: float = _opt(1e-3, "peak learning rate", min=0.0, min_exclusive=True, max=10.0)
+    min_lr_ratio: float = _opt(0.1, "final learning rate as a fraction of lr", min=0.0, max=1.0)
+    warmup_steps: int = _opt(100, "linear warm-up steps", min=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = _opt("cosine", "decay after warm-up")
+    weight_decay: float = _opt(0.1, "AdamW weight decay (not on norms, biases, embeddings)",
+                               min=0.0)
+    beta1: float = _opt(0.9, "AdamW beta1", min=0.0, max=1.0, max_exclusive=True)
+    beta2: float = _opt(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", min=0.0)
+    eval_interval: int = _opt(250, "validate every N steps (0: only at the end)", min=0)
+    eval_batches: int = _opt(20, "validation batches per evaluation", min=1)
+    log_interval: int = _opt(10, "report progress every N steps", min=1)
+    checkpoint_interval: int = _opt(0, "checkpoint every N steps (0: at each evaluation)", min=0)
+    keep_last: int = _opt(2, "newest checkpoints to keep", min=1)
+    keep_every: int = _opt(0, "also keep checkpoints whose step is a multiple of N (0: none)",
+                           min=0)
+    seed: int = _opt(1337, "seed for weights, data order and dropout", min=0)
+    compile: Literal["auto", "true", "false"] = _opt("auto", "torch.compile (auto: CUDA only)")
+    target_val_loss: float | None = _opt(None, "stop early once val loss reaches this", min=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N | mps | a GPU name such as A30")
+    strict_device: bool = _opt(False, "fail instead of falling back when the device is missing")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
+        "auto", "auto: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU")
+    num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores)", min=1)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build from nested ``{section: {key: value}}``; unknown keys are errors."""
+        return apply_overrides(cls(), _flatten(data, source), source=source)
+
+    def replace(self, **dotted: Any) -> RunConfig:
+        """Copy with ``{"train.lr": 3e-4, ...}`` applied (values validated)."""
+        return apply_overrides(self, dotted, source="override")
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, klass in SECTIONS.items() for f in fields(klass)]
+
+
+def _flatten(data: Any, source: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected sections {', '.join(SECTIONS)}; got {_show(data)}")
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if section == "schema_version":
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section '{section}'{_suggest(str(section), list(SECTIONS))}",
+                hint=f"allowed sections: {', '.join(SECTIONS)}",
+            )
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{section}' must be a mapping of keys to values")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def apply_overrides(base: RunConfig, dotted: dict[str, Any], *, source: str) -> RunConfig:
+    per_section: dict[str, dict[str, Any]] = {}
+    for key, raw in dotted.items():
+        section, name = _split_key(key, source)
+        f = _field(section, name, source)
+        per_section.setdefault(section, {})[name] = coerce(f"{section}.{name}", f, raw)
+    changes = {s: dataclasses.replace(getattr(base, s), **v) for s, v in per_section.items()}
+    cfg = dataclasses.replace(base, **changes)
+    cfg.model.check()
+    return cfg
+
+
+def _split_key(key: str, source: str) -> tuple[str, str]:
+    if "." not in key:
+        raise ConfigError(
+            f"{source}: '{key}' is not a section.key name{_suggest_key(key)}",
+            hint="keys look like train.lr or model.n_layer; see `llm-trainer train --help`",
+        )
+    section, name = key.split(".", 1)
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"{source}: unknown section '{section}' in '{key}'{_suggest_key(key)}",
+            hint=f"allowed sections: {', '.join(SECTIONS)}",
+        )
+    return section, name
+
+
+def _field(section: str, name: str, source: str) -> dataclasses.Field:
+    by_name = {f.name: f for f in fields(SECTIONS[section])}
+    if name not in by_name:
+        raise ConfigError(
+            f"{source}: unknown key '{section}.{name}'{_suggest(name, list(by_name), section)}",
+            hint=f"keys in {section}: {', '.join(by_name)}",
+        )
+    return by_name[name]
+
+
+def _suggest(name: str, options: list[str], section: str | None = None) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    if not close:
+        return ""
+    return f" (did you mean '{section + '.' if section else ''}{close[0]}'?)"
+
+
+def _suggest_key(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(f: dataclasses.Field, kind: str) -> str:
+    m = f.metadata
+    parts = []
+    if m.get("min") is not None:
+        parts.append(f"{'>' if m['min_exclusive'] else '>='} {m['min']:g}")
+    if m.get("max") is not None:
+        parts.append(f"{'<' if m['max_exclusive'] else '<='} {m['max']:g}")
+    return f"{kind}{' ' + ' and '.join(parts) if parts else ''}"
+
+
+def coerce(key: str, f: dataclasses.Field, raw: Any) -> Any:
+    """Turn ``raw`` (from YAML or a CLI string) into the field's type, or raise ConfigError."""
+    hints = typing.get_type_hints(_owner_of(f))
+    tp = hints[f.name]
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = True
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    value = raw
+    if isinstance(value, str):
+        value = value.strip()
+        if optional and value.lower() in ("", "none", "null", "~"):
+            return None
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} needs a value; it cannot be empty",
+                          hint=f"{key}: {f.metadata['help']}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        text = str(value).lower()
+        if text not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {_show(raw)})")
+        return text
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{key} must be true or false (got {_show(raw)})")
+    if tp is int:
+        number = _as_int(value)
+        if number is None:
+            raise ConfigError(f"{key} must be {_describe(f, 'an integer')} (got {_show(raw)})")
+        _check_range(key, f, number, "an integer")
+        return number
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be {_describe(f, 'a number')} (got {_show(raw)})")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be {_describe(f, 'a number')} (got {_show(raw)})") \
+                from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} must be a finite number (got {_show(raw)})")
+        _check_range(key, f, number, "a number")
+        return number
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{key} must be text (got {_show(raw)})")
+        text = str(value)
+        if not text:
+            raise ConfigError(f"{key} cannot be empty", hint=f"{key}: {f.metadata['help']}")
+        return text
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _check_range(key: str, f: dataclasses.Field, number: float, kind: str) -> None:
+    m = f.metadata
+    lo, hi = m.get("min"), m.get("max")
+    bad = (lo is not None and (number <= lo if m["min_exclusive"] else number < lo)) or (
+        hi is not None and (number >= hi if m["max_exclusive"] else number > hi)
+    )
+    if bad:
+        raise ConfigError(f"{key} must be {_describe(f, kind)} (got {number:g})")
+
+
+def _owner_of(f: dataclasses.Field) -> type:
+    for klass in SECTIONS.values():
+        if any(g is f for g in fields(klass)):
+            return klass
+    raise KeyError(f.name)  # pragma: no cover
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=3e-4", ...]`` -> ``{"train.lr": "3e-4"}`` (typed later by ``coerce``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got '{item}'",
+                              hint="for example: --set train.weight_decay=0.05")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- YAML presets
+
+
+def preset_dirs(home: Path | None = None) -> list[Path]:
+    """Where presets are looked up: ``<home>/configs`` first, then the packaged ones."""
+    dirs = []
+    if home is not None:
+        dirs.append(Path(home) / "configs")
+    packaged = Path(__file__).resolve().parent / "configs"  # wheel install
+    source = Path(__file__).resolve().parents[2] / "configs"  # source checkout / editable
+    dirs += [packaged, source]
+    seen, out = set(), []
+    for d in dirs:
+        if d not in seen and d.is_dir():
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def list_presets(home: Path | None = None) -> list[str]:
+    names = {p.stem for d in preset_dirs(home) for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def preset_path(name: str, home: Path | None = None) -> Path:
+    for d in preset_dirs(home):
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = list_presets(home)
+    raise ConfigError(
+        f"unknown preset '{name}'{_suggest(name, known)}",
+        hint=f"available presets: {', '.join(known) or 'none found'}",
+    )
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}",
+                          hint="pass an existing YAML file to --config, or use --preset") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    return data or {}
+
+
+def load_config(
+    *,
+    config_file: str | os.PathLike | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    home: Path | None = None,
+) -> RunConfig:
+    """Resolve the layers into one validated ``RunConfig``."""
+    if config_file is not None and preset is not None:
+        raise ConfigError("use either --config or --preset, not both")
+    path = Path(config_file) if config_file else preset_path(preset or DEFAULT_PRESET, home)
+    cfg = RunConfig.from_dict(load_yaml(path), source=str(path.name))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, source="option")
+    return cfg
+
+
+def describe_keys() -> str:
+    """One line per key, for ``--help`` epilogs and error hints."""
+    lines = []
+    for section, klass in SECTIONS.items():
+        for f in fields(klass):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            lines.append(f"{section}.{f.name} (default {default!r}): {f.metadata['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Seeded, deterministic batches whose position is a pure function of the step.
+
+An epoch is one pass over the training tokens: they are cut into non-overlapping windows of
+``seq_len + 1`` tokens at a per-epoch random shift, and the windows are visited in a seeded
+per-epoch permutation. The data position is ``(epoch, cursor)``, the index in that
+permutation of the next optimizer step's first window; micro-batch ``m`` of rank ``r`` takes
+``perm_e[cursor + (m * world + r) * B ...]``. So
+
+- resuming needs nothing but the position (exact resume),
+- ``world`` processes with accumulation ``a`` see the same windows per step as one process
+  with accumulation ``a * world`` (data-parallel equivalence), and a run can continue with a
+  different world size from the same position,
+- no RNG state of the training process is consumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llm_trainer.errors import DataError
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    n_tokens: int
+    seq_len: int
+    batch_size: int
+    grad_accum: int = 1
+    world_size: int = 1
+    seed: int = 0
+
+    @property
+    def n_windows(self) -> int:
+        # window i starts at shift + i*T with shift < T and needs T+1 tokens
+        return max(0, (self.n_tokens - self.seq_len) // self.seq_len)
+
+    @property
+    def seqs_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seqs_per_step * self.seq_len
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_windows // self.seqs_per_step
+
+    def check(self, what: str = "training data") -> None:
+        need = self.seqs_per_step * self.seq_len + self.seq_len
+        if self.steps_per_epoch < 1:
+            raise DataError(
+                f"the {what} has {self.n_tokens:,} tokens; one step needs {need:,} "
+                f"({self.seqs_per_step} sequences of {self.seq_len} tokens)",
+                hint="lower --batch-size or --seq-len, or add more text",
+            )
+
+
+@dataclass
+class DataPosition:
+    epoch: int = 0
+    cursor: int = 0  # windows of this epoch already used
+
+    def advance(self, plan: BatchPlan) -> None:
+        self.cursor += plan.seqs_per_step
+        if self.cursor + plan.seqs_per_step > plan.n_windows:
+            self.epoch += 1
+            self.cursor = 0
+
+    def epochs_done(self, plan: BatchPlan) -> float:
+        """Completed epochs as a fraction (a partial last batch of an epoch is skipped)."""
+        return self.epoch + self.cursor / max(1, plan.steps_per_epoch * plan.seqs_per_step)
+
+    def to_json(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+
+class Batches:
+    """Training batches for one process (``rank``) as numpy arrays of shape (B, T)."""
+
+    def __init__(self, tokens: np.ndarray, plan: BatchPlan, rank: int = 0) -> None:
+        self.tokens = tokens
+        self.plan = plan
+        self.rank = rank
+        self._epoch = -1
+        self._starts: np.ndarray | None = None
+        self._offsets = np.arange(plan.seq_len + 1)
+
+    def _epoch_starts(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.plan.seed, epoch])
+            shift = int(rng.integers(0, self.plan.seq_len))
+            perm = rng.permutation(self.plan.n_windows)
+            self._starts = shift + perm * self.plan.seq_len
+            self._epoch = epoch
+        return self._starts
+
+    def get(self, pos: DataPosition, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        p = self.plan
+        starts = self._epoch_starts(pos.epoch)
+        first = pos.cursor + (micro * p.world_size + self.rank) * p.batch_size
+        idx = starts[first:first + p.batch_size, None] + self._offsets  # (B, T+1)
+        window = np.asarray(self.tokens[idx], dtype=np.int64)
+        return window[:, :-1], window[:, 1:]
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: int):
+    """Fixed, evenly spaced validation windows: the same every evaluation, no randomness.
+    Yields (x, y) arrays of shape (b, T)."""
+    n_possible = len(tokens) - seq_len - 1
+    if n_possible < 0:
+        raise DataError(
+            f"the validation split has {len(tokens):,} tokens; one sequence needs {seq_len + 1}",
+            hint="lower --seq-len, raise data.val_fraction, or add validation text",
+        )
+    count = min(n_batches * batch_size, n_possible // max(1, seq_len // 2) + 1)
+    starts = np.linspace(0, n_possible, num=count).astype(np.int64)
+    offsets = np.arange(seq_len + 1)
+    for i in range(0, count, batch_size):
+        window = np.asarray(tokens[starts[i:i + batch_size, None] + offsets], dtype=np.int64)
+        yield window[:, :-1], window[:, 1:]

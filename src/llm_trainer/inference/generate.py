@@ -1,0 +1,139 @@
+"""Text generation with a KV cache, streamed token by token.
+
+Learned position embeddings tie each cached key/value to its position, so the cache cannot
+simply slide by one token. When the window is full it is re-filled in one chunk with the last
+``keep`` tokens (3/4 of the context), and then grows one token at a time again: one chunked
+forward per ``block_size // 4`` new tokens instead of a full forward per token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm_trainer.data.tokenizer import TextTokenizer
+from llm_trainer.errors import UsageError
+from llm_trainer.inference.sampling import apply_repetition_penalty, sample_next
+from llm_trainer.model.gpt import GPT, KVCache
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationSettings:
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 200
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def check(self) -> GenerationSettings:
+        def bad(what: str, allowed: str) -> UsageError:
+            return UsageError(f"{what} is not allowed: {allowed}")
+
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise bad(f"--max-new-tokens {self.max_new_tokens}", "use a whole number >= 0")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise bad(f"--temperature {self.temperature}", "use a number >= 0 (0 is greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise bad(f"--top-k {self.top_k}", "use a whole number >= 1, or leave it out")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            raise bad(f"--top-p {self.top_p}", "use a number in (0, 1]")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise bad(f"--repetition-penalty {self.repetition_penalty}",
+                      "use a number > 0 (1 means none)")
+        return self
+
+
+class TextGenerator:
+    def __init__(self, model: GPT, tokenizer: TextTokenizer, device: str = "cpu") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.block_size = model.shape.block_size
+        self.keep = self.block_size - max(1, self.block_size // 4)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str = "cpu") -> TextGenerator:
+        from llm_trainer.training.checkpoint import load_model, read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        return cls(load_model(ckpt, device), ckpt.tokenizer, device)
+
+    # ------------------------------------------------------------------ prompt
+    def prompt_ids(self, prompt: str) -> tuple[list[int], str | None]:
+        """Token ids to condition on, and a note for the user when the prompt was cut."""
+        if prompt == "":
+            ids = self.tokenizer.encode("\n")
+            return (ids[-1:] if ids else [0]), None
+        ids = self.tokenizer.encode(prompt)
+        if not ids:
+            ids = [0]
+        if len(ids) > self.block_size:
+            note = (f"note: the prompt is {len(ids)} tokens; the model's context is "
+                    f"{self.block_size}, so only its last {self.block_size} tokens are used")
+            return ids[-self.block_size:], note
+        return ids, None
+
+    # ------------------------------------------------------------------ decoding
+    @torch.inference_mode()
+    def generate_ids(self, ids: list[int], settings: GenerationSettings, *,
+                     use_cache: bool = True) -> Iterator[int]:
+        """Yield new token ids. ``use_cache=False`` recomputes the same windows from scratch
+        every token (the reference the cache is tested against)."""
+        settings.check()
+        gen = None
+        if settings.seed is not None:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(settings.seed)
+        model, dev = self.model, self.device
+        vocab = model.shape.vocab_size
+        ctx = list(ids[-self.block_size:])
+        cache = KVCache(model.shape, 1, dev, next(model.parameters()).dtype) if use_cache \
+            else None
+        seen = torch.zeros(vocab, dtype=torch.bool)
+        if settings.repetition_penalty != 1.0:
+            seen[torch.tensor([i for i in ids if 0 <= i < vocab], dtype=torch.long)] = True
+
+        def full(tokens: list[int]) -> torch.Tensor:
+            if cache is not None:
+                cache.reset()
+            x = torch.tensor([tokens], dtype=torch.long, device=dev)
+            return model(x, cache=cache, last_only=True)[0][0, -1]
+
+        logits = full(ctx)
+        for _ in range(settings.max_new_tokens):
+            row = logits.float().cpu()
+            row = apply_repetition_penalty(row, seen, settings.repetition_penalty)
+            token = sample_next(row, temperature=settings.temperature, top_k=settings.top_k,
+                                top_p=settings.top_p, generator=gen)
+            yield token
+            seen[token] = True
+            if len(ctx) >= self.block_size:  # window full: re-fill with the last `keep` tokens
+                ctx = [*ctx[-(self.keep - 1):], token]
+                logits = full(ctx)
+            else:
+                ctx.append(token)
+                if cache is None:
+                    logits = full(ctx)
+                else:
+                    x = torch.tensor([[token]], dtype=torch.long, device=dev)
+                    logits = model(x, cache=cache, last_only=True)[0][0, -1]
+
+    def stream(self, prompt: str, settings: GenerationSettings,
+               on_note=None) -> Iterator[str]:
+        """Yield text pieces as soon as they decode to complete characters."""
+        ids, note = self.prompt_ids(prompt)
+        if note and on_note is not None:
+            on_note(note)
+        decoder = self.tokenizer.decode_stream()
+        for token in self.generate_ids(ids, settings):
+            piece = decoder.step(token)
+            if piece:
+                yield piece
+
+    def generate(self, prompt: str, settings: GenerationSettings) -> str:
+        return "".join(self.stream(prompt, settings))

@@ -1,0 +1,1 @@
+"""On-disk state: runs/, checkpoints/ (models). No torch at import time."""

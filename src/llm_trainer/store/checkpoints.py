@@ -1,0 +1,194 @@
+"""Checkpoint folders: staging, manifests with sha256, verification, retention.
+
+A checkpoint is ``<model dir>/step-<N>/`` holding its files and a ``manifest.json`` with the
+sha256 of each. It is built in a hidden staging folder, fsynced, and renamed into place; a
+folder without a valid manifest does not exist as far as loading is concerned (torchtitan's
+rule: a step counts only once its metadata exists). No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.store.atomic import atomic_write_json, fsync_dir, read_json
+
+MANIFEST = "manifest.json"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+STAGING_PREFIX = ".staging-"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    step: int
+    epoch: float
+    val_loss: float | None
+    created_at: float
+    valid: bool
+    problem: str | None = None  # why it is not valid, in plain words
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def new_staging_dir(model_dir: Path, step: int) -> Path:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f"{STAGING_PREFIX}{step_dir_name(step)}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float | None,
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Hash and fsync every file in ``staging``, write the manifest, rename into place."""
+    files = {}
+    for p in sorted(staging.iterdir()):
+        if p.is_file() and p.name != MANIFEST:
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    atomic_write_json(staging / MANIFEST, {
+        "step": step,
+        "epoch": epoch,
+        "val_loss": val_loss,
+        "created_at": time.time(),
+        "files": files,
+        **(extra or {}),
+    })
+    fsync_dir(staging)
+    final = staging.parent / step_dir_name(step)
+    if final.exists():  # re-saving the same step (e.g. a resumed run stopped at once)
+        trash = staging.parent / f"{STAGING_PREFIX}old-{final.name}-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    fsync_dir(staging.parent)
+    return final
+
+
+def inspect_checkpoint(path: Path, *, verify: bool = True) -> CheckpointInfo:
+    """Read the manifest and (with ``verify``) check every file's size and sha256."""
+    m = STEP_DIR.match(path.name)
+    step_from_name = int(m.group(1)) if m else -1
+    manifest = read_json(path / MANIFEST)
+    if manifest is None:
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        return CheckpointInfo(path, step_from_name, 0.0, None, mtime, False,
+                              f"{path.name}: manifest.json is missing or unreadable")
+    files = manifest.get("files") or {}
+    step = int(manifest.get("step", step_from_name))
+    info = dict(step=step, epoch=float(manifest.get("epoch") or 0.0),
+                val_loss=manifest.get("val_loss"), created_at=float(manifest.get("created_at", 0)))
+    if not files:
+        return CheckpointInfo(path, **info, valid=False,
+                              problem=f"{path.name}: manifest lists no files")
+    for name, meta in files.items():
+        f = path / name
+        if not f.is_file():
+            return CheckpointInfo(path, **info, valid=False,
+                                  problem=f"{path.name}/{name} is missing")
+        if f.stat().st_size != meta.get("bytes"):
+            return CheckpointInfo(path, **info, valid=False,
+                                  problem=f"{path.name}/{name} has the wrong size")
+        if verify and sha256_file(f) != meta.get("sha256"):
+            return CheckpointInfo(path, **info, valid=False,
+                                  problem=f"{path.name}/{name} does not match its sha256")
+    return CheckpointInfo(path, **info, valid=True)
+
+
+def list_checkpoints(model_dir: Path, *, verify: bool = False) -> list[CheckpointInfo]:
+    """Every step folder, oldest first by creation (a run resumed from an older checkpoint
+    makes newer ones than a higher step of the abandoned branch). ``verify`` hashes files."""
+    if not model_dir.is_dir():
+        return []
+    found = [inspect_checkpoint(p, verify=verify) for p in model_dir.iterdir()
+             if p.is_dir() and STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda c: (c.created_at, c.step))
+
+
+def best_of(checkpoints: list[CheckpointInfo]) -> CheckpointInfo | None:
+    scored = [c for c in checkpoints if c.valid and c.val_loss is not None]
+    return min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else None
+
+
+def prune_checkpoints(model_dir: Path, *, keep_last: int, keep_every: int,
+                      protect: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+    """Delete checkpoints that are neither among the newest ``keep_last`` valid ones, the best,
+    a multiple of ``keep_every``, nor in ``protect``. Invalid ones are left for inspection.
+    Returns what was deleted."""
+    ckpts = [c for c in list_checkpoints(model_dir) if c.valid]
+    keep = {c.name for c in ckpts[-keep_last:]} | set(protect)
+    best = best_of(ckpts)
+    if best is not None:
+        keep.add(best.name)
+    if keep_every:
+        keep |= {c.name for c in ckpts if c.step % keep_every == 0}
+    removed = []
+    for c in ckpts:
+        if c.name not in keep:
+            shutil.rmtree(c.path, ignore_errors=True)
+            removed.append(c.path)
+    clean_staging(model_dir)
+    return removed
+
+
+def clean_staging(model_dir: Path, *, older_than_s: float = 3600.0) -> None:
+    """Remove staging folders left by a crash (not ones a live writer may still use)."""
+    now = time.time()
+    for p in model_dir.glob(f"{STAGING_PREFIX}*"):
+        try:
+            if now - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
+def resolve_checkpoint(model_dir: Path, which: str = "latest",
+                       warn=None) -> CheckpointInfo | None:
+    """``latest`` | ``best`` | a step number | a folder name -> the newest matching checkpoint
+    that passes verification. Broken ones are skipped with ``warn(message)``."""
+    ckpts = list_checkpoints(model_dir, verify=False)
+    if which == "best":
+        order = sorted((c for c in ckpts if c.val_loss is not None),
+                       key=lambda c: (c.val_loss, -c.step))
+    elif which == "latest":
+        order = list(reversed(ckpts))
+    else:
+        wanted = which.removeprefix("step-")
+        if not wanted.isdigit():
+            return None
+        order = [c for c in ckpts if c.step == int(wanted)]
+    for c in order:
+        checked = inspect_checkpoint(c.path, verify=True)
+        if checked.valid:
+            return checked
+        if warn is not None:
+            warn(f"skipping checkpoint {checked.problem}")
+    return None

@@ -1,0 +1,239 @@
+"""Named models: ``checkpoints/<name>/model.json`` plus checkpoint folders.
+
+The folder name is the model's name (so a rename is one atomic ``os.rename``); the stable
+``id`` in model.json never changes, and runs refer to models by id. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.errors import NotFoundError, UsageError
+from llm_trainer.store.atomic import atomic_write_json, read_json
+from llm_trainer.store.checkpoints import STEP_DIR, list_checkpoints
+
+MODEL_FILE = "model.json"
+ACTIVE_FILE = ".active.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+MAX_NAME = 64
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe model name, else raise UsageError saying why."""
+    allowed = "letters, digits, '-', '_' and '.'; at most 64 characters; not starting with '.'"
+    if name is None or not str(name).strip():
+        raise UsageError("a model name cannot be empty", hint=f"use {allowed}")
+    name = str(name)
+    if len(name) > MAX_NAME:
+        raise UsageError(f"model name is {len(name)} characters long; the limit is {MAX_NAME}",
+                         hint=f"use {allowed}")
+    if "/" in name or "\\" in name or os.sep in name:
+        raise UsageError(f"model name {name!r} contains a path separator", hint=f"use {allowed}")
+    if ".." in name:
+        raise UsageError(f"model name {name!r} contains '..'", hint=f"use {allowed}")
+    if name.startswith("."):
+        raise UsageError(f"model name {name!r} starts with a dot", hint=f"use {allowed}")
+    if not NAME_RE.match(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "-_."))})
+        raise UsageError(f"model name {name!r} contains characters that are not allowed: "
+                         f"{' '.join(repr(c) for c in bad)}", hint=f"use {allowed}")
+    return name
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A name-safe slug of free text (dataset specs, presets)."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return (s[:limit].strip("-") or "model")
+
+
+@dataclass
+class ModelRecord:
+    """model.json, plus what is derived from the folder (name, path)."""
+
+    id: str
+    name: str
+    path: Path
+    created_at: float
+    last_trained_at: float | None = None
+    architecture: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    epochs_completed: float = 0.0
+    steps_completed: int = 0
+    best_val_loss: float | None = None
+    latest_val_loss: float | None = None
+    archived: bool = False
+    runs: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "created_at": self.created_at,
+            "last_trained_at": self.last_trained_at, "architecture": self.architecture,
+            "tokenizer": self.tokenizer, "datasets": self.datasets,
+            "epochs_completed": self.epochs_completed, "steps_completed": self.steps_completed,
+            "best_val_loss": self.best_val_loss, "latest_val_loss": self.latest_val_loss,
+            "archived": self.archived, "runs": self.runs, "config": self.config,
+        }
+
+    @classmethod
+    def from_json(cls, path: Path, data: dict[str, Any]) -> ModelRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in
+                 ("path", "name")}
+        return cls(path=path, name=path.name, **known)
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(root, f))
+        return total
+
+
+class ModelStore:
+    """All models under ``<home>/checkpoints``."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "checkpoints"
+
+    # ------------------------------------------------------------------ lookup
+    def names(self, *, include_archived: bool = True) -> list[str]:
+        return [m.name for m in self.list(include_archived=include_archived)]
+
+    def list(self, *, include_archived: bool = True) -> list[ModelRecord]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            rec = self._read(d)
+            if rec is not None and (include_archived or not rec.archived):
+                out.append(rec)
+        return out
+
+    def _read(self, d: Path) -> ModelRecord | None:
+        data = read_json(d / MODEL_FILE)
+        if data is None or "id" not in data:
+            return None
+        return ModelRecord.from_json(d, data)
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name / MODEL_FILE).is_file()
+
+    def get(self, name: str) -> ModelRecord:
+        rec = self._read(self.root / name) if name and "/" not in name else None
+        if rec is None:
+            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+            hint = (f"did you mean: {', '.join(close)}?" if close else
+                    "see `llm-trainer models list` for the models you have")
+            raise NotFoundError(f"no model named {name!r}", hint=hint)
+        return rec
+
+    def find_by_id(self, model_id: str) -> ModelRecord | None:
+        for rec in self.list():
+            if rec.id == model_id:
+                return rec
+        return None
+
+    # ------------------------------------------------------------------ writes
+    def save(self, rec: ModelRecord) -> None:
+        atomic_write_json(rec.path / MODEL_FILE, rec.to_json())
+
+    def default_name(self, base: str) -> str:
+        base = slug(base)
+        taken = {p.name for p in self.root.glob("*")} if self.root.is_dir() else set()
+        n = 1
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
+    def create(self, name: str | None, *, default_base: str, **fields: Any) -> ModelRecord:
+        """A new, empty model folder with its model.json. An existing name is refused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            chosen = validate_name(name) if name is not None else self.default_name(default_base)
+            path = self.root / chosen
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if name is not None:
+                    raise UsageError(
+                        f"a model named {chosen!r} already exists",
+                        hint=f"continue it with `llm-trainer resume {chosen}` or "
+                             f"`llm-trainer train --model {chosen}`, or pick another --name",
+                    ) from None
+                continue
+            rec = ModelRecord(id=f"m-{uuid.uuid4().hex[:12]}", name=chosen, path=path,
+                              created_at=time.time(), **fields)
+            self.save(rec)
+            return rec
+        raise UsageError("could not find a free model name")  # pragma: no cover
+
+    def rename(self, old: str, new: str) -> ModelRecord:
+        rec = self.get(old)
+        validate_name(new)
+        if new == old:
+            return rec
+        target = self.root / new
+        if target.exists():
+            raise UsageError(f"a model named {new!r} already exists",
+                             hint="pick another name or delete that model first")
+        os.rename(rec.path, target)  # atomic: the folder has the old name or the new one
+        return self.get(new)
+
+    def set_archived(self, name: str, archived: bool) -> ModelRecord:
+        rec = self.get(name)
+        rec.archived = archived
+        self.save(rec)
+        return rec
+
+    def delete(self, name: str) -> Path:
+        rec = self.get(name)
+        path = rec.path.resolve()
+        if path.parent != self.root.resolve():
+            raise UsageError(f"refusing to delete {path}: it is not inside {self.root}")
+        # move aside first so a crash mid-delete never leaves a half model under its name
+        trash = self.root / f".deleting-{rec.id}-{os.getpid()}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        active = self.active_id()
+        if active == rec.id:
+            (self.root / ACTIVE_FILE).unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ active model
+    def active_id(self) -> str | None:
+        data = read_json(self.root / ACTIVE_FILE)
+        return data.get("id") if data else None
+
+    def set_active(self, name: str) -> ModelRecord:
+        rec = self.get(name)
+        atomic_write_json(self.root / ACTIVE_FILE, {"id": rec.id})
+        return rec
+
+    def active(self) -> ModelRecord | None:
+        mid = self.active_id()
+        return self.find_by_id(mid) if mid else None
+
+    def latest_trained(self) -> ModelRecord | None:
+        trained = [m for m in self.list(include_archived=False) if m.last_trained_at]
+        return max(trained, key=lambda m: m.last_trained_at) if trained else None
+
+    # ------------------------------------------------------------------ checkpoints
+    def has_checkpoints(self, rec: ModelRecord) -> bool:
+        return any(STEP_DIR.match(p.name) for p in rec.path.iterdir()) if rec.path.is_dir() \
+            else False
+
+    def checkpoints(self, rec: ModelRecord, *, verify: bool = False):
+        return list_checkpoints(rec.path, verify=verify)

@@ -1,0 +1,130 @@
+"""Runs: ``runs/<run_id>/`` with meta.json, state.json, metrics.jsonl and train.log.
+
+meta.json is what was asked (written once); state.json is what is happening now (rewritten
+atomically by the worker); metrics.jsonl is append-only. No torch here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.errors import NotFoundError
+from llm_trainer.store.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+)
+
+STATUSES = ("queued", "running", "completed", "failed", "paused", "stopped")
+ACTIVE = ("queued", "running")
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    dir: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / "meta.json"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "train.log"
+
+
+class RunStore:
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "runs"
+
+    def paths(self, run_id: str) -> RunPaths:
+        return RunPaths(self.root / run_id)
+
+    def new_run_id(self, label: str, *, now: float | None = None) -> str:
+        """``20261123-142501-shakespeare``: sortable by start time, readable, unique."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[:40] or "run"
+        self.root.mkdir(parents=True, exist_ok=True)
+        candidate = f"{stamp}-{label}"
+        n = 2
+        while True:
+            try:
+                (self.root / candidate).mkdir()
+                return candidate
+            except FileExistsError:
+                candidate = f"{stamp}-{label}-{n}"
+                n += 1
+
+    def create(self, run_id: str, meta: dict[str, Any], state: dict[str, Any]) -> RunPaths:
+        p = self.paths(run_id)
+        p.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(p.meta, {"run_id": run_id, **meta})
+        atomic_write_json(p.state, {"run_id": run_id, **state})
+        p.log.touch()
+        return p
+
+    def exists(self, run_id: str) -> bool:
+        return self.paths(run_id).meta.is_file()
+
+    def run_ids(self) -> list[str]:
+        """Newest first (ids sort by start time)."""
+        if not self.root.is_dir():
+            return []
+        ids = [e.name for e in os.scandir(self.root) if e.is_dir() and RUN_ID_RE.match(e.name)]
+        return sorted(ids, reverse=True)
+
+    def require(self, run_id: str) -> str:
+        if self.exists(run_id):
+            return run_id
+        ids = self.run_ids()
+        prefix = [r for r in ids if r.startswith(run_id)] if run_id else []
+        if len(prefix) == 1:
+            return prefix[0]
+        close = prefix[:3] or difflib.get_close_matches(run_id, ids, n=3, cutoff=0.4)
+        hint = (f"closest: {', '.join(close)}" if close else
+                "see `llm-trainer status` for the runs you have")
+        raise NotFoundError(f"no run with id {run_id!r}", hint=hint)
+
+    def read_meta(self, run_id: str) -> dict[str, Any]:
+        return read_json(self.paths(run_id).meta) or {}
+
+    def read_state(self, run_id: str) -> dict[str, Any]:
+        return read_json(self.paths(run_id).state) or {}
+
+    def write_state(self, run_id: str, state: dict[str, Any], *, durable: bool = False) -> None:
+        atomic_write_json(self.paths(run_id).state, {"run_id": run_id, **state}, durable=durable)
+
+    def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
+        append_jsonl(self.paths(run_id).metrics, record)
+
+    def read_metrics(self, run_id: str, *, tail: int | None = None) -> list[dict[str, Any]]:
+        return read_jsonl(self.paths(run_id).metrics, tail=tail)
+
+    def log_tail(self, run_id: str, lines: int = 10) -> list[str]:
+        path = self.paths(run_id).log
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 16384))
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        text = data.decode("utf-8", errors="replace").replace("\r", "\n")
+        out = [ln for ln in text.split("\n") if ln.strip()]
+        return out[-lines:]

@@ -1,0 +1,123 @@
+"""Checkpoint files (torch side). Folder layout and manifests live in ``store.checkpoints``.
+
+    model.safetensors   weights of the unwrapped model (tied lm_head stored once)
+    optimizer.pt        optimizer state dict (tensors + numbers; loaded with weights_only=True)
+    rng.pt              torch / CUDA / numpy / python RNG states (weights_only=True)
+    trainer.json        step, epoch, data position, LR schedule, grad scaler, best val loss
+    config.json         the RunConfig and the resolved architecture
+    tokenizer.json      the tokenizer (Hugging Face tokenizers format)
+    manifest.json       sha256 of each file above; written last
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm_trainer.config import RunConfig
+from llm_trainer.data.tokenizer import TextTokenizer
+from llm_trainer.errors import NotFoundError
+from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.store.checkpoints import (
+    CheckpointInfo,
+    commit_checkpoint,
+    inspect_checkpoint,
+    new_staging_dir,
+)
+
+
+def capture_rng() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss": py_state[2]},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+
+
+@dataclass
+class LoadedCheckpoint:
+    info: CheckpointInfo
+    config: RunConfig
+    shape: GPTShape
+    trainer: dict[str, Any]
+    tokenizer: TextTokenizer
+
+    @property
+    def path(self) -> Path:
+        return self.info.path
+
+
+def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, trainer_state: dict,
+                    config: RunConfig, shape: GPTShape, tokenizer: TextTokenizer, step: int,
+                    epoch: float, val_loss: float | None) -> Path:
+    from safetensors.torch import save_model
+
+    staging = new_staging_dir(model_dir, step)
+    save_model(model, str(staging / "model.safetensors"),
+               metadata={"format": "pt", "step": str(step)})
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    torch.save(capture_rng(), staging / "rng.pt")
+    (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
+    (staging / "config.json").write_text(json.dumps(
+        {"config": config.to_dict(), "architecture": shape_to_json(shape)}, indent=2))
+    tokenizer.save(staging / "tokenizer.json")
+    return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
+
+
+def shape_to_json(shape: GPTShape) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(shape)
+
+
+def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
+    """Metadata of a checkpoint (no tensors). Refuses one that fails its manifest."""
+    info = inspect_checkpoint(path, verify=verify)
+    if not info.valid:
+        raise NotFoundError(f"checkpoint {info.problem}",
+                            hint="use another checkpoint: --checkpoint latest|best|STEP")
+    meta = json.loads((path / "config.json").read_text())
+    trainer = json.loads((path / "trainer.json").read_text())
+    tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
+                                        kind=meta["config"]["data"]["tokenizer"])
+    return LoadedCheckpoint(info, RunConfig.from_dict(meta["config"], source=str(path)),
+                            GPTShape(**meta["architecture"]), trainer, tokenizer)
+
+
+def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu") -> GPT:
+    from safetensors.torch import load_model as st_load
+
+    model = GPT(ckpt.shape)
+    st_load(model, str(ckpt.path / "model.safetensors"), strict=True, device=str(device))
+    return model.to(device)
+
+
+def load_optimizer_state(ckpt: LoadedCheckpoint, device) -> dict:
+    return torch.load(ckpt.path / "optimizer.pt", map_location=device, weights_only=True)
+
+
+def load_rng_state(ckpt: LoadedCheckpoint) -> dict:
+    return torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=True)

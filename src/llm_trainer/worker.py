@@ -1,0 +1,301 @@
+"""The training worker: ``python -m llm_trainer.worker RUN_ID --home DIR``.
+
+Reads the job from ``runs/<id>/meta.json``, trains, and keeps ``state.json``,
+``metrics.jsonl``, ``train.log`` and the model's ``model.json`` current. Every run is this
+process: detached runs in a session of their own, ``--foreground`` runs attached to the
+terminal while the CLI follows the same files. Signal handlers only set a flag: the loop
+finishes its step, writes a checkpoint and exits ``paused``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.errors import LLMTrainerError
+from llm_trainer.store.atomic import atomic_write_json
+from llm_trainer.store.locks import release_model_lock
+from llm_trainer.store.models import ModelStore
+from llm_trainer.store.runs import RunStore
+from llm_trainer.telemetry import Telemetry
+
+TELEMETRY_EVERY_S = 2.0
+
+
+class StopFlag:
+    """Set from a signal handler: a plain attribute, no locks."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: int | None = None
+
+    def set(self, signum: int | None = None) -> None:
+        self.requested = True
+        self.signal = signum
+
+    def is_set(self) -> bool:
+        return self.requested
+
+
+def install_signal_handlers(flag: StopFlag, *, foreground: bool) -> None:
+    def on_signal(signum, _frame):
+        flag.set(signum)
+        if signum == signal.SIGINT:  # a second Ctrl-C aborts at once (Python's default)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGHUP"):  # detached: ignore the terminal closing; attached: pause
+        signal.signal(signal.SIGHUP, on_signal if foreground else signal.SIG_IGN)
+
+
+def tune_allocator() -> None:
+    """Keep freed activation buffers in the heap instead of returning them to the OS after
+    every step: glibc's default gives each step's large tensors fresh mmap'd pages, and the
+    page faults cost ~25% of a small model's CPU step time (measured: 398k -> 74k faults for
+    300 steps of the shakespeare-char preset)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc allows
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("llm-trainer", "torch", "tokenizers", "datasets", "safetensors", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class RunReporter:
+    """Turns training events into run-store writes, log lines and model-record updates."""
+
+    def __init__(self, run_id: str, runs: RunStore, models: ModelStore, model_id: str,
+                 state: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.runs = runs
+        self.models = models
+        self.model_id = model_id
+        self.state = state
+        self.telemetry: Telemetry | None = None
+        self.last_sample = 0.0
+        self.start_info: dict[str, Any] = {}
+        self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    # -------------------------------------------------------------- plumbing
+    def close(self) -> None:
+        self._log.close()
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for line in str(message).splitlines() or [""]:
+            self._log.write(f"{stamp} {line}\n")
+
+    def write_state(self, *, durable: bool = False, **changes: Any) -> None:
+        self.state.update(changes)
+        self.state["updated_at"] = time.time()
+        self.runs.write_state(self.run_id, self.state, durable=durable)
+
+    def _sample(self, force: bool = False) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if self.telemetry is None or (not force and now - self.last_sample < TELEMETRY_EVERY_S):
+            return None
+        self.last_sample = now
+        snap = self.telemetry.sample()
+        self.state["telemetry"] = snap
+        return snap
+
+    def _update_model(self, **changes: Any) -> None:
+        rec = self.models.find_by_id(self.model_id)
+        if rec is None:
+            return
+        for key, value in changes.items():
+            setattr(rec, key, value)
+        self.models.save(rec)
+
+    # -------------------------------------------------------------- Reporter protocol
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.start_info = info
+        dev = info["device"]["selected"]
+        self.telemetry = Telemetry(gpu_index=int(dev.split(":")[1]) if dev.startswith("cuda:")
+                                   else 0)
+        meta = self.runs.read_meta(self.run_id)
+        meta.update({"selected_device": info["device"], "precision": info["precision"],
+                     "config": info["config"], "parameters": info["parameters"],
+                     "architecture": info["architecture"], "dataset": info["dataset"],
+                     "global_batch": info["global_batch"], "world_size": info["world_size"],
+                     "tokens_per_step": info["tokens_per_step"],
+                     "steps_per_epoch": info["steps_per_epoch"], "versions": package_versions()})
+        meta.pop("schema_version", None)
+        atomic_write_json(self.runs.paths(self.run_id).meta, meta)
+        self._sample(force=True)
+        self.write_state(durable=True, step=info["start_step"], start_step=info["start_step"],
+                         total_steps=info["total_steps"], device=dev,
+                         steps_per_epoch=info["steps_per_epoch"])
+        rec = self.models.find_by_id(self.model_id)
+        if rec is not None:
+            ds = info["dataset"]
+            if not any(d.get("fingerprint") == ds["fingerprint"] for d in rec.datasets):
+                rec.datasets.append({"spec": ds["spec"], "fingerprint": ds["fingerprint"],
+                                     "epochs": 0.0, "first_run": self.run_id})
+            if self.run_id not in rec.runs:
+                rec.runs.append(self.run_id)
+            rec.architecture = info["architecture"]
+            rec.tokenizer = info["tokenizer"]
+            rec.config = info["config"]
+            self.models.save(rec)
+
+    def on_progress(self, p: dict[str, Any]) -> None:
+        snap = self._sample()
+        self.write_state(step=p["step"], total_steps=p["total_steps"], epoch=p["epoch"],
+                         loss=p["loss"], lr=p["lr"], tokens_per_s=p["tokens_per_s"],
+                         elapsed_s=p["elapsed_s"], eta_seconds=p["eta_seconds"],
+                         finish_at=p["finish_at"], step_time_s=p["step_time_s"])
+        record = {"time": time.time(), "kind": "train", **{k: p[k] for k in (
+            "step", "epoch", "loss", "lr", "tokens_per_s", "elapsed_s", "eta_seconds")}}
+        if snap is not None:
+            record["telemetry"] = {k: v for k, v in snap.items() if k not in ("gpus", "na")}
+        self.runs.append_metrics(self.run_id, record)
+
+    def on_eval(self, r: dict[str, Any]) -> None:
+        self.write_state(val_loss=r["val_loss"], best_val_loss=r["best_val_loss"],
+                         perplexity=r["perplexity"])
+        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "eval", **{
+            k: r[k] for k in ("step", "epoch", "val_loss", "perplexity")}})
+        self.log(f"step {r['step']}: val loss {r['val_loss']:.4f} "
+                 f"(perplexity {r['perplexity']:.2f}, best {r['best_val_loss']:.4f})")
+
+    def on_checkpoint(self, r: dict[str, Any]) -> None:
+        self.write_state(durable=True, checkpoint=r["path"])
+        rec = self.models.find_by_id(self.model_id)
+        if rec is not None:
+            fingerprint = self.start_info.get("dataset", {}).get("fingerprint")
+            for d in rec.datasets:
+                if d.get("fingerprint") == fingerprint:
+                    d["epochs"] = r["epoch"]
+                    d["last_step"] = r["step"]
+            rec.steps_completed = r["step"]
+            rec.epochs_completed = round(sum(float(d.get("epochs") or 0) for d in rec.datasets),
+                                         4)
+            if r["val_loss"] is not None:
+                rec.latest_val_loss = r["val_loss"]
+            if r["best_val_loss"] is not None:
+                rec.best_val_loss = (r["best_val_loss"] if rec.best_val_loss is None
+                                     else min(rec.best_val_loss, r["best_val_loss"]))
+            rec.last_trained_at = time.time()
+            self.models.save(rec)
+        self.log(f"checkpoint saved: {r['path']}")
+
+
+def run_worker(run_id: str, home: Path, *, foreground: bool = False,
+               stop: StopFlag | None = None) -> int:
+    """Train the run described by ``runs/<run_id>/meta.json``. Returns a process exit code."""
+    from llm_trainer.config import RunConfig
+
+    home = Path(home).resolve()
+    runs, models = RunStore(home), ModelStore(home)
+    meta = runs.read_meta(run_id)
+    state = runs.read_state(run_id)
+    state.pop("schema_version", None)
+    tune_allocator()
+    import psutil
+
+    me = psutil.Process()
+    flag = stop or StopFlag()
+    install_signal_handlers(flag, foreground=foreground)
+    reporter = RunReporter(run_id, runs, models, meta["model"]["id"], state)
+    reporter.write_state(durable=True, status="running", pid=os.getpid(),
+                         create_time=me.create_time(), started_at=time.time(), error=None)
+    reporter.log(f"run {run_id}: training model {meta['model']['name']} "
+                 f"(pid {os.getpid()}{', foreground' if foreground else ''})")
+    code = 1
+    try:
+        from llm_trainer.training.trainer import InitFrom, TrainingJob, run_training
+
+        rec = models.find_by_id(meta["model"]["id"])
+        if rec is None:
+            raise LLMTrainerError(f"model {meta['model']['name']} no longer exists")
+        init = meta.get("init")
+        job = TrainingJob(
+            config=RunConfig.from_dict(meta["config"], source="meta.json"), home=home,
+            model_dir=rec.path, run_id=run_id,
+            init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
+                          bool(init.get("restart_schedule"))) if init else None,
+            dataset_explicit=bool(meta.get("dataset_explicit", True)), stop=flag,
+            extra_state={"model_id": rec.id})
+        result = run_training(job, reporter)
+        status = result.status
+        if status == "paused":
+            reporter.log(f"paused at step {result.step} after a stop request; continue with "
+                         f"`llm-trainer resume {rec.name}`")
+        else:
+            reporter.log(f"completed: step {result.step}, {result.reason}; val loss "
+                         f"{_fmt_loss(result.val_loss)}")
+        reporter.write_state(durable=True, status=status, ended_at=time.time(),
+                             reason=result.reason, step=result.step, epoch=result.epoch,
+                             eta_seconds=0.0 if status == "completed" else None,
+                             finish_at=None, checkpoint=str(result.checkpoint)
+                             if result.checkpoint else state.get("checkpoint"))
+        code = 0
+    except LLMTrainerError as exc:
+        message = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        reporter.log(f"error: {message}")
+        reporter.write_state(durable=True, status="failed", ended_at=time.time(), error=message,
+                             eta_seconds=None, finish_at=None)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        reporter.log("aborted (second Ctrl-C): no checkpoint written for the current step")
+        reporter.write_state(durable=True, status="stopped", ended_at=time.time(),
+                             error="aborted by a second Ctrl-C", eta_seconds=None,
+                             finish_at=None)
+        code = 130
+    except BaseException as exc:  # the run must end in a terminal status whatever happened
+        reporter.log("".join(traceback.format_exception(exc)).rstrip())
+        kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
+            exc).lower() else f"internal error ({type(exc).__name__})"
+        reporter.write_state(durable=True, status="failed", ended_at=time.time(),
+                             error=f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             eta_seconds=None, finish_at=None)
+        code = 1
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+    finally:
+        release_model_lock(models, meta["model"]["id"], run_id)
+        reporter.close()
+    return code
+
+
+def _fmt_loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm_trainer.worker",
+                                     description="Run one training job (started by llm-trainer).")
+    parser.add_argument("run_id")
+    parser.add_argument("--home", default=os.environ.get("LLM_TRAINER_HOME", "."))
+    parser.add_argument("--foreground", action="store_true",
+                        help="attached to a terminal: SIGHUP pauses instead of being ignored")
+    args = parser.parse_args(argv)
+    return run_worker(args.run_id, Path(args.home), foreground=args.foreground)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
