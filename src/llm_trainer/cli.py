@@ -265,8 +265,10 @@ def _report_launch(svc, launch, sample: int) -> None:
         _out(f"paused at step {final['step']:,}; checkpoint {final['checkpoint']}")
         _out(f"  continue:   llm-trainer resume {final['model']}")
     else:
-        raise LLMTrainerError(f"run {launch.run_id} {status}: {final.get('error') or 'see log'}",
-                              hint=f"details: llm-trainer status {launch.run_id}")
+        code = launch.process.returncode if launch.process is not None else None
+        error = UsageError if code == 2 else LLMTrainerError
+        raise error(f"run {launch.run_id} {status}: {final.get('error') or 'see its log'}",
+                    hint=f"details: llm-trainer status {launch.run_id}")
 
 
 def _follow(svc, launch) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from llm_trainer import launcher
 from llm_trainer.config import RunConfig, apply_overrides, load_config, load_yaml, preset_path
+from llm_trainer.data.sources import check_dataset_spec
 from llm_trainer.errors import BusyError, NotFoundError, UsageError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import (
@@ -296,6 +297,7 @@ class Service:
         cfg = self._base_config(req)
         if req.name is not None:
             validate_name(req.name)
+        check_dataset_spec(cfg.data.dataset)
         rec = self.models.create(req.name, default_base=_default_base(cfg, req))
         try:
             return self._spawn(rec, cfg, kind="train", init=None,
@@ -325,6 +327,8 @@ class Service:
                               "data.val_fraction": other_cfg["data"]["val_fraction"]})
         # keep the model's own tokenizer; a fresh schedule over the requested epochs
         overrides.pop("data.tokenizer", None)
+        if "data.dataset" in overrides:
+            check_dataset_spec(str(overrides["data.dataset"]))
         cfg = apply_overrides(RunConfig.from_dict(ckpt_cfg, source=str(info.path)), overrides,
                               source="option")
         if "train.epochs" in req.overrides and "train.max_steps" not in req.overrides:

@@ -278,8 +278,19 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
             raise
     finally:
         release_model_lock(models, meta["model"]["id"], run_id)
+        _drop_empty_model(models, meta, reporter, code)
         reporter.close()
     return code
+
+
+def _drop_empty_model(models: ModelStore, meta: dict, reporter: RunReporter, code: int) -> None:
+    """A new model whose first run failed before any checkpoint is not a model: remove it."""
+    if code == 0 or not meta.get("created_model"):
+        return
+    rec = models.find_by_id(meta["model"]["id"])
+    if rec is not None and not models.has_checkpoints(rec):
+        models.delete(rec.name)
+        reporter.log(f"removed the empty model {rec.name} (no checkpoint was written)")
 
 
 def _fmt_loss(value: float | None) -> str:

@@ -67,6 +67,16 @@ def join_rows(rows) -> str:
     return "\n".join(r.rstrip("\n") for r in rows if isinstance(r, str))
 
 
+def join_files(parts: list[str]) -> str:
+    """Concatenate file contents, each starting on a fresh line; a single file is unchanged."""
+    out: list[str] = []
+    for part in parts:
+        if out and not out[-1].endswith("\n"):
+            out.append("\n")
+        out.append(part)
+    return "".join(out)
+
+
 def hold_out(text: str, fraction: float) -> tuple[str, str]:
     """The last ``fraction`` of the text (by position, not shuffled) becomes validation,
     cut at a line break when one is near, so no line is split in two."""
@@ -159,6 +169,30 @@ def pick_text_column(columns: list[str], features, wanted: str | None, where: st
 # --------------------------------------------------------------------------- resolvers
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Fail fast (before any run is created) on a spec that cannot possibly work."""
+    spec = spec.strip()
+    if spec in ("wikitext-2", "wikitext2", "wikitext", BUILTIN_PYDOCS):
+        return
+    if spec.startswith("builtin:"):
+        raise DataError(f"unknown built-in corpus {spec!r}",
+                        hint=f"the built-in corpus is {BUILTIN_PYDOCS}")
+    if spec.startswith("hf:"):
+        if not spec[3:].partition(":")[0]:
+            raise DataError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"dataset {spec!r} is not a file or folder, and not one of wikitext-2, "
+            f"{BUILTIN_PYDOCS}, hf:NAME[:CONFIG]", hint=LOCAL_HINT)
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix not in TEXT_SUFFIXES and suffix not in TABLE_SUFFIXES:
+        raise DataError(f"cannot read {path.name}: unsupported file type {suffix or '(none)'}",
+                        hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a "
+                             "folder")
+
+
 def resolve_dataset(spec: str, *, data_dir: Path, val_fraction: float,
                     text_column: str | None, explicit: bool = True,
                     reachable: Callable[[], bool] | None = None) -> TextSource:
@@ -244,7 +278,7 @@ def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
                 parts += [read_text_file(f) for f in members]
             else:
                 parts.append(_load_table(members, suffix_kind, text_column, data_dir / "hf"))
-        return "\n".join(p.rstrip("\n") for p in parts) + "\n"
+        return join_files(parts)
 
     def load() -> Splits:
         train, val, test, other = (by_split[k] for k in ("train", "val", "test", None))

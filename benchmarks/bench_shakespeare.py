@@ -1,0 +1,741 @@
+#!/usr/bin/env python
+"""Benchmark the ``shakespeare-char`` preset on this machine (CPU), optionally against nanoGPT.
+
+What it measures, in this order (each part can be skipped):
+
+1. **matmul peak**: fp32 GFLOP/s of square matmuls (1024 and 2048) with torch's default
+   threads; the best one is this machine's peak, the denominator of the model FLOP fraction.
+2. **training throughput**: ``llm-trainer train --foreground`` for ``--steps`` steps with no
+   evaluation, ``--rounds`` times. Tokens/s come from the wall-clock spacing of the run's
+   ``metrics.jsonl`` records (bookkeeping included), median of 10-step windows after the first.
+   With ``--nanogpt PATH`` nanoGPT's README CPU recipe (same model and batch shape, taken
+   from the preset) runs for the same number of iterations, alternating with ours, and the
+   tokens/s ratio ours/nanoGPT is reported. The machine is shared and noisy: only ratios
+   measured within one invocation are meaningful.
+3. **time to target**: the whole ``llm-trainer train --preset shakespeare-char ... --set
+   train.target_val_loss=1.88 --foreground`` command, from launch (start-up included) to the
+   first evaluation with val loss <= target (its metrics record, and the moment the CLI
+   printed it), and to the command's exit. ``--set`` applies extra settings to this run.
+4. **generation**: tokens/s of ``TextGenerator.generate_ids`` (KV cache, temperature 0.8,
+   top-k 200) for 500 and 2000 new tokens, with the model trained in 3 (or in 2).
+5. **bookkeeping**: the same steps in-process with a no-op reporter and with the worker's
+   ``RunReporter`` (state.json, metrics.jsonl, train.log, telemetry), alternating; the %
+   difference of the training loop's wall time, and the reporter's own time within a run.
+6. **CLI latency**: ``llm-trainer --help``, ``llm-trainer train --help`` and
+   ``llm-trainer status`` with 200 fake runs on disk.
+
+Everything is written to a scratch home (a temporary folder unless ``--home``), never to the
+repository. Run it on an otherwise idle machine, one benchmark at a time:
+
+    .venv/bin/python benchmarks/bench_shakespeare.py --nanogpt ../nanogpt --write-results
+
+``--write-results`` appends a dated section to ``benchmarks/RESULTS.md``; ``--json PATH``
+writes every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+PRESET = "shakespeare-char"
+WINDOW = 10  # steps per throughput window (the preset's log interval)
+SKIP_WINDOWS = 1  # warm-up windows left out of throughput medians
+
+# what the project promises on this kind of machine (2 cores, no GPU)
+TARGETS = {
+    "ratio": 1.25,  # training tokens/s ours / nanoGPT, same shapes (aim: 1.5)
+    "target_wall_s": 90.0,  # launch -> val loss <= target, whole command
+    "gen_tps_2000": 1000.0,  # generation tokens/s over 2000 new tokens
+    "bookkeeping_pct": 3.0,  # RunReporter vs no-op reporter
+    "status_s": 0.5,  # `llm-trainer status` with 200 runs
+    "help_s": 0.5,  # `llm-trainer --help`, `llm-trainer train --help`
+}
+
+NANOGPT_ITER = re.compile(r"^iter (\d+): loss ([\d.]+), time ([\d.]+)ms")
+VAL_LINE = re.compile(r"step (\d+): val loss ([\d.]+)")
+RUN_LINE = re.compile(r"^run (\S+) \(pid (\d+)\)")
+
+
+# ============================================================================ helpers
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def llm_trainer_exe() -> list[str]:
+    """The console script next to this interpreter (the venv's), else ``-m llm_trainer``."""
+    exe = Path(sys.executable).parent / "llm-trainer"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "llm_trainer"]
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+
+
+def windows_tps(points: list[tuple[int, float]], tokens_per_step: int,
+                skip: int = SKIP_WINDOWS) -> list[float]:
+    """Tokens/s of consecutive (step, time) points, the first ``skip`` windows left out."""
+    out = []
+    for (s0, t0), (s1, t1) in pairwise(points):
+        if t1 > t0 and s1 > s0:
+            out.append((s1 - s0) * tokens_per_step / (t1 - t0))
+    return out[skip:]
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def preset_config(data: Path, **overrides: Any):
+    from llm_trainer.config import load_config
+
+    return load_config(preset=PRESET).replace(**{"data.dataset": str(data), **overrides})
+
+
+# ============================================================================ 1. matmul peak
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.5
+                ) -> dict[str, Any]:
+    """Best-of-batches fp32 GFLOP/s per size; the machine's peak is the best size."""
+    import torch
+
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "gflops": {}}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        for _ in range(3):
+            torch.mm(a, b, out=c)
+        best = 0.0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            reps = max(1, int(2e9 / (2 * n ** 3)))  # ~2 GFLOP per timed batch
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b, out=c)
+            best = max(best, reps * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+        out["gflops"][n] = best
+    out["peak_gflops"] = max(out["gflops"].values())
+    return out
+
+
+# ============================================================================ 2. throughput
+
+
+def run_ours(home: Path, data: Path, steps: int, name: str,
+             extra: list[str] | None = None) -> dict[str, Any]:
+    """``llm-trainer train --foreground`` for ``steps`` steps without evaluations; returns the
+    run's record of progress (tokens/s from record spacing) and where it lives."""
+    cmd = [*llm_trainer_exe(), "--home", str(home), "train", "--preset", PRESET,
+           "--dataset", str(data), "--foreground", "--name", name, "--max-steps", str(steps),
+           "--sample", "0", "--set", "train.eval_interval=0",
+           "--set", f"train.log_interval={WINDOW}", *(extra or [])]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=home, capture_output=True, text=True, check=False)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"llm-trainer train failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
+                           f"\n{proc.stdout[-2000:]}")
+    run_id = next(m.group(1) for m in map(RUN_LINE.match, proc.stdout.splitlines()) if m)
+    run_dir = home / "runs" / run_id
+    meta = json.loads((run_dir / "meta.json").read_text())
+    records = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    tokens_per_step = int(meta["tokens_per_step"])
+    points = [(r["step"], r["time"]) for r in records]
+    tps = windows_tps(points, tokens_per_step)
+    return {"tokens_per_s": median(tps), "windows": len(tps), "wall_s": wall,
+            "tokens_per_step": tokens_per_step, "run_dir": str(run_dir),
+            "architecture": meta.get("architecture"), "parameters": meta.get("parameters")}
+
+
+def nanogpt_command(nanogpt: Path, steps: int, out_dir: Path, cfg) -> list[str]:
+    """nanoGPT's README CPU recipe with the preset's model and batch shape, ``steps`` iters
+    (its only evaluation is the one at iteration 0)."""
+    m, t = cfg.model, cfg.train
+    return [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu",
+            "--compile=False", f"--eval_iters={t.eval_batches}", "--log_interval=1",
+            f"--block_size={m.block_size}", f"--batch_size={t.batch_size}",
+            f"--n_layer={m.n_layer}", f"--n_head={m.n_head}", f"--n_embd={m.n_embd}",
+            f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--dropout={m.dropout}",
+            f"--eval_interval={steps + 1}", f"--out_dir={out_dir}"]
+
+
+def run_nanogpt(nanogpt: Path, steps: int, out_dir: Path, cfg) -> dict[str, Any]:
+    cmd = nanogpt_command(nanogpt, steps, out_dir, cfg)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=nanogpt, capture_output=True, text=True, check=False)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"nanoGPT failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    iters = [(int(m.group(1)), float(m.group(3)) / 1000)
+             for m in map(NANOGPT_ITER.match, proc.stdout.splitlines()) if m]
+    tokens_per_step = cfg.train.batch_size * cfg.model.block_size
+    # the same statistic as ours: 10-iteration windows, the first one left out
+    points, clock = [(0, 0.0)], 0.0
+    for i, (_, dt) in enumerate(iters[1:], start=1):  # iter 0 includes its evaluation
+        clock += dt
+        if i % WINDOW == 0:
+            points.append((i, clock))
+    tps = windows_tps(points, tokens_per_step)
+    return {"tokens_per_s": median(tps), "windows": len(tps), "wall_s": wall,
+            "iterations": len(iters), "command": " ".join(cmd[1:])}
+
+
+def throughput(home: Path, data: Path, steps: int, rounds: int, nanogpt: Path | None
+               ) -> dict[str, Any]:
+    cfg = preset_config(data)
+    ours, theirs = [], []
+    for r in range(rounds):
+        # alternate which goes first so a drift in background load hits both alike
+        order = ["ours", "nanogpt"] if r % 2 == 0 else ["nanogpt", "ours"]
+        for who in order:
+            if who == "ours":
+                res = run_ours(home, data, steps, f"bench-tput-{r + 1}")
+                ours.append(res)
+                say(f"  round {r + 1}: ours    {res['tokens_per_s']:>8,.0f} tokens/s "
+                    f"({res['wall_s']:.1f} s for the whole command)")
+            elif nanogpt is not None:
+                res = run_nanogpt(nanogpt, steps, home / "nanogpt-out", cfg)
+                theirs.append(res)
+                say(f"  round {r + 1}: nanoGPT {res['tokens_per_s']:>8,.0f} tokens/s "
+                    f"({res['wall_s']:.1f} s for the whole command)")
+    out: dict[str, Any] = {"steps": steps, "rounds": rounds, "ours": ours, "nanogpt": theirs}
+    out["ours_tps"] = median([r["tokens_per_s"] for r in ours])
+    out["tokens_per_step"] = ours[0]["tokens_per_step"]
+    out["ms_per_step"] = 1000 * out["tokens_per_step"] / out["ours_tps"]
+    if theirs:
+        out["nanogpt_tps"] = median([r["tokens_per_s"] for r in theirs])
+        out["nanogpt_ms_per_step"] = 1000 * out["tokens_per_step"] / out["nanogpt_tps"]
+        out["ratio"] = out["ours_tps"] / out["nanogpt_tps"]
+        out["round_ratios"] = [a["tokens_per_s"] / b["tokens_per_s"]
+                               for a, b in zip(ours, theirs, strict=False)]
+        out["nanogpt_command"] = theirs[0]["command"]
+    return out
+
+
+def model_flops(architecture: dict[str, Any]) -> dict[str, float]:
+    from llm_trainer.model.gpt import GPT, GPTShape
+
+    model = GPT(GPTShape(**architecture))
+    return {"flops_per_token": float(model.flops_per_token()),
+            "six_n": 6.0 * model.num_params(non_embedding=False),
+            "parameters": model.num_params(non_embedding=False)}
+
+
+# ============================================================================ 3. time to target
+
+
+def time_to_target(home: Path, data: Path, target: float, sets: list[str],
+                   name: str = "bench-target") -> dict[str, Any]:
+    """The whole training command, from launch to the first val loss <= ``target``."""
+    cmd = [*llm_trainer_exe(), "--home", str(home), "train", "--preset", PRESET,
+           "--dataset", str(data), "--foreground", "--name", name, "--sample", "0",
+           "--set", f"train.target_val_loss={target}"]
+    for item in sets:
+        cmd += ["--set", item]
+    say("  $ " + " ".join(["llm-trainer", *cmd[len(llm_trainer_exe()):]]))
+    evals_seen: list[tuple[int, float, float]] = []  # step, val loss, seconds since launch
+    run_id = None
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        now = time.time() - t0
+        tail = [*tail[-20:], line.rstrip()]
+        if run_id is None and (m := RUN_LINE.match(line)):
+            run_id = m.group(1)
+        if m := VAL_LINE.search(line):
+            evals_seen.append((int(m.group(1)), float(m.group(2)), now))
+            say(f"  {now:6.1f} s  step {m.group(1):>5}: val loss {m.group(2)}")
+    code = proc.wait()
+    wall = time.time() - t0
+    if code != 0 or run_id is None:
+        raise RuntimeError(f"training command failed ({code}):\n" + "\n".join(tail))
+    run_dir = home / "runs" / run_id
+    evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+    state = json.loads((run_dir / "state.json").read_text())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    hit = next((r for r in evals if r["val_loss"] <= target), None)
+    printed = next((e for e in evals_seen if e[1] <= target), None)
+    train = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    first = train[0] if train else None
+    return {
+        "target": target, "sets": sets, "wall_s": wall, "run_id": run_id,
+        "reached": hit is not None,
+        "step": hit["step"] if hit else None,
+        "val_loss": hit["val_loss"] if hit else min((r["val_loss"] for r in evals), default=None),
+        "to_target_s": hit["time"] - t0 if hit else None,  # metrics record written
+        "to_target_printed_s": printed[2] if printed else None,  # the CLI printed the line
+        "evals": [(r["step"], r["val_loss"], r["time"] - t0) for r in evals],
+        "startup_s": (first["time"] - t0 - first["elapsed_s"]) if first else None,
+        "final_step": state.get("step"), "checkpoint": state.get("checkpoint"),
+        "config": {k: meta["config"]["train"][k] for k in (
+            "max_steps", "lr", "warmup_steps", "min_lr_ratio", "beta2", "weight_decay",
+            "eval_interval", "eval_batches")},
+    }
+
+
+# ============================================================================ 4. generation
+
+
+def generation_speed(checkpoint: Path, lengths: tuple[int, ...] = (500, 2000), repeats: int = 3
+                     ) -> dict[str, Any]:
+    """Median tokens/s of ``generate_ids`` per length (model loading not counted)."""
+    from llm_trainer.inference.generate import GenerationSettings, TextGenerator
+
+    gen = TextGenerator.from_checkpoint(checkpoint)
+    ids, _ = gen.prompt_ids("")
+    list(gen.generate_ids(ids, GenerationSettings(max_new_tokens=100, seed=0)))  # warm up
+    out: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    for n in lengths:
+        rates = []
+        for rep in range(repeats):
+            settings = GenerationSettings(max_new_tokens=n, temperature=0.8, top_k=200, seed=rep)
+            t0 = time.perf_counter()
+            count = sum(1 for _ in gen.generate_ids(ids, settings))
+            rates.append(count / (time.perf_counter() - t0))
+        out[n] = median(rates)
+    return out
+
+
+# ============================================================================ 5. bookkeeping
+
+
+class NullReporter:
+    """Receives the training events and does nothing with them."""
+
+    def log(self, message: str) -> None:
+        pass
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        pass
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        pass
+
+    def on_eval(self, result: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint(self, result: dict[str, Any]) -> None:
+        pass
+
+
+class TimedReporter:
+    """Forwards to ``inner`` and notes the loop's wall time (on_start -> last step's
+    progress) and the steps' own time (``train_time_s``), so the reporter's share is
+    ``loop - steps``. The final evaluation and checkpoint are outside the window."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.t_start: float | None = None
+        self.t_end: float | None = None
+        self.step_time = 0.0
+
+    def log(self, message: str) -> None:
+        self.inner.log(message)
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.inner.on_start(info)
+        self.t_start = time.perf_counter()
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        self.inner.on_progress(progress)
+        if progress["step"] >= progress["total_steps"]:
+            self.t_end = time.perf_counter()
+            self.step_time = progress["train_time_s"]
+
+    def on_eval(self, result: dict[str, Any]) -> None:
+        self.inner.on_eval(result)
+
+    def on_checkpoint(self, result: dict[str, Any]) -> None:
+        self.inner.on_checkpoint(result)
+
+    @property
+    def loop_s(self) -> float:
+        assert self.t_start is not None and self.t_end is not None
+        return self.t_end - self.t_start
+
+
+def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool) -> TimedReporter:
+    from llm_trainer.store.models import ModelStore
+    from llm_trainer.store.runs import RunStore
+    from llm_trainer.training.trainer import TrainingJob, run_training
+    from llm_trainer.worker import RunReporter
+
+    models, runs = ModelStore(home), RunStore(home)
+    rec = models.create(name, default_base="bench")
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    inner: Any = NullReporter()
+    if worker_reporter:
+        state = {"status": "running", "model_id": rec.id, "model_name": rec.name,
+                 "created_at": time.time(), "step": 0}
+        runs.create(run_id, {"model": {"id": rec.id, "name": rec.name},
+                             "config": cfg.to_dict()}, state)
+        inner = RunReporter(run_id, runs, models, rec.id, dict(state))
+    reporter = TimedReporter(inner)
+    try:
+        run_training(TrainingJob(config=cfg, home=home, model_dir=rec.path, run_id=run_id),
+                     reporter)
+    finally:
+        if worker_reporter:
+            inner.close()
+    return reporter
+
+
+def bookkeeping(home: Path, data: Path, steps: int, rounds: int) -> dict[str, Any]:
+    """No-op reporter vs the worker's RunReporter on the same steps, alternating (ABBA)."""
+    from llm_trainer.worker import tune_allocator
+
+    tune_allocator()  # the worker does this before training; it changes step time a lot
+    cfg = preset_config(data, **{"train.max_steps": steps, "train.eval_interval": 0,
+                                 "train.log_interval": WINDOW})
+    loops: dict[str, list[float]] = {"null": [], "worker": []}
+    own: dict[str, list[float]] = {"null": [], "worker": []}
+    for r in range(rounds):
+        order = ["null", "worker"] if r % 2 == 0 else ["worker", "null"]
+        for kind in order:
+            rep = _train_in_process(home, cfg, f"bench-bk-{kind}-{r + 1}", kind == "worker")
+            loops[kind].append(rep.loop_s)
+            own[kind].append((rep.loop_s - rep.step_time) / rep.step_time * 100)
+        say(f"  round {r + 1}: no-op {loops['null'][-1]:.2f} s, RunReporter "
+            f"{loops['worker'][-1]:.2f} s for {steps} steps")
+    null_s, worker_s = median(loops["null"]), median(loops["worker"])
+    return {"steps": steps, "rounds": rounds, "null_s": null_s, "worker_s": worker_s,
+            "loops": loops, "ab_pct": (worker_s / null_s - 1) * 100,
+            "in_run_pct": median(own["worker"]) - median(own["null"]),
+            "tokens_per_s_null": steps * cfg.train.batch_size * cfg.model.block_size / null_s}
+
+
+# ============================================================================ 6. CLI latency
+
+
+def make_fake_runs(home: Path, count: int = 200) -> None:
+    from llm_trainer.store.runs import RunStore
+
+    runs = RunStore(home)
+    now = time.time()
+    for i in range(1, count + 1):
+        run_id = f"20261101-000000-fake-{i:03d}"
+        started = now - 86400 + i * 60
+        meta = {"created_at": started, "kind": "train", "command": ["llm-trainer", "train"],
+                "model": {"id": "x", "name": "fake"}, "requested_device": "cpu"}
+        state = {"status": "completed", "model_id": "x", "model_name": "fake",
+                 "created_at": started, "started_at": started, "ended_at": started + 50,
+                 "updated_at": started + 50, "step": 100, "total_steps": 100, "epoch": 0.08,
+                 "loss": 2.1, "val_loss": 2.2, "best_val_loss": 2.2, "device": "cpu",
+                 "tokens_per_s": 20000.0, "reason": "reached the planned steps"}
+        runs.create(run_id, meta, state)
+
+
+def time_command(cmd: list[str], cwd: Path, repeats: int) -> dict[str, Any]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr}")
+    return {"median_s": median(times), "min_s": min(times), "times": times}
+
+
+def cli_latency(home: Path, repeats: int = 5) -> dict[str, Any]:
+    fake = home / "fake-runs"
+    make_fake_runs(fake)
+    exe = llm_trainer_exe()
+    return {
+        "help": time_command([*exe, "--help"], home, repeats),
+        "train_help": time_command([*exe, "train", "--help"], home, repeats),
+        "status": time_command([*exe, "--home", str(fake), "status"], home, repeats),
+    }
+
+
+# ============================================================================ report
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _check(ok: bool | None) -> str:
+    return "" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, value, target, verdict) rows."""
+    rows: list[tuple[str, str, str, str]] = []
+    mm = res.get("matmul")
+    peak = mm["peak_gflops"] if mm else None
+    if mm:
+        sizes = ", ".join(f"{n}: {g:.0f}" for n, g in mm["gflops"].items())
+        rows.append(("fp32 matmul GFLOP/s (peak)", f"{peak:.0f} ({sizes}; "
+                     f"{mm['threads']} threads)", "", ""))
+    tp = res.get("throughput")
+    if tp:
+        rows.append(("training tokens/s (ours)", f"{tp['ours_tps']:,.0f}", "", ""))
+        rows.append(("ms per step (ours)", f"{tp['ms_per_step']:.1f}", "", ""))
+        flops = res.get("flops")
+        if flops and peak:
+            achieved = tp["ours_tps"] * flops["flops_per_token"] / 1e9
+            rows.append(("model GFLOP/s, fraction of matmul peak",
+                         f"{achieved:.1f} ({achieved / peak:.0%}; "
+                         f"{flops['flops_per_token'] / 1e6:.2f} MFLOP/token)", "", ""))
+        if "ratio" in tp:
+            rows.append(("training tokens/s (nanoGPT)", f"{tp['nanogpt_tps']:,.0f} "
+                         f"({tp['nanogpt_ms_per_step']:.1f} ms/iter)", "", ""))
+            ratios = ", ".join(f"{x:.2f}" for x in tp["round_ratios"])
+            rows.append(("tokens/s ratio ours/nanoGPT", f"{tp['ratio']:.2f}x (rounds: {ratios})",
+                         f">= {TARGETS['ratio']:.2f}x", _check(tp["ratio"] >= TARGETS["ratio"])))
+    tt = res.get("target")
+    if tt:
+        if tt["reached"]:
+            value = (f"{tt['to_target_s']:.1f} s (step {tt['step']}, val {tt['val_loss']:.4f}; "
+                     f"printed at {_fmt(tt['to_target_printed_s'], '.1f')} s, command "
+                     f"{tt['wall_s']:.1f} s)")
+        else:
+            value = f"not reached (best {_fmt(tt['val_loss'], '.4f')}; {tt['wall_s']:.1f} s)"
+        rows.append((f"launch -> val loss <= {tt['target']:g}", value,
+                     f"<= {TARGETS['target_wall_s']:.0f} s",
+                     _check(tt["reached"] and tt["to_target_s"] <= TARGETS["target_wall_s"])))
+    gen = res.get("generation")
+    if gen:
+        for n in (500, 2000):
+            if n in gen:
+                ok = gen[n] >= TARGETS["gen_tps_2000"] if n == 2000 else None
+                rows.append((f"generation tokens/s, {n} new", f"{gen[n]:,.0f}",
+                             f">= {TARGETS['gen_tps_2000']:.0f}" if n == 2000 else "",
+                             _check(ok)))
+    bk = res.get("bookkeeping")
+    if bk:
+        rows.append(("bookkeeping (RunReporter vs no-op)",
+                     f"{bk['ab_pct']:+.1f}% A/B ({bk['null_s']:.2f} vs {bk['worker_s']:.2f} s); "
+                     f"{bk['in_run_pct']:+.2f}% in-run", f"< {TARGETS['bookkeeping_pct']:.0f}%",
+                     _check(bk["ab_pct"] < TARGETS["bookkeeping_pct"])))
+    cli = res.get("cli")
+    if cli:
+        for key, label, target in (("help", "llm-trainer --help", "help_s"),
+                                   ("train_help", "llm-trainer train --help", "help_s"),
+                                   ("status", "llm-trainer status (200 runs)", "status_s")):
+            t = cli[key]
+            rows.append((label, f"{t['median_s']:.2f} s (min {t['min_s']:.2f})",
+                         f"< {TARGETS[target]} s", _check(t["median_s"] < TARGETS[target])))
+    return rows
+
+
+def render_table(rows: list[tuple[str, str, str, str]], markdown: bool) -> str:
+    head = ("metric", "value", "target", "")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+
+
+def write_results(res: dict[str, Any], rows: list[tuple[str, str, str, str]], argv: list[str]
+                  ) -> None:
+    m = res["machine"]
+    lines = [f"## {m['date']}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+             f"commit {m['commit']}", "",
+             "`" + " ".join(["python", "benchmarks/bench_shakespeare.py", *argv]) + "`",
+             f"(load average {_fmt(res['load_before'], '.2f')} before, "
+             f"{_fmt(res['load_after'], '.2f')} after)", "", render_table(rows, markdown=True)]
+    tt = res.get("target")
+    if tt:
+        lines += ["", "Time-to-target run: " + ", ".join(
+            f"{k}={v}" for k, v in tt["config"].items()) + "; evaluations (step, val loss, s): "
+            + ", ".join(f"({s}, {v:.4f}, {t:.1f})" for s, v, t in tt["evals"])]
+    tp = res.get("throughput")
+    if tp and tp.get("nanogpt_command"):
+        lines += ["", f"nanoGPT: `python {tp['nanogpt_command']}`"]
+    new = not RESULTS_MD.exists()
+    with RESULTS_MD.open("a", encoding="utf-8") as fh:
+        if new:
+            fh.write("# Benchmark results\n\nAppended by `benchmarks/bench_shakespeare.py "
+                     "--write-results`. Only ratios measured within one run are comparable: "
+                     "the machines are shared and noisy.\n")
+        fh.write("\n" + "\n".join(lines) + "\n")
+    say(f"results appended to {RESULTS_MD}")
+
+
+# ============================================================================ main
+
+
+@contextmanager
+def scratch_home(path: str | None, keep: bool) -> Iterator[Path]:
+    if path:
+        home = Path(path).expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        yield home
+        return
+    home = Path(tempfile.mkdtemp(prefix="bench-shakespeare-"))
+    try:
+        yield home
+    finally:
+        if keep:
+            say(f"scratch files kept in {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark the shakespeare-char preset: throughput (vs nanoGPT), time to "
+                    "val loss 1.88, generation, bookkeeping overhead and CLI latency.")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help=f"char-level text file (default: {DEFAULT_DATA})")
+    p.add_argument("--nanogpt", type=Path, help="nanoGPT checkout with data/shakespeare_char "
+                                                "prepared: also run its CPU recipe")
+    p.add_argument("--steps", type=int, default=200,
+                   help="steps per throughput / bookkeeping measurement (default 200)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--target", type=float, default=1.88, help="val loss to reach (1.88)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config for the time-to-target run (repeatable), e.g. "
+                        "--set train.lr=0.002")
+    for part in ("throughput", "target", "generation", "bookkeeping", "cli"):
+        p.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} part")
+    p.add_argument("--home", help="scratch folder (default: a temporary one, removed after)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
+    p.add_argument("--json", type=Path, help="also write every raw figure to this file")
+    p.add_argument("--write-results", action="store_true",
+                   help=f"append a dated section to {RESULTS_MD.relative_to(REPO)}")
+    args = p.parse_args(argv)
+    if not args.data.is_file():
+        p.error(f"--data {args.data}: no such file (pass the Tiny Shakespeare text)")
+    if args.nanogpt is not None:
+        prepared = args.nanogpt / "data" / "shakespeare_char" / "train.bin"
+        if not (args.nanogpt / "train.py").is_file() or not prepared.is_file():
+            p.error(f"--nanogpt {args.nanogpt}: needs train.py and "
+                    "data/shakespeare_char/train.bin (run prepare.py there first)")
+    if args.steps < 3 * WINDOW:
+        p.error(f"--steps must be at least {3 * WINDOW}")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.data = args.data.resolve()
+    res: dict[str, Any] = {"load_before": load_average(), "machine": machine_info(),
+                           "args": argv}
+    m = res["machine"]
+    say(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
+        f"commit {m['commit']}; load average {_fmt(res['load_before'], '.2f')}")
+    if res["load_before"] is not None and res["load_before"] > 0.5 * (m["cores"] or 1):
+        say("warning: the machine is busy; figures will be noisy (ratios less so)")
+
+    def part(title: str, fn: Callable[[], Any]) -> Any:
+        say(f"\n== {title}")
+        t0 = time.perf_counter()
+        value = fn()
+        say(f"  ({time.perf_counter() - t0:.0f} s)")
+        return value
+
+    with scratch_home(args.home, args.keep) as home:
+        res["matmul"] = part("fp32 matmul peak", matmul_peak)
+        checkpoint = None
+        if not args.skip_throughput:
+            tp = part(f"training throughput: {args.rounds} rounds of {args.steps} steps"
+                      + (", alternating with nanoGPT" if args.nanogpt else ""),
+                      lambda: throughput(home, args.data, args.steps, args.rounds, args.nanogpt))
+            res["throughput"] = tp
+            res["flops"] = model_flops(tp["ours"][0]["architecture"])
+            state = json.loads((Path(tp["ours"][-1]["run_dir"]) / "state.json").read_text())
+            checkpoint = state.get("checkpoint")
+        if not args.skip_target:
+            res["target"] = part(f"time to val loss <= {args.target:g} (whole command)",
+                                 lambda: time_to_target(home, args.data, args.target, args.sets))
+            checkpoint = res["target"]["checkpoint"] or checkpoint
+        if not args.skip_generation:
+            if checkpoint is None:  # nothing trained above: a short run to get a model
+                say("\n(training 100 steps for a checkpoint to generate from)")
+                ckpt_run = run_ours(home, args.data, 100, "bench-gen")
+                checkpoint = json.loads((Path(ckpt_run["run_dir"]) / "state.json")
+                                        .read_text())["checkpoint"]
+            # before bookkeeping: that part calls tune_allocator() in this process, which
+            # `llm-trainer generate` does not do
+            res["generation"] = part("generation (KV cache, temperature 0.8, top-k 200)",
+                                     lambda: generation_speed(Path(checkpoint)))
+        if not args.skip_bookkeeping:
+            res["bookkeeping"] = part(
+                f"bookkeeping: no-op reporter vs RunReporter, {args.rounds} rounds of "
+                f"{args.steps} steps", lambda: bookkeeping(home / "bk", args.data, args.steps,
+                                                           args.rounds))
+        if not args.skip_cli:
+            res["cli"] = part("CLI latency (5 runs each)", lambda: cli_latency(home))
+    res["load_after"] = load_average()
+
+    rows = summary_rows(res)
+    say(f"\n== summary (load average {_fmt(res['load_before'], '.2f')} before, "
+        f"{_fmt(res['load_after'], '.2f')} after)")
+    say(render_table(rows, markdown=False))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2, default=str))
+    if args.write_results:
+        write_results(res, rows, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Detached runs in real processes: status, stop/pause, kill -9, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llm_trainer.store.checkpoints import resolve_checkpoint
+from llm_trainer.store.runs import RunStore
+from tests.conftest import corpus_text, run_cli
+
+STEPS = 3000
+SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropout=0.1",
+            "--set", "train.eval_interval=500", "--set", "train.checkpoint_interval=100",
+            "--set", "train.log_interval=20"]
+
+
+def wait_for(predicate, timeout=60.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def state_of(home, run_id):
+    return RunStore(home).read_state(run_id)
+
+
+def latest_run(home):
+    return sorted(p.name for p in (home / "runs").iterdir())[-1]
+
+
+def weights(home, model):
+    path = resolve_checkpoint(home / "checkpoints" / model, "latest").path
+    return load_file(str(path / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("bg")
+    (home / "corpus.txt").write_text(corpus_text(80_000))
+    return home
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_home):
+    proc = run_cli("train", *SETTINGS, "--dataset", "corpus.txt", "--name", "straight",
+                   "--foreground", "--sample", "0", home=data_home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return weights(data_home, "straight")
+
+
+def start_detached(home, name):
+    t0 = time.monotonic()
+    proc = run_cli("train", *SETTINGS, "--dataset", "corpus.txt", "--name", name, home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "started run" in proc.stdout and "llm-trainer status" in proc.stdout
+    launch_seconds = time.monotonic() - t0
+    return latest_run(home), launch_seconds
+
+
+def test_detached_run_outlives_its_launcher_and_status_follows_it(data_home):
+    run_id, launch_seconds = start_detached(data_home, "detached")
+    assert launch_seconds < 10  # returns at once: training goes on in the background
+    first = wait_for(lambda: (s := state_of(data_home, run_id)).get("step", 0) > 50 and s)
+    assert first["status"] == "running"
+    later = wait_for(lambda: (s := state_of(data_home, run_id))["step"] > first["step"] and s)
+    assert later["step"] > first["step"]
+    proc = run_cli("status", "--json", home=data_home)
+    rows = json.loads(proc.stdout)
+    row = next(r for r in rows if r["run_id"] == run_id)
+    for key in ("run_id", "model", "status", "epoch", "step", "total_steps", "loss",
+                "val_loss", "device", "eta_seconds", "pid"):
+        assert key in row
+    assert row["model"] == "detached" and row["device"] == "cpu"
+    assert row["status"] in ("running", "completed")
+    assert rows[0]["run_id"] == run_id  # running first
+    detail = run_cli("status", run_id, home=data_home)
+    assert "remaining:" in detail.stdout and "tokens/s" in detail.stdout
+    assert "last log lines:" in detail.stdout
+    done = wait_for(lambda: state_of(data_home, run_id)["status"] == "completed", timeout=120)
+    assert done
+    final = state_of(data_home, run_id)
+    assert final["step"] == STEPS and final["schema_version"] == 1
+
+
+def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted):
+    run_id, _ = start_detached(data_home, "paused")
+    wait_for(lambda: state_of(data_home, run_id).get("step", 0) >= 400)
+    proc = run_cli("stop", run_id, home=data_home)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {run_id} is paused" in proc.stdout
+    state = state_of(data_home, run_id)
+    assert state["status"] == "paused" and 400 <= state["step"] < STEPS
+    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
+    again = run_cli("stop", run_id, home=data_home)
+    assert again.returncode == 1 and "is not running (status: paused)" in again.stdout
+
+    proc = run_cli("resume", "paused", "--foreground", "--sample", "0", home=data_home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"completed: model paused at step {STEPS:,}" in proc.stdout
+    assert_same_weights(uninterrupted, weights(data_home, "paused"))
+
+
+def test_kill_9_is_reported_failed_and_resume_finishes_bitwise_equal(data_home, uninterrupted):
+    run_id, _ = start_detached(data_home, "killed")
+    wait_for(lambda: state_of(data_home, run_id).get("step", 0) >= 450)
+    pid = state_of(data_home, run_id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: json.loads(run_cli("status", "--json", home=data_home).stdout), 10)
+    rows = json.loads(run_cli("status", "--json", home=data_home).stdout)
+    row = next(r for r in rows if r["run_id"] == run_id)
+    assert row["status"] == "failed" and row["error"] == "process ended unexpectedly"
+    detail = run_cli("status", run_id, home=data_home).stdout
+    assert "failed (process ended unexpectedly)" in detail
+
+    proc = run_cli("resume", run_id, "--foreground", "--sample", "0", home=data_home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_weights(uninterrupted, weights(data_home, "killed"))
+
+
+def test_more_epochs_trains_exactly_that_many_more(data_home, uninterrupted):
+    store = RunStore(data_home)
+    spe = store.read_state(latest_run(data_home)).get("steps_per_epoch")
+    proc = run_cli("resume", "straight", home=data_home)
+    assert proc.returncode == 2 and "already finished its planned" in proc.stderr
+    assert "--more-epochs" in proc.stderr
+    proc = run_cli("resume", "straight", "--more-epochs", "2", "--foreground", "--sample", "0",
+                   home=data_home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = store.read_state(latest_run(data_home))
+    assert state["start_step"] == STEPS
+    assert state["step"] == state["total_steps"] == STEPS + 2 * spe
+
+
+def test_busy_models_and_bad_targets_are_refused(data_home):
+    run_id, _ = start_detached(data_home, "busy")
+    wait_for(lambda: state_of(data_home, run_id).get("status") == "running")
+    proc = run_cli("resume", "busy", home=data_home)
+    assert proc.returncode == 1 and f"it is training in run {run_id}" in proc.stderr
+    proc = run_cli("train", "--model", "busy", "--dataset", "corpus.txt", home=data_home)
+    assert proc.returncode == 1 and "training in run" in proc.stderr
+    proc = run_cli("status", run_id[:-3] + "zzz", home=data_home)
+    assert proc.returncode == 2 and "no run with id" in proc.stderr
+    assert "closest:" in proc.stderr and run_id in proc.stderr
+    proc = run_cli("stop", run_id, "--now", home=data_home)
+    assert proc.returncode == 0 and "killed" in proc.stdout
+    assert state_of(data_home, run_id)["status"] == "stopped"
+    proc = run_cli("train", "--model", "busy", "--set", "model.n_layer=3", home=data_home)
+    assert proc.returncode == 2
+    assert "different architecture: n_layer: checkpoint 2, requested 3" in proc.stderr
+
+
+def test_readers_never_see_a_partial_state_file(data_home):
+    proc = run_cli("train", "--preset", "tiny", "--max-steps", "2000", "--dataset", "corpus.txt",
+                   "--name", "chatty", "--set", "train.log_interval=1", home=data_home)
+    assert proc.returncode == 0
+    run_id = latest_run(data_home)
+    path = data_home / "runs" / run_id / "state.json"
+    reads = 0
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)  # raises on a torn file
+        assert data["schema_version"] == 1
+        reads += 1
+    assert reads > 100
+    run_cli("stop", run_id, "--now", home=data_home)

@@ -1,0 +1,96 @@
+"""The real command line, in subprocesses, on tiny data."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+COMMANDS = [[], ["train"], ["status"], ["resume"], ["stop"], ["generate"], ["models"],
+            ["models", "list"], ["models", "show"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_has_help(tmp_path, command):
+    proc = run_cli(*command, "--help", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout
+
+
+def test_front_ends_do_not_import_torch_or_hf_at_startup():
+    code = ("import sys, llm_trainer.cli, llm_trainer.service, llm_trainer.store.runs, "
+            "llm_trainer.store.models, llm_trainer.launcher, llm_trainer.telemetry, "
+            "llm_trainer.config, llm_trainer.progress\n"
+            "heavy = [m for m in ('torch', 'datasets', 'tokenizers', 'numpy', 'transformers') "
+            "if m in sys.modules]\nprint(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_train_foreground_then_generate(tmp_path, corpus):
+    proc = run_cli("train", *TINY, "--dataset", str(corpus), "--max-steps", "60",
+                   "--name", "demo", "--foreground", "--sample", "40", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "device: requested auto, using cpu" in out
+    assert "completed: model demo at step 60" in out
+    assert "--- sample from demo" in out
+    ckpt = tmp_path / "checkpoints" / "demo"
+    steps = sorted(p.name for p in ckpt.glob("step-*"))
+    assert steps[-1] == "step-00000060"
+
+    gen = run_cli("generate", "--model", "demo", "--prompt", "The water", "--max-new-tokens",
+                  "30", "--temperature", "0", home=tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("The water") and len(gen.stdout.strip()) > len("The water")
+    again = run_cli("generate", "--model", "demo", "--prompt", "The water", "--max-new-tokens",
+                    "30", "--temperature", "0", home=tmp_path)
+    assert again.stdout == gen.stdout  # greedy is deterministic
+
+    by_path = run_cli("generate", "--checkpoint", str(ckpt / steps[-1]), "--prompt", "",
+                      "--max-new-tokens", "10", "--seed", "1", home=tmp_path)
+    assert by_path.returncode == 0, by_path.stderr
+
+    models = run_cli("models", "list", "--json", home=tmp_path)
+    [m] = json.loads(models.stdout)
+    assert m["name"] == "demo" and m["status"] == "ready" and m["steps_completed"] == 60
+
+
+def test_generate_errors(tmp_path):
+    proc = run_cli("generate", "--model", "nope", home=tmp_path)
+    assert proc.returncode == 2 and "no model named 'nope'" in proc.stderr
+    proc = run_cli("generate", "--temperature", "-1", home=tmp_path)
+    assert proc.returncode == 2 and "--temperature -1.0 is not allowed" in proc.stderr
+    proc = run_cli("generate", home=tmp_path)
+    assert proc.returncode == 2 and "none trained yet" in proc.stderr
+
+
+def test_missing_dataset_is_one_line_with_a_hint(tmp_path):
+    proc = run_cli("train", *TINY, "--dataset", "nowhere.txt", "--foreground", home=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: dataset 'nowhere.txt' is not a file or folder")
+    assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "checkpoints").glob("*/model.json"))  # no half-made model
+
+
+def test_offline_default_dataset_falls_back_to_the_builtin_corpus(tmp_path):
+    proc = run_cli("train", "--preset", "tiny", "--max-steps", "5", "--foreground",
+                   "--sample", "0", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WikiText-2 is not available" in proc.stdout
+    assert "builtin:python-docs" in proc.stdout
+    meta = json.loads(next((tmp_path / "runs").glob("*/meta.json")).read_text())
+    assert meta["config"]["data"]["dataset"] == "builtin:python-docs"
+
+
+def test_home_option_moves_everything(tmp_path, corpus):
+    elsewhere = tmp_path / "elsewhere"
+    proc = run_cli("--home", str(elsewhere), "train", *TINY, "--dataset", str(corpus),
+                   "--max-steps", "5", "--foreground", "--sample", "0", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (elsewhere / "runs").is_dir() and (elsewhere / "checkpoints").is_dir()
+    assert (elsewhere / "data" / "tokens").is_dir()
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,168 @@
+import json
+import time
+
+import pytest
+
+from llm_trainer.data.prepare import prepare_data
+from llm_trainer.data.sources import BUILTIN_PYDOCS, hold_out, resolve_dataset, split_of
+from llm_trainer.errors import DataError
+from tests.conftest import corpus_text
+
+
+def _resolve(spec, tmp_path, **kw):
+    return resolve_dataset(str(spec), data_dir=tmp_path / "data", val_fraction=0.1,
+                           text_column=kw.pop("text_column", None), **kw)
+
+
+def test_txt_file_holds_out_the_last_tenth_by_position(tmp_path):
+    text = corpus_text(10_000)
+    (tmp_path / "a.txt").write_text(text)
+    splits = _resolve(tmp_path / "a.txt", tmp_path).splits()
+    assert splits.val_source == "held out"
+    assert splits.train + splits.val == text  # nothing shuffled or lost
+    assert 0.08 < len(splits.val) / len(text) < 0.12
+
+
+def test_hold_out_cuts_at_a_line_break():
+    train, val = hold_out("line one\nline two\nline three\n" * 50, 0.1)
+    assert train.endswith("\n")
+
+
+def test_jsonl_with_autodetected_text_column(tmp_path):
+    rows = [{"id": i, "text": f"document number {i} says hello"} for i in range(200)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    splits = _resolve(tmp_path / "d.jsonl", tmp_path).splits()
+    assert "document number 0 says hello" in splits.train
+    assert "document number 199 says hello" in splits.val
+
+
+def test_csv_with_named_column_and_missing_column(tmp_path):
+    lines = ["title,summary"] + [f"t{i},summary text {i}" for i in range(100)]
+    (tmp_path / "d.csv").write_text("\n".join(lines))
+    with pytest.raises(DataError, match="cannot tell which column") as info:
+        _resolve(tmp_path / "d.csv", tmp_path).splits()
+    assert "data.text_column" in info.value.hint
+    splits = _resolve(tmp_path / "d.csv", tmp_path, text_column="summary").splits()
+    assert "summary text 3" in splits.train
+    with pytest.raises(DataError, match="has no column 'nope'"):
+        _resolve(tmp_path / "d.csv", tmp_path, text_column="nope").splits()
+
+
+def test_parquet_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"content": [f"row {i} of parquet text" for i in range(100)]}),
+                   tmp_path / "d.parquet")
+    splits = _resolve(tmp_path / "d.parquet", tmp_path).splits()
+    assert "row 0 of parquet text" in splits.train
+
+
+def test_folder_with_train_and_valid_files(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "train.txt").write_text("training words " * 100)
+    (folder / "valid.txt").write_text("validation words " * 20)
+    (folder / "test.txt").write_text("test words " * 20)
+    splits = _resolve(folder, tmp_path).splits()
+    assert splits.val_source == "split"
+    assert "training" in splits.train and "validation" not in splits.train
+    assert "validation" in splits.val
+
+
+def test_folder_like_the_wikitext_release(tmp_path):
+    folder = tmp_path / "wt"
+    folder.mkdir()
+    (folder / "wiki.test.tokens").write_text(" = Test = \n" * 100)
+    (folder / "wiki.valid.tokens").write_text(" = Valid = \n" * 20)
+    splits = _resolve(folder, tmp_path).splits()
+    assert "Test" in splits.train and "Valid" in splits.val
+
+
+def test_split_names():
+    from pathlib import Path
+
+    assert split_of(Path("wiki.train.tokens")) == "train"
+    assert split_of(Path("dev.jsonl")) == "val"
+    assert split_of(Path("my_validation_set.csv")) == "val"
+    assert split_of(Path("notes.txt")) is None
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "is empty"),
+    (b"\x00\x01\x02binary" * 100, "looks like a binary file"),
+    (b"caf\xe9 au lait " * 100, "not UTF-8 text (undecodable byte 0xe9 at offset 3)"),
+])
+def test_unusable_files_say_why(tmp_path, content, needle):
+    (tmp_path / "bad.txt").write_bytes(content)
+    with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        _resolve(tmp_path / "bad.txt", tmp_path).splits()
+
+
+def test_unknown_specs(tmp_path):
+    with pytest.raises(DataError, match="is not a file or folder") as info:
+        _resolve(tmp_path / "missing.txt", tmp_path)
+    assert "--dataset" in info.value.hint
+    (tmp_path / "x.docx").write_bytes(b"PK")
+    with pytest.raises(DataError, match="unsupported file type .docx"):
+        _resolve(tmp_path / "x.docx", tmp_path)
+    with pytest.raises(DataError, match="unknown built-in corpus"):
+        _resolve("builtin:nope", tmp_path)
+
+
+def test_builtin_python_docs_corpus(tmp_path):
+    source = _resolve(BUILTIN_PYDOCS, tmp_path)
+    splits = source.splits()
+    assert len(splits.train) > 300_000
+    assert source.spec == BUILTIN_PYDOCS
+
+
+def test_wikitext_offline_without_cache_falls_back_fast_when_not_explicit(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    source = _resolve("wikitext-2", tmp_path, explicit=False)
+    assert time.monotonic() - t0 < 10
+    assert source.spec == BUILTIN_PYDOCS
+    assert "WikiText-2 is not available" in source.notice
+
+
+def test_wikitext_offline_fails_when_the_user_named_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="cannot use wikitext-2") as info:
+        _resolve("wikitext-2", tmp_path, explicit=True)
+    assert "local" in info.value.hint
+
+
+def test_unreachable_hub_is_decided_without_retries(tmp_path, monkeypatch):
+    """The real hub code path with the network down: a short connect check, not ~25 s."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match="unreachable"):
+        _resolve("hf:someone/some-dataset", tmp_path, explicit=True)
+    assert time.monotonic() - t0 < 10
+
+
+def test_hf_spec_with_a_local_dataset_folder(tmp_path):
+    folder = tmp_path / "hfdata"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": f"train row {i}"})
+                                                  for i in range(50)))
+    (folder / "validation.jsonl").write_text("\n".join(json.dumps({"text": f"val row {i}"})
+                                                       for i in range(10)))
+    splits = _resolve(f"hf:{folder}", tmp_path).splits()
+    assert "train row 0" in splits.train and "val row 3" in splits.val
+
+
+def test_tokens_are_cached_on_disk(tmp_path):
+    (tmp_path / "a.txt").write_text(corpus_text(20_000))
+    kw = dict(dataset=str(tmp_path / "a.txt"), tokenizer_spec="bpe", vocab_size=300,
+              val_fraction=0.1, text_column=None, data_dir=tmp_path / "data")
+    first = prepare_data(**kw)
+    second = prepare_data(**kw)
+    assert not first.from_cache and second.from_cache
+    assert (first.train == second.train).all() and first.tokenizer.sha256 == \
+        second.tokenizer.sha256
+    other = prepare_data(**{**kw, "tokenizer_spec": "char"})
+    assert not other.from_cache and other.cache_dir != first.cache_dir

@@ -1,0 +1,111 @@
+"""Run and model stores: ids, atomic JSON, liveness, names, locks."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llm_trainer.errors import BusyError, NotFoundError, UsageError
+from llm_trainer.launcher import process_alive, process_start_time
+from llm_trainer.store.atomic import atomic_write_json, read_json, read_jsonl
+from llm_trainer.store.locks import acquire_model_lock, lock_holder
+from llm_trainer.store.models import ModelStore, validate_name
+from llm_trainer.store.runs import RunStore
+
+
+def test_run_ids_are_readable_sortable_and_unique(tmp_path):
+    store = RunStore(tmp_path)
+    t = time.mktime((2026, 11, 23, 14, 25, 1, 0, 0, -1))
+    a = store.new_run_id("shakespeare", now=t)
+    b = store.new_run_id("shakespeare", now=t)
+    assert a == "20261123-142501-shakespeare" and b == "20261123-142501-shakespeare-2"
+    store.create(a, {"x": 1}, {"status": "queued"})
+    store.create(b, {"x": 2}, {"status": "queued"})
+    assert store.run_ids() == [b, a]
+    assert store.require("20261123-142501-shakespeare-") == b
+
+
+def test_atomic_json_carries_schema_version_and_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "s.json", {"a": 1})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"schema_version": 1, "a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+    assert read_json(tmp_path / "missing.json") is None
+    (tmp_path / "torn.json").write_text('{"a": ')
+    assert read_json(tmp_path / "torn.json") is None
+
+
+def test_metrics_reader_skips_a_torn_last_line(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"ste')
+    assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [1, 2]
+
+
+def test_liveness_uses_pid_and_start_time():
+    me = os.getpid()
+    assert process_alive(me, process_start_time(me))
+    assert not process_alive(me, process_start_time(me) - 100)  # a reused pid: not ours
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not process_alive(child.pid, None)
+    assert not process_alive(None, None)
+
+
+@pytest.mark.parametrize("name", ["", " ", "../x", "a/b", ".hidden", "x" * 200, "[bold]x[/]",
+                                  "a b", "dä", "a\\b", "..", "x..y"])
+def test_bad_model_names_are_refused_with_a_reason(name):
+    with pytest.raises(UsageError) as info:
+        validate_name(name)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "gpt-2_small.v1", "A", "x" * 64])
+def test_good_model_names(name):
+    assert validate_name(name) == name
+
+
+def test_model_create_collisions_and_default_names(tmp_path):
+    store = ModelStore(tmp_path)
+    a = store.create(None, default_base="wikitext-2-small")
+    b = store.create(None, default_base="wikitext-2-small")
+    assert (a.name, b.name) == ("wikitext-2-small-1", "wikitext-2-small-2")
+    store.create("mine", default_base="x")
+    with pytest.raises(UsageError, match="already exists"):
+        store.create("mine", default_base="x")
+    with pytest.raises(NotFoundError, match="no model named 'mien'") as info:
+        store.get("mien")
+    assert "mine" in info.value.hint
+
+
+def test_rename_keeps_the_id_and_moves_the_folder(tmp_path):
+    store = ModelStore(tmp_path)
+    rec = store.create("old", default_base="x")
+    store.set_active("old")
+    renamed = store.rename("old", "new")
+    assert renamed.id == rec.id and not (tmp_path / "checkpoints" / "old").exists()
+    assert store.active().name == "new"
+    store.create("taken", default_base="x")
+    with pytest.raises(UsageError, match="already exists"):
+        store.rename("new", "taken")
+
+
+def test_delete_stays_inside_the_model_folder(tmp_path):
+    store = ModelStore(tmp_path)
+    store.create("a", default_base="x")
+    keep = tmp_path / "checkpoints" / "b"
+    store.create("b", default_base="x")
+    (tmp_path / "outside.txt").write_text("keep me")
+    store.delete("a")
+    assert not (tmp_path / "checkpoints" / "a").exists()
+    assert keep.exists() and (tmp_path / "outside.txt").exists()
+
+
+def test_training_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    acquire_model_lock(d, "run-1", "m", is_alive=lambda r: True)
+    with pytest.raises(BusyError, match="already training in run run-1"):
+        acquire_model_lock(d, "run-2", "m", is_alive=lambda r: True)
+    acquire_model_lock(d, "run-2", "m", is_alive=lambda r: False)  # run-1 died
+    assert lock_holder(d) == "run-2"

@@ -1,0 +1,147 @@
+"""The training loop in-process, on a tiny model: exactness, epochs, divergence."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llm_trainer.config import load_config
+from llm_trainer.errors import TrainingError, UsageError
+from llm_trainer.store.checkpoints import list_checkpoints, resolve_checkpoint
+from llm_trainer.training.schedule import LRSchedule
+from llm_trainer.training.trainer import CONTINUE, InitFrom, TrainingJob, run_training
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None, flag=None):
+        self.progress, self.evals, self.ckpts, self.lines = [], [], [], []
+        self.stop_after, self.flag = stop_after, flag
+
+    def log(self, message):
+        self.lines.append(message)
+
+    def on_start(self, info):
+        self.info = info
+
+    def on_progress(self, p):
+        self.progress.append(p)
+        if self.stop_after is not None and p["step"] >= self.stop_after:
+            self.flag.set()
+
+    def on_eval(self, r):
+        self.evals.append(r)
+
+    def on_checkpoint(self, r):
+        self.ckpts.append(r)
+
+
+class Flag:
+    def __init__(self):
+        self.value = False
+
+    def set(self):
+        self.value = True
+
+    def is_set(self):
+        return self.value
+
+
+def _cfg(corpus, **extra):
+    values = {"data.dataset": str(corpus), "train.max_steps": 40, "train.eval_interval": 20,
+              "train.log_interval": 5, "model.dropout": 0.1, **extra}
+    return load_config(preset="tiny", overrides=values)
+
+
+def _weights(model_dir):
+    return load_file(str(resolve_checkpoint(model_dir, "latest").path / "model.safetensors"))
+
+
+def test_pause_and_resume_equals_an_uninterrupted_run_bitwise(home, corpus):
+    cfg = _cfg(corpus)
+    straight = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "a"), Recorder())
+    assert straight.status == "completed" and straight.step == 40
+
+    flag = Flag()
+    paused = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "b", stop=flag),
+                          Recorder(stop_after=15, flag=flag))
+    assert paused.status == "paused" and paused.step == 15
+    resumed = run_training(TrainingJob(
+        config=cfg, home=home, model_dir=home / "b",
+        init=InitFrom(resolve_checkpoint(home / "b", "latest").path)), Recorder())
+    assert resumed.status == "completed" and resumed.step == 40
+
+    a, b = _weights(home / "a"), _weights(home / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # dropout RNG, optimizer, data: all exact
+
+
+def test_epochs_count_passes_over_the_data(home, corpus):
+    cfg = _cfg(corpus, **{"train.max_steps": None, "train.epochs": 2, "train.eval_interval": 0})
+    rec = Recorder()
+    result = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), rec)
+    spe = rec.info["steps_per_epoch"]
+    assert result.step == 2 * spe
+    assert result.epoch == pytest.approx(2.0)
+
+
+def test_more_epochs_trains_exactly_n_more_and_rebuilds_the_schedule(home, corpus):
+    cfg = _cfg(corpus, **{"train.max_steps": None, "train.epochs": 1, "train.eval_interval": 0})
+    first = Recorder()
+    run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), first)
+    spe = first.info["steps_per_epoch"]
+    ckpt = resolve_checkpoint(home / "m", "latest").path
+    rec = Recorder()
+    result = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m",
+                                      init=InitFrom(ckpt, more_epochs=2)), rec)
+    assert result.step == 3 * spe and result.epoch == pytest.approx(3.0)
+    expected = LRSchedule(3 * spe, cfg.train.warmup_steps, cfg.train.lr,
+                          cfg.train.lr * cfg.train.min_lr_ratio)
+    for p in rec.progress:  # the LR of each logged step follows the stretched schedule
+        assert p["lr"] == pytest.approx(expected(p["step"] - 1))
+    assert rec.progress[0]["lr"] > cfg.train.lr * cfg.train.min_lr_ratio * 1.01
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(home, corpus,
+                                                                          monkeypatch):
+    from llm_trainer.model import gpt
+
+    real_forward = gpt.GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, **kw):
+        logits, loss = real_forward(self, idx, targets, **kw)
+        if self.training and targets is not None:
+            calls["n"] += 1
+            if calls["n"] > 25:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(gpt.GPT, "forward", poisoned)
+    cfg = _cfg(corpus)
+    with pytest.raises(TrainingError, match=r"loss became nan at step 26; the last good "
+                                            r"checkpoint \(step-00000020\) is intact"):
+        run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), Recorder())
+    ckpts = list_checkpoints(home / "m", verify=True)
+    assert [c.step for c in ckpts] == [20] and ckpts[0].valid
+    weights = load_file(str(ckpts[0].path / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_continue_refuses_a_different_architecture(home, corpus):
+    cfg = _cfg(corpus, **{"train.max_steps": 5})
+    run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), Recorder())
+    ckpt = resolve_checkpoint(home / "m", "latest").path
+    deeper = cfg.replace(**{"model.n_layer": 3})
+    with pytest.raises(UsageError, match="n_layer 2 vs 3"):
+        run_training(TrainingJob(config=deeper, home=home, model_dir=home / "m",
+                                 init=InitFrom(ckpt, mode=CONTINUE)), Recorder())
+
+
+def test_target_val_loss_stops_early(home, corpus):
+    cfg = _cfg(corpus, **{"train.max_steps": 200, "train.eval_interval": 10,
+                          "train.target_val_loss": 10.0})
+    result = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), Recorder())
+    assert result.step == 10 and "target val loss" in result.reason
+    assert math.isfinite(result.val_loss)
