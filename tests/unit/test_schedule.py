@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from llm_trainer.progress import EtaClock, format_clock, format_duration
@@ -13,7 +15,7 @@ def test_warmup_then_cosine_to_min():
     assert lr_at(100, **kw) == pytest.approx(0.1)
     assert lr_at(500, **kw) == pytest.approx(0.1)
     lrs = [lr_at(s, **kw) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_linear_and_constant():

@@ -25,7 +25,7 @@ def test_txt_file_holds_out_the_last_tenth_by_position(tmp_path):
 
 def test_hold_out_cuts_at_a_line_break():
     train, val = hold_out("line one\nline two\nline three\n" * 50, 0.1)
-    assert train.endswith("\n")
+    assert train.endswith("\n") and val.startswith("line")
 
 
 def test_jsonl_with_autodetected_text_column(tmp_path):
