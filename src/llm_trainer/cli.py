@@ -568,6 +568,81 @@ def models_show(
     _console().print("\n".join(lines))
 
 
+@models_app.command("rename")
+def models_rename(old: Annotated[str, typer.Argument(help="current name")],
+                  new: Annotated[str, typer.Argument(help="new name")]) -> None:
+    """Rename a model (refused while it trains); runs keep pointing at it."""
+    rec = _service().rename_model(old, new)
+    _out(f"renamed {old} to {rec.name}")
+
+
+@models_app.command("archive")
+def models_archive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Hide a model from lists (its files stay); `models list --all` shows it."""
+    _service().archive_model(name, True)
+    _out(f"archived {name}")
+
+
+@models_app.command("unarchive")
+def models_unarchive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Bring an archived model back."""
+    _service().archive_model(name, False)
+    _out(f"unarchived {name}")
+
+
+@models_app.command("delete")
+def models_delete(
+    name: Annotated[str, typer.Argument(help="model name")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")
+                   ] = False,
+) -> None:
+    """Delete a model and all its checkpoints (asks first on a terminal)."""
+    svc = _service()
+    rec = svc.models.get(name)
+    svc.require_idle(rec, "delete")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete {name} without confirmation",
+                             hint="pass --yes to delete from a script")
+        answer = input(f"delete model {name} and its {len(svc.models.checkpoints(rec))} "
+                       f"checkpoints ({_size(rec.disk_bytes())})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _out("kept")
+            raise typer.Exit(1)
+    svc.delete_model(name)
+    _out(f"deleted {name}")
+
+
+@models_app.command("activate")
+def models_activate(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Make this the model that generate, resume and the TUI use when none is named."""
+    _service().activate_model(name)
+    _out(f"active model: {name}")
+
+
+@models_app.command("export")
+def models_export(
+    name: Annotated[str | None, typer.Argument(help="model name (default: the active one)")
+                    ] = None,
+    out: Annotated[str, typer.Option("--out", help="folder to write")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="hf (transformers GPT-2) or "
+                                                      "safetensors")] = "hf",
+    checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
+    force: Annotated[bool, typer.Option("--force", help="write into a non-empty folder")
+                     ] = False,
+) -> None:
+    """Write a model for other tools: a Hugging Face GPT-2 folder, or bare safetensors."""
+    if not out:
+        raise UsageError("--out FOLDER is required", hint="e.g. --out exports/my-model")
+    path, info, notes = _service().export_model(name, out, fmt, checkpoint=checkpoint,
+                                                overwrite=force)
+    for note in notes:
+        _out(f"warning: {note}", err=True)
+    _out(f"exported {info.path.parent.name} ({info.path.name}) as {fmt} to {path}")
+    if fmt == "hf":
+        _out(f"  load it: AutoModelForCausalLM.from_pretrained({str(path)!r})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning known errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

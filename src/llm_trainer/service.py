@@ -194,7 +194,7 @@ class Service:
         if notes is not None:
             notes.extend(skipped)
         if info is None:
-            have = [c.step for c in list_checkpoints(rec.path) if c.valid]
+            have = [c.step for c in list_checkpoints(rec.path, verify=True) if c.valid]
             what = {"latest": "no usable checkpoint", "best": "no checkpoint with a val loss"}
             raise NotFoundError(
                 f"model {rec.name} has {what.get(which, f'no usable checkpoint at step {which}')}"
@@ -486,6 +486,38 @@ class Service:
 
     def list_models(self, *, include_archived: bool = False) -> list[dict[str, Any]]:
         return [self.model_view(m) for m in self.models.list(include_archived=include_archived)]
+
+    def rename_model(self, old: str, new: str) -> ModelRecord:
+        rec = self.models.get(old)
+        self.require_idle(rec, "rename")
+        return self.models.rename(old, new)
+
+    def archive_model(self, name: str, archived: bool = True) -> ModelRecord:
+        rec = self.models.get(name)
+        self.require_idle(rec, "archive" if archived else "unarchive")
+        return self.models.set_archived(name, archived)
+
+    def delete_model(self, name: str) -> Path:
+        rec = self.models.get(name)
+        self.require_idle(rec, "delete")
+        return self.models.delete(name)
+
+    def activate_model(self, name: str) -> ModelRecord:
+        rec = self.models.get(name)
+        if rec.archived:
+            raise UsageError(f"model {name} is archived",
+                             hint=f"unarchive it first: `llm-trainer models unarchive {name}`")
+        return self.models.set_active(name)
+
+    def export_model(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
+                     overwrite: bool = False) -> tuple[Path, CheckpointInfo, list[str]]:
+        from llm_trainer.inference.export import export
+        from llm_trainer.training.checkpoint import read_checkpoint
+
+        notes: list[str] = []
+        info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)
+        return export(read_checkpoint(info.path), Path(out), fmt, overwrite=overwrite), info, \
+            notes
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

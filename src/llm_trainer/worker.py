@@ -157,6 +157,13 @@ class RunReporter:
                                      "epochs": 0.0, "first_run": self.run_id})
             if self.run_id not in rec.runs:
                 rec.runs.append(self.run_id)
+                meta = self.runs.read_meta(self.run_id)
+                init = meta.get("init") or {}
+                rec.lineage.append({
+                    "run_id": self.run_id, "kind": meta.get("kind"), "dataset": ds["spec"],
+                    "from_checkpoint": init.get("checkpoint"), "data_from": init.get(
+                        "data_from"), "start_step": info["start_step"],
+                    "started_at": time.time()})
             rec.architecture = info["architecture"]
             rec.tokenizer = info["tokenizer"]
             rec.config = info["config"]

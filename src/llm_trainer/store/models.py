@@ -73,6 +73,7 @@ class ModelRecord:
     latest_val_loss: float | None = None
     archived: bool = False
     runs: list[str] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # one entry per run
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -82,7 +83,8 @@ class ModelRecord:
             "tokenizer": self.tokenizer, "datasets": self.datasets,
             "epochs_completed": self.epochs_completed, "steps_completed": self.steps_completed,
             "best_val_loss": self.best_val_loss, "latest_val_loss": self.latest_val_loss,
-            "archived": self.archived, "runs": self.runs, "config": self.config,
+            "archived": self.archived, "runs": self.runs, "lineage": self.lineage,
+            "config": self.config,
         }
 
     @classmethod

@@ -1,0 +1,102 @@
+"""Export a checkpoint for other tools.
+
+``hf``: a Hugging Face transformers GPT-2 folder (config.json, model.safetensors, tokenizer
+files, generation_config.json) that ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` load. Our names already match GPT2LMHeadModel's; HF's Conv1D
+layers store weights transposed, and a model trained without biases gets zero biases.
+``safetensors``: our own weights, config and tokenizer, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from llm_trainer.data.tokenizer import EOT
+from llm_trainer.errors import UsageError
+from llm_trainer.training.checkpoint import LoadedCheckpoint, load_model
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+FORMATS = ("hf", "safetensors")
+
+
+def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
+    model = load_model(ckpt, "cpu")
+    shape = ckpt.shape
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+          if k != "lm_head.weight"}  # tied to transformer.wte.weight
+    for name in list(sd):
+        if name.endswith(CONV1D):
+            sd[name] = sd[name].t().contiguous()
+    if not shape.bias:  # GPT-2 always has biases: zeros are the same function
+        for i in range(shape.n_layer):
+            p = f"transformer.h.{i}."
+            sd[p + "ln_1.bias"] = torch.zeros(shape.n_embd)
+            sd[p + "ln_2.bias"] = torch.zeros(shape.n_embd)
+            sd[p + "attn.c_attn.bias"] = torch.zeros(3 * shape.n_embd)
+            sd[p + "attn.c_proj.bias"] = torch.zeros(shape.n_embd)
+            sd[p + "mlp.c_fc.bias"] = torch.zeros(4 * shape.n_embd)
+            sd[p + "mlp.c_proj.bias"] = torch.zeros(shape.n_embd)
+        sd["transformer.ln_f.bias"] = torch.zeros(shape.n_embd)
+    return sd
+
+
+def _special_ids(ckpt: LoadedCheckpoint) -> tuple[int | None, str | None]:
+    tok = ckpt.tokenizer.tok
+    eot = tok.token_to_id(EOT)
+    return (eot, EOT) if eot is not None else (None, None)
+
+
+def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
+    from safetensors.torch import save_file
+
+    shape = ckpt.shape
+    eos_id, eos_token = _special_ids(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": shape.vocab_size, "n_positions": shape.block_size,
+        "n_ctx": shape.block_size, "n_embd": shape.n_embd, "n_layer": shape.n_layer,
+        "n_head": shape.n_head, "n_inner": None,
+        "activation_function": "gelu_new" if shape.activation == "gelu_tanh" else "gelu",
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+        "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "scale_attn_weights": True,
+        "use_cache": True, "tie_word_embeddings": True, "torch_dtype": "float32",
+        "bos_token_id": eos_id, "eos_token_id": eos_id,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(hf_state_dict(ckpt), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "generation_config.json").write_text(json.dumps({
+        "bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": shape.block_size,
+        "do_sample": True, "temperature": 0.8, "top_k": 200}, indent=2))
+    ckpt.tokenizer.save(out / "tokenizer.json")
+    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "model_max_length": shape.block_size, "clean_up_tokenization_spaces": False}
+    if eos_token:
+        tok_config.update({"eos_token": eos_token, "bos_token": eos_token})
+    if ckpt.tokenizer.tok.token_to_id("[UNK]") is not None:
+        tok_config["unk_token"] = "[UNK]"
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps(
+        {k: v for k, v in tok_config.items() if k.endswith("_token")}, indent=2))
+    return out
+
+
+def export_safetensors(ckpt: LoadedCheckpoint, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        shutil.copy2(ckpt.path / name, out / name)
+    return out
+
+
+def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = False) -> Path:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}", hint="use --format hf or safetensors")
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} exists and is not empty",
+                         hint="pick a new --out folder, or pass --force to overwrite")
+    return export_hf(ckpt, out) if fmt == "hf" else export_safetensors(ckpt, out)
