@@ -480,6 +480,18 @@ def generate(
     sys.stdout.write("\n")
 
 
+# ============================================================================ tui
+
+
+@app.command()
+def tui() -> None:
+    """Open the dashboard: runs, system, training, generation and models (q quits; runs keep
+    going)."""
+    from llm_trainer.tui.app import run_tui
+
+    run_tui(STATE["home"])
+
+
 # ============================================================================ models
 
 

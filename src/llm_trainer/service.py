@@ -72,6 +72,27 @@ class Service:
         self.runs = RunStore(self.home)
         self.models = ModelStore(self.home)
         self._verified: dict[tuple, CheckpointInfo] = {}
+        self._children: list[subprocess.Popen] = []  # detached workers this process started
+        self._telemetry = None
+
+    def reap(self) -> None:
+        """Collect exited workers this (long-lived, e.g. TUI) process started: no zombies."""
+        self._children = [p for p in self._children if p.poll() is None]
+
+    def system_snapshot(self, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Host telemetry plus the time until every active run is done (None: no active run;
+        runs train side by side, so that is the longest remaining time, not a sum)."""
+        from llm_trainer.telemetry import Telemetry
+
+        if self._telemetry is None:
+            self._telemetry = Telemetry()
+        snap = self._telemetry.sample()
+        views = runs if runs is not None else self.list_runs(active_only=True)
+        active = [v for v in views if v["status"] in ACTIVE]
+        etas = [v["eta_seconds"] for v in active if v["eta_seconds"] is not None]
+        snap["active_runs"] = len(active)
+        snap["remaining_s"] = max(etas) if etas else None
+        return snap
 
     # =================================================================== run liveness
     def run_alive(self, run_id: str) -> bool:
@@ -139,6 +160,7 @@ class Service:
 
     def list_runs(self, *, active_only: bool = False) -> list[dict[str, Any]]:
         """Running first, then newest first."""
+        self.reap()
         names = self._model_names()
         views = [self.run_view(r, names) for r in self.runs.run_ids()]
         if active_only:
@@ -240,6 +262,8 @@ class Service:
             self.runs.write_state(run_id, {**state, "status": "failed",
                                            "error": f"could not start the worker: {exc}"})
             raise UsageError(f"could not start the training process: {exc}") from None
+        if not foreground:
+            self._children.append(proc)
         return Launch(run_id, proc.pid, rec.name, rec.id, foreground, proc, notes,
                       init["checkpoint"] if init else None)
 

@@ -1,0 +1,1 @@
+"""The Textual dashboard: a second front end over the service layer."""

@@ -1,0 +1,384 @@
+"""``llm-trainer tui``: the keyboard-first dashboard.
+
+Layout (2 columns x 3 rows): A runs | B system / C train | E models / D generate | E models.
+All file and process I/O runs in thread workers that post results back; panels update their
+widgets in place. Every action goes through ``Service`` exactly as the CLI's do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.widgets import Footer, Input, Static
+
+from llm_trainer.errors import LLMTrainerError
+from llm_trainer.service import Service, TrainRequest
+from llm_trainer.tui.modals import ConfirmScreen, RunDetailScreen
+from llm_trainer.tui.panels.base import Panel
+from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
+from llm_trainer.tui.panels.models import ModelsPanel
+from llm_trainer.tui.panels.runs import RunsPanel
+from llm_trainer.tui.panels.system import SystemPanel
+from llm_trainer.tui.panels.train import TrainForm, TrainPanel
+
+REFRESH_S = 1.0
+PANEL_ORDER = ("runs", "system", "train", "generate", "models")
+
+
+class Snapshot(Message):
+    """Everything a refresh read from disk, posted from the worker thread."""
+
+    def __init__(self, runs: list[dict[str, Any]], models: list[dict[str, Any]],
+                 system: dict[str, Any], active_id: str | None, latest: str | None,
+                 read_ms: float) -> None:
+        super().__init__()
+        self.runs, self.models, self.system = runs, models, system
+        self.active_id, self.latest, self.read_ms = active_id, latest, read_ms
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, LLMTrainerError):
+        return str(exc) + (f" ({exc.hint})" if exc.hint else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class TrainerApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "llm-trainer"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("tab", "app.focus_next", "next", show=True),
+        Binding("shift+tab", "app.focus_previous", "previous", show=True),
+        Binding("1", "focus_panel('runs')", "runs", show=False),
+        Binding("2", "focus_panel('system')", "system", show=False),
+        Binding("3", "focus_panel('train')", "train", show=False),
+        Binding("4", "focus_panel('generate')", "generate", show=False),
+        Binding("5", "focus_panel('models')", "models", show=False),
+        Binding("escape", "leave_field", "leave field", show=False),
+        Binding("q", "quit", "quit", show=False),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
+    ]
+
+    def __init__(self, home: str | Path | None = None, *, refresh_s: float = REFRESH_S) -> None:
+        super().__init__()
+        self.service = Service(home)
+        self.home = self.service.home
+        self.refresh_s = refresh_s
+        self.models_by_id: dict[str, dict[str, Any]] = {}
+        self.active_id: str | None = None
+        self.last_refresh_ms: dict[str, float] = {}
+        self.generation_cancel = threading.Event()
+        self._generators: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        from llm_trainer.config import list_presets
+
+        # references, not queries: a modal on top must not hide the panels from refreshes
+        self.runs_panel = RunsPanel()
+        self.system_panel = SystemPanel()
+        self.train_panel = TrainPanel(list_presets(self.home))
+        self.models_panel = ModelsPanel()
+        self.generate_panel = GeneratePanel()
+        with Container(id="grid"):
+            yield self.runs_panel
+            yield self.system_panel
+            yield self.train_panel
+            yield self.models_panel  # grid order: it takes rows 2-3 of the right column
+            yield self.generate_panel
+        yield Static(Text(""), id="modeline")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.runs_panel.focus_target().focus()
+        self.refresh_data()
+        self.set_interval(self.refresh_s, self.refresh_data)
+        self.update_mode_line()
+
+    def panel(self, name: str) -> Panel:
+        return {"runs": self.runs_panel, "system": self.system_panel, "train": self.train_panel,
+                "generate": self.generate_panel, "models": self.models_panel}[name]
+
+    # ------------------------------------------------------------------ focus and mode line
+    def action_focus_panel(self, name: str) -> None:
+        self.panel(name).focus_target().focus()
+
+    def action_leave_field(self) -> None:
+        """Esc in a text field returns the keys to its panel."""
+        focused = self.focused
+        models = self.models_panel
+        if isinstance(focused, Input) and focused.id == "rename":
+            models.end_rename("rename cancelled")
+            return
+        if isinstance(focused, Input):
+            for ancestor in focused.ancestors:
+                if isinstance(ancestor, Panel):
+                    ancestor.focus()
+                    break
+
+    def current_panel(self) -> Panel | None:
+        node = self.focused
+        while node is not None:
+            if isinstance(node, Panel):
+                return node
+            node = node.parent
+        return None
+
+    def update_mode_line(self) -> None:
+        panel = self.current_panel()
+        text = f"{panel.PANEL_TITLE} — {panel.mode()}" if panel else ""
+        with contextlib.suppress(NoMatches):  # during shutdown
+            self.query_one("#modeline", Static).update(Text(text))
+
+    def on_descendant_focus(self, _event) -> None:
+        self.update_mode_line()
+
+    # ------------------------------------------------------------------ refresh (worker)
+    @work(thread=True, exclusive=True, group="refresh")
+    def refresh_data(self) -> None:
+        t0 = time.perf_counter()
+        svc = self.service
+        runs = svc.list_runs()
+        models = svc.list_models(include_archived=True)
+        system = svc.system_snapshot(runs)
+        active = svc.models.active_id()
+        latest = svc.models.latest_trained()
+        self.post_message(Snapshot(runs, models, system, active, latest.name if latest else
+                                   None, (time.perf_counter() - t0) * 1000))
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        with contextlib.suppress(NoMatches):  # a refresh landing while the app shuts down
+            self.apply_snapshot(snap)
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        t0 = time.perf_counter()
+        self.runs_panel.update_runs(snap.runs)
+        self.system_panel.update_system(snap.system)
+        self.models_by_id = {m["id"]: m for m in snap.models}
+        fallback = next((m["id"] for m in snap.models if m["name"] == snap.latest), None)
+        self.active_id = snap.active_id if snap.active_id in self.models_by_id else fallback
+        self.models_panel.update_models(snap.models, self.active_id, snap.latest)
+        selected = self.models_by_id.get(self.active_id) if self.active_id else None
+        self.train_panel.set_model(selected)
+        self.generate_panel.set_model(selected)
+        self.last_refresh_ms = {"read": snap.read_ms, "apply": (time.perf_counter() - t0) * 1000}
+
+    # ------------------------------------------------------------------ A: runs
+    def on_runs_panel_show_details(self, message: RunsPanel.ShowDetails) -> None:
+        self.load_details(message.run_id)
+
+    @work(thread=True, group="io")
+    def load_details(self, run_id: str) -> None:
+        try:
+            detail = self.service.run_detail(run_id, log_lines=20)
+            losses = [m["loss"] for m in self.service.metrics(run_id)
+                      if m.get("kind") == "train" and m.get("loss") is not None]
+        except Exception as exc:
+            self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self.push_screen, RunDetailScreen(detail, losses[-400:]))
+
+    def on_runs_panel_stop_run(self, message: RunsPanel.StopRun) -> None:
+        if message.status not in ("running", "queued"):
+            self.notify(f"run {message.run_id} is not running ({message.status})",
+                        markup=False)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.stop_run(message.run_id)
+
+        self.push_screen(ConfirmScreen(f"Stop run {message.run_id}? It finishes its step, "
+                                       "writes a checkpoint and pauses.", yes_label="Stop"),
+                         answer)
+
+    @work(thread=True, group="io")
+    def stop_run(self, run_id: str) -> None:
+        try:
+            self.service.stop(run_id, wait=False)
+            self.call_from_thread(self.notify, f"asked run {run_id} to pause", markup=False)
+        except Exception as exc:
+            self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
+        self.call_from_thread(self.refresh_data)
+
+    # ------------------------------------------------------------------ C: train
+    def on_train_panel_launch(self, message: TrainPanel.Launch) -> None:
+        form = message.form
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.train_panel.show_result("starting...")
+                self.launch_training(form)
+            else:
+                self.train_panel.show_result("cancelled")
+
+        self.push_screen(ConfirmScreen(form.summary(), yes_label="Start" if form.action ==
+                                       "start" else "Resume"), answer)
+
+    @work(thread=True, group="launch")
+    def launch_training(self, form: TrainForm) -> None:
+        panel = self.train_panel
+        try:
+            if form.action == "resume":
+                launch = self.service.resume(
+                    form.model, more_epochs=self._more_epochs(form),
+                    overrides={"runtime.device": form.device,
+                               "runtime.precision": form.precision},
+                    command=["llm-trainer", "tui"])
+            else:
+                launch = self.service.train(self._train_request(form))
+        except Exception as exc:
+            self.call_from_thread(panel.show_result, error_text(exc), error=True)
+            return
+        notes = f" ({'; '.join(launch.notes)})" if launch.notes else ""
+        self.call_from_thread(panel.show_result, f"started run {launch.run_id} (pid "
+                                                 f"{launch.pid}) for {launch.model_name}{notes}")
+        self.call_from_thread(self.refresh_data)
+
+    def _more_epochs(self, form: TrainForm) -> int | None:
+        """Resume finishes an unfinished plan; a finished model trains ``epochs`` more."""
+        from llm_trainer.store.atomic import read_json
+
+        rec = self.service.models.get(form.model)
+        info = self.service.checkpoint_of(rec, "latest")
+        trainer = read_json(info.path / "trainer.json") or {}
+        total = (trainer.get("schedule") or {}).get("total_steps", 0)
+        return form.epochs if trainer.get("step", 0) >= total else None
+
+    def _train_request(self, form: TrainForm) -> TrainRequest:
+        from llm_trainer.config import load_config
+
+        preset_cfg = load_config(preset=form.preset, home=self.home)
+        overrides: dict[str, Any] = {
+            "train.epochs": form.epochs, "train.max_steps": None,
+            "train.batch_size": form.batch_size, "runtime.device": form.device,
+            "runtime.precision": form.precision}
+        if form.model is None:
+            overrides["model.block_size"] = form.seq_len
+        if form.dataset != preset_cfg.data.dataset or form.model is not None:
+            overrides["data.dataset"] = form.dataset
+        return TrainRequest(overrides=overrides, preset=None if form.model else form.preset,
+                            name=form.name, model=form.model, command=["llm-trainer", "tui"])
+
+    # ------------------------------------------------------------------ D: generate
+    def on_generate_panel_generate(self, message: GeneratePanel.Generate) -> None:
+        panel = self.generate_panel
+        model = panel.model
+        if model is None:
+            return
+        panel.set_busy(True)
+        self.generation_cancel.clear()
+        panel.output.write_line("")
+        panel.output.write(message.form.prompt)
+        self.generate(model["name"], message.form)
+
+    def on_generate_panel_cancel(self, _message: GeneratePanel.Cancel) -> None:
+        self.generation_cancel.set()
+
+    @work(thread=True, group="generate", exclusive=True)
+    def generate(self, model_name: str, form: GenerateForm) -> None:
+        from llm_trainer.inference.generate import GenerationSettings
+
+        panel = self.generate_panel
+        out = panel.output
+        try:
+            settings = GenerationSettings(max_new_tokens=form.max_new_tokens,
+                                          temperature=form.temperature, top_k=form.top_k).check()
+            gen, _info, notes = self.service.generator(model=model_name, device="auto")
+            for note in notes:
+                self.call_from_thread(self.notify, note, severity="warning", markup=False)
+            prompt_notes: list[str] = []
+            buffer: list[str] = []
+            last = time.monotonic()
+            for piece in gen.stream(form.prompt, settings, on_note=prompt_notes.append):
+                if prompt_notes:
+                    self.call_from_thread(self.notify, prompt_notes.pop(), markup=False)
+                if self.generation_cancel.is_set():
+                    buffer.append("\n[cancelled]")
+                    break
+                buffer.append(piece)
+                if time.monotonic() - last > 0.05:  # batch UI updates: ~20 per second
+                    self.call_from_thread(out.write, "".join(buffer))
+                    buffer, last = [], time.monotonic()
+            if buffer:
+                self.call_from_thread(out.write, "".join(buffer))
+        except Exception as exc:
+            self.call_from_thread(out.write_line, f"\nerror: {error_text(exc)}")
+        finally:
+            self.call_from_thread(panel.set_busy, False)
+
+    # ------------------------------------------------------------------ E: models
+    def on_models_panel_action(self, message: ModelsPanel.Action) -> None:
+        model = message.model
+        panel = self.models_panel
+        if message.action == "refresh":
+            self.refresh_data()
+            return
+        if message.action == "delete":
+            if model["status"] == "training":
+                panel.say(f"cannot delete {model['name']}: it is training", error=True)
+                return
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.model_action("delete", model)
+                else:
+                    panel.say("delete cancelled")
+
+            self.push_screen(ConfirmScreen(
+                f"Delete model {model['name']} and all its checkpoints? This cannot be undone.",
+                yes_label="Delete"), answer)
+            return
+        self.model_action(message.action, model)
+
+    def on_models_panel_rename(self, message: ModelsPanel.Rename) -> None:
+        self.rename_model(message.model, message.new_name)
+
+    @work(thread=True, group="io")
+    def rename_model(self, model: dict[str, Any], new_name: str) -> None:
+        panel = self.models_panel
+        try:
+            self.service.rename_model(model["name"], new_name)
+        except Exception as exc:
+            self.call_from_thread(panel.end_rename, error_text(exc), error=True)
+            return
+        self.call_from_thread(panel.end_rename, f"renamed {model['name']} to {new_name}")
+        self.call_from_thread(self.refresh_data)
+
+    @work(thread=True, group="io")
+    def model_action(self, action: str, model: dict[str, Any]) -> None:
+        panel = self.models_panel
+        svc = self.service
+        try:
+            if action == "activate":
+                svc.activate_model(model["name"])
+                text = f"active model: {model['name']}"
+            elif action == "archive":
+                archived = model["status"] != "archived"
+                svc.archive_model(model["name"], archived)
+                text = f"{'archived' if archived else 'unarchived'} {model['name']}"
+            elif action == "delete":
+                svc.delete_model(model["name"])
+                text = f"deleted {model['name']}"
+            else:  # pragma: no cover - the panel only sends the actions above
+                return
+        except Exception as exc:
+            self.call_from_thread(panel.say, error_text(exc), error=True)
+            return
+        self.call_from_thread(panel.say, text)
+        self.call_from_thread(self.refresh_data)
+
+
+def run_tui(home: str | Path | None = None) -> None:
+    TrainerApp(home).run()

@@ -1,0 +1,107 @@
+"""Modal screens: a yes/no confirmation and the run detail view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Sparkline, Static
+
+from llm_trainer.progress import format_clock, format_duration
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask a yes/no question; dismisses with True or False."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "yes"),
+        Binding("n", "answer(False)", "no"),
+        Binding("escape", "answer(False)", "cancel"),
+    ]
+
+    def __init__(self, question: str, *, yes_label: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes_label = yes_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.question), id="question")
+            with Horizontal(id="buttons"):
+                yield Button(self.yes_label, variant="error", id="yes")
+                yield Button("No", variant="primary", id="no")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#dialog").border_title = "Confirm"
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+def _num(value: Any, fmt: str = "{:.4f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def detail_text(d: dict[str, Any]) -> Text:
+    meta = d.get("meta") or {}
+    sel = meta.get("selected_device") or {}
+    active = d["status"] in ("running", "queued")
+    lines = [
+        f"Run        {d['run_id']}",
+        f"Model      {d['model']}",
+        f"Status     {d['status']}" + (f" — {d['error']}" if d.get("error") else
+                                       f" — {d['reason']}" if d.get("reason") else ""),
+        f"Progress   epoch {_num(d.get('epoch'), '{:.2f}')}, step {d.get('step') or 0:,}/"
+        f"{d.get('total_steps') or '?'}",
+        f"Loss       {_num(d.get('loss'))}   val {_num(d.get('val_loss'))}   best "
+        f"{_num(d.get('best_val_loss'))}",
+        f"Elapsed    {format_duration(d.get('elapsed_s'))}   remaining "
+        f"{format_duration(d.get('eta_seconds')) if active else '-'}   finish "
+        f"{format_clock(d.get('finish_at')) if active else '-'}",
+        f"Speed      {_num(d.get('tokens_per_s'), '{:,.0f}')} tokens/s   lr "
+        f"{_num(d.get('lr'), '{:.2e}')}",
+        f"Device     {sel.get('selected', d.get('device') or '-')} ({sel.get('name', '-')}), "
+        f"precision {meta.get('precision', '-')}",
+        f"Checkpoint {d.get('checkpoint') or '-'}",
+        "",
+        "Last log lines:",
+        *[f"  {line}" for line in d.get("log_tail") or ["(empty)"]],
+    ]
+    return Text("\n".join(lines))
+
+
+class RunDetailScreen(ModalScreen[None]):
+    """One run in detail: progress, timing, the loss curve and the end of its log."""
+
+    BINDINGS = [Binding("escape,q,enter", "close", "close")]
+
+    def __init__(self, detail: dict[str, Any], losses: list[float]) -> None:
+        super().__init__()
+        self.detail = detail
+        self.losses = losses
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="detail-dialog"):
+            yield Static(Text(f"loss curve ({len(self.losses)} points)"), id="curve-label")
+            yield Sparkline(self.losses or [0.0], id="curve")
+            with VerticalScroll(id="detail-scroll"):
+                yield Static(detail_text(self.detail), id="detail-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        box = self.query_one("#detail-dialog")
+        box.border_title = "Run detail"
+        box.border_subtitle = "esc close"
+        self.query_one("#detail-scroll").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

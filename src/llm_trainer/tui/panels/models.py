@@ -1,0 +1,213 @@
+"""Panel E — Model Selection: the model list, active model, rename / archive / delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from llm_trainer.tui.panels.base import Panel
+
+COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
+           ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
+
+
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return "?"  # pragma: no cover
+
+
+def model_cells(m: dict[str, Any], active_id: str | None) -> dict[str, Text]:
+    trained = time.strftime("%m-%d %H:%M", time.localtime(m["last_trained_at"])) \
+        if m.get("last_trained_at") else "-"
+    loss = m.get("latest_val_loss") if m.get("latest_val_loss") is not None else \
+        m.get("best_val_loss")
+    style = {"training": "green", "corrupted": "red", "archived": "dim"}.get(m["status"], "")
+    return {
+        "mark": Text("●" if m["id"] == active_id else " ", style="bold green"),
+        "name": Text(m["name"]),
+        "trained": Text(trained),
+        "epochs": Text(f"{m.get('epochs_completed') or 0:.2f}"),
+        "loss": Text("-" if loss is None else f"{loss:.4f}"),
+        "size": Text(_size(m.get("disk_bytes"))),
+        "status": Text(m["status"], style=style),
+    }
+
+
+class ModelsTable(DataTable):
+    BINDINGS = [Binding("enter", "select_cursor", "set active")]
+
+
+class ModelsPanel(Panel):
+    PANEL_TITLE = "E · Model Selection"
+    BINDINGS = [
+        Binding("a", "activate", "set active", show=False),
+        Binding("e", "rename", "rename"),
+        Binding("A", "archive", "archive/unarchive"),
+        Binding("D", "delete", "delete"),
+        Binding("r", "refresh", "refresh"),
+        Binding("h", "toggle_archived", "archived"),
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+    ]
+
+    class Action(Message):
+        """A model action for the app to carry out: activate, archive, delete, refresh."""
+
+        def __init__(self, action: str, model: dict[str, Any] | None) -> None:
+            super().__init__()
+            self.action = action
+            self.model = model
+
+    class Rename(Message):
+        def __init__(self, model: dict[str, Any], new_name: str) -> None:
+            super().__init__()
+            self.model = model
+            self.new_name = new_name
+
+    def __init__(self) -> None:
+        super().__init__(id="models")
+        self.models: list[dict[str, Any]] = []
+        self.active_id: str | None = None
+        self.show_archived = False
+        self.renaming: dict[str, Any] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Latest trained model: none"), id="latest")
+        table = ModelsTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static(Text("No models yet: start training in panel C."), id="models-empty")
+        yield Input("", id="rename", compact=True, placeholder="new name: enter saves, esc "
+                    "cancels")
+        yield Static(Text(""), id="models-message")
+
+    def on_mount(self) -> None:
+        self.query_one("#rename", Input).display = False
+
+    def focus_target(self):
+        return self.query_one("#models-table")
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#models-table", DataTable)
+
+    def mode(self) -> str:
+        return "renaming (enter saves, esc cancels)" if self.renaming else "browsing"
+
+    def selected(self) -> dict[str, Any] | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+        return next((m for m in self.models if m["id"] == key), None)
+
+    def say(self, text: str, *, error: bool = False) -> None:
+        self.query_one("#models-message", Static).update(
+            Text(text, style="red" if error else ""))
+
+    def update_models(self, models: list[dict[str, Any]], active_id: str | None,
+                      latest: str | None) -> None:
+        shown = [m for m in models if self.show_archived or m["status"] != "archived"]
+        table = self.table
+        wanted = [m["id"] for m in shown]
+        old = {m["id"]: model_cells(m, self.active_id) for m in self.models}
+        if [k.value for k in table.rows] != wanted:
+            current = self.selected()
+            table.clear()
+            for m in shown:
+                cells = model_cells(m, active_id)
+                table.add_row(*(cells[k] for k, _ in COLUMNS), key=m["id"])
+            if current and current["id"] in wanted:
+                table.move_cursor(row=wanted.index(current["id"]), animate=False)
+        else:
+            for m in shown:
+                cells = model_cells(m, active_id)
+                before = old.get(m["id"], {})
+                for key, _ in COLUMNS:
+                    if before.get(key) != cells[key]:
+                        table.update_cell(m["id"], key, cells[key])
+        self.models, self.active_id = models, active_id
+        self.query_one("#latest", Static).update(Text(f"Latest trained model: {latest or 'none'}"))
+        self.query_one("#models-empty", Static).display = not shown
+
+    # ------------------------------------------------------------------ actions
+    def _emit(self, action: str) -> None:
+        model = self.selected()
+        if model is None and action != "refresh":
+            self.say("No model selected.", error=True)
+            return
+        self.post_message(self.Action(action, model))
+
+    def action_activate(self) -> None:
+        self._emit("activate")
+
+    def action_archive(self) -> None:
+        self._emit("archive")
+
+    def action_delete(self) -> None:
+        self._emit("delete")
+
+    def action_refresh(self) -> None:
+        self._emit("refresh")
+
+    def action_toggle_archived(self) -> None:
+        self.show_archived = not self.show_archived
+        self.update_models(self.models, self.active_id, None)
+        self._emit("refresh")
+
+    def action_cursor_down(self) -> None:
+        self.table.action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.table.action_cursor_up()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_activate()
+
+    def action_rename(self) -> None:
+        model = self.selected()
+        if model is None:
+            self.say("No model selected.", error=True)
+            return
+        self.renaming = model
+        box = self.query_one("#rename", Input)
+        box.value = model["name"]
+        box.display = True
+        box.focus()
+        self.say(f"Renaming {model['name']}: enter saves, esc cancels")
+        self.set_mode_changed()
+
+    def end_rename(self, message: str = "", *, error: bool = False) -> None:
+        if error:  # keep editing so the user can fix the name
+            self.say(message, error=True)
+            return
+        self.renaming = None
+        box = self.query_one("#rename", Input)
+        box.display = False
+        self.say(message)
+        self.table.focus()
+        self.set_mode_changed()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "rename" and self.renaming is not None:
+            event.stop()
+            self.post_message(self.Rename(self.renaming, event.value.strip()))
+
+    def key_escape(self) -> None:
+        if self.renaming is not None:
+            self.end_rename("rename cancelled")

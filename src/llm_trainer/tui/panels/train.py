@@ -1,0 +1,219 @@
+"""Panel C — Train Selected Model: options, validation, confirmation, Start / Resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Button, Input, Label, Select, Static
+
+from llm_trainer.tui.panels.base import FormScroll, Panel
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainForm:
+    """What the user asked for, validated."""
+
+    action: str  # "start" | "resume"
+    model: str | None  # None: a new model
+    epochs: int
+    batch_size: int
+    seq_len: int
+    device: str
+    precision: str
+    preset: str
+    dataset: str
+    name: str | None
+
+    def summary(self) -> str:
+        target = f"model {self.model}" if self.model else (
+            f"a new model {self.name}" if self.name else "a new model")
+        if self.action == "resume":
+            return (f"Resume {target} from its latest checkpoint ({self.epochs} more epoch"
+                    f"{'s' if self.epochs != 1 else ''} if its plan is finished), device "
+                    f"{self.device}, precision {self.precision}?")
+        return (f"Train {target} on {self.dataset} for {self.epochs} epoch"
+                f"{'s' if self.epochs != 1 else ''}: preset {self.preset}, batch "
+                f"{self.batch_size}, sequence length {self.seq_len}, device {self.device}, "
+                f"precision {self.precision}?")
+
+
+class TrainPanel(Panel):
+    PANEL_TITLE = "C · Train Selected Model"
+    can_focus = True
+    BINDINGS = [
+        Binding("s", "launch('start')", "start"),
+        Binding("u", "launch('resume')", "resume"),
+        Binding("left_square_bracket", "bump('epochs', -1)", "epochs-", key_display="["),
+        Binding("right_square_bracket", "bump('epochs', 1)", "epochs+", key_display="]"),
+        Binding("b", "bump('batch', -1)", "batch-"),
+        Binding("B", "bump('batch', 1)", "batch+"),
+        Binding("n", "new_model", "new model"),
+    ]
+
+    class Launch(Message):
+        def __init__(self, form: TrainForm) -> None:
+            super().__init__()
+            self.form = form
+
+    def __init__(self, presets: list[str]) -> None:
+        super().__init__(id="train")
+        self.presets = presets or ["default"]
+        self.model: dict[str, Any] | None = None  # the selected (active) model
+        self.new_model = False
+
+    def compose(self) -> ComposeResult:
+        with FormScroll(id="train-form"):
+            yield Static(Text("Selected Model: new model"), id="train-model")
+            with Horizontal(classes="row"):
+                yield Label("Epochs")
+                yield Input("1", id="epochs", type="integer", compact=True, classes="num")
+                yield Label("Batch")
+                yield Input("12", id="batch", type="integer", compact=True, classes="num")
+                yield Label("Seq len")
+                yield Input("128", id="seq", type="integer", compact=True, classes="num")
+            with Horizontal(classes="row"):
+                yield Label("Device")
+                yield Select([(d, d) for d in DEVICES], value="auto", id="device",
+                             allow_blank=False, compact=True)
+                yield Label("Precision")
+                yield Select([(p, p) for p in PRECISIONS], value="auto", id="precision",
+                             allow_blank=False, compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Preset")
+                yield Select([(p, p) for p in self.presets], id="preset", allow_blank=False,
+                             value="default" if "default" in self.presets else self.presets[0],
+                             compact=True)
+                yield Label("Dataset")
+                yield Input("wikitext-2", id="dataset", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Name")
+                yield Input("", id="name", placeholder="(automatic)", compact=True)
+                yield Button("Start", id="start", compact=True, variant="success")
+                yield Button("Resume", id="resume", compact=True, variant="primary")
+            yield Static(Text(""), id="train-result")
+
+    # ------------------------------------------------------------------ state from the app
+    def set_model(self, model: dict[str, Any] | None) -> None:
+        """Called on every refresh: fields are filled from the model only when the selection
+        changes, so what the user typed survives."""
+        changed = (model or {}).get("id") != (self.model or {}).get("id")
+        self.model = model
+        label = self.query_one("#train-model", Static)
+        seq = self.query_one("#seq", Input)
+        name = self.query_one("#name", Input)
+        if model is None or self.new_model:
+            label.update(Text("Selected Model: new model"))
+            seq.disabled = name.disabled = False
+            self.query_one("#resume", Button).disabled = True
+        else:
+            arch = model.get("architecture") or {}
+            label.update(Text(f"Selected Model: {model['name']} ({model['status']}, "
+                              f"{model.get('epochs_completed') or 0:.2f} epochs)"))
+            if changed:
+                if arch.get("block_size"):
+                    seq.value = str(arch["block_size"])
+                if model.get("datasets"):
+                    self.query_one("#dataset", Input).value = model["datasets"][-1]["spec"]
+            seq.disabled = name.disabled = True  # the architecture of a model is fixed
+            self.query_one("#resume", Button).disabled = False
+
+    def show_result(self, text: str, *, error: bool = False) -> None:
+        self.query_one("#train-result", Static).update(Text(text, style="red" if error else
+                                                            "green"))
+
+    def mode(self) -> str:
+        focused = self.app.focused
+        if isinstance(focused, Input):
+            return f"editing {focused.id}"
+        return "ready"
+
+    # ------------------------------------------------------------------ actions
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "preset" and event.value is not Select.BLANK:
+            self.apply_preset(str(event.value))
+
+    def apply_preset(self, preset: str) -> None:
+        from llm_trainer.config import load_config
+
+        try:
+            cfg = load_config(preset=preset, home=getattr(self.app, "home", None))
+        except Exception as exc:  # a user preset with an error: say so, keep the form
+            self.show_result(str(exc), error=True)
+            return
+        self.query_one("#batch", Input).value = str(cfg.train.batch_size)
+        self.query_one("#dataset", Input).value = cfg.data.dataset
+        if self.model is None or self.new_model:
+            self.query_one("#seq", Input).value = str(cfg.model.block_size)
+
+    def action_new_model(self) -> None:
+        self.new_model = not self.new_model
+        model, self.model = self.model, None
+        self.set_model(model)
+        if self.new_model:
+            self.apply_preset(str(self.query_one("#preset", Select).value))
+
+    def action_bump(self, field: str, delta: int) -> None:
+        box = self.query_one(f"#{field}", Input)
+        try:
+            value = int(box.value or 0)
+        except ValueError:
+            value = 1
+        box.value = str(max(1, value + delta))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id in ("start", "resume"):
+            event.stop()
+            self.action_launch(event.button.id)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus()
+
+    def action_launch(self, action: str) -> None:
+        form = self.read_form(action)
+        if form is not None:
+            self.post_message(self.Launch(form))
+
+    def read_form(self, action: str) -> TrainForm | None:
+        def number(field: str, label: str, minimum: int) -> int | None:
+            text = self.query_one(f"#{field}", Input).value.strip()
+            try:
+                value = int(text)
+            except ValueError:
+                self.show_result(f"{label} must be a whole number (got {text!r})", error=True)
+                return None
+            if value < minimum:
+                self.show_result(f"{label} must be at least {minimum} (got {value})", error=True)
+                return None
+            return value
+
+        epochs = number("epochs", "Epochs", 1)
+        batch = number("batch", "Batch size", 1) if epochs else None
+        seq = number("seq", "Sequence length", 2) if batch else None
+        if seq is None:
+            return None
+        dataset = self.query_one("#dataset", Input).value.strip()
+        if not dataset:
+            self.show_result("Dataset cannot be empty: wikitext-2, builtin:python-docs, "
+                             "hf:NAME or a path", error=True)
+            return None
+        existing = None if (self.model is None or self.new_model) else self.model["name"]
+        if action == "resume" and existing is None:
+            self.show_result("Resume needs a trained model: pick one in Model Selection (5)",
+                             error=True)
+            return None
+        name = self.query_one("#name", Input).value.strip() or None
+        return TrainForm(action=action, model=existing, epochs=epochs, batch_size=batch,
+                         seq_len=seq, device=str(self.query_one("#device", Select).value),
+                         precision=str(self.query_one("#precision", Select).value),
+                         preset=str(self.query_one("#preset", Select).value), dataset=dataset,
+                         name=None if existing else name)
