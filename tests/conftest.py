@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -70,3 +71,14 @@ def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
         raise AssertionError(f"llm-trainer {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def stop_all_runs(home: Path) -> None:
+    """Kill any worker a test left running under ``home`` (a failed test must not leave
+    training processes behind)."""
+    from llm_trainer.service import Service
+
+    svc = Service(home)
+    for view in svc.list_runs(active_only=True):
+        with contextlib.suppress(Exception):
+            svc.stop(view["run_id"], now=True)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.runs import RunStore
-from tests.conftest import corpus_text, run_cli
+from tests.conftest import corpus_text, run_cli, stop_all_runs
 
 STEPS = 3000
 SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropout=0.1",
@@ -54,7 +54,8 @@ def assert_same_weights(a, b):
 def data_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("bg")
     (home / "corpus.txt").write_text(corpus_text(80_000))
-    return home
+    yield home
+    stop_all_runs(home)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from llm_trainer.store.models import ModelStore
-from tests.conftest import TINY, corpus_text, run_cli
+from tests.conftest import TINY, corpus_text, run_cli, stop_all_runs
 from tests.integration.test_background import wait_for
 
 
@@ -33,7 +33,8 @@ def zoo(tmp_path_factory):
     train(home, "--dataset", "one.txt", "--name", "alpha", "--max-steps", "40")
     train(home, "--dataset", "two.txt", "--name", "beta", "--max-steps", "40",
           "--set", "data.tokenizer=byte")
-    return home
+    yield home
+    stop_all_runs(home)
 
 
 def models_json(home, *extra):

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Log, Static
 from llm_trainer.store.models import ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
-from tests.conftest import TINY, corpus_text, run_cli
+from tests.conftest import TINY, corpus_text, run_cli, stop_all_runs
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,8 @@ def trained_home(tmp_path_factory):
 def home(trained_home, tmp_path):
     copy = tmp_path / "home"
     shutil.copytree(trained_home, copy)
-    return copy
+    yield copy
+    stop_all_runs(copy)
 
 
 def text_of(app, selector: str) -> str:
