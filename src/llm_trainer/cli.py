@@ -189,6 +189,14 @@ def _overrides(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="YAML config file")]
 PresetOpt = Annotated[str | None, typer.Option(
     "--preset", help="built-in config: default, tiny, shakespeare-char, small, medium")]
+NprocOpt = Annotated[int, typer.Option(
+    "--nproc", help="processes on this machine (one per GPU; CPU: gloo), through torchrun")]
+NnodesOpt = Annotated[int, typer.Option("--nnodes", help="machines taking part")]
+NodeRankOpt = Annotated[int, typer.Option("--node-rank", help="this machine's index (0 first)")]
+MasterAddrOpt = Annotated[str | None, typer.Option(
+    "--master-addr", help="address of machine 0 (several machines)")]
+MasterPortOpt = Annotated[int | None, typer.Option(
+    "--master-port", help="a free TCP port on machine 0 (several machines)")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="any config key: --set section.key=value (repeatable), e.g. "
                   "--set train.weight_decay=0.05")]
@@ -226,9 +234,14 @@ def train(
                                    "checkpoint")] = False,
     sample: Annotated[int, typer.Option(
         help="with --foreground: tokens to sample from the model at the end (0: none)")] = 200,
+    nproc: NprocOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = None,
 ) -> None:
     """Train a model (detached unless --foreground)."""
-    from llm_trainer.service import TrainRequest
+    from llm_trainer.service import DistLaunch, TrainRequest
 
     flags = {"data.dataset": dataset, "train.epochs": epochs, "train.max_steps": max_steps,
              "train.batch_size": batch_size, "model.block_size": seq_len, "train.lr": lr,
@@ -237,7 +250,8 @@ def train(
              "train.seed": seed, "runtime.strict_device": True if strict_device else None}
     req = TrainRequest(overrides=_overrides(flags, set_), config_file=config, preset=preset,
                        name=name, model=model, data_from=data_from, foreground=foreground,
-                       command=["llm-trainer", *sys.argv[1:]])
+                       command=["llm-trainer", *sys.argv[1:]],
+                       dist=DistLaunch(nproc, nnodes, node_rank, master_addr, master_port))
     svc = _service()
     launch = svc.train(req)
     _report_launch(svc, launch, sample)
@@ -432,13 +446,21 @@ def resume(
                           ] = False,
     sample: Annotated[int, typer.Option(help="with --foreground: tokens to sample at the end"
                                         )] = 200,
+    nproc: NprocOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = None,
 ) -> None:
     """Continue a model from a checkpoint exactly where it stopped."""
+    from llm_trainer.service import DistLaunch
+
     flags = {"runtime.device": device, "runtime.precision": precision}
     svc = _service()
     launch = svc.resume(target, checkpoint=checkpoint, more_epochs=more_epochs,
                         restart_schedule=restart_schedule, overrides=_overrides(flags, set_),
-                        foreground=foreground, command=["llm-trainer", *sys.argv[1:]])
+                        foreground=foreground, command=["llm-trainer", *sys.argv[1:]],
+                        dist=DistLaunch(nproc, nnodes, node_rank, master_addr, master_port))
     if launch.checkpoint and not foreground:
         _out(f"resuming from {launch.checkpoint}")
     _report_launch(svc, launch, sample)

@@ -93,7 +93,10 @@ class RuntimeConfig:
     strict_device: bool = _opt(False, "fail instead of falling back when the device is missing")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "auto", "auto: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU")
-    num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores)", min=1)
+    num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores, shared "
+                                         "between the processes of a multi-process run)", min=1)
+    dist_timeout: float = _opt(300.0, "seconds a multi-process run waits for a peer before "
+                                      "failing", min=1.0)
 
 
 SECTIONS: dict[str, type] = {

@@ -52,6 +52,48 @@ class TrainRequest:
     data_from: str | None = None  # train on the dataset model B was trained on
     foreground: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    dist: DistLaunch | None = None
+
+
+@dataclass(frozen=True)
+class DistLaunch:
+    """Processes per machine and machines, as torch.distributed.run (torchrun) takes them."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+    def check(self) -> DistLaunch:
+        if self.nproc < 1 or self.nnodes < 1:
+            raise UsageError("--nproc and --nnodes must be 1 or more")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise UsageError(f"--node-rank must be between 0 and {self.nnodes - 1}")
+        if self.nnodes > 1 and not self.master_addr:
+            raise UsageError("several machines need --master-addr HOST (node 0's address) and "
+                             "--master-port PORT")
+        if self.master_port is not None and not 0 < self.master_port < 65536:
+            raise UsageError(f"--master-port must be a TCP port (got {self.master_port})")
+        return self
+
+    def torchrun(self) -> list[str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={self.nproc}"]
+        if self.nnodes == 1 and not self.master_addr:
+            cmd.append("--standalone")  # a free local port, no rendezvous to set up
+        else:
+            cmd += [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}",
+                    f"--master-addr={self.master_addr or '127.0.0.1'}",
+                    f"--master-port={self.master_port or 29500}"]
+        return [*cmd, "--max-restarts=0", "-m"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nproc": self.nproc, "nnodes": self.nnodes, "node_rank": self.node_rank,
+                "master_addr": self.master_addr, "master_port": self.master_port}
 
 
 @dataclass
@@ -107,8 +149,14 @@ class Service:
         if status == "running" or pid:
             if launcher.process_alive(pid, ctime):
                 return state
-            return {**state, "status": "failed", "error": "process ended unexpectedly",
-                    "eta_seconds": None, "finish_at": None}
+            error = "process ended unexpectedly"
+            if state.get("world_size"):
+                peers = sorted(self.runs.paths(state["run_id"]).dir.glob("rank-*.error"))
+                details = [str((read_json(p) or {}).get("error")) for p in peers]
+                if details:
+                    error += f" (another rank failed: {details[0]})"
+            return {**state, "status": "failed", "error": error, "eta_seconds": None,
+                    "finish_at": None}
         age = time.time() - float(state.get("created_at") or 0)
         if age > QUEUED_GRACE_S:
             return {**state, "status": "failed",
@@ -228,7 +276,8 @@ class Service:
     # =================================================================== training
     def _spawn(self, rec: ModelRecord, cfg: RunConfig, *, kind: str, init: dict | None,
                dataset_explicit: bool, foreground: bool, command: list[str],
-               created_model: bool, notes: list[str]) -> Launch:
+               created_model: bool, notes: list[str],
+               dist: DistLaunch | None = None) -> Launch:
         run_id = self.runs.new_run_id(rec.name)
         now = time.time()
         meta = {
@@ -237,6 +286,7 @@ class Service:
             "requested_device": cfg.runtime.device, "init": init,
             "dataset_explicit": dataset_explicit, "created_model": created_model,
             "foreground": foreground, "home": str(self.home),
+            "distributed": dist.to_json() if dist and dist.enabled else None,
         }
         state = {"status": "queued", "model_id": rec.id, "model_name": rec.name,
                  "created_at": now, "requested_device": cfg.runtime.device, "step": 0}
@@ -250,6 +300,8 @@ class Service:
         paths = self.runs.paths(run_id)
         cmd = launcher.worker_command(run_id, self.home) + (["--foreground"] if foreground
                                                             else [])
+        if dist is not None and dist.enabled:  # torchrun starts one worker per process
+            cmd = [*dist.torchrun(), *cmd[2:]]
         try:
             if foreground:
                 with open(paths.log, "ab") as log:
@@ -322,12 +374,13 @@ class Service:
         if req.name is not None:
             validate_name(req.name)
         check_dataset_spec(cfg.data.dataset)
+        dist = req.dist.check() if req.dist else None
         rec = self.models.create(req.name, default_base=_default_base(cfg, req))
         try:
             return self._spawn(rec, cfg, kind="train", init=None,
                                dataset_explicit=self._dataset_explicit(req),
                                foreground=req.foreground, command=req.command,
-                               created_model=True, notes=notes)
+                               created_model=True, notes=notes, dist=dist)
         except BaseException:
             self.models.delete(rec.name)
             raise
@@ -366,13 +419,15 @@ class Service:
                 "restart_schedule": False, "data_from": req.data_from}
         return self._spawn(rec, cfg, kind="continue", init=init,
                            dataset_explicit=True, foreground=req.foreground,
-                           command=req.command, created_model=False, notes=notes)
+                           command=req.command, created_model=False, notes=notes,
+                           dist=req.dist.check() if req.dist else None)
 
     def resume(self, target: str | None, *, checkpoint: str = "latest",
                more_epochs: int | None = None, restart_schedule: bool = False,
                overrides: dict[str, Any] | None = None, foreground: bool = False,
-               command: list[str] | None = None) -> Launch:
+               command: list[str] | None = None, dist: DistLaunch | None = None) -> Launch:
         notes: list[str] = []
+        dist = dist.check() if dist else None
         rec = self._resume_target(target)
         self.require_idle(rec, "resume")
         if more_epochs is not None and more_epochs < 1:
@@ -397,7 +452,7 @@ class Service:
                 "restart_schedule": restart_schedule}
         return self._spawn(rec, cfg, kind="resume", init=init, dataset_explicit=True,
                            foreground=foreground, command=command or list(sys.argv),
-                           created_model=False, notes=notes)
+                           created_model=False, notes=notes, dist=dist)
 
     def _resume_target(self, target: str | None) -> ModelRecord:
         if target is None:
@@ -431,6 +486,9 @@ class Service:
         if not pid:
             raise BusyError(f"run {run_id} is still starting", hint="try again in a moment")
         if now:
+            agent, agent_ctime = state.get("agent_pid"), state.get("agent_create_time")
+            if agent and launcher.process_alive(agent, agent_ctime):
+                launcher.kill_now(agent, agent_ctime)  # torchrun and every rank with it
             launcher.kill_now(pid, ctime)
             launcher.wait_until_dead(pid, ctime, 10.0)
             state.pop("schema_version", None)

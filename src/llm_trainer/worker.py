@@ -211,43 +211,104 @@ class RunReporter:
         self.log(f"checkpoint saved: {r['path']}")
 
 
+class PeerReporter:
+    """Ranks other than 0 of a multi-process run write nothing to the run store: rank 0 alone
+    keeps state, metrics and checkpoints. They only report a failure (see ``run_peer``)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def log(self, message: str) -> None:
+        pass
+
+    def on_start(self, info):
+        pass
+
+    def on_progress(self, progress):
+        pass
+
+    def on_eval(self, result):
+        pass
+
+    def on_checkpoint(self, result):
+        pass
+
+
+def _job(meta: dict, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
+    from llm_trainer.config import RunConfig
+    from llm_trainer.training.trainer import InitFrom, TrainingJob
+
+    init = meta.get("init")
+    return TrainingJob(
+        config=RunConfig.from_dict(meta["config"], source="meta.json"), home=home,
+        model_dir=model_dir, run_id=run_id,
+        init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
+                      bool(init.get("restart_schedule"))) if init else None,
+        dataset_explicit=bool(meta.get("dataset_explicit", True)), stop=flag,
+        extra_state={"model_id": meta["model"]["id"]})
+
+
+def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
+    """A rank other than 0: train, and on failure leave ``runs/<id>/rank-N.error`` for rank 0
+    and ``status`` to report."""
+    from llm_trainer.training.trainer import run_training
+
+    runs, models = RunStore(home), ModelStore(home)
+    meta = runs.read_meta(run_id)
+    flag = StopFlag()
+    install_signal_handlers(flag, foreground=foreground)
+    rec = models.find_by_id(meta["model"]["id"])
+    model_dir = rec.path if rec is not None else home / "checkpoints" / meta["model"]["name"]
+    try:
+        run_training(_job(meta, home, run_id, model_dir, flag), PeerReporter(rank))
+        return 0
+    except BaseException as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, LLMTrainerError) and exc.hint:
+            message += f" ({exc.hint})"
+        atomic_write_json(runs.paths(run_id).dir / f"rank-{rank}.error",
+                          {"rank": rank, "pid": os.getpid(), "time": time.time(),
+                           "error": f"{type(exc).__name__}: {message}"})
+        traceback.print_exc()
+        return getattr(exc, "exit_code", 1)
+
+
 def run_worker(run_id: str, home: Path, *, foreground: bool = False,
                stop: StopFlag | None = None) -> int:
     """Train the run described by ``runs/<run_id>/meta.json``. Returns a process exit code."""
-    from llm_trainer.config import RunConfig
-
     home = Path(home).resolve()
+    tune_allocator()
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        return run_peer(run_id, home, rank, foreground=foreground)
     runs, models = RunStore(home), ModelStore(home)
     meta = runs.read_meta(run_id)
     state = runs.read_state(run_id)
     state.pop("schema_version", None)
-    tune_allocator()
     import psutil
 
     me = psutil.Process()
     flag = stop or StopFlag()
     install_signal_handlers(flag, foreground=foreground)
     reporter = RunReporter(run_id, runs, models, meta["model"]["id"], state)
+    extra = {}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the torchrun agent that started us
+        agent = me.parent()
+        extra = {"agent_pid": agent.pid, "agent_create_time": agent.create_time(),
+                 "world_size": int(os.environ["WORLD_SIZE"])}
     reporter.write_state(durable=True, status="running", pid=os.getpid(),
-                         create_time=me.create_time(), started_at=time.time(), error=None)
+                         create_time=me.create_time(), started_at=time.time(), error=None,
+                         **extra)
     reporter.log(f"run {run_id}: training model {meta['model']['name']} "
                  f"(pid {os.getpid()}{', foreground' if foreground else ''})")
     code = 1
     try:
-        from llm_trainer.training.trainer import InitFrom, TrainingJob, run_training
+        from llm_trainer.training.trainer import run_training
 
         rec = models.find_by_id(meta["model"]["id"])
         if rec is None:
             raise LLMTrainerError(f"model {meta['model']['name']} no longer exists")
-        init = meta.get("init")
-        job = TrainingJob(
-            config=RunConfig.from_dict(meta["config"], source="meta.json"), home=home,
-            model_dir=rec.path, run_id=run_id,
-            init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
-                          bool(init.get("restart_schedule"))) if init else None,
-            dataset_explicit=bool(meta.get("dataset_explicit", True)), stop=flag,
-            extra_state={"model_id": rec.id})
-        result = run_training(job, reporter)
+        result = run_training(_job(meta, home, run_id, rec.path, flag), reporter)
         status = result.status
         if status == "paused":
             reporter.log(f"paused at step {result.step} after a stop request; continue with "
@@ -275,10 +336,17 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         code = 130
     except BaseException as exc:  # the run must end in a terminal status whatever happened
         reporter.log("".join(traceback.format_exception(exc)).rstrip())
-        kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
-            exc).lower() else f"internal error ({type(exc).__name__})"
-        reporter.write_state(durable=True, status="failed", ended_at=time.time(),
-                             error=f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        peers = peer_errors(runs, run_id)
+        if peers:  # a collective failed because another rank died: say which and why
+            error = f"{peers[0]}; rank 0 then stopped ({type(exc).__name__})"
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_collective_error(exc):
+            error = ("a peer process died or stopped answering "
+                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        else:
+            kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
+                exc).lower() else f"internal error ({type(exc).__name__})"
+            error = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        reporter.write_state(durable=True, status="failed", ended_at=time.time(), error=error,
                              eta_seconds=None, finish_at=None)
         code = 1
         if isinstance(exc, SystemExit | GeneratorExit):
@@ -288,6 +356,24 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         _drop_empty_model(models, meta, reporter, code)
         reporter.close()
     return code
+
+
+def peer_errors(runs: RunStore, run_id: str) -> list[str]:
+    """Failures other ranks of a multi-process run left behind, as 'rank N: error'."""
+    from llm_trainer.store.atomic import read_json
+
+    out = []
+    for path in sorted(runs.paths(run_id).dir.glob("rank-*.error")):
+        data = read_json(path)
+        if data:
+            out.append(f"rank {data.get('rank')}: {data.get('error')}")
+    return out
+
+
+def _is_collective_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout",
+                                         "peer", "distbackenderror", "socket"))
 
 
 def _drop_empty_model(models: ModelStore, meta: dict, reporter: RunReporter, code: int) -> None:

@@ -45,7 +45,12 @@ def capture_rng() -> dict[str, Any]:
     }
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], *, rank: int = 0, world_size: int = 1) -> None:
+    """Restore this process's RNG streams. A data-parallel checkpoint holds one state per rank:
+    with the same world size each rank gets its own; otherwise every rank takes rank 0's."""
+    ranks = state.get("ranks")
+    if ranks:
+        state = ranks[rank] if len(ranks) == world_size else ranks[0]
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         cuda = list(state["cuda"])[: torch.cuda.device_count()]
@@ -72,14 +77,17 @@ class LoadedCheckpoint:
 
 def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, trainer_state: dict,
                     config: RunConfig, shape: GPTShape, tokenizer: TextTokenizer, step: int,
-                    epoch: float, val_loss: float | None) -> Path:
+                    epoch: float, val_loss: float | None,
+                    rng: list[dict[str, Any]] | None = None) -> Path:
+    """``rng``: the RNG states of every rank of a data-parallel run (default: this process)."""
     from safetensors.torch import save_model
 
     staging = new_staging_dir(model_dir, step)
     save_model(model, str(staging / "model.safetensors"),
                metadata={"format": "pt", "step": str(step)})
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    torch.save(capture_rng(), staging / "rng.pt")
+    states = rng or [capture_rng()]
+    torch.save({**states[0], "ranks": states if len(states) > 1 else []}, staging / "rng.pt")
     (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
     (staging / "config.json").write_text(json.dumps(
         {"config": config.to_dict(), "architecture": shape_to_json(shape)}, indent=2))

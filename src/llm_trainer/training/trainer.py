@@ -9,8 +9,8 @@ bookkeeping goes through the ``Reporter`` at log intervals only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +137,7 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
 
     from llm_trainer.model.gpt import GPT, GPTShape
     from llm_trainer.training.checkpoint import (
+        capture_rng,
         load_model,
         load_optimizer_state,
         load_rng_state,
@@ -145,16 +146,24 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         save_checkpoint,
     )
     from llm_trainer.training.device import probe_devices, select_device, select_precision
+    from llm_trainer.training.distributed import DistContext, cpu_threads_per_process
     from llm_trainer.training.schedule import LRSchedule
 
     cfg = job.config
     t_start = time.time()
+    dist = DistContext.from_env()
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
+    elif dist.enabled:
+        torch.set_num_threads(cpu_threads_per_process(dist.local_world_size))
 
     probe = probe_devices()
     device = select_device(cfg.runtime.device, probe, strict=cfg.runtime.strict_device)
+    if dist.enabled and device.type == "cuda":  # one GPU per process
+        device = dataclasses.replace(device, device=f"cuda:{dist.local_rank}",
+                                     name=probe.cuda_names[dist.local_rank % probe.cuda_count])
     precision = select_precision(cfg.runtime.precision, device, probe)
+    dist.init(device.type, cfg.runtime.dist_timeout)
     for warning in (device.warning, precision.warning):
         if warning:
             reporter.log(f"warning: {warning}")
@@ -168,12 +177,17 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         reporter.log(f"starting from checkpoint {ckpt.path} (step {ckpt.info.step})")
 
     # ---------------------------------------------------------------- data
+    # rank 0 downloads / tokenizes into the cache first; the others then read the cache
+    if not dist.is_main:
+        dist.barrier()
     data: TokenData = prepare_data(
         dataset=cfg.data.dataset, tokenizer_spec=cfg.data.tokenizer,
         vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
         text_column=cfg.data.text_column, data_dir=job.home / "data",
         explicit=job.dataset_explicit, tokenizer=ckpt.tokenizer if ckpt else None,
         log=reporter.log)
+    if dist.is_main:
+        dist.barrier()
     reporter.log(f"data: {data.summary}")
     if data.source.spec != cfg.data.dataset:  # e.g. the offline fallback: record what was used
         cfg = cfg.replace(**{"data.dataset": data.source.spec})
@@ -190,13 +204,11 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
                 f"{'; '.join(diff)} (checkpoint vs requested)",
                 hint="resume with the model's own settings (drop the model.* overrides)")
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     plan = BatchPlan(n_tokens=len(data.train), seq_len=shape.block_size,
                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-                     world_size=world_size, seed=cfg.train.seed)
+                     world_size=dist.world_size, seed=cfg.train.seed)
     plan.check()
-    batches = Batches(data.train, plan, rank=rank)
+    batches = Batches(data.train, plan, rank=dist.rank)
     val_batches = list(eval_windows(data.val, shape.block_size, cfg.train.batch_size,
                                     cfg.train.eval_batches))
 
@@ -249,13 +261,19 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         pos = DataPosition(pos.epoch + 1, 0)
 
     train_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     compiled = False
     if want_compile(cfg.train.compile, device.type):
         try:
-            train_model = torch.compile(model)
+            train_model = torch.compile(train_model)
             compiled = True
         except Exception as exc:  # no compiler toolchain, unsupported platform
             reporter.log(f"warning: torch.compile unavailable ({exc}); running eagerly")
+    no_sync = getattr(train_model, "no_sync", None) if dist.enabled else None
 
     autocast = _autocast(torch, device.type, precision.name)
     n_params = model.num_params(non_embedding=False)
@@ -266,7 +284,7 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         "dataset": {"spec": data.source.spec, "fingerprint": data.source.fingerprint,
                     "train_tokens": len(data.train), "val_tokens": len(data.val)},
         "steps_per_epoch": plan.steps_per_epoch, "tokens_per_step": plan.tokens_per_step,
-        "global_batch": plan.seqs_per_step, "world_size": world_size,
+        "global_batch": plan.seqs_per_step, "world_size": dist.world_size,
         "start_step": step, "total_steps": total_steps, "optimizer": optimizer_kind,
         "compiled": compiled, "config": cfg.to_dict(), "tokenizer_object": data.tokenizer,
         "startup_s": time.time() - t_start,
@@ -275,9 +293,16 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         f"model: {n_params / 1e6:.2f}M parameters ({shape.n_layer} layers, {shape.n_head} heads, "
         f"{shape.n_embd} dims, context {shape.block_size}); {plan.steps_per_epoch:,} steps per "
         f"epoch of {plan.tokens_per_step:,} tokens; training steps {step:,} -> {total_steps:,}")
+    if dist.enabled:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        reporter.log(f"data parallel: {dist.world_size} processes ({backend}); global batch "
+                     f"{plan.seqs_per_step} sequences = micro-batch {plan.batch_size} x "
+                     f"accumulation {plan.grad_accum} x {dist.world_size} processes")
 
     if ckpt is not None and job.init.mode == RESUME:
-        restore_rng(load_rng_state(ckpt))  # last, so nothing above consumes the stream
+        restore_rng(load_rng_state(ckpt), rank=dist.rank, world_size=dist.world_size)
+    elif dist.enabled:  # same weights everywhere (DDP broadcasts them); own dropout stream
+        torch.manual_seed(cfg.train.seed + 1000 * dist.rank)
 
     # ---------------------------------------------------------------- helpers
     on_cpu = device.type == "cpu"
@@ -321,16 +346,21 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
     last_saved: Path | None = None
     last_saved_step = -1
 
-    def save(val_loss: float | None) -> Path:
+    def save(val_loss: float | None) -> Path | None:
+        """Rank 0 writes the checkpoint; every rank takes part (its RNG state is gathered)."""
         nonlocal last_saved, last_saved_step
         t0 = time.perf_counter()
+        rng_states = dist.gather(capture_rng())
+        last_saved_step = step
+        if not dist.is_main:
+            return None
         path = save_checkpoint(job.model_dir, model=model, optimizer=optimizer,
                                trainer_state=trainer_state(val_loss), config=cfg, shape=shape,
                                tokenizer=data.tokenizer, step=step, epoch=pos.epochs_done(plan),
-                               val_loss=val_loss)
+                               val_loss=val_loss, rng=rng_states)
         prune_checkpoints(job.model_dir, keep_last=cfg.train.keep_last,
                           keep_every=cfg.train.keep_every)
-        last_saved, last_saved_step = path, step
+        last_saved = path
         seconds = time.perf_counter() - t0
         reporter.on_checkpoint({"path": str(path), "step": step, "epoch": pos.epochs_done(plan),
                                 "val_loss": val_loss, "best_val_loss": best_val,
@@ -372,24 +402,40 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
     status = "completed"
     loss_t = None
 
+    def stop_requested() -> bool:
+        return job.stop is not None and job.stop.is_set()
+
+    pending_nonfinite: float | None = None
     while step < total_steps:
-        if job.stop is not None and job.stop.is_set():
+        if dist.enabled:  # every rank leaves the loop at the same step
+            stop_now, bad = dist.any([stop_requested(), pending_nonfinite is not None],
+                                     device.device)
+            if bad:
+                raise diverged(pending_nonfinite if pending_nonfinite is not None else math.nan)
+        else:
+            stop_now = stop_requested()
+        if stop_now:
             status, reason = "paused", "stop requested"
             break
         t0 = time.perf_counter()
         lr = schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        step_loss = 0.0
         for micro in range(accum):
             xb, yb = batches.get(pos, micro)
-            with autocast:
-                _, loss_t = train_model(to_device(xb), to_device(yb))
-            if accum > 1:
-                loss_t = loss_t / accum
-            if scaler is not None:
-                scaler.scale(loss_t).backward()
-            else:
-                loss_t.backward()
+            sync = no_sync() if (no_sync is not None and micro < accum - 1) else \
+                contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    _, loss_t = train_model(to_device(xb), to_device(yb))
+                if accum > 1:
+                    loss_t = loss_t / accum
+                if scaler is not None:
+                    scaler.scale(loss_t).backward()
+                else:
+                    loss_t.backward()
+            step_loss = step_loss + loss_t.detach()
         if scaler is not None:
             if clip:
                 scaler.unscale_(optimizer)
@@ -404,12 +450,14 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
         pos.advance(plan)
         step += 1
         if on_cpu:
-            value = loss_t.item() * accum
+            value = float(step_loss)
             if not math.isfinite(value):
-                raise diverged(value)
+                if not dist.enabled:
+                    raise diverged(value)
+                pending_nonfinite = value  # raised on every rank at the next step's check
             window_loss += value
         else:
-            window_loss = loss_t.detach() * accum + (window_loss if window_steps else 0.0)
+            window_loss = step_loss + (window_loss if window_steps else 0.0)
         window_steps += 1
         dt = time.perf_counter() - t0
         eta.add_step(dt)
@@ -417,7 +465,7 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
 
         done = step >= total_steps
         if step % log_every == 0 or done:
-            mean_loss = float(window_loss) / window_steps
+            mean_loss = dist.mean(float(window_loss) / window_steps, device.device)
             if not math.isfinite(mean_loss):
                 raise diverged(mean_loss)
             now = time.perf_counter()
@@ -452,6 +500,7 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
     current_val = last_val if last_eval_step == step else None  # val loss of these weights
     if last_saved_step != step:
         save(current_val)
+    dist.shutdown()
     return TrainingResult(status=status, step=step, total_steps=total_steps,
                           epoch=pos.epochs_done(plan), val_loss=current_val,
                           best_val_loss=best_val, checkpoint=last_saved, reason=reason)

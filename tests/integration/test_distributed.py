@@ -1,0 +1,116 @@
+"""Data-parallel training through torchrun on CPU (gloo), in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from llm_trainer.store.checkpoints import list_checkpoints
+from llm_trainer.store.runs import RunStore
+from tests.conftest import corpus_text, run_cli, stop_all_runs
+from tests.integration.test_background import wait_for
+
+BASE = ["--preset", "tiny", "--set", "model.dropout=0.0", "--set", "train.eval_interval=0",
+        "--set", "train.log_interval=5", "--batch-size", "4"]
+K = 20
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = tmp_path_factory.mktemp("ddp")
+    (h / "corpus.txt").write_text(corpus_text(60_000))
+    yield h
+    stop_all_runs(h)
+
+
+def final_state(home, model):
+    store = RunStore(home)
+    run = next(r for r in store.run_ids() if store.read_meta(r)["model"]["name"] == model)
+    return store.read_state(run), store.read_meta(run)
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(home):
+    one = run_cli("train", *BASE, "--dataset", "corpus.txt", "--max-steps", str(K),
+                  "--grad-accum", "2", "--name", "single", "--foreground", "--sample", "0",
+                  home=home)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = run_cli("train", *BASE, "--dataset", "corpus.txt", "--max-steps", str(K),
+                  "--nproc", "2", "--name", "pair", "--foreground", "--sample", "0", home=home)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "data parallel: 2 processes (gloo); global batch 8 sequences = micro-batch 4 x " \
+           "accumulation 1 x 2 processes" in two.stdout
+
+    s1, m1 = final_state(home, "single")
+    s2, m2 = final_state(home, "pair")
+    assert m2["world_size"] == 2 and m2["global_batch"] == m1["global_batch"] == 8
+    assert m2["distributed"]["nproc"] == 2
+    # The same windows per step and the same averaged gradient: only the order of float
+    # additions differs (an all-reduce of two half-sums vs one accumulated sum), ~1e-7 per
+    # step; AdamW's normalised updates keep that from growing over 20 steps, so 1e-4 leaves
+    # two orders of magnitude of margin while any real difference (other data, other
+    # averaging) moves the loss by >1e-2.
+    assert abs(s1["loss"] - s2["loss"]) <= 1e-4, (s1["loss"], s2["loss"])
+    assert abs(s1["val_loss"] - s2["val_loss"]) <= 1e-4, (s1["val_loss"], s2["val_loss"])
+
+    # one run record and one set of checkpoints, written by rank 0 alone
+    runs = [r for r in RunStore(home).run_ids()
+            if RunStore(home).read_meta(r)["model"]["name"] == "pair"]
+    assert len(runs) == 1
+    ckpts = list_checkpoints(home / "checkpoints" / "pair", verify=True)
+    assert [c.step for c in ckpts] == [K] and all(c.valid for c in ckpts)
+    assert not list((home / "checkpoints" / "pair").glob(".staging-*"))
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process(home):
+    proc = run_cli("resume", "pair", "--more-epochs", "1", "--set", "train.grad_accum=2",
+                   "--foreground", "--sample", "0", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state, meta = final_state(home, "pair")  # newest run of the model
+    assert meta["world_size"] == 1 and state["status"] == "completed"
+    assert state["step"] > K
+
+
+def test_stop_pauses_every_rank_at_the_same_step(home):
+    proc = run_cli("train", *BASE, "--dataset", "corpus.txt", "--max-steps", "100000",
+                   "--nproc", "2", "--name", "stoppable", home=home)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.split()[2]
+    store = RunStore(home)
+    wait_for(lambda: store.read_state(run_id).get("step", 0) > 30, timeout=120)
+    stop = run_cli("stop", run_id, home=home)
+    assert stop.returncode == 0 and "paused" in stop.stdout, stop.stdout + stop.stderr
+    state = store.read_state(run_id)
+    agent = state["agent_pid"]
+    wait_for(lambda: not psutil.pid_exists(agent) or psutil.Process(agent).status() ==
+             psutil.STATUS_ZOMBIE, timeout=60)
+    assert state["status"] == "paused"
+    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
+    resumed = run_cli("resume", "stoppable", "--nproc", "2", "--more-epochs", "1",
+                      "--foreground", "--sample", "0", home=home)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "completed: model stoppable" in resumed.stdout
+
+
+def test_killing_one_rank_fails_the_run_in_bounded_time(home):
+    proc = run_cli("train", *BASE, "--dataset", "corpus.txt", "--max-steps", "100000",
+                   "--nproc", "2", "--name", "fragile", "--set", "runtime.dist_timeout=20",
+                   home=home)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.split()[2]
+    store = RunStore(home)
+    wait_for(lambda: store.read_state(run_id).get("step", 0) > 20, timeout=120)
+    agent = psutil.Process(store.read_state(run_id)["agent_pid"])
+    ranks = {int(p.environ().get("RANK", -1)): p for p in agent.children()}
+    os.kill(ranks[1].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: json.loads(run_cli("status", run_id, "--json", home=home).stdout)[
+        "status"] == "failed", timeout=90)
+    assert time.monotonic() - t0 < 90
+    detail = json.loads(run_cli("status", run_id, "--json", home=home).stdout)
+    assert detail["error"]
+    assert any(w in detail["error"] for w in ("peer", "rank", "unexpectedly"))
