@@ -121,13 +121,16 @@ async def test_focus_keys_and_footer_follow_the_panel_and_mode(home):
         await pilot.press("tab")
         assert isinstance(app.focused, Input) and app.focused.id == "epochs"
         assert "editing epochs" in text_of(app, "#modeline")
-        assert "s" not in shown_bindings(app)  # typing, not shortcuts
+        footer = shown_bindings(app)
+        assert "s" not in footer  # typing, not shortcuts
+        assert footer["enter"] == "done" and footer["escape"] == "leave field"
         await pilot.press("escape")
         assert app.focused.id == "train"
         await pilot.press("5")
         assert shown_bindings(app)["e"] == "rename"
         await pilot.press("e")
         assert "renaming" in text_of(app, "#modeline")
+        assert shown_bindings(app)["enter"] == "save"
         await pilot.press("escape")
         assert "browsing" in text_of(app, "#modeline")
         await pilot.press("shift+tab")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
+from textual.widgets import Input
 
 NAVIGATION = [
     Binding("tab", "app.focus_next", "next", show=True),
@@ -47,3 +48,27 @@ class FormScroll(VerticalScroll):
     """Scrolls a panel's form when the terminal is small, without being a Tab stop itself."""
 
     can_focus = False
+
+
+class Field(Input):
+    """A text field whose keys are listed in the footer while it has focus (every printable key
+    goes into it; Enter and Esc hand the keys back to the panel)."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "done"),
+        Binding("escape", "app.leave_field", "leave field"),
+    ]
+
+
+class PromptField(Field):
+    BINDINGS = [
+        Binding("enter", "submit", "generate"),
+        Binding("escape", "app.leave_field", "leave field"),
+    ]
+
+
+class RenameField(Field):
+    BINDINGS = [
+        Binding("enter", "submit", "save"),
+        Binding("escape", "app.leave_field", "cancel"),
+    ]

@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Log, Static
 
-from llm_trainer.tui.panels.base import Panel
+from llm_trainer.tui.panels.base import Field, Panel, PromptField
 
 
 @dataclass
@@ -53,14 +53,15 @@ class GeneratePanel(Panel):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Selected Model: none"), id="gen-model")
-        yield Input("", id="prompt", placeholder="prompt (enter generates)", compact=True)
+        yield PromptField("", id="prompt", placeholder="prompt (enter generates)",
+                          compact=True)
         with Horizontal(classes="row"):
-            yield Label("Max tokens")
-            yield Input("200", id="max", type="integer", compact=True, classes="num")
+            yield Label("Tokens")
+            yield Field("200", id="max", type="integer", compact=True, classes="num")
             yield Label("Temp")
-            yield Input("0.8", id="temp", type="number", compact=True, classes="num")
+            yield Field("0.8", id="temp", type="number", compact=True, classes="num")
             yield Label("Top-k")
-            yield Input("200", id="topk", type="integer", compact=True, classes="num")
+            yield Field("200", id="topk", type="integer", compact=True, classes="num")
             yield Button("Generate", id="go", compact=True, variant="success")
         yield Log(id="gen-output", highlight=False, auto_scroll=True)
 

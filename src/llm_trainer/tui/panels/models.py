@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from llm_trainer.tui.panels.base import Panel
+from llm_trainer.tui.panels.base import Panel, RenameField
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
            ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
@@ -88,8 +88,8 @@ class ModelsPanel(Panel):
             table.add_column(label, key=key)
         yield table
         yield Static(Text("No models yet: start training in panel C."), id="models-empty")
-        yield Input("", id="rename", compact=True, placeholder="new name: enter saves, esc "
-                    "cancels")
+        yield RenameField("", id="rename", compact=True,
+                          placeholder="new name: enter saves, esc cancels")
         yield Static(Text(""), id="models-message")
 
     def on_mount(self) -> None:
@@ -207,7 +207,3 @@ class ModelsPanel(Panel):
         if event.input.id == "rename" and self.renaming is not None:
             event.stop()
             self.post_message(self.Rename(self.renaming, event.value.strip()))
-
-    def key_escape(self) -> None:
-        if self.renaming is not None:
-            self.end_rename("rename cancelled")

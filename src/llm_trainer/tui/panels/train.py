@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
-from llm_trainer.tui.panels.base import FormScroll, Panel
+from llm_trainer.tui.panels.base import Field, FormScroll, Panel
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -75,11 +75,11 @@ class TrainPanel(Panel):
             yield Static(Text("Selected Model: new model"), id="train-model")
             with Horizontal(classes="row"):
                 yield Label("Epochs")
-                yield Input("1", id="epochs", type="integer", compact=True, classes="num")
+                yield Field("1", id="epochs", type="integer", compact=True, classes="num")
                 yield Label("Batch")
-                yield Input("12", id="batch", type="integer", compact=True, classes="num")
+                yield Field("12", id="batch", type="integer", compact=True, classes="num")
                 yield Label("Seq len")
-                yield Input("128", id="seq", type="integer", compact=True, classes="num")
+                yield Field("128", id="seq", type="integer", compact=True, classes="num")
             with Horizontal(classes="row"):
                 yield Label("Device")
                 yield Select([(d, d) for d in DEVICES], value="auto", id="device",
@@ -93,10 +93,10 @@ class TrainPanel(Panel):
                              value="default" if "default" in self.presets else self.presets[0],
                              compact=True)
                 yield Label("Dataset")
-                yield Input("wikitext-2", id="dataset", compact=True)
+                yield Field("wikitext-2", id="dataset", compact=True)
             with Horizontal(classes="row"):
                 yield Label("Name")
-                yield Input("", id="name", placeholder="(automatic)", compact=True)
+                yield Field("", id="name", placeholder="(automatic)", compact=True)
                 yield Button("Start", id="start", compact=True, variant="success")
                 yield Button("Resume", id="resume", compact=True, variant="primary")
             yield Static(Text(""), id="train-result")
