@@ -59,6 +59,7 @@ RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 PRESET = "shakespeare-char"
 WINDOW = 10  # steps per throughput window (the preset's log interval)
 SKIP_WINDOWS = 1  # warm-up windows left out of throughput medians
+TAG = time.strftime("%m%d-%H%M%S")  # makes model names unique when --home is reused
 
 # what the project promises on this kind of machine (2 cores, no GPU)
 TARGETS = {
@@ -286,7 +287,7 @@ def throughput(home: Path, data: Path, steps: int, rounds: int, nanogpt: Path | 
         order = ["ours", "nanogpt"] if r % 2 == 0 else ["nanogpt", "ours"]
         for who in order:
             if who == "ours":
-                res = run_ours(home, data, steps, f"bench-tput-{r + 1}")
+                res = run_ours(home, data, steps, f"bench-tput-{TAG}-{r + 1}")
                 ours.append(res)
                 say(f"  round {r + 1}: ours    {res['tokens_per_s']:>8,.0f} tokens/s "
                     f"({res['wall_s']:.1f} s for the whole command; {noise(res['noise'])})")
@@ -325,7 +326,7 @@ def model_flops(architecture: dict[str, Any]) -> dict[str, float]:
 
 
 def time_to_target(home: Path, data: Path, target: float, sets: list[str],
-                   name: str = "bench-target") -> dict[str, Any]:
+                   name: str = f"bench-target-{TAG}") -> dict[str, Any]:
     """The whole training command, from launch to the first val loss <= ``target``."""
     cmd = [*llm_trainer_exe(), "--home", str(home), "train", "--preset", PRESET,
            "--dataset", str(data), "--foreground", "--name", name, "--sample", "0",
@@ -491,15 +492,16 @@ def bookkeeping(home: Path, data: Path, steps: int, rounds: int) -> dict[str, An
     cfg = preset_config(data, **{"train.max_steps": steps, "train.eval_interval": 0,
                                  "train.log_interval": WINDOW})
     # the first training in a process pays one-time costs (kernel selection, heap growth)
-    _train_in_process(home, cfg.replace(**{"train.max_steps": 3 * WINDOW}), "bench-bk-warmup",
-                      False)
+    warmup = cfg.replace(**{"train.max_steps": 3 * WINDOW})
+    _train_in_process(home, warmup, f"bench-bk-{TAG}-warmup", False)
     loops: dict[str, list[float]] = {"null": [], "worker": []}
     own: dict[str, list[float]] = {"null": [], "worker": []}
     for r in range(rounds):
         order = ["null", "worker"] if r % 2 == 0 else ["worker", "null"]
         watch = CpuWatch()
         for kind in order:
-            rep = _train_in_process(home, cfg, f"bench-bk-{kind}-{r + 1}", kind == "worker")
+            rep = _train_in_process(home, cfg, f"bench-bk-{TAG}-{kind}-{r + 1}",
+                                   kind == "worker")
             loops[kind].append(rep.loop_s)
             own[kind].append((rep.loop_s - rep.step_time) / rep.step_time * 100)
         say(f"  round {r + 1}: no-op {loops['null'][-1]:.2f} s, RunReporter "
@@ -544,7 +546,7 @@ def time_command(cmd: list[str], cwd: Path, repeats: int) -> dict[str, Any]:
 
 
 def cli_latency(home: Path, repeats: int = 5) -> dict[str, Any]:
-    fake = home / "fake-runs"
+    fake = home / f"fake-runs-{TAG}"
     make_fake_runs(fake)
     exe = llm_trainer_exe()
     return {
@@ -765,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_generation:
             if checkpoint is None:  # nothing trained above: a short run to get a model
                 say("\n(training 100 steps for a checkpoint to generate from)")
-                last = Path(run_ours(home, args.data, 100, "bench-gen")["run_dir"])
+                last = Path(run_ours(home, args.data, 100, f"bench-gen-{TAG}")["run_dir"])
                 checkpoint = json.loads((last / "state.json").read_text())["checkpoint"]
             # before bookkeeping: that part calls tune_allocator() in this process, which
             # `llm-trainer generate` does not do

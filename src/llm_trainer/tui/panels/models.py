@@ -27,8 +27,11 @@ def _size(n: int | None) -> str:
 
 
 def model_cells(m: dict[str, Any], active_id: str | None) -> dict[str, Text]:
-    trained = time.strftime("%m-%d %H:%M", time.localtime(m["last_trained_at"])) \
-        if m.get("last_trained_at") else "-"
+    trained = "-"
+    if m.get("last_trained_at"):  # today: the time; earlier: the date
+        when = time.localtime(m["last_trained_at"])
+        today = time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d")
+        trained = time.strftime("%H:%M" if today else "%Y-%m-%d", when)
     loss = m.get("latest_val_loss") if m.get("latest_val_loss") is not None else \
         m.get("best_val_loss")
     style = {"training": "green", "corrupted": "red", "archived": "dim"}.get(m["status"], "")
@@ -37,7 +40,7 @@ def model_cells(m: dict[str, Any], active_id: str | None) -> dict[str, Text]:
         "name": Text(m["name"]),
         "trained": Text(trained),
         "epochs": Text(f"{m.get('epochs_completed') or 0:.2f}"),
-        "loss": Text("-" if loss is None else f"{loss:.4f}"),
+        "loss": Text("-" if loss is None else f"{loss:.3f}"),
         "size": Text(_size(m.get("disk_bytes"))),
         "status": Text(m["status"], style=style),
     }
