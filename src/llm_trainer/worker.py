@@ -211,29 +211,6 @@ class RunReporter:
         self.log(f"checkpoint saved: {r['path']}")
 
 
-class PeerReporter:
-    """Ranks other than 0 of a multi-process run write nothing to the run store: rank 0 alone
-    keeps state, metrics and checkpoints. They only report a failure (see ``run_peer``)."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-
-    def log(self, message: str) -> None:
-        pass
-
-    def on_start(self, info):
-        pass
-
-    def on_progress(self, progress):
-        pass
-
-    def on_eval(self, result):
-        pass
-
-    def on_checkpoint(self, result):
-        pass
-
-
 def _job(meta: dict, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
     from llm_trainer.config import RunConfig
     from llm_trainer.training.trainer import InitFrom, TrainingJob
@@ -251,7 +228,7 @@ def _job(meta: dict, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
 def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     """A rank other than 0: train, and on failure leave ``runs/<id>/rank-N.error`` for rank 0
     and ``status`` to report."""
-    from llm_trainer.training.trainer import run_training
+    from llm_trainer.training.trainer import NullReporter, run_training
 
     runs, models = RunStore(home), ModelStore(home)
     meta = runs.read_meta(run_id)
@@ -260,7 +237,8 @@ def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     rec = models.find_by_id(meta["model"]["id"])
     model_dir = rec.path if rec is not None else home / "checkpoints" / meta["model"]["name"]
     try:
-        run_training(_job(meta, home, run_id, model_dir, flag), PeerReporter(rank))
+        # rank 0 alone writes state, metrics and checkpoints; this rank only reports failure
+        run_training(_job(meta, home, run_id, model_dir, flag), NullReporter())
         return 0
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

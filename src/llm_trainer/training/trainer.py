@@ -55,23 +55,30 @@ class Reporter(Protocol):
     def on_checkpoint(self, result: dict[str, Any]) -> None: ...
 
 
-class PrintReporter:
-    """Plain lines on stdout; used by tests and as a base."""
+class NullReporter:
+    """Reports nothing (ranks other than 0 of a multi-process run); a base for others."""
+
+    def log(self, message: str) -> None:
+        pass
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        pass
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        pass
+
+    def on_eval(self, result: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint(self, result: dict[str, Any]) -> None:
+        pass
+
+
+class PrintReporter(NullReporter):
+    """Log lines on stdout, nothing else."""
 
     def log(self, message: str) -> None:
         print(message, flush=True)
-
-    def on_start(self, info):
-        pass
-
-    def on_progress(self, progress):
-        pass
-
-    def on_eval(self, result):
-        pass
-
-    def on_checkpoint(self, result):
-        pass
 
 
 @dataclass
