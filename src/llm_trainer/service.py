@@ -270,7 +270,8 @@ class Service:
                 f"model {rec.name} has {what.get(which, f'no usable checkpoint at step {which}')}"
                 + (f" ({'; '.join(skipped)})" if skipped else ""),
                 hint=(f"available steps: {', '.join(map(str, have))}" if have else
-                      f"train it first: `llm-trainer train --model {rec.name}`"))
+                      "its first run ended before saving one: delete it with `llm-trainer "
+                      f"models delete {rec.name}` and train it again"))
         return info
 
     # =================================================================== training

@@ -151,7 +151,7 @@ def test_more_epochs_trains_exactly_that_many_more(data_home, uninterrupted):
 
 def test_busy_models_and_bad_targets_are_refused(data_home):
     run_id, _ = start_detached(data_home, "busy")
-    wait_for(lambda: state_of(data_home, run_id).get("status") == "running")
+    wait_for(lambda: state_of(data_home, run_id).get("checkpoint"))
     proc = run_cli("resume", "busy", home=data_home)
     assert proc.returncode == 1 and f"it is training in run {run_id}" in proc.stderr
     proc = run_cli("train", "--model", "busy", "--dataset", "corpus.txt", home=data_home)

@@ -15,7 +15,8 @@ from llm_trainer.store.runs import RunStore
 from tests.conftest import corpus_text, run_cli, stop_all_runs
 from tests.integration.test_background import wait_for
 
-BASE = ["--preset", "tiny", "--set", "model.dropout=0.0", "--set", "train.eval_interval=0",
+BASE = ["--preset", "tiny", "--precision", "fp32", "--set", "model.dropout=0.0",
+        "--set", "train.eval_interval=0",
         "--set", "train.log_interval=5", "--batch-size", "4"]
 K = 20
 

