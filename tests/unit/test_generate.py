@@ -86,3 +86,25 @@ def test_sampling_filters():
     seen = torch.tensor([False, True, False, True])
     pen = apply_repetition_penalty(torch.tensor([1.0, 2.0, -1.0, -2.0]), seen, 2.0)
     assert pen.tolist() == [1.0, 1.0, -1.0, -4.0]
+
+
+@pytest.mark.parametrize("bias,activation", [(True, "gelu"), (False, "gelu_tanh")])
+def test_one_token_fast_path_matches_the_model(bias, activation):
+    from llm_trainer.inference.generate import OneTokenStep
+    from llm_trainer.model.gpt import KVCache
+
+    torch.manual_seed(1)
+    shape = GPTShape(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=32, bias=bias,
+                     activation=activation)
+    model = GPT(shape).eval()
+    step = OneTokenStep(model)
+    tokens = torch.randint(0, 40, (12,)).tolist()
+    with torch.no_grad():
+        ref_cache, fast_cache = (KVCache(shape, 1, "cpu", torch.float32) for _ in range(2))
+        model(torch.tensor([tokens[:4]]), cache=ref_cache)
+        model(torch.tensor([tokens[:4]]), cache=fast_cache)
+        for t in tokens[4:]:
+            ref = model(torch.tensor([[t]]), cache=ref_cache, last_only=True)[0][0, -1]
+            fast = step(t, fast_cache)
+            assert torch.allclose(ref, fast, atol=1e-5)
+        assert fast_cache.length == ref_cache.length == 12

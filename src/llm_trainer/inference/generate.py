@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
@@ -68,6 +69,45 @@ def cpu_threads_for(model: GPT, device: str):
         torch.set_num_threads(before)
 
 
+class OneTokenStep:
+    """The model's forward pass for one new token with a KV cache, written with functional
+    calls on weights gathered once: decoding is dominated by per-op dispatch, and skipping
+    nn.Module calls and attribute lookups (~50 per token) is ~30% of a small model's time.
+    Tested to match ``GPT.forward`` with a cache."""
+
+    def __init__(self, model: GPT) -> None:
+        s = model.shape
+        self.n_embd, self.n_head, self.head_dim = s.n_embd, s.n_head, s.n_embd // s.n_head
+        self.approximate = "tanh" if s.activation == "gelu_tanh" else "none"
+        t = model.transformer
+        self.wte, self.wpe = t.wte.weight, t.wpe.weight
+        self.layers = [
+            (b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias,
+             b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias,
+             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+            for b in t.h]
+        self.ln_f = (t.ln_f.weight, t.ln_f.bias)
+        self.head = model.lm_head.weight
+
+    def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
+        """Logits (V,) for ``token`` at position ``cache.length``; appends its keys/values."""
+        C, nh, hd = self.n_embd, self.n_head, self.head_dim
+        pos = cache.length
+        x = (self.wte[token] + self.wpe[pos]).view(1, 1, C)  # (1, 1, C)
+        for i, (g1, b1, wa, ba, wp, bp, g2, b2, wf, bf, wo, bo) in enumerate(self.layers):
+            h = F.layer_norm(x, (C,), g1, b1)
+            q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
+            cache.k[i, 0, :, pos] = k
+            cache.v[i, 0, :, pos] = v
+            y = F.scaled_dot_product_attention(
+                q.view(1, nh, 1, hd), cache.k[i, :1, :, :pos + 1], cache.v[i, :1, :, :pos + 1])
+            x = x + F.linear(y.view(1, 1, C), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
+            h = F.layer_norm(x, (C,), g2, b2)
+            x = x + F.linear(F.gelu(F.linear(h, wf, bf), approximate=self.approximate), wo, bo)
+        cache.length = pos + 1
+        return F.linear(F.layer_norm(x, (C,), *self.ln_f).view(C), self.head)
+
+
 class TextGenerator:
     def __init__(self, model: GPT, tokenizer: TextTokenizer, device: str = "cpu") -> None:
         self.model = model.eval()
@@ -75,6 +115,7 @@ class TextGenerator:
         self.device = device
         self.block_size = model.shape.block_size
         self.keep = self.block_size - max(1, self.block_size // 4)
+        self.one_token = OneTokenStep(self.model)
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str = "cpu") -> TextGenerator:
@@ -141,11 +182,7 @@ class TextGenerator:
                 logits = full(ctx)
             else:
                 ctx.append(token)
-                if cache is None:
-                    logits = full(ctx)
-                else:
-                    x = torch.tensor([[token]], dtype=torch.long, device=dev)
-                    logits = model(x, cache=cache, last_only=True)[0][0, -1]
+                logits = full(ctx) if cache is None else self.one_token(token, cache)
 
     def stream(self, prompt: str, settings: GenerationSettings,
                on_note=None) -> Iterator[str]:
