@@ -182,3 +182,34 @@ def test_readers_never_see_a_partial_state_file(data_home):
         reads += 1
     assert reads > 100
     run_cli("stop", run_id, "--now", home=data_home)
+
+
+def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
+    """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (the CLI
+    and the worker it follows)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LLM_TRAINER_HOME": str(data_home), "PYTHONUNBUFFERED": "1"}
+    cli = subprocess.Popen([sys.executable, "-m", "llm_trainer", "train", *SETTINGS,
+                            "--dataset", "corpus.txt", "--name", "interrupted", "--foreground",
+                            "--sample", "0"], cwd=data_home, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    store = RunStore(data_home)
+
+    def running_run():
+        for run_id in store.run_ids():
+            state = store.read_state(run_id)
+            if state.get("model_name") == "interrupted" and state.get("step", 0) > 100:
+                return run_id
+        return None
+
+    run_id = wait_for(running_run, timeout=120)
+    os.killpg(cli.pid, signal.SIGINT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, out + err
+    assert "stopping: finishing the current step" in out
+    assert "paused at step" in out and "llm-trainer resume interrupted" in out
+    state = store.read_state(run_id)
+    assert state["status"] == "paused"
+    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
