@@ -416,25 +416,6 @@ def generation_speed(checkpoint: Path, lengths: tuple[int, ...] = (500, 2000), r
 # ============================================================================ 5. bookkeeping
 
 
-class NullReporter:
-    """Receives the training events and does nothing with them."""
-
-    def log(self, message: str) -> None:
-        pass
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        pass
-
-    def on_progress(self, progress: dict[str, Any]) -> None:
-        pass
-
-    def on_eval(self, result: dict[str, Any]) -> None:
-        pass
-
-    def on_checkpoint(self, result: dict[str, Any]) -> None:
-        pass
-
-
 class TimedReporter:
     """Forwards to ``inner`` and notes the loop's wall time (on_start -> last step's
     progress) and the steps' own time (``train_time_s``), so the reporter's share is
@@ -507,13 +488,13 @@ def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool,
                       alternate: bool = False) -> TimedReporter:
     from llm_trainer.store.models import ModelStore
     from llm_trainer.store.runs import RunStore
-    from llm_trainer.training.trainer import TrainingJob, run_training
+    from llm_trainer.training.trainer import NullReporter, TrainingJob, run_training
     from llm_trainer.worker import RunReporter
 
     models, runs = ModelStore(home), RunStore(home)
     rec = models.create(name, default_base="bench")
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-    inner: Any = NullReporter()
+    inner: Any = NullReporter()  # the trainer's own do-nothing reporter
     if worker_reporter:
         state = {"status": "running", "model_id": rec.id, "model_name": rec.name,
                  "created_at": time.time(), "step": 0}
