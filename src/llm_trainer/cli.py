@@ -297,7 +297,6 @@ def _follow(svc, launch) -> dict[str, Any]:
                         disable=not live)
     task = progress.add_task("training", total=None, info="starting...")
     final: dict[str, Any] = {}
-    last_printed_step = -1
     interrupts = 0
     events = svc.follow(launch.run_id, process=launch.process)
     with progress:
@@ -328,11 +327,9 @@ def _follow(svc, launch) -> dict[str, Any]:
                         f"{_num(value.get('loss'))} lr {_num(value.get('lr'), '{:.1e}')} "
                         f"{_num(value.get('tokens_per_s'), '{:,.0f}')} tok/s ETA "
                         f"{format_duration(value.get('eta_seconds'))}")
+                # without a terminal the worker's own periodic progress lines stand in
                 progress.update(task, completed=step, total=total, info=info,
                                 description=f"step {step:,}/{total or '?'}")
-                if not live and step != last_printed_step and value.get("loss") is not None:
-                    _out(f"step {step}/{total} {info}")
-                    last_printed_step = step
     return final
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.errors import LLMTrainerError
+from llm_trainer.progress import format_duration
 from llm_trainer.store.atomic import atomic_write_json
 from llm_trainer.store.locks import release_model_lock
 from llm_trainer.store.models import ModelStore
@@ -26,6 +27,7 @@ from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
 
 TELEMETRY_EVERY_S = 2.0
+PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
 
 
 class StopFlag:
@@ -96,6 +98,7 @@ class RunReporter:
         self.state = state
         self.telemetry: Telemetry | None = None
         self.last_sample = 0.0
+        self.last_progress_line = 0.0
         self.start_info: dict[str, Any] = {}
         self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
@@ -180,6 +183,13 @@ class RunReporter:
         if snap is not None:
             record["telemetry"] = {k: v for k, v in snap.items() if k not in ("gpus", "na")}
         self.runs.append_metrics(self.run_id, record)
+        now = time.monotonic()
+        if now - self.last_progress_line >= PROGRESS_LOG_EVERY_S or \
+                p["step"] >= p["total_steps"]:
+            self.last_progress_line = now
+            eta = format_duration(p["eta_seconds"])
+            self.log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']:.2f} loss "
+                     f"{p['loss']:.4f} lr {p['lr']:.2e} {p['tokens_per_s']:,.0f} tok/s ETA {eta}")
 
     def on_eval(self, r: dict[str, Any]) -> None:
         self.write_state(val_loss=r["val_loss"], best_val_loss=r["best_val_loss"],

@@ -347,7 +347,8 @@ def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
                      "world_size": plan.world_size, "seed": plan.seed,
                      "steps_per_epoch": plan.steps_per_epoch},
             "dataset": {"spec": data.source.spec, "fingerprint": data.source.fingerprint},
-            "run_id": job.run_id, "optimizer": optimizer_kind, **job.extra_state,
+            "run_id": job.run_id, "optimizer": optimizer_kind, "device": device.to_json(),
+            "precision": precision.name, "world_size": dist.world_size, **job.extra_state,
         }
 
     last_saved: Path | None = None
