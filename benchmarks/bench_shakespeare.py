@@ -55,6 +55,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.training.callbacks import Callback
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -416,7 +418,7 @@ def generation_speed(checkpoint: Path, lengths: tuple[int, ...] = (500, 2000), r
 # ============================================================================ 5. bookkeeping
 
 
-class TimedReporter:
+class TimedReporter(Callback):
     """Forwards to ``inner`` and notes the loop's wall time (on_start -> last step's
     progress) and the steps' own time (``train_time_s``), so the reporter's share is
     ``loop - steps``. The final evaluation and checkpoint are outside the window."""
@@ -427,24 +429,24 @@ class TimedReporter:
         self.t_end: float | None = None
         self.step_time = 0.0
 
-    def log(self, message: str) -> None:
-        self.inner.log(message)
+    def on_log(self, message: str) -> None:
+        self.inner.on_log(message)
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.inner.on_start(info)
+    def on_start(self, trainer, info: dict[str, Any]) -> None:
+        self.inner.on_start(trainer, info)
         self.t_start = time.perf_counter()
 
-    def on_progress(self, progress: dict[str, Any]) -> None:
-        self.inner.on_progress(progress)
+    def on_progress(self, trainer, progress: dict[str, Any]) -> None:
+        self.inner.on_progress(trainer, progress)
         if progress["step"] >= progress["total_steps"]:
             self.t_end = time.perf_counter()
             self.step_time = progress["train_time_s"]
 
-    def on_eval(self, result: dict[str, Any]) -> None:
-        self.inner.on_eval(result)
+    def on_eval(self, trainer, result: dict[str, Any]) -> None:
+        self.inner.on_eval(trainer, result)
 
-    def on_checkpoint(self, result: dict[str, Any]) -> None:
-        self.inner.on_checkpoint(result)
+    def on_checkpoint(self, trainer, result: dict[str, Any]) -> None:
+        self.inner.on_checkpoint(trainer, result)
 
     @property
     def loop_s(self) -> float:
@@ -466,14 +468,14 @@ class AlternatingReporter(TimedReporter):
         self.count = 0
         self.last: float | None = None
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        super().on_start(info)
+    def on_start(self, trainer, info: dict[str, Any]) -> None:
+        super().on_start(trainer, info)
         self.last = time.perf_counter()
 
-    def on_progress(self, progress: dict[str, Any]) -> None:
+    def on_progress(self, trainer, progress: dict[str, Any]) -> None:
         active = self.count % 2 == 0
         if active:
-            self.inner.on_progress(progress)
+            self.inner.on_progress(trainer, progress)
         now = time.perf_counter()
         if self.count >= self.SKIP and self.last is not None:
             self.windows["on" if active else "off"].append(now - self.last)
@@ -488,13 +490,13 @@ def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool,
                       alternate: bool = False) -> TimedReporter:
     from llm_trainer.store.models import ModelStore
     from llm_trainer.store.runs import RunStore
-    from llm_trainer.training.trainer import NullReporter, TrainingJob, run_training
+    from llm_trainer.training.trainer import Trainer, TrainingJob
     from llm_trainer.worker import RunReporter
 
     models, runs = ModelStore(home), RunStore(home)
     rec = models.create(name, default_base="bench")
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-    inner: Any = NullReporter()  # the trainer's own do-nothing reporter
+    inner: Any = Callback()  # the do-nothing callback
     if worker_reporter:
         state = {"status": "running", "model_id": rec.id, "model_name": rec.name,
                  "created_at": time.time(), "step": 0}
@@ -503,8 +505,8 @@ def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool,
         inner = RunReporter(run_id, runs, models, rec.id, dict(state))
     reporter = AlternatingReporter(inner) if alternate else TimedReporter(inner)
     try:
-        run_training(TrainingJob(config=cfg, home=home, model_dir=rec.path, run_id=run_id),
-                     reporter)
+        Trainer(TrainingJob(config=cfg, home=home, model_dir=rec.path, run_id=run_id),
+                [reporter]).fit()
     finally:
         if worker_reporter:
             inner.close()

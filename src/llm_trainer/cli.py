@@ -167,6 +167,13 @@ def _detail_text(d: dict[str, Any]) -> str:
         f"checkpoint: {d['checkpoint'] or '-'}",
         f"log:        {d['log_path']}",
     ]
+    if d.get("anomalies"):
+        lines.append(f"anomalies:  {d['anomalies']} ({d.get('rollbacks') or 0} rollbacks); "
+                     f"last: {d.get('last_anomaly')}")
+    sample = d.get("last_sample")
+    if sample:
+        lines.append(f"sample:     step {sample['step']:,}, prompt {sample['prompt']!r}:")
+        lines += [f"  {ln}" for ln in (sample["prompt"] + sample["text"]).splitlines()[-8:]]
     if d.get("log_tail"):
         lines.append("last log lines:")
         lines += [f"  {ln}" for ln in d["log_tail"]]
@@ -197,6 +204,9 @@ MasterAddrOpt = Annotated[str | None, typer.Option(
     "--master-addr", help="address of machine 0 (several machines)")]
 MasterPortOpt = Annotated[int | None, typer.Option(
     "--master-port", help="a free TCP port on machine 0 (several machines)")]
+TensorBoardOpt = Annotated[bool, typer.Option(
+    "--tensorboard", help="write TensorBoard logs to runs/<id>/tensorboard/ (needs the "
+                          "tensorboard extra); view with: tensorboard --logdir runs/")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="any config key: --set section.key=value (repeatable), e.g. "
                   "--set train.weight_decay=0.05")]
@@ -228,6 +238,16 @@ def train(
         help="continue training this existing model (keeps its tokenizer)")] = None,
     data_from: Annotated[str | None, typer.Option(
         help="with --model: train on the dataset this other model was trained on")] = None,
+    early_stop_patience: Annotated[int | None, typer.Option(
+        help="end the run after N evaluations without improvement (0: never)")] = None,
+    sample_interval: Annotated[int | None, typer.Option(
+        help="write a sample from the model every N steps to samples.jsonl (0: never)")] = None,
+    sample_prompt: Annotated[list[str] | None, typer.Option(
+        help="prompt for those samples (repeatable; default: an empty prompt)")] = None,
+    on_anomaly: Annotated[str | None, typer.Option(
+        help="on a NaN/Inf or a loss spike: rollback (default: last good checkpoint, lower "
+             "LR) or stop")] = None,
+    tensorboard: TensorBoardOpt = False,
     set_: SetOpt = None,
     foreground: Annotated[bool, typer.Option(
         "--foreground", "-f", help="stay attached: live progress; Ctrl-C pauses with a "
@@ -247,7 +267,11 @@ def train(
              "train.batch_size": batch_size, "model.block_size": seq_len, "train.lr": lr,
              "runtime.device": device, "runtime.precision": precision,
              "train.grad_accum": grad_accum, "train.eval_interval": eval_interval,
-             "train.seed": seed, "runtime.strict_device": True if strict_device else None}
+             "train.seed": seed, "runtime.strict_device": True if strict_device else None,
+             "train.early_stop_patience": early_stop_patience,
+             "train.sample_interval": sample_interval,
+             "train.sample_prompts": list(sample_prompt) if sample_prompt else None,
+             "train.on_anomaly": on_anomaly, "runtime.tensorboard": True if tensorboard else None}
     req = TrainRequest(overrides=_overrides(flags, set_), config_file=config, preset=preset,
                        name=name, model=model, data_from=data_from, foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]],
@@ -438,6 +462,7 @@ def resume(
                                    "peak LR instead of stretching the current schedule")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N, mps, ...")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16")] = None,
+    tensorboard: TensorBoardOpt = False,
     set_: SetOpt = None,
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="stay attached")
                           ] = False,
@@ -452,7 +477,8 @@ def resume(
     """Continue a model from a checkpoint exactly where it stopped."""
     from llm_trainer.service import DistLaunch
 
-    flags = {"runtime.device": device, "runtime.precision": precision}
+    flags = {"runtime.device": device, "runtime.precision": precision,
+             "runtime.tensorboard": True if tensorboard else None}
     svc = _service()
     launch = svc.resume(target, checkpoint=checkpoint, more_epochs=more_epochs,
                         restart_schedule=restart_schedule, overrides=_overrides(flags, set_),

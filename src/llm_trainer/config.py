@@ -85,6 +85,28 @@ class TrainConfig:
     seed: int = _opt(1337, "seed for weights, data order and dropout", min=0)
     compile: Literal["auto", "true", "false"] = _opt("auto", "torch.compile (auto: CUDA only)")
     target_val_loss: float | None = _opt(None, "stop early once val loss reaches this", min=0.0)
+    early_stop_patience: int = _opt(
+        0, "end the run after N evaluations without an improvement of early_stop_min_delta "
+           "(0 disables)", min=0)
+    early_stop_min_delta: float = _opt(
+        0.0, "how much the val loss must fall below its best to count as an improvement", min=0.0)
+    sample_interval: int = _opt(0, "write samples from the model every N steps (0 disables)",
+                                min=0)
+    sample_prompts: tuple[str, ...] = _opt(
+        ("",), "prompts to sample from (a YAML list; the empty prompt starts from a newline)")
+    sample_tokens: int = _opt(100, "tokens per sample", min=1, max=100_000)
+    sample_temperature: float = _opt(0.8, "sampling temperature (0 is greedy)", min=0.0)
+    on_anomaly: Literal["rollback", "stop"] = _opt(
+        "rollback", "on a non-finite loss/gradient or a loss spike: roll back to the last good "
+                    "checkpoint with a lower LR, or stop the run")
+    spike_factor: float = _opt(
+        2.0, "a step loss above this x the median of the last spike_window steps is a spike "
+             "(0 disables spike detection)", min=0.0)
+    spike_window: int = _opt(50, "recent steps whose median loss spikes are measured against",
+                             min=2)
+    rollback_lr_factor: float = _opt(0.5, "multiply the peak LR by this at each rollback",
+                                     min=0.0, min_exclusive=True, max=1.0)
+    max_rollbacks: int = _opt(3, "rollbacks allowed in one run before it fails", min=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +117,8 @@ class RuntimeConfig:
         "auto", "auto: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU")
     num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores, shared "
                                          "between the processes of a multi-process run)", min=1)
+    tensorboard: bool = _opt(False, "write TensorBoard event files to runs/<id>/tensorboard/ "
+                                    "(needs the tensorboard extra)")
     dist_timeout: float = _opt(300.0, "seconds a multi-process run waits for a peer before "
                                       "failing", min=1.0)
 
@@ -279,6 +303,19 @@ def coerce(key: str, f: dataclasses.Field, raw: Any) -> Any:
             raise ConfigError(f"{key} must be a finite number (got {_show(raw)})")
         _check_range(key, f, number, "a number")
         return number
+    if origin is tuple:  # tuple[str, ...]: a YAML list, or one string from the command line
+        if isinstance(value, str) and value.startswith("["):
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{key} must be a list such as [\"To be\", \"\"] "
+                                  f"(got {_show(raw)})") from None
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if not items or any(isinstance(v, dict | list | tuple) or v is None for v in items):
+            raise ConfigError(f"{key} must be a non-empty list of texts (got {_show(raw)})")
+        return tuple(str(v) for v in items)
     if tp is str:
         if isinstance(value, dict | list):
             raise ConfigError(f"{key} must be text (got {_show(raw)})")
@@ -400,13 +437,3 @@ def load_config(
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="option")
     return cfg
-
-
-def describe_keys() -> str:
-    """One line per key, for ``--help`` epilogs and error hints."""
-    lines = []
-    for section, klass in SECTIONS.items():
-        for f in fields(klass):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            lines.append(f"{section}.{f.name} (default {default!r}): {f.metadata['help']}")
-    return "\n".join(lines)

@@ -27,6 +27,7 @@ from llm_trainer.store.checkpoints import (
     CheckpointInfo,
     inspect_checkpoint,
     list_checkpoints,
+    plan_finished,
     resolve_checkpoint,
 )
 from llm_trainer.store.locks import acquire_model_lock, lock_holder, lock_path
@@ -195,6 +196,11 @@ class Service:
             "elapsed_s": elapsed,
             "tokens_per_s": state.get("tokens_per_s"),
             "lr": state.get("lr"),
+            "grad_norm": state.get("grad_norm"),
+            "anomalies": state.get("anomalies") or 0,
+            "rollbacks": state.get("rollbacks") or 0,
+            "last_anomaly": state.get("last_anomaly"),
+            "last_sample": state.get("last_sample"),
             "gpu_util_pct": tele.get("gpu_util_pct"),
             "pid": state.get("pid"),
             "error": state.get("error"),
@@ -279,6 +285,10 @@ class Service:
                dataset_explicit: bool, foreground: bool, command: list[str],
                created_model: bool, notes: list[str],
                dist: DistLaunch | None = None) -> Launch:
+        if cfg.runtime.tensorboard:
+            from llm_trainer.extras import require
+
+            require("tensorboard", option="--tensorboard")
         run_id = self.runs.new_run_id(rec.name)
         now = time.time()
         meta = {
@@ -442,12 +452,10 @@ class Service:
             raise UsageError(f"checkpoint {info.path.name} of {rec.name} has a different "
                              f"architecture: {'; '.join(changes)}",
                              hint="resume with the model's own settings (drop model.* options)")
-        trainer = read_json(info.path / "trainer.json") or {}
-        total = (trainer.get("schedule") or {}).get("total_steps", 0)
-        if more_epochs is None and trainer.get("step", 0) >= total:
+        finished = plan_finished(read_json(info.path / "trainer.json") or {})
+        if more_epochs is None and finished:
             raise UsageError(
-                f"model {rec.name} already finished its planned {total} steps at "
-                f"{info.path.name}",
+                f"model {rec.name} already {finished} at {info.path.name}",
                 hint=f"train further with `llm-trainer resume {rec.name} --more-epochs N`")
         init = {"checkpoint": str(info.path), "mode": "resume", "more_epochs": more_epochs,
                 "restart_schedule": restart_schedule}
@@ -541,9 +549,11 @@ class Service:
             time.sleep(poll)
 
     # =================================================================== models
-    def model_status(self, rec: ModelRecord) -> tuple[str, str | None]:
-        """ready | training | corrupted | archived | new, and a reason for corrupted."""
-        if self.training_run_of(rec):
+    def model_status(self, rec: ModelRecord, training_run: str | None = None
+                     ) -> tuple[str, str | None]:
+        """ready | training | corrupted | archived | new, and a reason for corrupted.
+        ``training_run``: the caller's ``training_run_of(rec)``, to avoid asking twice."""
+        if training_run or (training_run is None and self.training_run_of(rec)):
             return "training", None
         if rec.archived:
             return "archived", None
@@ -561,10 +571,11 @@ class Service:
         return "ready", None
 
     def model_view(self, rec: ModelRecord) -> dict[str, Any]:
-        status, problem = self.model_status(rec)
+        training_run = self.training_run_of(rec) or ""
+        status, problem = self.model_status(rec, training_run)
         data = rec.to_json()
         data.update({"status": status, "problem": problem, "disk_bytes": rec.disk_bytes(),
-                     "path": str(rec.path), "training_run": self.training_run_of(rec)})
+                     "path": str(rec.path), "training_run": training_run or None})
         return data
 
     def list_models(self, *, include_archived: bool = False) -> list[dict[str, Any]]:

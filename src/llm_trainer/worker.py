@@ -25,6 +25,7 @@ from llm_trainer.store.locks import release_model_lock
 from llm_trainer.store.models import ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
+from llm_trainer.training.callbacks import Callback
 
 TELEMETRY_EVERY_S = 2.0
 PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
@@ -86,7 +87,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-class RunReporter:
+class RunReporter(Callback):
     """Turns training events into run-store writes, log lines and model-record updates."""
 
     def __init__(self, run_id: str, runs: RunStore, models: ModelStore, model_id: str,
@@ -111,6 +112,8 @@ class RunReporter:
         for line in str(message).splitlines() or [""]:
             self._log.write(f"{stamp} {line}\n")
 
+    on_log = log
+
     def write_state(self, *, durable: bool = False, **changes: Any) -> None:
         self.state.update(changes)
         self.state["updated_at"] = time.time()
@@ -133,8 +136,8 @@ class RunReporter:
             setattr(rec, key, value)
         self.models.save(rec)
 
-    # -------------------------------------------------------------- Reporter protocol
-    def on_start(self, info: dict[str, Any]) -> None:
+    # -------------------------------------------------------------- Callback protocol
+    def on_start(self, trainer, info: dict[str, Any]) -> None:
         self.start_info = info
         dev = info["device"]["selected"]
         self.telemetry = Telemetry(gpu_index=int(dev.split(":")[1]) if dev.startswith("cuda:")
@@ -160,8 +163,7 @@ class RunReporter:
                                      "epochs": 0.0, "first_run": self.run_id})
             if self.run_id not in rec.runs:
                 rec.runs.append(self.run_id)
-                meta = self.runs.read_meta(self.run_id)
-                init = meta.get("init") or {}
+                init = meta.get("init") or {}  # the meta read (and rewritten) above
                 rec.lineage.append({
                     "run_id": self.run_id, "kind": meta.get("kind"), "dataset": ds["spec"],
                     "from_checkpoint": init.get("checkpoint"), "data_from": init.get(
@@ -172,14 +174,16 @@ class RunReporter:
             rec.config = info["config"]
             self.models.save(rec)
 
-    def on_progress(self, p: dict[str, Any]) -> None:
+    def on_progress(self, trainer, p: dict[str, Any]) -> None:
         snap = self._sample()
         self.write_state(step=p["step"], total_steps=p["total_steps"], epoch=p["epoch"],
-                         loss=p["loss"], lr=p["lr"], tokens_per_s=p["tokens_per_s"],
-                         elapsed_s=p["elapsed_s"], eta_seconds=p["eta_seconds"],
-                         finish_at=p["finish_at"], step_time_s=p["step_time_s"])
+                         loss=p["loss"], lr=p["lr"], grad_norm=p["grad_norm"],
+                         tokens_per_s=p["tokens_per_s"], elapsed_s=p["elapsed_s"],
+                         eta_seconds=p["eta_seconds"], finish_at=p["finish_at"],
+                         step_time_s=p["step_time_s"])
         record = {"time": time.time(), "kind": "train", **{k: p[k] for k in (
-            "step", "epoch", "loss", "lr", "tokens_per_s", "elapsed_s", "eta_seconds")}}
+            "step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s",
+            "eta_seconds")}}
         if snap is not None:
             record["telemetry"] = {k: v for k, v in snap.items() if k not in ("gpus", "na")}
         self.runs.append_metrics(self.run_id, record)
@@ -191,7 +195,7 @@ class RunReporter:
             self.log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']:.2f} loss "
                      f"{p['loss']:.4f} lr {p['lr']:.2e} {p['tokens_per_s']:,.0f} tok/s ETA {eta}")
 
-    def on_eval(self, r: dict[str, Any]) -> None:
+    def on_eval(self, trainer, r: dict[str, Any]) -> None:
         self.write_state(val_loss=r["val_loss"], best_val_loss=r["best_val_loss"],
                          perplexity=r["perplexity"])
         self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "eval", **{
@@ -199,7 +203,25 @@ class RunReporter:
         self.log(f"step {r['step']}: val loss {r['val_loss']:.4f} "
                  f"(perplexity {r['perplexity']:.2f}, best {r['best_val_loss']:.4f})")
 
-    def on_checkpoint(self, r: dict[str, Any]) -> None:
+    def on_sample(self, trainer, s: dict[str, Any]) -> None:
+        record = {"time": time.time(), "step": s["step"], "prompt": s["prompt"],
+                  "text": s["text"]}
+        self.runs.append_sample(self.run_id, record)
+        self.write_state(last_sample=record)
+        self.log(f"step {s['step']}: sample written to samples.jsonl")
+
+    def on_anomaly(self, trainer, e: dict[str, Any]) -> None:
+        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "anomaly", **e})
+        what = {"rollback": f"rolling back (rollback {e['rollbacks']} of "
+                            f"{e['max_rollbacks']})",
+                "exhausted": f"no rollbacks left (train.max_rollbacks {e['max_rollbacks']})",
+                "stop": "stopping (train.on_anomaly stop, or no checkpoint yet)"}[e["action"]]
+        self.log(f"anomaly at step {e['step']}: {e['reason']}; {what}")
+        self.write_state(durable=True, anomalies=int(self.state.get("anomalies") or 0) + 1,
+                         rollbacks=e["rollbacks"],
+                         last_anomaly=f"step {e['step']}: {e['reason']} ({e['action']})")
+
+    def on_checkpoint(self, trainer, r: dict[str, Any]) -> None:
         self.write_state(durable=True, checkpoint=r["path"])
         rec = self.models.find_by_id(self.model_id)
         if rec is not None:
@@ -238,7 +260,7 @@ def _job(meta: dict, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
 def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     """A rank other than 0: train, and on failure leave ``runs/<id>/rank-N.error`` for rank 0
     and ``status`` to report."""
-    from llm_trainer.training.trainer import NullReporter, run_training
+    from llm_trainer.training.trainer import Trainer
 
     runs, models = RunStore(home), ModelStore(home)
     meta = runs.read_meta(run_id)
@@ -248,7 +270,7 @@ def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     model_dir = rec.path if rec is not None else home / "checkpoints" / meta["model"]["name"]
     try:
         # rank 0 alone writes state, metrics and checkpoints; this rank only reports failure
-        run_training(_job(meta, home, run_id, model_dir, flag), NullReporter())
+        Trainer(_job(meta, home, run_id, model_dir, flag)).fit()
         return 0
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -291,12 +313,18 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
                  f"(pid {os.getpid()}{', foreground' if foreground else ''})")
     code = 1
     try:
-        from llm_trainer.training.trainer import run_training
+        from llm_trainer.training.trainer import Trainer
 
         rec = models.find_by_id(meta["model"]["id"])
         if rec is None:
             raise LLMTrainerError(f"model {meta['model']['name']} no longer exists")
-        result = run_training(_job(meta, home, run_id, rec.path, flag), reporter)
+        job = _job(meta, home, run_id, rec.path, flag)
+        callbacks: list[Callback] = [reporter]
+        if job.config.runtime.tensorboard:
+            from llm_trainer.training.callbacks import TensorBoardLogger
+
+            callbacks.append(TensorBoardLogger(runs.paths(run_id).tensorboard))
+        result = Trainer(job, callbacks).fit()
         status = result.status
         if status == "paused":
             reporter.log(f"paused at step {result.step} after a stop request; continue with "

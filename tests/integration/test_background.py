@@ -13,22 +13,12 @@ from safetensors.torch import load_file
 
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.runs import RunStore
-from tests.conftest import corpus_text, run_cli, stop_all_runs
+from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
 
 STEPS = 3000
 SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropout=0.1",
             "--set", "train.eval_interval=500", "--set", "train.checkpoint_interval=100",
             "--set", "train.log_interval=20"]
-
-
-def wait_for(predicate, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 def state_of(home, run_id):

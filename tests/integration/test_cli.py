@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.helpers import TINY, run_cli
 
 COMMANDS = [[], ["train"], ["status"], ["resume"], ["stop"], ["generate"], ["models"],
             ["models", "list"], ["models", "show"]]

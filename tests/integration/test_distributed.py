@@ -12,8 +12,7 @@ import pytest
 
 from llm_trainer.store.checkpoints import list_checkpoints
 from llm_trainer.store.runs import RunStore
-from tests.conftest import corpus_text, run_cli, stop_all_runs
-from tests.integration.test_background import wait_for
+from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
 
 BASE = ["--preset", "tiny", "--precision", "fp32", "--set", "model.dropout=0.0",
         "--set", "train.eval_interval=0",

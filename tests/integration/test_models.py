@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from llm_trainer.store.models import ModelStore
-from tests.conftest import TINY, corpus_text, run_cli, stop_all_runs
-from tests.integration.test_background import wait_for
+from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_for
 
 
 def started_run_id(stdout: str) -> str:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Log, Static
 from llm_trainer.store.models import ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
-from tests.conftest import TINY, corpus_text, run_cli, stop_all_runs
+from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from llm_trainer.config import (
     parse_set,
 )
 from llm_trainer.errors import ConfigError
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_every_preset_loads_and_validates():

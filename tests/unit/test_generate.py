@@ -10,7 +10,7 @@ from llm_trainer.inference.sampling import (
     top_p_filter,
 )
 from llm_trainer.model.gpt import GPT, GPTShape
-from tests.conftest import corpus_text
+from tests.helpers import corpus_text
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from llm_trainer.data.prepare import prepare_data
 from llm_trainer.data.sources import BUILTIN_PYDOCS, hold_out, resolve_dataset, split_of
 from llm_trainer.errors import DataError
-from tests.conftest import corpus_text
+from tests.helpers import corpus_text
 
 
 def _resolve(spec, tmp_path, **kw):

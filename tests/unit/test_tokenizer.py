@@ -2,7 +2,7 @@ import pytest
 
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError
-from tests.conftest import corpus_text
+from tests.helpers import corpus_text
 
 TEXT = corpus_text(20_000) + "\nUnicode: café, naïve, 日本語, emoji 🙂, tab\tend.\n"
 

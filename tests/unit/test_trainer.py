@@ -10,41 +10,12 @@ from llm_trainer.config import load_config
 from llm_trainer.errors import TrainingError, UsageError
 from llm_trainer.store.checkpoints import list_checkpoints, resolve_checkpoint
 from llm_trainer.training.schedule import LRSchedule
-from llm_trainer.training.trainer import CONTINUE, InitFrom, TrainingJob, run_training
+from llm_trainer.training.trainer import CONTINUE, InitFrom, Trainer, TrainingJob
+from tests.helpers import Flag, Recorder
 
 
-class Recorder:
-    def __init__(self, stop_after: int | None = None, flag=None):
-        self.progress, self.evals, self.ckpts, self.lines = [], [], [], []
-        self.stop_after, self.flag = stop_after, flag
-
-    def log(self, message):
-        self.lines.append(message)
-
-    def on_start(self, info):
-        self.info = info
-
-    def on_progress(self, p):
-        self.progress.append(p)
-        if self.stop_after is not None and p["step"] >= self.stop_after:
-            self.flag.set()
-
-    def on_eval(self, r):
-        self.evals.append(r)
-
-    def on_checkpoint(self, r):
-        self.ckpts.append(r)
-
-
-class Flag:
-    def __init__(self):
-        self.value = False
-
-    def set(self):
-        self.value = True
-
-    def is_set(self):
-        return self.value
+def run_training(job, *callbacks):
+    return Trainer(job, list(callbacks)).fit()
 
 
 def _cfg(corpus, **extra):
@@ -120,6 +91,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(home, 
 
     monkeypatch.setattr(gpt.GPT, "forward", poisoned)
     cfg = _cfg(corpus)
+    cfg = cfg.replace(**{"train.on_anomaly": "stop"})
     with pytest.raises(TrainingError, match=r"loss became nan at step 26; the last good "
                                             r"checkpoint \(step-00000020\) is intact"):
         run_training(TrainingJob(config=cfg, home=home, model_dir=home / "m"), Recorder())

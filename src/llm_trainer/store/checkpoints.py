@@ -170,6 +170,18 @@ def clean_staging(model_dir: Path, *, older_than_s: float = 3600.0) -> None:
             pass
 
 
+def plan_finished(trainer: dict[str, Any]) -> str | None:
+    """Why the plan saved in a checkpoint's trainer.json is over, or None while steps remain:
+    its last step was reached, or the run ended early (early stop, target val loss)."""
+    total = (trainer.get("schedule") or {}).get("total_steps", 0)
+    step = trainer.get("step", 0)
+    if step >= total:
+        return f"finished its planned {total} steps"
+    if trainer.get("finished"):
+        return f"ended at step {step} ({trainer['finished']})"
+    return None
+
+
 def resolve_checkpoint(model_dir: Path, which: str = "latest",
                        warn=None) -> CheckpointInfo | None:
     """``latest`` | ``best`` | a step number | a folder name -> the newest matching checkpoint

@@ -1,7 +1,9 @@
-"""Runs: ``runs/<run_id>/`` with meta.json, state.json, metrics.jsonl and train.log.
+"""Runs: ``runs/<run_id>/`` with meta.json, state.json, metrics.jsonl, samples.jsonl, train.log
+and (with --tensorboard) tensorboard/.
 
 meta.json is what was asked (written once); state.json is what is happening now (rewritten
-atomically by the worker); metrics.jsonl is append-only. No torch here.
+atomically by the worker); metrics.jsonl (train / eval / anomaly records) and samples.jsonl
+(step, prompt, text) are append-only. No torch here.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.dir / "train.log"
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "samples.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.dir / "tensorboard"
 
 
 class RunStore:
@@ -114,6 +124,12 @@ class RunStore:
 
     def read_metrics(self, run_id: str, *, tail: int | None = None) -> list[dict[str, Any]]:
         return read_jsonl(self.paths(run_id).metrics, tail=tail)
+
+    def append_sample(self, run_id: str, record: dict[str, Any]) -> None:
+        append_jsonl(self.paths(run_id).samples, record)
+
+    def read_samples(self, run_id: str, *, tail: int | None = None) -> list[dict[str, Any]]:
+        return read_jsonl(self.paths(run_id).samples, tail=tail)
 
     def log_tail(self, run_id: str, lines: int = 10) -> list[str]:
         path = self.paths(run_id).log

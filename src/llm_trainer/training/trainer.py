@@ -1,9 +1,14 @@
-"""The training loop: the only place that trains. ``run_training(job, reporter)``.
+"""The training loop: ``Trainer(job, callbacks).fit()`` is the only place that trains.
 
-The loop is kept lean (it is most of the wall time on a CPU): batches are gathered from a
+``fit`` sets up (device, data, model, optimizer, ``TrainState``), then repeats
+``train_step`` -> anomaly check -> progress -> evaluation -> checkpoint until the plan, a stop
+request or a callback ends it. Everything that must survive a resume is in ``TrainState``
+(``trainer.json``). Side jobs are callbacks (``training.callbacks``): the run reporter, early
+stopping, samples, TensorBoard and the anomaly guard.
+
+The step is kept lean (it is most of the wall time on a CPU): batches come from a
 memory-mapped token array with one fancy-index, the loss stays on the device except at log
-intervals (every step on CPU, where reading it is free and catches NaN at once), and all
-bookkeeping goes through the ``Reporter`` at log intervals only.
+intervals (every step on a CPU, where reading it is free and catches NaN at once).
 """
 
 from __future__ import annotations
@@ -14,16 +19,24 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from llm_trainer.config import RunConfig
-from llm_trainer.data.batches import Batches, BatchPlan, DataPosition, eval_windows
-from llm_trainer.data.prepare import TokenData, prepare_data
 from llm_trainer.errors import TrainingError, UsageError
 from llm_trainer.progress import EtaClock
-from llm_trainer.store.checkpoints import prune_checkpoints
+from llm_trainer.store.checkpoints import prune_checkpoints, step_dir_name
+from llm_trainer.training.callbacks import (
+    AnomalyGuard,
+    Callback,
+    CallbackList,
+    EarlyStopping,
+    InjectedAnomaly,
+    Sampler,
+    StepStats,
+)
+from llm_trainer.training.state import TrainState
 
-RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position
+RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
 CONTINUE = "continue"  # weights and tokenizer only: new data, fresh optimizer and schedule
 
 
@@ -47,40 +60,6 @@ class TrainingJob:
     extra_state: dict[str, Any] = field(default_factory=dict)  # stored in trainer.json
 
 
-class Reporter(Protocol):
-    def log(self, message: str) -> None: ...
-    def on_start(self, info: dict[str, Any]) -> None: ...
-    def on_progress(self, progress: dict[str, Any]) -> None: ...
-    def on_eval(self, result: dict[str, Any]) -> None: ...
-    def on_checkpoint(self, result: dict[str, Any]) -> None: ...
-
-
-class NullReporter:
-    """Reports nothing (ranks other than 0 of a multi-process run); a base for others."""
-
-    def log(self, message: str) -> None:
-        pass
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        pass
-
-    def on_progress(self, progress: dict[str, Any]) -> None:
-        pass
-
-    def on_eval(self, result: dict[str, Any]) -> None:
-        pass
-
-    def on_checkpoint(self, result: dict[str, Any]) -> None:
-        pass
-
-
-class PrintReporter(NullReporter):
-    """Log lines on stdout, nothing else."""
-
-    def log(self, message: str) -> None:
-        print(message, flush=True)
-
-
 @dataclass
 class TrainingResult:
     status: str  # "completed" | "paused"
@@ -91,6 +70,26 @@ class TrainingResult:
     best_val_loss: float | None
     checkpoint: Path | None
     reason: str
+
+
+@dataclass
+class Control:
+    """Requests callbacks make of the loop; the trainer acts on them at step boundaries."""
+
+    finish_reason: str | None = None  # end the run as completed (early stop, target reached)
+    anomaly: str | None = None  # what went wrong in this step
+
+    def finish(self, reason: str) -> None:
+        self.finish_reason = self.finish_reason or reason
+
+
+@dataclass(frozen=True)
+class GoodCheckpoint:
+    """Where a rollback returns to."""
+
+    path: Path
+    step: int
+    with_optimizer: bool
 
 
 def architecture_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -138,377 +137,533 @@ def _autocast(torch, device_type: str, precision: str):
     return contextlib.nullcontext()
 
 
-def run_training(job: TrainingJob, reporter: Reporter) -> TrainingResult:
-    import numpy as np
-    import torch
+def _grad_norm(torch, params) -> Any:
+    """Total L2 norm of the gradients (a 0-d tensor), for when nothing clips."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
-    from llm_trainer.model.gpt import GPT, GPTShape
-    from llm_trainer.training.checkpoint import (
-        capture_rng,
-        load_model,
-        load_optimizer_state,
-        load_rng_state,
-        read_checkpoint,
-        restore_rng,
-        save_checkpoint,
-    )
-    from llm_trainer.training.device import probe_devices, select_device, select_precision
-    from llm_trainer.training.distributed import DistContext, cpu_threads_per_process
-    from llm_trainer.training.schedule import LRSchedule
 
-    cfg = job.config
-    t_start = time.time()
-    dist = DistContext.from_env()
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    elif dist.enabled:
-        torch.set_num_threads(cpu_threads_per_process(dist.local_world_size))
+class Trainer:
+    def __init__(self, job: TrainingJob, callbacks: list[Callback] | tuple = ()) -> None:
+        self.job = job
+        self.cfg = job.config
+        self.extra_callbacks = list(callbacks)
+        self.control = Control()
+        self.callbacks = CallbackList([])
+        self.dist = None
+        self.last_good: GoodCheckpoint | None = None
+        self.last_saved: Path | None = None
+        self.last_saved_step = -1
 
-    probe = probe_devices()
-    device = select_device(cfg.runtime.device, probe, strict=cfg.runtime.strict_device)
-    if dist.enabled and device.type == "cuda":  # one GPU per process
-        device = dataclasses.replace(device, device=f"cuda:{dist.local_rank}",
-                                     name=probe.cuda_names[dist.local_rank % probe.cuda_count])
-    precision = select_precision(cfg.runtime.precision, device, probe)
-    dist.init(device.type, cfg.runtime.dist_timeout)
-    for warning in (device.warning, precision.warning):
-        if warning:
-            reporter.log(f"warning: {warning}")
-    reporter.log(f"device: requested {device.requested}, using {device.device} ({device.name}); "
-                 f"precision {precision.name}")
-
-    # ---------------------------------------------------------------- checkpoint to start from
-    ckpt = None
-    if job.init is not None:
-        ckpt = read_checkpoint(job.init.checkpoint)
-        reporter.log(f"starting from checkpoint {ckpt.path} (step {ckpt.info.step})")
-
-    # ---------------------------------------------------------------- data
-    # rank 0 downloads / tokenizes into the cache first; the others then read the cache
-    if not dist.is_main:
-        dist.barrier()
-    data: TokenData = prepare_data(
-        dataset=cfg.data.dataset, tokenizer_spec=cfg.data.tokenizer,
-        vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
-        text_column=cfg.data.text_column, data_dir=job.home / "data",
-        explicit=job.dataset_explicit, tokenizer=ckpt.tokenizer if ckpt else None,
-        log=reporter.log)
-    if dist.is_main:
-        dist.barrier()
-    reporter.log(f"data: {data.summary}")
-    if data.source.spec != cfg.data.dataset:  # e.g. the offline fallback: record what was used
-        cfg = cfg.replace(**{"data.dataset": data.source.spec})
-
-    shape = GPTShape(vocab_size=data.tokenizer.vocab_size, block_size=cfg.model.block_size,
-                     n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
-                     dropout=cfg.model.dropout, bias=cfg.model.bias,
-                     activation=cfg.model.activation)
-    if ckpt is not None:
-        diff = architecture_diff(ckpt.shape.__dict__, shape.__dict__)
-        if diff:
-            raise UsageError(
-                f"checkpoint {ckpt.path.name} has a different architecture: "
-                f"{'; '.join(diff)} (checkpoint vs requested)",
-                hint="resume with the model's own settings (drop the model.* overrides)")
-
-    plan = BatchPlan(n_tokens=len(data.train), seq_len=shape.block_size,
-                     batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-                     world_size=dist.world_size, seed=cfg.train.seed)
-    plan.check()
-    batches = Batches(data.train, plan, rank=dist.rank)
-    val_batches = list(eval_windows(data.val, shape.block_size, cfg.train.batch_size,
-                                    cfg.train.eval_batches))
-
-    # ---------------------------------------------------------------- model and optimizer
-    torch.manual_seed(cfg.train.seed)
-    model = load_model(ckpt, device.device) if ckpt is not None else GPT(shape).to(device.device)
-    model.train()
-    optimizer, optimizer_kind = build_optimizer(model, cfg, device.type)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler) \
-        if precision.use_scaler else None
-
-    pos = DataPosition()
-    step = 0
-    best_val: float | None = None
-    last_val: float | None = None
-    schedule_origin = 0
-    if ckpt is not None:
-        step = int(ckpt.trainer["step"])
-        schedule_origin = step
-        best_val = ckpt.trainer.get("best_val_loss")
-        last_val = ckpt.trainer.get("val_loss")
-    if ckpt is not None and job.init.mode == RESUME:
-        optimizer.load_state_dict(load_optimizer_state(ckpt, device.device))
-        if scaler is not None and ckpt.trainer.get("scaler"):
-            scaler.load_state_dict(ckpt.trainer["scaler"])
-        p = ckpt.trainer.get("data_position") or {}
-        pos = DataPosition(int(p.get("epoch", 0)), int(p.get("cursor", 0)))
-        old = LRSchedule.from_state_dict(ckpt.trainer["schedule"])
-        if job.init.more_epochs:
-            total_steps = step + job.init.more_epochs * plan.steps_per_epoch
-            if job.init.restart_schedule:
-                schedule = LRSchedule(total_steps, cfg.train.warmup_steps, cfg.train.lr,
-                                      cfg.train.lr * cfg.train.min_lr_ratio,
-                                      cfg.train.lr_schedule, origin=step)
-            else:  # same curve, stretched to the new horizon; warm-up is not repeated
-                schedule = LRSchedule(total_steps, old.warmup_steps, old.max_lr, old.min_lr,
-                                      old.kind, old.origin)
-        else:
-            schedule = old
-            total_steps = old.total_steps
-    else:
-        if cfg.train.max_steps:
-            total_steps = step + cfg.train.max_steps
-        else:
-            total_steps = step + cfg.train.epochs * plan.steps_per_epoch
-        schedule = LRSchedule(total_steps, cfg.train.warmup_steps, cfg.train.lr,
-                              cfg.train.lr * cfg.train.min_lr_ratio, cfg.train.lr_schedule,
-                              origin=schedule_origin)
-    if pos.cursor + plan.seqs_per_step > plan.n_windows:
-        pos = DataPosition(pos.epoch + 1, 0)
-
-    train_model = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    compiled = False
-    if want_compile(cfg.train.compile, device.type):
+    # ================================================================ public
+    def fit(self) -> TrainingResult:
+        result = None
         try:
-            train_model = torch.compile(train_model)
-            compiled = True
-        except Exception as exc:  # no compiler toolchain, unsupported platform
-            reporter.log(f"warning: torch.compile unavailable ({exc}); running eagerly")
-    no_sync = getattr(train_model, "no_sync", None) if dist.enabled else None
+            self.setup()
+            result = self.loop()
+            return result
+        finally:
+            with contextlib.suppress(Exception):
+                self.callbacks.on_end(self, result)
+            if self.dist is not None:
+                self.dist.shutdown()
 
-    autocast = _autocast(torch, device.type, precision.name)
-    n_params = model.num_params(non_embedding=False)
-    reporter.on_start({
-        "device": device.to_json(), "precision": precision.name, "parameters": n_params,
-        "architecture": shape.__dict__, "tokenizer": {"kind": data.tokenizer.kind,
-                                                     "vocab_size": data.tokenizer.vocab_size},
-        "dataset": {"spec": data.source.spec, "fingerprint": data.source.fingerprint,
-                    "train_tokens": len(data.train), "val_tokens": len(data.val)},
-        "steps_per_epoch": plan.steps_per_epoch, "tokens_per_step": plan.tokens_per_step,
-        "global_batch": plan.seqs_per_step, "world_size": dist.world_size,
-        "start_step": step, "total_steps": total_steps, "optimizer": optimizer_kind,
-        "compiled": compiled, "config": cfg.to_dict(), "tokenizer_object": data.tokenizer,
-        "startup_s": time.time() - t_start,
-    })
-    reporter.log(
-        f"model: {n_params / 1e6:.2f}M parameters ({shape.n_layer} layers, {shape.n_head} heads, "
-        f"{shape.n_embd} dims, context {shape.block_size}); {plan.steps_per_epoch:,} steps per "
-        f"epoch of {plan.tokens_per_step:,} tokens; training steps {step:,} -> {total_steps:,}")
-    if dist.enabled:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        reporter.log(f"data parallel: {dist.world_size} processes ({backend}); global batch "
-                     f"{plan.seqs_per_step} sequences = micro-batch {plan.batch_size} x "
-                     f"accumulation {plan.grad_accum} x {dist.world_size} processes")
+    def log(self, message: str) -> None:
+        self.callbacks.on_log(message)
 
-    if ckpt is not None and job.init.mode == RESUME:
-        restore_rng(load_rng_state(ckpt), rank=dist.rank, world_size=dist.world_size)
-    elif dist.enabled:  # same weights everywhere (DDP broadcasts them); own dropout stream
-        torch.manual_seed(cfg.train.seed + 1000 * dist.rank)
+    # ================================================================ the loop
+    def loop(self) -> TrainingResult:
+        s, t = self.state, self.cfg.train
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        while s.step < self.total_steps:
+            t0 = time.perf_counter()
+            stats = self.train_step(read=self.on_cpu or (s.step + 1) % t.log_interval == 0)
+            self.eta.add_step(time.perf_counter() - t0)
+            self.train_time += time.perf_counter() - t0
+            window_loss = window_loss + (stats.loss if stats.loss is not None else self._loss_t)
+            window_steps += 1
+            self.control.anomaly = self.guard.check(stats)
+            done = s.step >= self.total_steps
+            if s.step % t.log_interval == 0 or done:
+                self.report_progress(stats, window_loss, window_steps, window_start)
+                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            # decisions that end or rewind the loop are taken by every rank together
+            stop, anomaly = self.dist.any([self.stop_requested(),
+                                           self.control.anomaly is not None], self.device.device)
+            if anomaly:
+                self.handle_anomaly(self.control.anomaly or "an anomaly on another rank")
+                continue
+            pause_start = time.perf_counter()
+            self.callbacks.on_step_end(self, stats)  # samples
+            evaluated = False
+            if t.eval_interval and s.step % t.eval_interval == 0 and not done:
+                self.run_eval()
+                evaluated = True
+                s.finished = self.control.finish_reason  # saved with the checkpoint below
+            saved = False
+            if self.checkpoint_due(evaluated) and not done:
+                self.save()
+                saved = True
+            if evaluated or saved or time.perf_counter() - pause_start > 0.005:
+                self.eta.add_pause(time.perf_counter() - pause_start)
+                window_start += time.perf_counter() - pause_start
+            if stop:
+                return self.finish("paused", "stop requested")
+            if self.control.finish_reason:
+                return self.finish("completed", self.control.finish_reason)
+        return self.finish("completed", "reached the planned steps")
 
-    # ---------------------------------------------------------------- helpers
-    on_cpu = device.type == "cpu"
-    non_blocking = device.type == "cuda"
-    clip = cfg.train.grad_clip
-    params = [p for p in model.parameters() if p.requires_grad]
-    accum = plan.grad_accum
-    eta = EtaClock()
-    train_elapsed = 0.0
+    def train_step(self, read: bool) -> StepStats:
+        """One optimizer step over ``grad_accum`` micro-batches (DDP syncs on the last)."""
+        torch, s = self._torch, self.state
+        lr = s.schedule(s.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = 0.0
+        for micro in range(self.accum):
+            xb, yb = self.batches.get(s.position, micro)
+            sync = self.no_sync() if self.no_sync and micro < self.accum - 1 else \
+                contextlib.nullcontext()
+            with sync:
+                with self.autocast:
+                    _, micro_loss = self.train_model(self.to_device(xb), self.to_device(yb))
+                if self.inject_factor is not None and micro == 0:
+                    micro_loss = micro_loss * self.inject_factor(s.step + 1)
+                if self.accum > 1:
+                    micro_loss = micro_loss / self.accum
+                if self.scaler is not None:
+                    self.scaler.scale(micro_loss).backward()
+                else:
+                    micro_loss.backward()
+            loss = loss + micro_loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True) if clip \
+            else _grad_norm(torch, self.params)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        s.position.advance(self.plan)
+        s.step += 1
+        self._loss_t = loss
+        return StepStats(step=s.step, lr=lr, loss=float(loss) if read else None,
+                         grad_norm=float(norm) if read else None)
 
-    def to_device(a: np.ndarray):
-        t = torch.from_numpy(a)
-        if non_blocking:
-            t = t.pin_memory()
-        return t.to(device.device, non_blocking=non_blocking)
+    # ================================================================ events
+    def report_progress(self, stats: StepStats, window_loss, window_steps: int,
+                        window_start: float) -> None:
+        s, t = self.state, self.cfg.train
+        mean_loss = self.dist.mean(float(window_loss) / window_steps, self.device.device)
+        now = time.perf_counter()
+        remaining = self.total_steps - s.step
+        pauses = (remaining // t.eval_interval if t.eval_interval else 0) + 1 + (
+            remaining // t.sample_interval if t.sample_interval else 0)
+        est = self.eta.estimate(remaining_steps=remaining, remaining_pauses=pauses)
+        self.callbacks.on_progress(self, {
+            "step": s.step, "total_steps": self.total_steps, "epoch": self.epoch,
+            "loss": mean_loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+            "tokens_per_s": window_steps * self.plan.tokens_per_step / max(1e-9,
+                                                                          now - window_start),
+            "train_time_s": self.train_time, **est.to_json(),
+        })
 
-    def evaluate() -> float:
-        model.eval()
+    def run_eval(self, final: bool = False) -> float:
+        s = self.state
+        t0 = time.perf_counter()
+        val = self.evaluate()
+        if not math.isfinite(val):  # the same on every rank: the weights are the same
+            if final:
+                raise self.diverged(f"the val loss became {val}")
+            self.handle_anomaly(f"the val loss became {val}")
+            return val
+        s.record_eval(val)
+        self.callbacks.on_eval(self, {
+            "step": s.step, "epoch": self.epoch, "val_loss": val,
+            "perplexity": math.exp(min(val, 50.0)), "best_val_loss": s.best_val_loss,
+            "seconds": time.perf_counter() - t0})
+        target = self.cfg.train.target_val_loss
+        if target is not None and val <= target:
+            self.control.finish(f"reached the target val loss {target:g}")
+        if self.control.finish_reason is not None or self.dist.enabled:
+            finish, = self.dist.any([self.control.finish_reason is not None],
+                                    self.device.device)
+            if finish:
+                self.control.finish(self.control.finish_reason or "another rank finished")
+        return val
+
+    def evaluate(self) -> float:
+        torch = self._torch
+        self.model.eval()
         total, count = 0.0, 0
-        with torch.no_grad(), autocast:
-            for xb, yb in val_batches:
-                _, loss = model(to_device(xb), to_device(yb))
+        with torch.no_grad(), self.autocast:
+            for xb, yb in self.val_batches:
+                _, loss = self.model(self.to_device(xb), self.to_device(yb))
                 total += float(loss) * len(xb)
                 count += len(xb)
-        model.train()
+        self.model.train()
         return total / max(1, count)
 
-    def trainer_state(val_loss: float | None) -> dict[str, Any]:
+    def checkpoint_due(self, evaluated: bool) -> bool:
+        every = self.cfg.train.checkpoint_interval
+        return bool(every and self.state.step % every == 0) or (not every and evaluated)
+
+    def finish(self, status: str, reason: str) -> TrainingResult:
+        s = self.state
+        if status == "completed":
+            if s.step < self.total_steps:
+                s.finished = reason
+            if s.last_eval_step != s.step:
+                self.run_eval(final=True)
+        current_val = s.val_loss if s.last_eval_step == s.step else None  # of these weights
+        if self.last_saved_step != s.step:
+            self.save()
+        return TrainingResult(status=status, step=s.step, total_steps=self.total_steps,
+                              epoch=self.epoch, val_loss=current_val,
+                              best_val_loss=s.best_val_loss, checkpoint=self.last_saved,
+                              reason=reason)
+
+    # ================================================================ anomalies
+    def handle_anomaly(self, reason: str) -> None:
+        """Record the anomaly, then roll back or end the run as the guard decides."""
+        s = self.state
+        self.control.anomaly = None
+        event = self.guard.decide(s.step, reason, can_rollback=self.last_good is not None)
+        self.callbacks.on_anomaly(self, event)
+        if event["action"] == "rollback":
+            self.rollback()
+            return
+        if event["action"] == "exhausted":
+            raise TrainingError(
+                f"training failed at step {s.step}: {reason}, after {self.guard.rollbacks} "
+                f"rollbacks (train.max_rollbacks); {self._where()}",
+                hint="lower --lr, raise train.warmup_steps, or check the data near this step")
+        raise self.diverged(reason)
+
+    def _where(self) -> str:
+        return (f"the last good checkpoint ({self.last_good.path.name}) is intact"
+                if self.last_good else "no checkpoint was written in this run")
+
+    def diverged(self, reason: str) -> TrainingError:
+        return TrainingError(f"training diverged: {reason} at step {self.state.step}; "
+                             f"{self._where()}",
+                             hint="lower --lr, raise train.warmup_steps, or use --precision fp32")
+
+    def rollback(self) -> None:
+        """Back to the last good checkpoint's weights and optimizer with a lower peak LR; the
+        data position stays where it is, so the batches that caused the anomaly are skipped."""
+        from safetensors.torch import load_model as load_weights
+
+        from llm_trainer.training.checkpoint import read_checkpoint
+
+        s, good = self.state, self.last_good
+        load_weights(self.model, str(good.path / "model.safetensors"), strict=True,
+                     device=str(self.device.device))
+        if good.with_optimizer:
+            from llm_trainer.training.checkpoint import load_optimizer_state
+
+            self.optimizer.load_state_dict(load_optimizer_state(read_checkpoint(
+                good.path, verify=False), self.device.device))
+        else:
+            self.optimizer.state.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+        factor = self.cfg.train.rollback_lr_factor
+        s.schedule = dataclasses.replace(s.schedule, max_lr=s.schedule.max_lr * factor,
+                                         min_lr=s.schedule.min_lr * factor)
+        skipped = s.step - good.step
+        s.step = good.step
+        self.log(f"rolled back to {good.path.name} (step {good.step}); peak lr now "
+                 f"{s.schedule.max_lr:.2e}; continuing past the {skipped} batches since it")
+
+    # ================================================================ checkpoints
+    def trainer_json(self) -> dict[str, Any]:
+        self.state.callbacks = self.callbacks.state_dict()
+        plan = self.plan
         return {
-            "step": step, "epoch": pos.epochs_done(plan), "data_position": pos.to_json(),
-            "schedule": schedule.state_dict(), "val_loss": val_loss, "best_val_loss": best_val,
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            **self.state.state_dict(), "epoch": self.epoch,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "plan": {"n_tokens": plan.n_tokens, "seq_len": plan.seq_len,
                      "batch_size": plan.batch_size, "grad_accum": plan.grad_accum,
                      "world_size": plan.world_size, "seed": plan.seed,
                      "steps_per_epoch": plan.steps_per_epoch},
-            "dataset": {"spec": data.source.spec, "fingerprint": data.source.fingerprint},
-            "run_id": job.run_id, "optimizer": optimizer_kind, "device": device.to_json(),
-            "precision": precision.name, "world_size": dist.world_size, **job.extra_state,
+            "dataset": {"spec": self.data.source.spec,
+                        "fingerprint": self.data.source.fingerprint},
+            "run_id": self.job.run_id, "optimizer": self.optimizer_kind,
+            "device": self.device.to_json(), "precision": self.precision.name,
+            "world_size": self.dist.world_size, **self.job.extra_state,
         }
 
-    last_saved: Path | None = None
-    last_saved_step = -1
-
-    def save(val_loss: float | None) -> Path | None:
+    def save(self) -> Path | None:
         """Rank 0 writes the checkpoint; every rank takes part (its RNG state is gathered)."""
-        nonlocal last_saved, last_saved_step
+        from llm_trainer.training.checkpoint import capture_rng, save_checkpoint
+
+        s = self.state
         t0 = time.perf_counter()
-        rng_states = dist.gather(capture_rng())
-        last_saved_step = step
-        if not dist.is_main:
+        val = s.val_loss if s.last_eval_step == s.step else None
+        rng_states = self.dist.gather(capture_rng())
+        self.last_saved_step = s.step
+        path = self.job.model_dir / step_dir_name(s.step)
+        self.last_good = GoodCheckpoint(path, s.step, with_optimizer=True)
+        if not self.dist.is_main:
             return None
-        path = save_checkpoint(job.model_dir, model=model, optimizer=optimizer,
-                               trainer_state=trainer_state(val_loss), config=cfg, shape=shape,
-                               tokenizer=data.tokenizer, step=step, epoch=pos.epochs_done(plan),
-                               val_loss=val_loss, rng=rng_states)
-        prune_checkpoints(job.model_dir, keep_last=cfg.train.keep_last,
-                          keep_every=cfg.train.keep_every)
-        last_saved = path
-        seconds = time.perf_counter() - t0
-        reporter.on_checkpoint({"path": str(path), "step": step, "epoch": pos.epochs_done(plan),
-                                "val_loss": val_loss, "best_val_loss": best_val,
-                                "seconds": seconds})
+        path = save_checkpoint(self.job.model_dir, model=self.model, optimizer=self.optimizer,
+                               trainer_state=self.trainer_json(), config=self.cfg,
+                               shape=self.shape, tokenizer=self.data.tokenizer, step=s.step,
+                               epoch=self.epoch, val_loss=val, rng=rng_states)
+        prune_checkpoints(self.job.model_dir, keep_last=self.cfg.train.keep_last,
+                          keep_every=self.cfg.train.keep_every)
+        self.last_saved = path
+        self.callbacks.on_checkpoint(self, {
+            "path": str(path), "step": s.step, "epoch": self.epoch, "val_loss": val,
+            "best_val_loss": s.best_val_loss, "seconds": time.perf_counter() - t0})
         return path
 
-    def diverged(value: float) -> TrainingError:
-        where = (f"the last good checkpoint ({last_saved.name}) is intact" if last_saved else
-                 "no checkpoint was written in this run")
-        return TrainingError(
-            f"training diverged: the loss became {value} at step {step}; {where}",
-            hint="lower --lr, raise train.warmup_steps, or use --precision fp32")
+    # ================================================================ helpers
+    @property
+    def epoch(self) -> float:
+        return self.state.position.epochs_done(self.plan)
 
-    last_eval_step = -1
+    def stop_requested(self) -> bool:
+        return self.job.stop is not None and self.job.stop.is_set()
 
-    def run_eval() -> float:
-        nonlocal best_val, last_val, last_eval_step
-        t0 = time.perf_counter()
-        val = evaluate()
-        if not math.isfinite(val):
-            raise diverged(val)
-        last_val, last_eval_step = val, step
-        if best_val is None or val < best_val:
-            best_val = val
-        reporter.on_eval({"step": step, "epoch": pos.epochs_done(plan), "val_loss": val,
-                          "perplexity": math.exp(min(val, 50.0)), "best_val_loss": best_val,
-                          "seconds": time.perf_counter() - t0})
-        return val
+    def to_device(self, a):
+        t = self._torch.from_numpy(a)
+        if self.non_blocking:
+            t = t.pin_memory()
+        return t.to(self.device.device, non_blocking=self.non_blocking)
 
-    # ---------------------------------------------------------------- the loop
-    log_every = cfg.train.log_interval
-    eval_every = cfg.train.eval_interval
-    ckpt_every = cfg.train.checkpoint_interval
-    target = cfg.train.target_val_loss
-    window_loss = 0.0
-    window_steps = 0
-    window_start = time.perf_counter()
-    reason = "reached the planned steps"
-    status = "completed"
-    loss_t = None
+    # ================================================================ setup
+    def setup(self) -> None:
+        import torch
 
-    def stop_requested() -> bool:
-        return job.stop is not None and job.stop.is_set()
+        from llm_trainer.training.distributed import DistContext, cpu_threads_per_process
 
-    pending_nonfinite: float | None = None
-    while step < total_steps:
-        if dist.enabled:  # every rank leaves the loop at the same step
-            stop_now, bad = dist.any([stop_requested(), pending_nonfinite is not None],
-                                     device.device)
-            if bad:
-                raise diverged(pending_nonfinite if pending_nonfinite is not None else math.nan)
+        self._torch = torch
+        self.t_start = time.time()
+        cfg = self.cfg
+        self.dist = DistContext.from_env()
+        # callbacks first, so that set-up messages reach the run log
+        self.callbacks = CallbackList(self.extra_callbacks if self.dist.is_main else [])
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        elif self.dist.enabled:
+            torch.set_num_threads(cpu_threads_per_process(self.dist.local_world_size))
+        self.setup_device()
+        ckpt = self.setup_data()
+        self.setup_model(ckpt)
+        self.setup_state(ckpt)
+        self.setup_callbacks(ckpt)
+        self.announce()
+        if ckpt is not None and self.job.init.mode == RESUME:
+            from llm_trainer.training.checkpoint import load_rng_state, restore_rng
+
+            restore_rng(load_rng_state(ckpt), rank=self.dist.rank,
+                        world_size=self.dist.world_size)
+        elif self.dist.enabled:  # same weights everywhere (DDP broadcasts them); own dropout
+            torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)
+        self.eta = EtaClock()
+        self.train_time = 0.0
+        self._loss_t = 0.0
+        inject = InjectedAnomaly.from_env()
+        self.inject_factor = None
+        if inject is not None:
+            fired = {"n": 0}
+
+            def factor(step: int) -> float:
+                if step == inject.step and fired["n"] < inject.count:
+                    fired["n"] += 1
+                    return inject.factor()
+                return 1.0
+
+            self.inject_factor = factor
+
+    def setup_device(self) -> None:
+        from llm_trainer.training.device import probe_devices, select_device, select_precision
+
+        cfg, dist = self.cfg, self.dist
+        probe = probe_devices()
+        device = select_device(cfg.runtime.device, probe, strict=cfg.runtime.strict_device)
+        if dist.enabled and device.type == "cuda":  # one GPU per process
+            device = dataclasses.replace(device, device=f"cuda:{dist.local_rank}",
+                                         name=probe.cuda_names[dist.local_rank %
+                                                               probe.cuda_count])
+        self.device = device
+        self.precision = select_precision(cfg.runtime.precision, device, probe)
+        dist.init(device.type, cfg.runtime.dist_timeout)
+        for warning in (device.warning, self.precision.warning):
+            if warning:
+                self.log(f"warning: {warning}")
+        self.log(f"device: requested {device.requested}, using {device.device} ({device.name}); "
+                 f"precision {self.precision.name}")
+        self.on_cpu = device.type == "cpu"
+        self.non_blocking = device.type == "cuda"
+        self.autocast = _autocast(self._torch, device.type, self.precision.name)
+
+    def setup_data(self):
+        """Read the starting checkpoint's metadata, then the data (tokenized with its
+        tokenizer when there is one). Returns the checkpoint (or None)."""
+        from llm_trainer.data.batches import Batches, BatchPlan, eval_windows
+        from llm_trainer.data.prepare import prepare_data
+        from llm_trainer.training.checkpoint import read_checkpoint
+
+        cfg, dist, job = self.cfg, self.dist, self.job
+        ckpt = None
+        if job.init is not None:
+            ckpt = read_checkpoint(job.init.checkpoint)
+            self.log(f"starting from checkpoint {ckpt.path} (step {ckpt.info.step})")
+        # rank 0 downloads / tokenizes into the cache first; the others then read the cache
+        if not dist.is_main:
+            dist.barrier()
+        data = prepare_data(
+            dataset=cfg.data.dataset, tokenizer_spec=cfg.data.tokenizer,
+            vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
+            text_column=cfg.data.text_column, data_dir=job.home / "data",
+            explicit=job.dataset_explicit, tokenizer=ckpt.tokenizer if ckpt else None,
+            log=self.log)
+        if dist.is_main:
+            dist.barrier()
+        self.log(f"data: {data.summary}")
+        if data.source.spec != cfg.data.dataset:  # e.g. the offline fallback: record it
+            self.cfg = cfg = cfg.replace(**{"data.dataset": data.source.spec})
+        self.data, self.tokenizer = data, data.tokenizer
+        self.plan = BatchPlan(n_tokens=len(data.train), seq_len=cfg.model.block_size,
+                              batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
+                              world_size=dist.world_size, seed=cfg.train.seed)
+        self.plan.check()
+        self.batches = Batches(data.train, self.plan, rank=dist.rank)
+        self.val_batches = list(eval_windows(data.val, cfg.model.block_size,
+                                             cfg.train.batch_size, cfg.train.eval_batches))
+        self.accum = self.plan.grad_accum
+        return ckpt
+
+    def setup_model(self, ckpt) -> None:
+        torch = self._torch
+        from llm_trainer.model.gpt import GPT, GPTShape
+        from llm_trainer.training.checkpoint import load_model
+
+        cfg, dist, device = self.cfg, self.dist, self.device
+        shape = GPTShape(vocab_size=self.tokenizer.vocab_size, block_size=cfg.model.block_size,
+                         n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
+                         n_embd=cfg.model.n_embd, dropout=cfg.model.dropout,
+                         bias=cfg.model.bias, activation=cfg.model.activation)
+        if ckpt is not None:
+            diff = architecture_diff(ckpt.shape.__dict__, shape.__dict__)
+            if diff:
+                raise UsageError(
+                    f"checkpoint {ckpt.path.name} has a different architecture: "
+                    f"{'; '.join(diff)} (checkpoint vs requested)",
+                    hint="resume with the model's own settings (drop the model.* overrides)")
+        self.shape = shape
+        torch.manual_seed(cfg.train.seed)
+        self.model = load_model(ckpt, device.device) if ckpt is not None else \
+            GPT(shape).to(device.device)
+        self.model.train()
+        self.optimizer, self.optimizer_kind = build_optimizer(self.model, cfg, device.type)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=True) \
+            if self.precision.use_scaler else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.train_model = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+        self.compiled = False
+        if want_compile(cfg.train.compile, device.type):
+            try:
+                self.train_model = torch.compile(self.train_model)
+                self.compiled = True
+            except Exception as exc:  # no compiler toolchain, unsupported platform
+                self.log(f"warning: torch.compile unavailable ({exc}); running eagerly")
+        self.no_sync = getattr(self.train_model, "no_sync", None) if dist.enabled else None
+
+    def setup_state(self, ckpt) -> None:
+        """A fresh plan, or the checkpoint's state: all of it for resume; the step count,
+        losses and a new schedule for continue; a stretched schedule for --more-epochs."""
+        from llm_trainer.training.checkpoint import load_optimizer_state
+        from llm_trainer.training.schedule import LRSchedule
+
+        t, job, plan = self.cfg.train, self.job, self.plan
+        s = TrainState()
+        if ckpt is not None:
+            saved = TrainState.from_state_dict(ckpt.trainer)
+            s.step, s.val_loss = saved.step, saved.val_loss
+            s.best_val_loss, s.best_val_step = saved.best_val_loss, saved.best_val_step
+        resume = ckpt is not None and job.init.mode == RESUME
+        if resume:
+            s.last_eval_step = saved.last_eval_step
+            self.optimizer.load_state_dict(load_optimizer_state(ckpt, self.device.device))
+            if self.scaler is not None and ckpt.trainer.get("scaler"):
+                self.scaler.load_state_dict(ckpt.trainer["scaler"])
+            s.position, s.callbacks, s.finished = saved.position, saved.callbacks, \
+                saved.finished
+            old = saved.schedule
+            if job.init.more_epochs:
+                total = s.step + job.init.more_epochs * plan.steps_per_epoch
+                s.finished = None
+                s.callbacks.pop(EarlyStopping.name, None)  # more epochs asked: patience anew
+                if job.init.restart_schedule:
+                    old = LRSchedule(total, t.warmup_steps, t.lr, t.lr * t.min_lr_ratio,
+                                     t.lr_schedule, origin=s.step)
+                # else the same curve, stretched to the new horizon; warm-up not repeated
+                s.schedule = dataclasses.replace(old, total_steps=total)
+            else:
+                s.schedule = old
         else:
-            stop_now = stop_requested()
-        if stop_now:
-            status, reason = "paused", "stop requested"
-            break
-        t0 = time.perf_counter()
-        lr = schedule(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = 0.0
-        for micro in range(accum):
-            xb, yb = batches.get(pos, micro)
-            sync = no_sync() if (no_sync is not None and micro < accum - 1) else \
-                contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    _, loss_t = train_model(to_device(xb), to_device(yb))
-                if accum > 1:
-                    loss_t = loss_t / accum
-                if scaler is not None:
-                    scaler.scale(loss_t).backward()
-                else:
-                    loss_t.backward()
-            step_loss = step_loss + loss_t.detach()
-        if scaler is not None:
-            if clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            if clip:
-                torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        pos.advance(plan)
-        step += 1
-        if on_cpu:
-            value = float(step_loss)
-            if not math.isfinite(value):
-                if not dist.enabled:
-                    raise diverged(value)
-                pending_nonfinite = value  # raised on every rank at the next step's check
-            window_loss += value
-        else:
-            window_loss = step_loss + (window_loss if window_steps else 0.0)
-        window_steps += 1
-        dt = time.perf_counter() - t0
-        eta.add_step(dt)
-        train_elapsed += dt
+            span = t.max_steps or t.epochs * plan.steps_per_epoch
+            s.schedule = LRSchedule(s.step + span, t.warmup_steps, t.lr, t.lr * t.min_lr_ratio,
+                                    t.lr_schedule, origin=s.step)
+        if s.position.cursor + plan.seqs_per_step > plan.n_windows:
+            s.position = dataclasses.replace(s.position, epoch=s.position.epoch + 1, cursor=0)
+        self.state = s
+        self.total_steps = s.schedule.total_steps
+        if ckpt is not None:
+            self.last_good = GoodCheckpoint(ckpt.path, s.step, with_optimizer=resume)
 
-        done = step >= total_steps
-        if step % log_every == 0 or done:
-            mean_loss = dist.mean(float(window_loss) / window_steps, device.device)
-            if not math.isfinite(mean_loss):
-                raise diverged(mean_loss)
-            now = time.perf_counter()
-            remaining = total_steps - step
-            pauses = (remaining // eval_every if eval_every else 0) + 1
-            est = eta.estimate(remaining_steps=remaining, remaining_pauses=pauses)
-            reporter.on_progress({
-                "step": step, "total_steps": total_steps, "epoch": pos.epochs_done(plan),
-                "loss": mean_loss, "lr": lr,
-                "tokens_per_s": window_steps * plan.tokens_per_step / max(1e-9, now - window_start),
-                "train_time_s": train_elapsed, **est.to_json(),
-            })
-            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-        pause_start = time.perf_counter()
-        evaluated = False
-        if eval_every and step % eval_every == 0 and not done:
-            val = run_eval()
-            evaluated = True
-            if target is not None and val <= target:
-                status, reason = "completed", f"reached the target val loss {target:g}"
-                break
-        due = (ckpt_every and step % ckpt_every == 0) or (not ckpt_every and evaluated)
-        if due and not done:
-            save(last_val if evaluated else None)
-        if evaluated or last_saved_step == step:
-            eta.add_pause(time.perf_counter() - pause_start)
-            window_start = time.perf_counter()
+    def setup_callbacks(self, ckpt) -> None:
+        """The built-in callbacks the config asks for, then the caller's; restore state."""
+        t = self.cfg.train
+        self.guard = AnomalyGuard(t, warmup_steps=self.state.schedule.origin + t.warmup_steps,
+                                  gradients_may_overflow=self.scaler is not None)
+        built: list[Callback] = [self.guard]
+        if t.early_stop_patience:
+            built.append(EarlyStopping(t.early_stop_patience, t.early_stop_min_delta))
+        if t.sample_interval and self.dist.is_main:
+            built.append(Sampler(t.sample_interval, t.sample_prompts, t.sample_tokens,
+                                 t.sample_temperature, t.seed))
+        self.callbacks = CallbackList(built + list(self.callbacks))
+        self.callbacks.load_state_dict(self.state.callbacks)
 
-    # ---------------------------------------------------------------- wrap up
-    if status == "completed" and last_eval_step != step:
-        run_eval()
-    current_val = last_val if last_eval_step == step else None  # val loss of these weights
-    if last_saved_step != step:
-        save(current_val)
-    dist.shutdown()
-    return TrainingResult(status=status, step=step, total_steps=total_steps,
-                          epoch=pos.epochs_done(plan), val_loss=current_val,
-                          best_val_loss=best_val, checkpoint=last_saved, reason=reason)
+    def announce(self) -> None:
+        cfg, dist, plan, s, shape = self.cfg, self.dist, self.plan, self.state, self.shape
+        n_params = self.model.num_params(non_embedding=False)
+        self.callbacks.on_start(self, {
+            "device": self.device.to_json(), "precision": self.precision.name,
+            "parameters": n_params, "architecture": shape.__dict__,
+            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
+            "dataset": {"spec": self.data.source.spec,
+                        "fingerprint": self.data.source.fingerprint,
+                        "train_tokens": len(self.data.train), "val_tokens": len(self.data.val)},
+            "steps_per_epoch": plan.steps_per_epoch, "tokens_per_step": plan.tokens_per_step,
+            "global_batch": plan.seqs_per_step, "world_size": dist.world_size,
+            "start_step": s.step, "total_steps": self.total_steps,
+            "optimizer": self.optimizer_kind, "compiled": self.compiled,
+            "config": cfg.to_dict(), "startup_s": time.time() - self.t_start,
+        })
+        self.log(
+            f"model: {n_params / 1e6:.2f}M parameters ({shape.n_layer} layers, {shape.n_head} "
+            f"heads, {shape.n_embd} dims, context {shape.block_size}); {plan.steps_per_epoch:,} "
+            f"steps per epoch of {plan.tokens_per_step:,} tokens; training steps {s.step:,} -> "
+            f"{self.total_steps:,}")
+        if dist.enabled:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            self.log(f"data parallel: {dist.world_size} processes ({backend}); global batch "
+                     f"{plan.seqs_per_step} sequences = micro-batch {plan.batch_size} x "
+                     f"accumulation {plan.grad_accum} x {dist.world_size} processes")
+        if s.finished:
+            self.log(f"note: this checkpoint's plan already ended ({s.finished})")

@@ -249,12 +249,12 @@ class TrainerApp(App):
     def _more_epochs(self, form: TrainForm) -> int | None:
         """Resume finishes an unfinished plan; a finished model trains ``epochs`` more."""
         from llm_trainer.store.atomic import read_json
+        from llm_trainer.store.checkpoints import plan_finished
 
         rec = self.service.models.get(form.model)
         info = self.service.checkpoint_of(rec, "latest")
-        trainer = read_json(info.path / "trainer.json") or {}
-        total = (trainer.get("schedule") or {}).get("total_steps", 0)
-        return form.epochs if trainer.get("step", 0) >= total else None
+        return form.epochs if plan_finished(read_json(info.path / "trainer.json") or {}) \
+            else None
 
     def _train_request(self, form: TrainForm) -> TrainRequest:
         from llm_trainer.config import load_config

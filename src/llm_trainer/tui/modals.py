@@ -72,6 +72,15 @@ def detail_text(d: dict[str, Any]) -> Text:
         f"Device     {sel.get('selected', d.get('device') or '-')} ({sel.get('name', '-')}), "
         f"precision {meta.get('precision', '-')}",
         f"Checkpoint {d.get('checkpoint') or '-'}",
+    ]
+    if d.get("anomalies"):
+        lines.append(f"Anomalies  {d['anomalies']} ({d.get('rollbacks') or 0} rollbacks), last: "
+                     f"{d.get('last_anomaly')}")
+    sample = d.get("last_sample")
+    if sample:
+        lines += ["", f"Latest sample (step {sample['step']:,}):",
+                  *[f"  {ln}" for ln in (sample["prompt"] + sample["text"]).splitlines()[-8:]]]
+    lines += [
         "",
         "Last log lines:",
         *[f"  {line}" for line in d.get("log_tail") or ["(empty)"]],

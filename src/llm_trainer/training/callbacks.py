@@ -1,0 +1,354 @@
+"""Callbacks: what the training loop does besides training.
+
+One small protocol (``Callback``): the ``Trainer`` calls ``on_start``, ``on_step_end`` (a
+step that stands), ``on_progress`` (log intervals), ``on_eval``, ``on_checkpoint``,
+``on_sample``, ``on_anomaly``, ``on_end`` and ``on_log`` (a line for the run's log). A
+callback with state names itself (``name``) and implements ``state_dict`` /
+``load_state_dict``; the trainer stores that state in ``TrainState.callbacks`` and so in every
+checkpoint.
+
+Callbacks that take decisions (``EarlyStopping``, ``AnomalyGuard``) run on every rank of a
+multi-process run, and the trainer combines their decisions across ranks; the others (run
+reporter, sampler, TensorBoard) run on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_trainer.errors import UsageError
+
+if TYPE_CHECKING:
+    from llm_trainer.config import TrainConfig
+    from llm_trainer.training.trainer import Trainer, TrainingResult
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one optimizer step produced. ``loss`` / ``grad_norm`` are read every step on a
+    CPU (free there) and only at log steps on an accelerator (reading them costs a sync)."""
+
+    step: int
+    lr: float
+    loss: float | None
+    grad_norm: float | None
+
+
+class Callback:
+    """No-op base: override what you need."""
+
+    name = ""  # key of this callback's state in trainer.json ("" = no state)
+
+    def on_log(self, message: str) -> None: ...
+    def on_start(self, trainer: Trainer, info: dict[str, Any]) -> None: ...
+    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None: ...
+    def on_progress(self, trainer: Trainer, progress: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
+    def on_sample(self, trainer: Trainer, sample: dict[str, Any]) -> None: ...
+    def on_anomaly(self, trainer: Trainer, event: dict[str, Any]) -> None: ...
+    def on_end(self, trainer: Trainer, result: TrainingResult | None) -> None:
+        """Always called; ``result`` is None when training raised."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class CallbackList:
+    """Calls each callback in order."""
+
+    def __init__(self, callbacks: list[Callback]) -> None:
+        self.items = list(callbacks)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def on_log(self, message: str) -> None:
+        for cb in self.items:
+            cb.on_log(message)
+
+    def on_start(self, trainer, info) -> None:
+        for cb in self.items:
+            cb.on_start(trainer, info)
+
+    def on_step_end(self, trainer, stats) -> None:
+        for cb in self.items:
+            cb.on_step_end(trainer, stats)
+
+    def on_progress(self, trainer, progress) -> None:
+        for cb in self.items:
+            cb.on_progress(trainer, progress)
+
+    def on_eval(self, trainer, result) -> None:
+        for cb in self.items:
+            cb.on_eval(trainer, result)
+
+    def on_checkpoint(self, trainer, result) -> None:
+        for cb in self.items:
+            cb.on_checkpoint(trainer, result)
+
+    def on_sample(self, trainer, sample) -> None:
+        for cb in self.items:
+            cb.on_sample(trainer, sample)
+
+    def on_anomaly(self, trainer, event) -> None:
+        for cb in self.items:
+            cb.on_anomaly(trainer, event)
+
+    def on_end(self, trainer, result) -> None:
+        for cb in self.items:
+            cb.on_end(trainer, result)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {cb.name: cb.state_dict() for cb in self.items if cb.name}
+
+    def load_state_dict(self, states: dict[str, dict[str, Any]]) -> None:
+        for cb in self.items:
+            if cb.name and cb.name in states:
+                cb.load_state_dict(states[cb.name])
+
+
+# ============================================================================ early stopping
+
+
+class EarlyStopping(Callback):
+    """Ends the run (``completed``) after ``patience`` evaluations in a row that did not beat
+    the best val loss by at least ``min_delta``."""
+
+    name = "early_stop"
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+
+    def on_eval(self, trainer, result) -> None:
+        val = result["val_loss"]
+        if self.best is None or val < self.best - self.min_delta:
+            self.best, self.best_step, self.bad_evals = val, result["step"], 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals >= self.patience:
+            trainer.control.finish(
+                f"early stop: val loss did not improve for {self.bad_evals} evaluations "
+                f"(best {self.best:.4f} at step {self.best_step})")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step = state.get("best"), state.get("best_step")
+        self.bad_evals = int(state.get("bad_evals", 0))
+
+
+# ============================================================================ samples
+
+
+class Sampler(Callback):
+    """Every ``interval`` steps, continues each prompt with the KV-cache generator and emits
+    ``on_sample``. Its randomness comes from a generator seeded by (seed, step, prompt), never
+    from the global RNG, and the model is in eval mode (no dropout) while it samples: a run
+    with samples on trains exactly as one with them off."""
+
+    name = "sampler"
+
+    def __init__(self, interval: int, prompts: tuple[str, ...], tokens: int,
+                 temperature: float, seed: int) -> None:
+        self.interval, self.prompts, self.tokens = interval, prompts, tokens
+        self.temperature, self.seed = temperature, seed
+        self.written = 0
+        self.last_step: int | None = None
+
+    def seed_for(self, step: int, index: int) -> int:
+        return (self.seed * 1_000_003 + step * 101 + index) % (2**63)
+
+    def on_step_end(self, trainer, stats) -> None:
+        if stats.step % self.interval == 0:
+            self.sample(trainer, stats.step)
+
+    def sample(self, trainer, step: int) -> None:
+        from llm_trainer.inference.generate import GenerationSettings, TextGenerator
+
+        generator = TextGenerator(trainer.model, trainer.tokenizer, trainer.device.device)
+        try:
+            for i, prompt in enumerate(self.prompts):
+                settings = GenerationSettings(max_new_tokens=self.tokens,
+                                              temperature=self.temperature,
+                                              seed=self.seed_for(step, i))
+                text = generator.generate(prompt, settings)
+                self.written += 1
+                trainer.callbacks.on_sample(trainer, {"step": step, "prompt": prompt,
+                                                      "text": text})
+        finally:
+            trainer.model.train()
+        self.last_step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "written": self.written, "last_step": self.last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.written = int(state.get("written", 0))
+        self.last_step = state.get("last_step")
+
+
+# ============================================================================ anomalies
+
+
+class AnomalyGuard(Callback):
+    """Detects a non-finite loss or gradient norm, and a loss spike (above ``spike_factor`` x
+    the median of the last ``spike_window`` good steps, once warm-up is over), and decides
+    what to do: roll back (at most ``max_rollbacks`` times) or stop. The trainer carries the
+    decision out; every rank decides, and any rank's anomaly counts for all."""
+
+    name = "anomaly"
+
+    def __init__(self, cfg: TrainConfig, *, warmup_steps: int, gradients_may_overflow: bool
+                 ) -> None:
+        self.mode = cfg.on_anomaly
+        self.spike_factor = cfg.spike_factor
+        self.window: deque[float] = deque(maxlen=cfg.spike_window)
+        self.lr_factor = cfg.rollback_lr_factor
+        self.max_rollbacks = cfg.max_rollbacks
+        self.warmup_steps = warmup_steps
+        self.gradients_may_overflow = gradients_may_overflow  # fp16: the scaler skips those
+        self.rollbacks = 0
+        self.history: list[dict[str, Any]] = []
+
+    def check(self, stats: StepStats) -> str | None:
+        """The anomaly this step shows, in words, or None (and the loss joins the window)."""
+        loss, norm = stats.loss, stats.grad_norm
+        if loss is None:
+            return None
+        if not math.isfinite(loss):
+            return f"the loss became {loss}"
+        if norm is not None and not math.isfinite(norm) and not self.gradients_may_overflow:
+            return f"the gradient norm became {norm}"
+        if (self.spike_factor > 0 and stats.step > self.warmup_steps
+                and len(self.window) >= min(self.window.maxlen or 2, 5)):
+            median = statistics.median(self.window)
+            if loss > self.spike_factor * median:
+                return (f"loss spike: {loss:.4f} is more than {self.spike_factor:g}x the "
+                        f"median {median:.4f} of the last {len(self.window)} steps")
+        self.window.append(loss)
+        return None
+
+    def decide(self, step: int, reason: str, *, can_rollback: bool) -> dict[str, Any]:
+        """The event to record, with ``action``: rollback | stop | exhausted (stop when there
+        is no checkpoint to go back to yet)."""
+        if self.mode == "stop" or not can_rollback:
+            action = "stop"
+        elif self.rollbacks >= self.max_rollbacks:
+            action = "exhausted"
+        else:
+            action = "rollback"
+            self.rollbacks += 1
+        event = {"step": step, "reason": reason, "action": action, "rollbacks": self.rollbacks,
+                 "max_rollbacks": self.max_rollbacks}
+        self.history = [*self.history, event][-20:]
+        return event
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rollbacks": self.rollbacks, "history": self.history,
+                "window": list(self.window)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.history = list(state.get("history") or [])
+        self.window.clear()
+        self.window.extend(float(x) for x in state.get("window") or [])
+
+
+@dataclass(frozen=True)
+class InjectedAnomaly:
+    """Test hook: ``LLM_TRAINER_TEST_ANOMALY=KIND@STEP[xCOUNT]`` (KIND spike or nan) scales the
+    loss of step STEP (1-based) by 1000, or makes it NaN, before the backward pass, the first
+    COUNT times (default 1) the loop reaches that step. Real gradients and weights follow."""
+
+    kind: str
+    step: int
+    count: int
+
+    ENV = "LLM_TRAINER_TEST_ANOMALY"
+
+    @classmethod
+    def from_env(cls) -> InjectedAnomaly | None:
+        raw = os.environ.get(cls.ENV, "").strip()
+        if not raw:
+            return None
+        try:
+            kind, rest = raw.split("@", 1)
+            step, _, count = rest.partition("x")
+            out = cls(kind, int(step), int(count or 1))
+        except ValueError:
+            out = None
+        if out is None or out.kind not in ("spike", "nan") or out.step < 1 or out.count < 1:
+            raise UsageError(f"{cls.ENV}={raw!r} is not KIND@STEP[xCOUNT]",
+                             hint="for example spike@30 or nan@25x5")
+        return out
+
+    def factor(self) -> float:
+        return 1000.0 if self.kind == "spike" else math.nan
+
+
+# ============================================================================ TensorBoard
+
+
+class TensorBoardLogger(Callback):
+    """Scalars (train loss, val loss, perplexity, LR, tokens/s, gradient norm) and samples as
+    text, through ``torch.utils.tensorboard``, into ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from llm_trainer.extras import require
+
+        require("tensorboard", option="--tensorboard")
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def on_start(self, trainer, info) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        start = info["start_step"]  # a resumed run replaces what was logged past its start
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=start + 1 if start else None)
+
+    def _scalars(self, step: int, values: dict[str, float | None]) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def on_progress(self, trainer, p) -> None:
+        self._scalars(p["step"], {"train/loss": p["loss"], "train/lr": p["lr"],
+                                  "train/tokens_per_s": p["tokens_per_s"],
+                                  "train/grad_norm": p.get("grad_norm")})
+
+    def on_eval(self, trainer, r) -> None:
+        self._scalars(r["step"], {"val/loss": r["val_loss"], "val/perplexity": r["perplexity"]})
+
+    def on_sample(self, trainer, s) -> None:
+        if self.writer is not None:
+            body = "\n".join("    " + line for line in (s["prompt"] + s["text"]).splitlines())
+            self.writer.add_text("samples", body or "    (empty)", s["step"])
+
+    def on_anomaly(self, trainer, e) -> None:
+        if self.writer is not None:
+            self.writer.add_text("anomalies", f"{e['reason']} -> {e['action']}", e["step"])
+
+    def on_checkpoint(self, trainer, r) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def on_end(self, trainer, result) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
