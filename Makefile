@@ -1,12 +1,13 @@
 # make run   - set up .venv if needed, then train the default config in the foreground
-# make test  - set up .venv if needed, then ruff + pytest
+# make test  - set up .venv if needed, then ruff + pytest (everything, as CI runs it)
+# make test-fast - the inner loop: pytest without the tests marked slow (< 30 s)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint install clean bench
+.PHONY: run test test-fast lint install clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shakespeare.py $(ARGS)

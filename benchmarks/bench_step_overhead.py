@@ -9,9 +9,13 @@ ABBA), with no evaluation and no reporter. Two figures per run:
 
 - steady-state ms/step: the median of 10-step windows of the steps' own time
   (``train_time_s``), first 3 windows left out (warm-up);
+- fast-mode ms/step: the 10th percentile of those windows. This host runs in two modes
+  (~23 and ~32 ms/step for the same code, switching every few seconds), so medians of whole
+  runs swing by +-40% between rounds; the fast mode is what a step costs when the host leaves
+  it alone, and is the figure that can resolve a 1% difference;
 - whole run: the subprocess's wall time (start-up, data, model, steps, final checkpoint).
 
-The headline is the median over rounds of the per-round ratio ours / baseline.
+The headlines are the medians over rounds of the per-round ratios ours / baseline.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 DEFAULT_BASELINE = "8246c95"  # the last commit with the one-function loop (run_training)
 
 CHILD = r"""
-import json, sys, time
+import json, statistics, sys, time
 from pathlib import Path
 from llm_trainer.config import load_config
 from llm_trainer.worker import tune_allocator
@@ -66,7 +70,9 @@ if hasattr(T, "Trainer"):
 else:
     T.run_training(job, Timer())
 windows = [(b - a) / 10 for a, b in zip(marks, marks[1:])][3:]
-print(json.dumps({"ms_per_step": 1000 * statistics.median(windows), "windows": len(windows)}))
+fast = sorted(windows)[: max(1, len(windows) // 10)]
+print(json.dumps({"ms_per_step": 1000 * statistics.median(windows),
+                  "fast_ms_per_step": 1000 * fast[-1], "windows": len(windows)}))
 """
 
 
@@ -108,12 +114,15 @@ def main() -> int:
                     res = run_one(sides[side], args.data, home, f"{side}-{r}", args.steps)
                     results[side].append(res)
                     print(f"round {r + 1} {side:8s}: {res['ms_per_step']:.2f} ms/step "
-                          f"(steady), {res['wall_s']:.2f} s whole run", flush=True)
+                          f"(steady median), {res['fast_ms_per_step']:.2f} (fast mode), "
+                          f"{res['wall_s']:.2f} s whole run", flush=True)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)],
                            check=False, capture_output=True)
     steady = [c["ms_per_step"] / b["ms_per_step"]
               for b, c in zip(results["baseline"], results["current"], strict=True)]
+    fast = [c["fast_ms_per_step"] / b["fast_ms_per_step"]
+            for b, c in zip(results["baseline"], results["current"], strict=True)]
     whole = [c["wall_s"] / b["wall_s"]
              for b, c in zip(results["baseline"], results["current"], strict=True)]
     summary = {
@@ -122,6 +131,10 @@ def main() -> int:
         "current_ms_per_step": statistics.median(x["ms_per_step"] for x in results["current"]),
         "steady_ratio_median": statistics.median(steady),
         "steady_ratios": [round(x, 4) for x in steady],
+        "fast_mode_ratio_median": statistics.median(fast),
+        "fast_mode_ratios": [round(x, 4) for x in fast],
+        "best_fast_mode_ratio": min(x["fast_ms_per_step"] for x in results["current"]) /
+        min(x["fast_ms_per_step"] for x in results["baseline"]),
         "whole_run_ratio_median": statistics.median(whole),
         "whole_run_ratios": [round(x, 4) for x in whole],
     }

@@ -322,7 +322,8 @@ def _follow(svc, launch) -> dict[str, Any]:
     task = progress.add_task("training", total=None, info="starting...")
     final: dict[str, Any] = {}
     interrupts = 0
-    events = svc.follow(launch.run_id, process=launch.process)
+    follower = svc.follow(launch.run_id, process=launch.process)
+    events = iter(follower)
     with progress:
         while True:
             try:
@@ -337,7 +338,7 @@ def _follow(svc, launch) -> dict[str, Any]:
                     "stopping: finishing the current step and writing a checkpoint "
                     "(Ctrl-C again to abort without one)" if interrupts == 1 else
                     "aborting..."))
-                events = svc.follow(launch.run_id, process=launch.process)
+                events = iter(follower)  # goes on where it was: no log line twice
                 continue
             if kind == "log":
                 if live:

@@ -516,37 +516,9 @@ class Service:
                 "status": self.run_view(run_id)["status"]}
 
     def follow(self, run_id: str, *, poll: float = 0.2,
-               process: subprocess.Popen | None = None) -> Iterator[tuple[str, Any]]:
-        """Events of a run until it ends: ("log", line), ("state", view), ("end", view)."""
-        path = self.runs.paths(run_id).log
-        offset = 0
-        last_state = None
-        while True:
-            alive = process.poll() is None if process is not None else None
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                chunk = b""
-            if chunk:
-                cut = chunk.rfind(b"\n") + 1
-                offset += cut
-                for line in chunk[:cut].decode("utf-8", errors="replace").splitlines():
-                    yield "log", line
-            view = self.run_view(run_id)
-            if view != last_state:
-                last_state = view
-                yield "state", view
-            ended = view["status"] not in ACTIVE
-            if ended and (process is None or not alive):
-                yield "end", view
-                return
-            if process is not None and not alive and not ended:
-                time.sleep(poll)
-                yield "end", self.run_view(run_id)
-                return
-            time.sleep(poll)
+               process: subprocess.Popen | None = None) -> RunFollower:
+        """The events of a run until it ends (see ``RunFollower``)."""
+        return RunFollower(self, run_id, poll=poll, process=process)
 
     # =================================================================== models
     def model_status(self, rec: ModelRecord, training_run: str | None = None
@@ -646,3 +618,46 @@ def _mtime_ns(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return 0
+
+
+class RunFollower:
+    """Events of a run until it ends: ("log", line), ("state", view), ("end", view).
+
+    Iterate it again after an interruption (Ctrl-C lands in the middle of a poll) and it goes
+    on where it stopped: no log line is shown twice."""
+
+    def __init__(self, service: Service, run_id: str, *, poll: float = 0.2,
+                 process: subprocess.Popen | None = None) -> None:
+        self.service, self.run_id, self.poll, self.process = service, run_id, poll, process
+        self.offset = 0
+        self.last_state: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        svc, process = self.service, self.process
+        path = svc.runs.paths(self.run_id).log
+        while True:
+            alive = process.poll() is None if process is not None else None
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(self.offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                cut = chunk.rfind(b"\n") + 1
+                self.offset += cut
+                for line in chunk[:cut].decode("utf-8", errors="replace").splitlines():
+                    yield "log", line
+            view = svc.run_view(self.run_id)
+            if view != self.last_state:
+                self.last_state = view
+                yield "state", view
+            ended = view["status"] not in ACTIVE
+            if ended and (process is None or not alive):
+                yield "end", view
+                return
+            if process is not None and not alive and not ended:
+                time.sleep(self.poll)
+                yield "end", svc.run_view(self.run_id)
+                return
+            time.sleep(self.poll)

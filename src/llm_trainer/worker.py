@@ -387,9 +387,20 @@ def peer_errors(runs: RunStore, run_id: str) -> list[str]:
 
 
 def _is_collective_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout",
-                                         "peer", "distbackenderror", "socket"))
+    """A failed collective of torch.distributed: its own error types, or the RuntimeError a
+    backend raises with its name in the message (gloo's "[.../gloo/transport/...] Connection
+    closed by peer"). Ordinary messages that merely contain "peer" or "socket" do not count."""
+    import re
+
+    try:
+        import torch.distributed as dist
+
+        if isinstance(exc, getattr(dist, "DistError", ())):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, RuntimeError) and re.search(
+        r"\b(gloo|nccl|c10d|ProcessGroup\w*)\b", str(exc)) is not None
 
 
 def _drop_empty_model(models: ModelStore, meta: dict, reporter: RunReporter, code: int) -> None:

@@ -15,6 +15,8 @@ from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.runs import RunStore
 from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
 
+pytestmark = pytest.mark.slow  # real training processes
+
 STEPS = 3000
 SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropout=0.1",
             "--set", "train.eval_interval=500", "--set", "train.checkpoint_interval=100",
@@ -57,17 +59,16 @@ def uninterrupted(data_home):
 
 
 def start_detached(home, name):
-    t0 = time.monotonic()
     proc = run_cli("train", *SETTINGS, "--dataset", "corpus.txt", "--name", name, home=home)
     assert proc.returncode == 0, proc.stderr
     assert "started run" in proc.stdout and "llm-trainer status" in proc.stdout
-    launch_seconds = time.monotonic() - t0
-    return latest_run(home), launch_seconds
+    return latest_run(home)
 
 
 def test_detached_run_outlives_its_launcher_and_status_follows_it(data_home):
-    run_id, launch_seconds = start_detached(data_home, "detached")
-    assert launch_seconds < 10  # returns at once: training goes on in the background
+    run_id = start_detached(data_home, "detached")
+    # the launcher has returned; the run goes on in the background
+    assert state_of(data_home, run_id)["status"] in ("queued", "running")
     first = wait_for(lambda: (s := state_of(data_home, run_id)).get("step", 0) > 50 and s)
     assert first["status"] == "running"
     later = wait_for(lambda: (s := state_of(data_home, run_id))["step"] > first["step"] and s)
@@ -91,7 +92,7 @@ def test_detached_run_outlives_its_launcher_and_status_follows_it(data_home):
 
 
 def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted):
-    run_id, _ = start_detached(data_home, "paused")
+    run_id = start_detached(data_home, "paused")
     wait_for(lambda: state_of(data_home, run_id).get("step", 0) >= 400)
     proc = run_cli("stop", run_id, home=data_home)
     assert proc.returncode == 0, proc.stderr
@@ -109,7 +110,7 @@ def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted)
 
 
 def test_kill_9_is_reported_failed_and_resume_finishes_bitwise_equal(data_home, uninterrupted):
-    run_id, _ = start_detached(data_home, "killed")
+    run_id = start_detached(data_home, "killed")
     wait_for(lambda: state_of(data_home, run_id).get("step", 0) >= 450)
     pid = state_of(data_home, run_id)["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -140,7 +141,7 @@ def test_more_epochs_trains_exactly_that_many_more(data_home, uninterrupted):
 
 
 def test_busy_models_and_bad_targets_are_refused(data_home):
-    run_id, _ = start_detached(data_home, "busy")
+    run_id = start_detached(data_home, "busy")
     wait_for(lambda: state_of(data_home, run_id).get("checkpoint"))
     proc = run_cli("resume", "busy", home=data_home)
     assert proc.returncode == 1 and f"it is training in run {run_id}" in proc.stderr
@@ -200,6 +201,7 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     assert cli.returncode == 0, out + err
     assert "stopping: finishing the current step" in out
     assert "paused at step" in out and "llm-trainer resume interrupted" in out
+    assert out.count(f"run {run_id}: training model interrupted") == 1  # the log, once
     state = store.read_state(run_id)
     assert state["status"] == "paused"
     assert state["checkpoint"].endswith(f"step-{state['step']:08d}")

@@ -30,6 +30,7 @@ def test_front_ends_do_not_import_torch_or_hf_at_startup():
     assert out == "[]"
 
 
+@pytest.mark.slow
 def test_train_foreground_then_generate(tmp_path, corpus):
     proc = run_cli("train", *TINY, "--dataset", str(corpus), "--max-steps", "60",
                    "--name", "demo", "--foreground", "--sample", "40", home=tmp_path)
@@ -59,6 +60,7 @@ def test_train_foreground_then_generate(tmp_path, corpus):
     assert m["name"] == "demo" and m["status"] == "ready" and m["steps_completed"] == 60
 
 
+@pytest.mark.slow
 def test_generate_errors(tmp_path):
     proc = run_cli("generate", "--model", "nope", home=tmp_path)
     assert proc.returncode == 2 and "no model named 'nope'" in proc.stderr
@@ -76,6 +78,7 @@ def test_missing_dataset_is_one_line_with_a_hint(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*/model.json"))  # no half-made model
 
 
+@pytest.mark.slow
 def test_offline_default_dataset_falls_back_to_the_builtin_corpus(tmp_path):
     proc = run_cli("train", "--preset", "tiny", "--max-steps", "5", "--foreground",
                    "--sample", "0", home=tmp_path)
@@ -86,6 +89,7 @@ def test_offline_default_dataset_falls_back_to_the_builtin_corpus(tmp_path):
     assert meta["config"]["data"]["dataset"] == "builtin:python-docs"
 
 
+@pytest.mark.slow
 def test_home_option_moves_everything(tmp_path, corpus):
     elsewhere = tmp_path / "elsewhere"
     proc = run_cli("--home", str(elsewhere), "train", *TINY, "--dataset", str(corpus),

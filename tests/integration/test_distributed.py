@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import psutil
 import pytest
@@ -13,6 +12,8 @@ import pytest
 from llm_trainer.store.checkpoints import list_checkpoints
 from llm_trainer.store.runs import RunStore
 from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
+
+pytestmark = pytest.mark.slow  # real training processes
 
 BASE = ["--preset", "tiny", "--precision", "fp32", "--set", "model.dropout=0.0",
         "--set", "train.eval_interval=0",
@@ -107,10 +108,9 @@ def test_killing_one_rank_fails_the_run_in_bounded_time(home):
     agent = psutil.Process(store.read_state(run_id)["agent_pid"])
     ranks = {int(p.environ().get("RANK", -1)): p for p in agent.children()}
     os.kill(ranks[1].pid, signal.SIGKILL)
-    t0 = time.monotonic()
+    # bounded: the surviving rank gives up within runtime.dist_timeout (20 s) plus teardown
     wait_for(lambda: json.loads(run_cli("status", run_id, "--json", home=home).stdout)[
         "status"] == "failed", timeout=90)
-    assert time.monotonic() - t0 < 90
     detail = json.loads(run_cli("status", run_id, "--json", home=home).stdout)
     assert detail["error"]
     assert any(w in detail["error"] for w in ("peer", "rank", "unexpectedly"))

@@ -13,6 +13,8 @@ import pytest
 from llm_trainer.store.models import ModelStore
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_for
 
+pytestmark = pytest.mark.slow  # real training processes
+
 
 def started_run_id(stdout: str) -> str:
     return re.search(r"started run (\S+)", stdout).group(1)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llm_trainer.store.runs import RunStore
 from tests.helpers import TINY, run_cli
+
+pytestmark = pytest.mark.slow  # real training processes
 
 
 def _only_run(home):

@@ -57,11 +57,6 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
         fh.write(text)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    with atomic_open(path, "wb", durable=durable) as fh:
-        fh.write(data)
-
-
 def atomic_write_json(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
     """Write ``data`` (with ``schema_version``) as JSON, atomically."""
     payload = {"schema_version": SCHEMA_VERSION, **data}

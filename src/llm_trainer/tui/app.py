@@ -33,7 +33,6 @@ from llm_trainer.tui.panels.system import SystemPanel
 from llm_trainer.tui.panels.train import TrainForm, TrainPanel
 
 REFRESH_S = 1.0
-PANEL_ORDER = ("runs", "system", "train", "generate", "models")
 
 
 class Snapshot(Message):
