@@ -65,7 +65,7 @@ def stop_all_runs(home: Path) -> None:
     svc = Service(home)
     for view in svc.list_runs(active_only=True):
         with contextlib.suppress(Exception):
-            svc.stop(view["run_id"], now=True)
+            svc.stop(view.run_id, now=True)
 
 
 def wait_for(predicate, timeout=60.0, interval=0.05):

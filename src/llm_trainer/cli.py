@@ -89,20 +89,20 @@ def _num(value: Any, fmt: str = "{:.4f}") -> str:
 
 
 def _steps(view: dict[str, Any]) -> str:
-    step, total = view.get("step"), view.get("total_steps")
+    step, total = view.step, view.total_steps
     if step is None:
         return "-"
     return f"{step:,}/{total:,}" if total else f"{step:,}"
 
 
 def _eta(view: dict[str, Any]) -> str:
-    if view["status"] not in ("running", "queued"):
+    if view.status not in ("running", "queued"):
         return "-"
-    return format_duration(view.get("eta_seconds"))
+    return format_duration(view.eta_seconds)
 
 
 def _gpu(view: dict[str, Any]) -> str:
-    value = view.get("gpu_util_pct")
+    value = view.gpu_util_pct
     return "n/a" if value is None else f"{value:.0f}%"
 
 
@@ -116,8 +116,8 @@ def _runs_table(views: list[dict[str, Any]]):
         table.add_column(col, no_wrap=True)
     for v in views:
         table.add_row(*(Text(str(x)) for x in (
-            v["run_id"], v["model"], v["status"], _num(v["epoch"], "{:.2f}"), _steps(v),
-            _num(v["loss"]), _num(v["val_loss"]), v["device"] or "-", _eta(v), _gpu(v))))
+            v.run_id, v.model, v.status, _num(v.epoch, "{:.2f}"), _steps(v),
+            _num(v.loss), _num(v.val_loss), v.device or "-", _eta(v), _gpu(v))))
     return table
 
 
@@ -145,38 +145,38 @@ def _telemetry_lines(tele: dict[str, Any] | None) -> list[str]:
 
 
 def _detail_text(d: dict[str, Any]) -> str:
-    meta = d.get("meta", {})
+    meta = d.meta
     sel = meta.get("selected_device") or {}
     lines = [
-        f"run:        {d['run_id']}",
-        f"model:      {d['model']}",
-        f"status:     {d['status']}" + (f" ({d['error']})" if d.get("error") else
-                                        f" ({d['reason']})" if d.get("reason") else ""),
-        f"progress:   epoch {_num(d['epoch'], '{:.2f}')}, step {_steps(d)}",
-        f"loss:       {_num(d['loss'])} (val {_num(d['val_loss'])}, best "
-        f"{_num(d.get('best_val_loss'))})",
-        f"elapsed:    {format_duration(d['elapsed_s'])}   remaining: "
-        f"{format_duration(d['eta_seconds']) if d['status'] in ('running', 'queued') else '-'}"
-        f"   finish: {format_clock(d['finish_at']) if d['status'] == 'running' else '-'}",
-        f"speed:      {_num(d['tokens_per_s'], '{:,.0f}')} tokens/s   lr {_num(d['lr'], '{:.2e}')}",
+        f"run:        {d.run_id}",
+        f"model:      {d.model}",
+        f"status:     {d.status}" + (f" ({d.error})" if d.error else
+                                        f" ({d.reason})" if d.reason else ""),
+        f"progress:   epoch {_num(d.epoch, '{:.2f}')}, step {_steps(d)}",
+        f"loss:       {_num(d.loss)} (val {_num(d.val_loss)}, best "
+        f"{_num(d.best_val_loss)})",
+        f"elapsed:    {format_duration(d.elapsed_s)}   remaining: "
+        f"{format_duration(d.eta_seconds) if d.status in ('running', 'queued') else '-'}"
+        f"   finish: {format_clock(d.finish_at) if d.status == 'running' else '-'}",
+        f"speed:      {_num(d.tokens_per_s, '{:,.0f}')} tokens/s   lr {_num(d.lr, '{:.2e}')}",
         f"device:     requested {meta.get('requested_device', '-')}, using "
-        f"{sel.get('selected', d['device'] or '-')} ({sel.get('name', '-')}); "
+        f"{sel.get('selected', d.device or '-')} ({sel.get('name', '-')}); "
         f"precision {meta.get('precision', '-')}",
-        f"pid:        {d['pid'] or '-'}",
-        *_telemetry_lines(d.get("telemetry")),
-        f"checkpoint: {d['checkpoint'] or '-'}",
-        f"log:        {d['log_path']}",
+        f"pid:        {d.pid or '-'}",
+        *_telemetry_lines(d.telemetry),
+        f"checkpoint: {d.checkpoint or '-'}",
+        f"log:        {d.log_path}",
     ]
-    if d.get("anomalies"):
-        lines.append(f"anomalies:  {d['anomalies']} ({d.get('rollbacks') or 0} rollbacks); "
-                     f"last: {d.get('last_anomaly')}")
-    sample = d.get("last_sample")
+    if d.anomalies:
+        lines.append(f"anomalies:  {d.anomalies} ({d.rollbacks or 0} rollbacks); "
+                     f"last: {d.last_anomaly}")
+    sample = d.last_sample
     if sample:
         lines.append(f"sample:     step {sample['step']:,}, prompt {sample['prompt']!r}:")
-        lines += [f"  {ln}" for ln in (sample["prompt"] + sample["text"]).splitlines()[-8:]]
-    if d.get("log_tail"):
+        lines += [f"  {ln}" for ln in d.sample_lines()]
+    if d.log_tail:
         lines.append("last log lines:")
-        lines += [f"  {ln}" for ln in d["log_tail"]]
+        lines += [f"  {ln}" for ln in d.log_tail]
     return "\n".join(lines)
 
 
@@ -188,8 +188,6 @@ def _overrides(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
 
     out = {k: v for k, v in flags.items() if v is not None}
     out.update(parse_set(sets or []))
-    if "train.epochs" in out and "train.max_steps" not in out:
-        out["train.max_steps"] = None  # an explicit --epochs wins over a preset's max_steps
     return out
 
 
@@ -293,23 +291,23 @@ def _report_launch(svc, launch, sample: int) -> None:
     _out(f"run {launch.run_id} (pid {launch.pid}) training model {launch.model_name}; "
          "Ctrl-C pauses it with a checkpoint")
     final = _follow(svc, launch)
-    status = final["status"]
+    status = final.status
     if status == "completed":
-        _out(f"completed: model {final['model']} at step {final['step']:,}; checkpoint "
-             f"{final['checkpoint']}")
+        _out(f"completed: model {final.model} at step {final.step:,}; checkpoint "
+             f"{final.checkpoint}")
         if sample > 0:
-            _sample(svc, final["model"], sample)
+            _sample(svc, final.model, sample)
     elif status == "paused":
-        _out(f"paused at step {final['step']:,}; checkpoint {final['checkpoint']}")
-        _out(f"  continue:   llm-trainer resume {final['model']}")
+        _out(f"paused at step {final.step:,}; checkpoint {final.checkpoint}")
+        _out(f"  continue:   llm-trainer resume {final.model}")
     else:
         code = launch.process.returncode if launch.process is not None else None
         error = UsageError if code == 2 else LLMTrainerError
-        raise error(f"run {launch.run_id} {status}: {final.get('error') or 'see its log'}",
+        raise error(f"run {launch.run_id} {status}: {final.error or 'see its log'}",
                     hint=f"details: llm-trainer status {launch.run_id}")
 
 
-def _follow(svc, launch) -> dict[str, Any]:
+def _follow(svc, launch):
     """Stream the worker's log and draw a progress bar from its state until it exits."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     from rich.text import Text
@@ -320,7 +318,7 @@ def _follow(svc, launch) -> dict[str, Any]:
                         TextColumn("{task.fields[info]}"), console=console, transient=True,
                         disable=not live)
     task = progress.add_task("training", total=None, info="starting...")
-    final: dict[str, Any] = {}
+    final = svc.run_view(launch.run_id)  # replaced by the follower's views
     interrupts = 0
     follower = svc.follow(launch.run_id, process=launch.process)
     events = iter(follower)
@@ -347,11 +345,11 @@ def _follow(svc, launch) -> dict[str, Any]:
                     _out(value)
             elif kind in ("state", "end"):
                 final = value
-                step, total = value.get("step") or 0, value.get("total_steps")
-                info = (f"epoch {_num(value.get('epoch'), '{:.2f}')} loss "
-                        f"{_num(value.get('loss'))} lr {_num(value.get('lr'), '{:.1e}')} "
-                        f"{_num(value.get('tokens_per_s'), '{:,.0f}')} tok/s ETA "
-                        f"{format_duration(value.get('eta_seconds'))}")
+                step, total = value.step or 0, value.total_steps
+                info = (f"epoch {_num(value.epoch, '{:.2f}')} loss "
+                        f"{_num(value.loss)} lr {_num(value.lr, '{:.1e}')} "
+                        f"{_num(value.tokens_per_s, '{:,.0f}')} tok/s ETA "
+                        f"{format_duration(value.eta_seconds)}")
                 # without a terminal the worker's own periodic progress lines stand in
                 progress.update(task, completed=step, total=total, info=info,
                                 description=f"step {step:,}/{total or '?'}")
@@ -385,7 +383,7 @@ def status(
     """List runs (running and newest first), or one run in detail."""
     svc = _service()
     if run_id is not None:
-        run_id = svc.runs.require(run_id)
+        run_id = svc.require_run(run_id)
     if interval <= 0:
         raise UsageError(f"--interval must be > 0 (got {interval})")
 
@@ -393,13 +391,13 @@ def status(
         if run_id is not None:
             d = svc.run_detail(run_id)
             if json_out:
-                _out(json.dumps(d, default=str, indent=2))
+                _out(json.dumps(d.to_json(), default=str, indent=2))
             else:
                 _console().print(_detail_text(d))
             return
         views = svc.list_runs()
         if json_out:
-            _out(json.dumps([{k: v for k, v in view.items() if k != "telemetry"}
+            _out(json.dumps([{k: v for k, v in view.to_json().items() if k != "telemetry"}
                              for view in views], default=str, indent=2))
             return
         if not views:
@@ -566,27 +564,25 @@ def models_list(
     svc = _service()
     views = svc.list_models(include_archived=all_)
     if json_out:
-        _out(json.dumps(views, default=str, indent=2))
+        _out(json.dumps([v.to_json() for v in views], default=str, indent=2))
         return
     if not views:
         _out("no models yet: train one with `llm-trainer train`")
         return
-    latest = svc.models.latest_trained()
-    active = svc.models.active_id()
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("", "NAME", "STATUS", "EPOCHS", "STEPS", "BEST VAL", "SIZE", "LAST TRAINED"):
         table.add_column(col, no_wrap=True)
     for v in views:
-        mark = (">" if v["id"] == active else " ") + ("*" if latest and v["id"] == latest.id
-                                                        else " ")
-        status_text = v["status"] + (f" ({v['problem']})" if v.get("problem") else "")
+        mark = (">" if v.active else " ") + ("*" if v.latest else " ")
+        status_text = v.status + (f" ({v.problem})" if v.problem else "")
         table.add_row(*(Text(str(x)) for x in (
-            mark, v["name"], status_text, _num(v["epochs_completed"], "{:.2f}"),
-            f"{v['steps_completed']:,}", _num(v["best_val_loss"]), _size(v["disk_bytes"]),
-            _when(v["last_trained_at"]))))
+            mark, v.name, status_text, _num(v.epochs_completed, "{:.2f}"),
+            f"{v.steps_completed:,}", _num(v.best_val_loss), _size(v.disk_bytes),
+            _when(v.last_trained_at))))
     _console().print(table)
+    latest = next((v.name for v in views if v.latest), None)
     if latest:
-        _out(f"latest trained model: {latest.name}")
+        _out(f"latest trained model: {latest}")
 
 
 @models_app.command("show")
@@ -596,33 +592,28 @@ def models_show(
 ) -> None:
     """Everything known about a model, with its checkpoints."""
     svc = _service()
-    rec = svc.models.get(name)
-    view = svc.model_view(rec)
-    view["checkpoints"] = [
-        {"name": c.name, "step": c.step, "epoch": c.epoch, "val_loss": c.val_loss,
-         "valid": c.valid, "problem": c.problem, "created_at": c.created_at}
-        for c in svc.models.checkpoints(rec, verify=True)]
+    view = svc.model_detail(name)
     if json_out:
-        _out(json.dumps(view, default=str, indent=2))
+        _out(json.dumps(view.to_json(), default=str, indent=2))
         return
-    lines = [f"name:        {view['name']}", f"id:          {view['id']}",
-             f"status:      {view['status']}" + (f" ({view['problem']})" if view['problem']
+    lines = [f"name:        {view.name}", f"id:          {view.id}",
+             f"status:      {view.status}" + (f" ({view.problem})" if view.problem
                                                  else ""),
-             f"created:     {_when(view['created_at'])}",
-             f"trained:     {_when(view['last_trained_at'])}",
-             f"epochs:      {_num(view['epochs_completed'], '{:.2f}')}   steps: "
-             f"{view['steps_completed']:,}",
-             f"val loss:    best {_num(view['best_val_loss'])}, latest "
-             f"{_num(view['latest_val_loss'])}",
-             f"shape:       {json.dumps(view['architecture']) if view['architecture'] else '-'}",
-             f"tokenizer:   {json.dumps(view['tokenizer']) if view['tokenizer'] else '-'}",
-             f"datasets:    {', '.join(d['spec'] for d in view['datasets']) or '-'}",
-             f"runs:        {', '.join(view['runs']) or '-'}",
-             f"size:        {_size(view['disk_bytes'])}   path: {view['path']}",
+             f"created:     {_when(view.created_at)}",
+             f"trained:     {_when(view.last_trained_at)}",
+             f"epochs:      {_num(view.epochs_completed, '{:.2f}')}   steps: "
+             f"{view.steps_completed:,}",
+             f"val loss:    best {_num(view.best_val_loss)}, latest "
+             f"{_num(view.latest_val_loss)}",
+             f"shape:       {json.dumps(view.architecture) if view.architecture else '-'}",
+             f"tokenizer:   {json.dumps(view.tokenizer) if view.tokenizer else '-'}",
+             f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
+             f"runs:        {', '.join(view.runs) or '-'}",
+             f"size:        {_size(view.disk_bytes)}   path: {view.path}",
              "checkpoints:"]
-    for c in view["checkpoints"]:
-        lines.append(f"  {c['name']}  epoch {c['epoch']:.2f}  val {_num(c['val_loss'])}  "
-                     + ("ok" if c["valid"] else f"BROKEN: {c['problem']}"))
+    for c in view.checkpoints:
+        lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {_num(c.val_loss)}  "
+                     + ("ok" if c.valid else f"BROKEN: {c.problem}"))
     _console().print("\n".join(lines))
 
 
@@ -656,14 +647,13 @@ def models_delete(
 ) -> None:
     """Delete a model and all its checkpoints (asks first on a terminal)."""
     svc = _service()
-    rec = svc.models.get(name)
-    svc.require_idle(rec, "delete")
+    view = svc.model_for_change(name, "delete")
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to delete {name} without confirmation",
                              hint="pass --yes to delete from a script")
-        answer = input(f"delete model {name} and its {len(svc.models.checkpoints(rec))} "
-                       f"checkpoints ({_size(rec.disk_bytes())})? [y/N] ")
+        answer = input(f"delete model {name} and its {view.checkpoint_count} "
+                       f"checkpoints ({_size(view.disk_bytes)})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             _out("kept")
             raise typer.Exit(1)

@@ -18,14 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import LLMTrainerError
+from llm_trainer.errors import BusyError, LLMTrainerError
 from llm_trainer.progress import format_duration
 from llm_trainer.store.atomic import atomic_write_json
-from llm_trainer.store.locks import release_model_lock
+from llm_trainer.store.locks import LockHeld, ModelLock
 from llm_trainer.store.models import ModelStore
+from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
-from llm_trainer.training.callbacks import Callback
+from llm_trainer.training.callbacks import Callback, CpuShare
 
 TELEMETRY_EVERY_S = 2.0
 PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
@@ -91,7 +92,7 @@ class RunReporter(Callback):
     """Turns training events into run-store writes, log lines and model-record updates."""
 
     def __init__(self, run_id: str, runs: RunStore, models: ModelStore, model_id: str,
-                 state: dict[str, Any]) -> None:
+                 state: RunState) -> None:
         self.run_id = run_id
         self.runs = runs
         self.models = models
@@ -115,9 +116,9 @@ class RunReporter(Callback):
     on_log = log
 
     def write_state(self, *, durable: bool = False, **changes: Any) -> None:
-        self.state.update(changes)
-        self.state["updated_at"] = time.time()
-        self.runs.write_state(self.run_id, self.state, durable=durable)
+        """state.json has one writer: this process."""
+        self.state = self.state.updated(**changes, updated_at=time.time())
+        self.runs.write_state(self.state, durable=durable)
 
     def _sample(self, force: bool = False) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -125,7 +126,7 @@ class RunReporter(Callback):
             return None
         self.last_sample = now
         snap = self.telemetry.sample()
-        self.state["telemetry"] = snap
+        self.state.telemetry = snap
         return snap
 
     def _update_model(self, **changes: Any) -> None:
@@ -142,15 +143,13 @@ class RunReporter(Callback):
         dev = info["device"]["selected"]
         self.telemetry = Telemetry(gpu_index=int(dev.split(":")[1]) if dev.startswith("cuda:")
                                    else 0)
-        meta = self.runs.read_meta(self.run_id)
-        meta.update({"selected_device": info["device"], "precision": info["precision"],
-                     "config": info["config"], "parameters": info["parameters"],
-                     "architecture": info["architecture"], "dataset": info["dataset"],
-                     "global_batch": info["global_batch"], "world_size": info["world_size"],
-                     "tokens_per_step": info["tokens_per_step"],
-                     "steps_per_epoch": info["steps_per_epoch"], "versions": package_versions()})
-        meta.pop("schema_version", None)
-        atomic_write_json(self.runs.paths(self.run_id).meta, meta)
+        meta = self.runs.read_meta(self.run_id).updated(
+            selected_device=info["device"], precision=info["precision"], config=info["config"],
+            parameters=info["parameters"], architecture=info["architecture"],
+            dataset=info["dataset"], global_batch=info["global_batch"],
+            world_size=info["world_size"], tokens_per_step=info["tokens_per_step"],
+            steps_per_epoch=info["steps_per_epoch"], versions=package_versions())
+        self.runs.write_meta(meta)
         self._sample(force=True)
         self.write_state(durable=True, step=info["start_step"], start_step=info["start_step"],
                          total_steps=info["total_steps"], device=dev,
@@ -163,9 +162,9 @@ class RunReporter(Callback):
                                      "epochs": 0.0, "first_run": self.run_id})
             if self.run_id not in rec.runs:
                 rec.runs.append(self.run_id)
-                init = meta.get("init") or {}  # the meta read (and rewritten) above
+                init = meta.init or {}  # the meta read (and rewritten) above
                 rec.lineage.append({
-                    "run_id": self.run_id, "kind": meta.get("kind"), "dataset": ds["spec"],
+                    "run_id": self.run_id, "kind": meta.kind, "dataset": ds["spec"],
                     "from_checkpoint": init.get("checkpoint"), "data_from": init.get(
                         "data_from"), "start_step": info["start_step"],
                     "started_at": time.time()})
@@ -217,7 +216,7 @@ class RunReporter(Callback):
                 "exhausted": f"no rollbacks left (train.max_rollbacks {e['max_rollbacks']})",
                 "stop": "stopping (train.on_anomaly stop, or no checkpoint yet)"}[e["action"]]
         self.log(f"anomaly at step {e['step']}: {e['reason']}; {what}")
-        self.write_state(durable=True, anomalies=int(self.state.get("anomalies") or 0) + 1,
+        self.write_state(durable=True, anomalies=self.state.anomalies + 1,
                          rollbacks=e["rollbacks"],
                          last_anomaly=f"step {e['step']}: {e['reason']} ({e['action']})")
 
@@ -243,18 +242,18 @@ class RunReporter(Callback):
         self.log(f"checkpoint saved: {r['path']}")
 
 
-def _job(meta: dict, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
+def _job(meta: RunMeta, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
     from llm_trainer.config import RunConfig
     from llm_trainer.training.trainer import InitFrom, TrainingJob
 
-    init = meta.get("init")
+    init = meta.init
     return TrainingJob(
-        config=RunConfig.from_dict(meta["config"], source="meta.json"), home=home,
+        config=RunConfig.from_dict(meta.config, source="meta.json"), home=home,
         model_dir=model_dir, run_id=run_id,
         init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
                       bool(init.get("restart_schedule"))) if init else None,
-        dataset_explicit=bool(meta.get("dataset_explicit", True)), stop=flag,
-        extra_state={"model_id": meta["model"]["id"]})
+        dataset_explicit=meta.dataset_explicit, stop=flag,
+        extra_state={"model_id": meta.model["id"]})
 
 
 def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
@@ -266,8 +265,8 @@ def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     meta = runs.read_meta(run_id)
     flag = StopFlag()
     install_signal_handlers(flag, foreground=foreground)
-    rec = models.find_by_id(meta["model"]["id"])
-    model_dir = rec.path if rec is not None else home / "checkpoints" / meta["model"]["name"]
+    rec = models.find_by_id(meta.model["id"])
+    model_dir = rec.path if rec is not None else home / "checkpoints" / meta.model["name"]
     try:
         # rank 0 alone writes state, metrics and checkpoints; this rank only reports failure
         Trainer(_job(meta, home, run_id, model_dir, flag)).fit()
@@ -293,14 +292,13 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         return run_peer(run_id, home, rank, foreground=foreground)
     runs, models = RunStore(home), ModelStore(home)
     meta = runs.read_meta(run_id)
-    state = runs.read_state(run_id)
-    state.pop("schema_version", None)
+    state = runs.read_state(run_id) or RunState(run_id=run_id)
     import psutil
 
     me = psutil.Process()
     flag = stop or StopFlag()
     install_signal_handlers(flag, foreground=foreground)
-    reporter = RunReporter(run_id, runs, models, meta["model"]["id"], state)
+    reporter = RunReporter(run_id, runs, models, meta.model["id"], state)
     extra = {}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the torchrun agent that started us
         agent = me.parent()
@@ -309,17 +307,20 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
     reporter.write_state(durable=True, status="running", pid=os.getpid(),
                          create_time=me.create_time(), started_at=time.time(), error=None,
                          **extra)
-    reporter.log(f"run {run_id}: training model {meta['model']['name']} "
+    reporter.log(f"run {run_id}: training model {meta.model['name']} "
                  f"(pid {os.getpid()}{', foreground' if foreground else ''})")
     code = 1
+    lock: ModelLock | None = None
     try:
         from llm_trainer.training.trainer import Trainer
 
-        rec = models.find_by_id(meta["model"]["id"])
+        rec = models.find_by_id(meta.model["id"])
         if rec is None:
-            raise LLMTrainerError(f"model {meta['model']['name']} no longer exists")
+            raise LLMTrainerError(f"model {meta.model['name']} no longer exists")
+        lock = hold_training_lock(rec.path, run_id, rec.name)
         job = _job(meta, home, run_id, rec.path, flag)
-        callbacks: list[Callback] = [reporter]
+        callbacks: list[Callback] = [reporter, CpuShare(
+            home, run_id, fixed_threads=job.config.runtime.num_threads)]
         if job.config.runtime.tensorboard:
             from llm_trainer.training.callbacks import TensorBoardLogger
 
@@ -336,7 +337,7 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
                              reason=result.reason, step=result.step, epoch=result.epoch,
                              eta_seconds=0.0 if status == "completed" else None,
                              finish_at=None, checkpoint=str(result.checkpoint)
-                             if result.checkpoint else state.get("checkpoint"))
+                             if result.checkpoint else reporter.state.checkpoint)
         code = 0
     except LLMTrainerError as exc:
         message = str(exc) + (f" ({exc.hint})" if exc.hint else "")
@@ -368,10 +369,25 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         if isinstance(exc, SystemExit | GeneratorExit):
             raise
     finally:
-        release_model_lock(models, meta["model"]["id"], run_id)
         _drop_empty_model(models, meta, reporter, code)
         reporter.close()
+        if lock is not None:
+            lock.release()  # the kernel would too, at exit
     return code
+
+
+def hold_training_lock(model_dir: Path, run_id: str, model_name: str) -> ModelLock:
+    """The model's training lock, held until this process ends: the one the launcher handed
+    over, or taken here (a worker started by hand)."""
+    lock = ModelLock.adopt(model_dir)
+    if lock is None:
+        try:
+            lock = ModelLock.acquire(model_dir, run_id=run_id)
+        except LockHeld as held:
+            raise BusyError(f"model {model_name} is already training in run "
+                            f"{(held.holder or {}).get('run_id', '(unknown)')}") from None
+    lock.record(run_id=run_id)
+    return lock
 
 
 def peer_errors(runs: RunStore, run_id: str) -> list[str]:
@@ -403,11 +419,11 @@ def _is_collective_error(exc: BaseException) -> bool:
         r"\b(gloo|nccl|c10d|ProcessGroup\w*)\b", str(exc)) is not None
 
 
-def _drop_empty_model(models: ModelStore, meta: dict, reporter: RunReporter, code: int) -> None:
+def _drop_empty_model(models: ModelStore, meta: RunMeta, reporter: RunReporter, code: int) -> None:
     """A new model whose first run failed before any checkpoint is not a model: remove it."""
-    if code == 0 or not meta.get("created_model"):
+    if code == 0 or not meta.created_model:
         return
-    rec = models.find_by_id(meta["model"]["id"])
+    rec = models.find_by_id(meta.model["id"])
     if rec is not None and not models.has_checkpoints(rec):
         models.delete(rec.name)
         reporter.log(f"removed the empty model {rec.name} (no checkpoint was written)")

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from llm_trainer.store.checkpoints import resolve_checkpoint
+from llm_trainer.store.records import RUN_SCHEMA
 from llm_trainer.store.runs import RunStore
 from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
 
@@ -24,7 +25,13 @@ SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropo
 
 
 def state_of(home, run_id):
-    return RunStore(home).read_state(run_id)
+    """state.json as it is on disk (the worker's own record)."""
+    return json.loads(RunStore(home).paths(run_id).state.read_text())
+
+
+def status_of(home, run_id):
+    """The run as `status --json` shows it (the state combined with liveness and intents)."""
+    return json.loads(run_cli("status", run_id, "--json", home=home, check=True).stdout)
 
 
 def latest_run(home):
@@ -88,7 +95,7 @@ def test_detached_run_outlives_its_launcher_and_status_follows_it(data_home):
     done = wait_for(lambda: state_of(data_home, run_id)["status"] == "completed", timeout=120)
     assert done
     final = state_of(data_home, run_id)
-    assert final["step"] == STEPS and final["schema_version"] == 1
+    assert final["step"] == STEPS and final["schema_version"] == RUN_SCHEMA
 
 
 def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted):
@@ -97,9 +104,9 @@ def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted)
     proc = run_cli("stop", run_id, home=data_home)
     assert proc.returncode == 0, proc.stderr
     assert f"run {run_id} is paused" in proc.stdout
-    state = state_of(data_home, run_id)
-    assert state["status"] == "paused" and 400 <= state["step"] < STEPS
-    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
+    state = RunStore(data_home).read_state(run_id)
+    assert state.status == "paused" and 400 <= state.step < STEPS
+    assert state.checkpoint.endswith(f"step-{state.step:08d}")
     again = run_cli("stop", run_id, home=data_home)
     assert again.returncode == 1 and "is not running (status: paused)" in again.stdout
 
@@ -128,7 +135,7 @@ def test_kill_9_is_reported_failed_and_resume_finishes_bitwise_equal(data_home, 
 
 def test_more_epochs_trains_exactly_that_many_more(data_home, uninterrupted):
     store = RunStore(data_home)
-    spe = store.read_state(latest_run(data_home)).get("steps_per_epoch")
+    spe = store.read_state(latest_run(data_home)).steps_per_epoch
     proc = run_cli("resume", "straight", home=data_home)
     assert proc.returncode == 2 and "already finished its planned" in proc.stderr
     assert "--more-epochs" in proc.stderr
@@ -136,15 +143,15 @@ def test_more_epochs_trains_exactly_that_many_more(data_home, uninterrupted):
                    home=data_home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     state = store.read_state(latest_run(data_home))
-    assert state["start_step"] == STEPS
-    assert state["step"] == state["total_steps"] == STEPS + 2 * spe
+    assert state.start_step == STEPS
+    assert state.step == state.total_steps == STEPS + 2 * spe
 
 
 def test_busy_models_and_bad_targets_are_refused(data_home):
     run_id = start_detached(data_home, "busy")
     wait_for(lambda: state_of(data_home, run_id).get("checkpoint"))
     proc = run_cli("resume", "busy", home=data_home)
-    assert proc.returncode == 1 and f"it is training in run {run_id}" in proc.stderr
+    assert proc.returncode == 1 and f"is already training in run {run_id}" in proc.stderr
     proc = run_cli("train", "--model", "busy", "--dataset", "corpus.txt", home=data_home)
     assert proc.returncode == 1 and "training in run" in proc.stderr
     proc = run_cli("status", run_id[:-3] + "zzz", home=data_home)
@@ -152,7 +159,8 @@ def test_busy_models_and_bad_targets_are_refused(data_home):
     assert "closest:" in proc.stderr and run_id in proc.stderr
     proc = run_cli("stop", run_id, "--now", home=data_home)
     assert proc.returncode == 0 and "killed" in proc.stdout
-    assert state_of(data_home, run_id)["status"] == "stopped"
+    assert status_of(data_home, run_id)["status"] == "stopped"
+    assert state_of(data_home, run_id)["status"] == "running"  # the worker's file, untouched
     proc = run_cli("train", "--model", "busy", "--set", "model.n_layer=3", home=data_home)
     assert proc.returncode == 2
     assert "different architecture: n_layer: checkpoint 2, requested 3" in proc.stderr
@@ -191,7 +199,7 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     def running_run():
         for run_id in store.run_ids():
             state = store.read_state(run_id)
-            if state.get("model_name") == "interrupted" and state.get("step", 0) > 100:
+            if state.model_name == "interrupted" and state.step > 100:
                 return run_id
         return None
 
@@ -203,5 +211,5 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     assert "paused at step" in out and "llm-trainer resume interrupted" in out
     assert out.count(f"run {run_id}: training model interrupted") == 1  # the log, once
     state = store.read_state(run_id)
-    assert state["status"] == "paused"
-    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
+    assert state.status == "paused"
+    assert state.checkpoint.endswith(f"step-{state.step:08d}")

@@ -31,7 +31,7 @@ def home(tmp_path_factory):
 
 def final_state(home, model):
     store = RunStore(home)
-    run = next(r for r in store.run_ids() if store.read_meta(r)["model"]["name"] == model)
+    run = next(r for r in store.run_ids() if store.read_meta(r).model["name"] == model)
     return store.read_state(run), store.read_meta(run)
 
 
@@ -60,7 +60,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(home):
 
     # one run record and one set of checkpoints, written by rank 0 alone
     runs = [r for r in RunStore(home).run_ids()
-            if RunStore(home).read_meta(r)["model"]["name"] == "pair"]
+            if RunStore(home).read_meta(r).model["name"] == "pair"]
     assert len(runs) == 1
     ckpts = list_checkpoints(home / "checkpoints" / "pair", verify=True)
     assert [c.step for c in ckpts] == [K] and all(c.valid for c in ckpts)
@@ -72,8 +72,8 @@ def test_a_two_process_checkpoint_resumes_on_one_process(home):
                    "--foreground", "--sample", "0", home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     state, meta = final_state(home, "pair")  # newest run of the model
-    assert meta["world_size"] == 1 and state["status"] == "completed"
-    assert state["step"] > K
+    assert meta.world_size == 1 and state.status == "completed"
+    assert state.step > K
 
 
 def test_stop_pauses_every_rank_at_the_same_step(home):
@@ -82,15 +82,15 @@ def test_stop_pauses_every_rank_at_the_same_step(home):
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.split()[2]
     store = RunStore(home)
-    wait_for(lambda: store.read_state(run_id).get("step", 0) > 30, timeout=120)
+    wait_for(lambda: store.read_state(run_id).step > 30, timeout=120)
     stop = run_cli("stop", run_id, home=home)
     assert stop.returncode == 0 and "paused" in stop.stdout, stop.stdout + stop.stderr
     state = store.read_state(run_id)
-    agent = state["agent_pid"]
+    agent = state.agent_pid
     wait_for(lambda: not psutil.pid_exists(agent) or psutil.Process(agent).status() ==
              psutil.STATUS_ZOMBIE, timeout=60)
-    assert state["status"] == "paused"
-    assert state["checkpoint"].endswith(f"step-{state['step']:08d}")
+    assert state.status == "paused"
+    assert state.checkpoint.endswith(f"step-{state.step:08d}")
     resumed = run_cli("resume", "stoppable", "--nproc", "2", "--more-epochs", "1",
                       "--foreground", "--sample", "0", home=home)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -104,8 +104,8 @@ def test_killing_one_rank_fails_the_run_in_bounded_time(home):
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.split()[2]
     store = RunStore(home)
-    wait_for(lambda: store.read_state(run_id).get("step", 0) > 20, timeout=120)
-    agent = psutil.Process(store.read_state(run_id)["agent_pid"])
+    wait_for(lambda: store.read_state(run_id).step > 20, timeout=120)
+    agent = psutil.Process(store.read_state(run_id).agent_pid)
     ranks = {int(p.environ().get("RANK", -1)): p for p in agent.children()}
     os.kill(ranks[1].pid, signal.SIGKILL)
     # bounded: the surviving rank gives up within runtime.dist_timeout (20 s) plus teardown

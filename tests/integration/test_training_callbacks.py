@@ -45,9 +45,9 @@ def test_samples_rollback_and_tensorboard_are_recorded_and_shown(tmp_path, corpu
     assert "anomaly at step 30: loss spike" in log and "rolled back to step-00000020" in log
 
     state = runs.read_state(run_id)
-    assert state["status"] == "completed" and state["step"] == 60
-    assert state["anomalies"] == 1 and state["rollbacks"] == 1
-    assert state["last_anomaly"].startswith("step 30: loss spike")
+    assert state.status == "completed" and state.step == 60
+    assert state.anomalies == 1 and state.rollbacks == 1
+    assert state.last_anomaly.startswith("step 30: loss spike")
 
     shown = run_cli("status", run_id, home=home, check=True).stdout
     assert "anomalies:  1 (1 rollbacks); last: step 30: loss spike" in shown

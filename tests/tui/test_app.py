@@ -11,6 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input, Log, Static
 
 from llm_trainer.store.models import ModelStore
+from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs
@@ -171,7 +172,7 @@ async def test_select_model_train_watch_generate(home):
         run_id = text_of(app, "#train-result").split()[2]
         table = app.query_one("#runs-table", DataTable)
         await wait_until(pilot, lambda: run_id in [k.value for k in table.rows])
-        await wait_until(pilot, lambda: RunStore(home).read_state(run_id).get("step", 0) > 0)
+        await wait_until(pilot, lambda: RunStore(home).read_state(run_id).step > 0)
         await pilot.press("1")
         assert "m1" in text_of(app, "#runs-summary")
 
@@ -192,7 +193,7 @@ async def test_select_model_train_watch_generate(home):
         await pilot.press("x")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
         await pilot.press("y")
-        await wait_until(pilot, lambda: RunStore(home).read_state(run_id)["status"] in
+        await wait_until(pilot, lambda: RunStore(home).read_state(run_id).status in
                          ("paused", "completed"), timeout=90)
 
 
@@ -234,10 +235,10 @@ async def test_refresh_with_200_runs_is_cheap_for_the_ui_thread(tmp_path):
     store = RunStore(tmp_path)
     for i in range(200):
         run_id = f"20261101-{i:06d}-fake"
-        store.create(run_id, {"config": {}}, {
-            "status": "completed" if i % 10 else "running", "model_id": "m-x", "step": i,
-            "total_steps": 200, "loss": 2.0, "val_loss": 2.1, "device": "cpu", "pid": 1,
-            "create_time": 1.0, "created_at": time.time() - i})
+        store.create(RunMeta(run_id=run_id), RunState(
+            run_id=run_id, status="completed" if i % 10 else "running", model_id="m-x",
+            step=i, total_steps=200, loss=2.0, val_loss=2.1, device="cpu", pid=1,
+            create_time=1.0, created_at=time.time() - i))
     app = TrainerApp(tmp_path, refresh_s=0.2)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause(1.0)
@@ -263,5 +264,5 @@ async def test_quitting_leaves_background_runs_running(home):
         await asyncio.sleep(0.2)
     assert not app.is_running
     state = RunStore(home).read_state(run_id)
-    assert state.get("status") in ("queued", "running")
+    assert state.status in ("queued", "running")
     run_cli("stop", run_id, "--now", home=home)

@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from llm_trainer.errors import BusyError, NotFoundError, UsageError
+from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import process_alive, process_start_time
 from llm_trainer.store.atomic import atomic_write_json, read_json, read_jsonl
-from llm_trainer.store.locks import acquire_model_lock, lock_holder
+from llm_trainer.store.locks import LOCK_FD_ENV, LockHeld, ModelLock, lock_holder
 from llm_trainer.store.models import ModelStore, validate_name
+from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 
 
@@ -22,8 +23,8 @@ def test_run_ids_are_readable_sortable_and_unique(tmp_path):
     a = store.new_run_id("shakespeare", now=t)
     b = store.new_run_id("shakespeare", now=t)
     assert a == "20261123-142501-shakespeare" and b == "20261123-142501-shakespeare-2"
-    store.create(a, {"x": 1}, {"status": "queued"})
-    store.create(b, {"x": 2}, {"status": "queued"})
+    store.create(RunMeta(run_id=a), RunState(run_id=a))
+    store.create(RunMeta(run_id=b), RunState(run_id=b))
     assert store.run_ids() == [b, a]
     assert store.require("20261123-142501-shakespeare-") == b
 
@@ -101,11 +102,47 @@ def test_delete_stays_inside_the_model_folder(tmp_path):
     assert keep.exists() and (tmp_path / "outside.txt").exists()
 
 
-def test_training_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+def test_training_lock_is_exclusive_and_names_its_holder(tmp_path):
     d = tmp_path / "m"
-    d.mkdir()
-    acquire_model_lock(d, "run-1", "m", is_alive=lambda r: True)
-    with pytest.raises(BusyError, match="already training in run run-1"):
-        acquire_model_lock(d, "run-2", "m", is_alive=lambda r: True)
-    acquire_model_lock(d, "run-2", "m", is_alive=lambda r: False)  # run-1 died
-    assert lock_holder(d) == "run-2"
+    with ModelLock.acquire(d, run_id="run-1"):
+        with pytest.raises(LockHeld) as held:
+            ModelLock.acquire(d, run_id="run-2")
+        assert held.value.holder["run_id"] == "run-1" and lock_holder(d) == "run-1"
+    with ModelLock.acquire(d, run_id="run-2"):  # released: free again
+        assert lock_holder(d) == "run-2"
+
+
+def test_a_handed_over_lock_lives_as_long_as_the_child_and_no_longer(tmp_path):
+    """The launcher's hand-over: the child inherits the descriptor, the parent lets go, and the
+    kernel frees the lock when the child dies (kill -9 included)."""
+    d = tmp_path / "m"
+    lock = ModelLock.acquire(d, run_id="run-1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         "from pathlib import Path\n"
+         "from llm_trainer.store.locks import ModelLock\n"
+         "lock = ModelLock.adopt(Path(sys.argv[1]))\n"
+         "print('adopted' if lock else 'none', flush=True)\n"
+         "time.sleep(60)\n", str(d)],
+        stdout=subprocess.PIPE, text=True, pass_fds=(lock.fd,),
+        env={**os.environ, LOCK_FD_ENV: str(lock.fd)})
+    try:
+        assert child.stdout.readline().strip() == "adopted"
+        lock.release()
+        with pytest.raises(LockHeld):  # the child holds it now
+            ModelLock.acquire(d, run_id="run-2")
+        child.kill()
+        child.wait()
+        ModelLock.acquire(d, run_id="run-2").release()  # at once: no stale lock
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_adopt_ignores_a_descriptor_that_is_not_this_lock(tmp_path, monkeypatch):
+    other = open(tmp_path / "other.txt", "w")  # noqa: SIM115
+    monkeypatch.setenv(LOCK_FD_ENV, str(other.fileno()))
+    (tmp_path / "m").mkdir()
+    ModelLock.acquire(tmp_path / "m", run_id="r").release()
+    assert ModelLock.adopt(tmp_path / "m") is None
+    other.close()

@@ -57,9 +57,11 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
         fh.write(text)
 
 
-def atomic_write_json(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
-    """Write ``data`` (with ``schema_version``) as JSON, atomically."""
-    payload = {"schema_version": SCHEMA_VERSION, **data}
+def atomic_write_json(path: Path, data: dict[str, Any], *, durable: bool = True,
+                      schema_version: int = SCHEMA_VERSION) -> None:
+    """Write ``data`` (with ``schema_version`` first) as JSON, atomically."""
+    payload = {**data, "schema_version": schema_version}
+    payload = {"schema_version": schema_version, **payload}
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n",
                       durable=durable)
 

@@ -20,8 +20,10 @@ from typing import Any
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.store.atomic import atomic_write_json, read_json
 from llm_trainer.store.checkpoints import STEP_DIR, list_checkpoints
+from llm_trainer.store.schema import upgrade
 
 MODEL_FILE = "model.json"
+MODEL_SCHEMA = 1  # model.json; a newer file is refused, an older one migrated
 ACTIVE_FILE = ".active.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 MAX_NAME = 64
@@ -89,6 +91,9 @@ class ModelRecord:
 
     @classmethod
     def from_json(cls, path: Path, data: dict[str, Any]) -> ModelRecord:
+        """model.json of the model in ``path``, migrated to ``MODEL_SCHEMA`` (SchemaError for
+        a file from a newer llm-trainer)."""
+        data = upgrade(data, current=MODEL_SCHEMA, migrations={}, source=str(path / MODEL_FILE))
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in
                  ("path", "name")}
         return cls(path=path, name=path.name, **known)
@@ -150,7 +155,7 @@ class ModelStore:
 
     # ------------------------------------------------------------------ writes
     def save(self, rec: ModelRecord) -> None:
-        atomic_write_json(rec.path / MODEL_FILE, rec.to_json())
+        atomic_write_json(rec.path / MODEL_FILE, rec.to_json(), schema_version=MODEL_SCHEMA)
 
     def default_name(self, base: str) -> str:
         base = slug(base)

@@ -8,6 +8,7 @@ atomically by the worker); metrics.jsonl (train / eval / anomaly records) and sa
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -23,9 +24,9 @@ from llm_trainer.store.atomic import (
     read_json,
     read_jsonl,
 )
+from llm_trainer.store.records import ACTIVE, RUN_SCHEMA, RunMeta, RunState
 
-STATUSES = ("queued", "running", "completed", "failed", "paused", "stopped")
-ACTIVE = ("queued", "running")
+__all__ = ["ACTIVE", "RunPaths", "RunStore"]
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9_.-]+$")
 
 
@@ -48,6 +49,10 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.dir / "train.log"
+
+    @property
+    def control(self) -> Path:
+        return self.dir / "control.json"
 
     @property
     def samples(self) -> Path:
@@ -80,11 +85,16 @@ class RunStore:
                 candidate = f"{stamp}-{label}-{n}"
                 n += 1
 
-    def create(self, run_id: str, meta: dict[str, Any], state: dict[str, Any]) -> RunPaths:
-        p = self.paths(run_id)
+    def discard(self, run_id: str) -> None:
+        """Give back an id from ``new_run_id`` that was never used (its folder is empty)."""
+        with contextlib.suppress(OSError):
+            self.paths(run_id).dir.rmdir()
+
+    def create(self, meta: RunMeta, state: RunState) -> RunPaths:
+        p = self.paths(meta.run_id)
         p.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(p.meta, {"run_id": run_id, **meta})
-        atomic_write_json(p.state, {"run_id": run_id, **state})
+        self.write_meta(meta)
+        self.write_state(state)
         p.log.touch()
         return p
 
@@ -110,14 +120,37 @@ class RunStore:
                 "see `llm-trainer status` for the runs you have")
         raise NotFoundError(f"no run with id {run_id!r}", hint=hint)
 
-    def read_meta(self, run_id: str) -> dict[str, Any]:
-        return read_json(self.paths(run_id).meta) or {}
+    def read_meta(self, run_id: str) -> RunMeta:
+        """meta.json, migrated to the current schema (SchemaError if newer)."""
+        path = self.paths(run_id).meta
+        data = read_json(path)
+        if data is None:
+            raise NotFoundError(f"run {run_id} has no readable meta.json ({path})")
+        return RunMeta.from_json({"run_id": run_id, **data}, source=str(path))
 
-    def read_state(self, run_id: str) -> dict[str, Any]:
-        return read_json(self.paths(run_id).state) or {}
+    def read_state(self, run_id: str) -> RunState | None:
+        """state.json, migrated to the current schema; None when missing or unreadable."""
+        path = self.paths(run_id).state
+        data = read_json(path)
+        if data is None:
+            return None
+        return RunState.from_json({"run_id": run_id, **data}, source=str(path))
 
-    def write_state(self, run_id: str, state: dict[str, Any], *, durable: bool = False) -> None:
-        atomic_write_json(self.paths(run_id).state, {"run_id": run_id, **state}, durable=durable)
+    def write_meta(self, meta: RunMeta) -> None:
+        atomic_write_json(self.paths(meta.run_id).meta, meta.to_json(),
+                          schema_version=RUN_SCHEMA)
+
+    def write_state(self, state: RunState, *, durable: bool = False) -> None:
+        atomic_write_json(self.paths(state.run_id).state, state.to_json(), durable=durable,
+                          schema_version=RUN_SCHEMA)
+
+    def write_control(self, run_id: str, **intent: Any) -> None:
+        """What a front end asked of a run (e.g. ``stop --now``); views combine it with the
+        worker's state, which only the worker writes."""
+        atomic_write_json(self.paths(run_id).control, {"run_id": run_id, **intent})
+
+    def read_control(self, run_id: str) -> dict[str, Any]:
+        return read_json(self.paths(run_id).control) or {}
 
     def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.paths(run_id).metrics, record)

@@ -300,6 +300,76 @@ class InjectedAnomaly:
         return 1000.0 if self.kind == "spike" else math.nan
 
 
+# ============================================================================ CPU share
+
+
+class CpuShare(Callback):
+    """On a CPU, trains with an even share of the cores among the runs of this home that
+    train at the same time (``llm_trainer.cpu_share``), re-checked every ``every_s``
+    seconds. Only for runs that do not set ``runtime.num_threads`` themselves; those still
+    register, so that the others make room for them."""
+
+    def __init__(self, home: Path, run_id: str, *, fixed_threads: int | None,
+                 every_s: float = 5.0) -> None:
+        self.home, self.run_id, self.fixed = Path(home), run_id, fixed_threads
+        self.every_s = every_s
+        self.active = False
+        self.threads: int | None = None
+        self.next_check = 0.0
+
+    def on_start(self, trainer, info) -> None:
+        import time
+
+        import psutil
+
+        from llm_trainer import cpu_share
+
+        if trainer.device.type != "cpu":
+            return
+        self.active = True
+        me = psutil.Process()
+        cpu_share.register(self.home, self.run_id, pid=me.pid, create_time=me.create_time(),
+                           processes=trainer.dist.local_world_size)
+        self.next_check = time.monotonic()
+        self.rebalance(trainer, first=True)
+
+    def rebalance(self, trainer, first: bool = False) -> None:
+        import time
+
+        import torch
+
+        from llm_trainer import cpu_share
+
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.every_s
+        if self.fixed or trainer.dist.enabled:  # set by the user / shared by torchrun already
+            if first:
+                trainer.log(f"CPU threads: {torch.get_num_threads()} "
+                            f"({'runtime.num_threads' if self.fixed else 'per process'})")
+            return
+        runs = cpu_share.active_processes(self.home)
+        threads = cpu_share.threads_per_process(runs)
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            others = runs - 1
+            trainer.log(f"CPU threads: {threads} of {os.cpu_count()} cores"
+                        + (f" ({others} other training process{'es' if others > 1 else ''} "
+                           "in this home)" if others > 0 else ""))
+            self.threads = threads
+
+    def on_progress(self, trainer, progress) -> None:
+        if self.active:
+            self.rebalance(trainer)
+
+    def on_end(self, trainer, result) -> None:
+        if self.active:
+            from llm_trainer import cpu_share
+
+            cpu_share.unregister(self.home, self.run_id)
+
+
 # ============================================================================ TensorBoard
 
 

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_trainer.data.batches import DataPosition
+from llm_trainer.store.schema import upgrade
 from llm_trainer.training.schedule import LRSchedule
+
+TRAINER_SCHEMA = 2  # 1: the first release (no schema_version in trainer.json)
+
+
+def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """v1 knew no callbacks, no early end, and not which step its val loss was from."""
+    return {"best_val_step": None, "last_eval_step": -1, "finished": None, "callbacks": {},
+            **state}
 
 
 @dataclass
@@ -46,6 +55,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "schema_version": TRAINER_SCHEMA,
             "step": self.step,
             "data_position": self.position.to_json(),
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
@@ -58,7 +68,9 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Accepts every trainer.json written so far (older ones lack the newer keys)."""
+        """Accepts every trainer.json written so far (migrated to ``TRAINER_SCHEMA``)."""
+        state = upgrade(state, current=TRAINER_SCHEMA, migrations={1: _v1_to_v2},
+                        source="trainer.json")
         p = state.get("data_position") or {}
         self.step = int(state.get("step", 0))
         self.position = DataPosition(int(p.get("epoch", 0)), int(p.get("cursor", 0)))

@@ -31,6 +31,7 @@ from llm_trainer.tui.panels.models import ModelsPanel
 from llm_trainer.tui.panels.runs import RunsPanel
 from llm_trainer.tui.panels.system import SystemPanel
 from llm_trainer.tui.panels.train import TrainForm, TrainPanel
+from llm_trainer.views import ModelView, RunView
 
 REFRESH_S = 1.0
 
@@ -38,7 +39,7 @@ REFRESH_S = 1.0
 class Snapshot(Message):
     """Everything a refresh read from disk, posted from the worker thread."""
 
-    def __init__(self, runs: list[dict[str, Any]], models: list[dict[str, Any]],
+    def __init__(self, runs: list[RunView], models: list[ModelView],
                  system: dict[str, Any], active_id: str | None, latest: str | None,
                  read_ms: float) -> None:
         super().__init__()
@@ -74,7 +75,7 @@ class TrainerApp(App):
         self.service = Service(home)
         self.home = self.service.home
         self.refresh_s = refresh_s
-        self.models_by_id: dict[str, dict[str, Any]] = {}
+        self.models_by_id: dict[str, ModelView] = {}
         self.active_id: str | None = None
         self.last_refresh_ms: dict[str, float] = {}
         self.generation_cancel = threading.Event()
@@ -151,10 +152,10 @@ class TrainerApp(App):
         runs = svc.list_runs()
         models = svc.list_models(include_archived=True)
         system = svc.system_snapshot(runs)
-        active = svc.models.active_id()
-        latest = svc.models.latest_trained()
-        self.post_message(Snapshot(runs, models, system, active, latest.name if latest else
-                                   None, (time.perf_counter() - t0) * 1000))
+        active = next((m.id for m in models if m.active), None)
+        latest = next((m.name for m in models if m.latest), None)
+        self.post_message(Snapshot(runs, models, system, active, latest,
+                                   (time.perf_counter() - t0) * 1000))
 
     def on_snapshot(self, snap: Snapshot) -> None:
         with contextlib.suppress(NoMatches):  # a refresh landing while the app shuts down
@@ -164,8 +165,8 @@ class TrainerApp(App):
         t0 = time.perf_counter()
         self.runs_panel.update_runs(snap.runs)
         self.system_panel.update_system(snap.system)
-        self.models_by_id = {m["id"]: m for m in snap.models}
-        fallback = next((m["id"] for m in snap.models if m["name"] == snap.latest), None)
+        self.models_by_id = {m.id: m for m in snap.models}
+        fallback = next((m.id for m in snap.models if m.name == snap.latest), None)
         self.active_id = snap.active_id if snap.active_id in self.models_by_id else fallback
         self.models_panel.update_models(snap.models, self.active_id, snap.latest)
         selected = self.models_by_id.get(self.active_id) if self.active_id else None
@@ -231,7 +232,7 @@ class TrainerApp(App):
         try:
             if form.action == "resume":
                 launch = self.service.resume(
-                    form.model, more_epochs=self._more_epochs(form),
+                    form.model, or_more_epochs=form.epochs,
                     overrides={"runtime.device": form.device,
                                "runtime.precision": form.precision},
                     command=["llm-trainer", "tui"])
@@ -245,24 +246,13 @@ class TrainerApp(App):
                                                  f"{launch.pid}) for {launch.model_name}{notes}")
         self.call_from_thread(self.refresh_data)
 
-    def _more_epochs(self, form: TrainForm) -> int | None:
-        """Resume finishes an unfinished plan; a finished model trains ``epochs`` more."""
-        from llm_trainer.store.atomic import read_json
-        from llm_trainer.store.checkpoints import plan_finished
-
-        rec = self.service.models.get(form.model)
-        info = self.service.checkpoint_of(rec, "latest")
-        return form.epochs if plan_finished(read_json(info.path / "trainer.json") or {}) \
-            else None
-
     def _train_request(self, form: TrainForm) -> TrainRequest:
         from llm_trainer.config import load_config
 
         preset_cfg = load_config(preset=form.preset, home=self.home)
         overrides: dict[str, Any] = {
-            "train.epochs": form.epochs, "train.max_steps": None,
-            "train.batch_size": form.batch_size, "runtime.device": form.device,
-            "runtime.precision": form.precision}
+            "train.epochs": form.epochs, "train.batch_size": form.batch_size,
+            "runtime.device": form.device, "runtime.precision": form.precision}
         if form.model is None:
             overrides["model.block_size"] = form.seq_len
         if form.dataset != preset_cfg.data.dataset or form.model is not None:
@@ -280,7 +270,7 @@ class TrainerApp(App):
         self.generation_cancel.clear()
         panel.output.write_line("")
         panel.output.write(message.form.prompt)
-        self.generate(model["name"], message.form)
+        self.generate(model.name, message.form)
 
     def on_generate_panel_cancel(self, _message: GeneratePanel.Cancel) -> None:
         self.generation_cancel.set()
@@ -325,8 +315,8 @@ class TrainerApp(App):
             self.refresh_data()
             return
         if message.action == "delete":
-            if model["status"] == "training":
-                panel.say(f"cannot delete {model['name']}: it is training", error=True)
+            if model.status == "training":
+                panel.say(f"cannot delete {model.name}: it is training", error=True)
                 return
 
             def answer(yes: bool | None) -> None:
@@ -336,7 +326,7 @@ class TrainerApp(App):
                     panel.say("delete cancelled")
 
             self.push_screen(ConfirmScreen(
-                f"Delete model {model['name']} and all its checkpoints? This cannot be undone.",
+                f"Delete model {model.name} and all its checkpoints? This cannot be undone.",
                 yes_label="Delete"), answer)
             return
         self.model_action(message.action, model)
@@ -345,31 +335,31 @@ class TrainerApp(App):
         self.rename_model(message.model, message.new_name)
 
     @work(thread=True, group="io")
-    def rename_model(self, model: dict[str, Any], new_name: str) -> None:
+    def rename_model(self, model: ModelView, new_name: str) -> None:
         panel = self.models_panel
         try:
-            self.service.rename_model(model["name"], new_name)
+            self.service.rename_model(model.name, new_name)
         except Exception as exc:
             self.call_from_thread(panel.end_rename, error_text(exc), error=True)
             return
-        self.call_from_thread(panel.end_rename, f"renamed {model['name']} to {new_name}")
+        self.call_from_thread(panel.end_rename, f"renamed {model.name} to {new_name}")
         self.call_from_thread(self.refresh_data)
 
     @work(thread=True, group="io")
-    def model_action(self, action: str, model: dict[str, Any]) -> None:
+    def model_action(self, action: str, model: ModelView) -> None:
         panel = self.models_panel
         svc = self.service
         try:
             if action == "activate":
-                svc.activate_model(model["name"])
-                text = f"active model: {model['name']}"
+                svc.activate_model(model.name)
+                text = f"active model: {model.name}"
             elif action == "archive":
-                archived = model["status"] != "archived"
-                svc.archive_model(model["name"], archived)
-                text = f"{'archived' if archived else 'unarchived'} {model['name']}"
+                archived = model.status != "archived"
+                svc.archive_model(model.name, archived)
+                text = f"{'archived' if archived else 'unarchived'} {model.name}"
             elif action == "delete":
-                svc.delete_model(model["name"])
-                text = f"deleted {model['name']}"
+                svc.delete_model(model.name)
+                text = f"deleted {model.name}"
             else:  # pragma: no cover - the panel only sends the actions above
                 return
         except Exception as exc:

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Sparkline, Static
 
 from llm_trainer.progress import format_clock, format_duration
+from llm_trainer.views import RunDetail
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -51,39 +52,39 @@ def _num(value: Any, fmt: str = "{:.4f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def detail_text(d: dict[str, Any]) -> Text:
-    meta = d.get("meta") or {}
+def detail_text(d: RunDetail) -> Text:
+    meta = d.meta or {}
     sel = meta.get("selected_device") or {}
-    active = d["status"] in ("running", "queued")
+    active = d.status in ("running", "queued")
     lines = [
-        f"Run        {d['run_id']}",
-        f"Model      {d['model']}",
-        f"Status     {d['status']}" + (f" — {d['error']}" if d.get("error") else
-                                       f" — {d['reason']}" if d.get("reason") else ""),
-        f"Progress   epoch {_num(d.get('epoch'), '{:.2f}')}, step {d.get('step') or 0:,}/"
-        f"{d.get('total_steps') or '?'}",
-        f"Loss       {_num(d.get('loss'))}   val {_num(d.get('val_loss'))}   best "
-        f"{_num(d.get('best_val_loss'))}",
-        f"Elapsed    {format_duration(d.get('elapsed_s'))}   remaining "
-        f"{format_duration(d.get('eta_seconds')) if active else '-'}   finish "
-        f"{format_clock(d.get('finish_at')) if active else '-'}",
-        f"Speed      {_num(d.get('tokens_per_s'), '{:,.0f}')} tokens/s   lr "
-        f"{_num(d.get('lr'), '{:.2e}')}",
-        f"Device     {sel.get('selected', d.get('device') or '-')} ({sel.get('name', '-')}), "
+        f"Run        {d.run_id}",
+        f"Model      {d.model}",
+        f"Status     {d.status}" + (f" — {d.error}" if d.error else
+                                       f" — {d.reason}" if d.reason else ""),
+        f"Progress   epoch {_num(d.epoch, '{:.2f}')}, step {d.step or 0:,}/"
+        f"{d.total_steps or '?'}",
+        f"Loss       {_num(d.loss)}   val {_num(d.val_loss)}   best "
+        f"{_num(d.best_val_loss)}",
+        f"Elapsed    {format_duration(d.elapsed_s)}   remaining "
+        f"{format_duration(d.eta_seconds) if active else '-'}   finish "
+        f"{format_clock(d.finish_at) if active else '-'}",
+        f"Speed      {_num(d.tokens_per_s, '{:,.0f}')} tokens/s   lr "
+        f"{_num(d.lr, '{:.2e}')}",
+        f"Device     {sel.get('selected', d.device or '-')} ({sel.get('name', '-')}), "
         f"precision {meta.get('precision', '-')}",
-        f"Checkpoint {d.get('checkpoint') or '-'}",
+        f"Checkpoint {d.checkpoint or '-'}",
     ]
-    if d.get("anomalies"):
-        lines.append(f"Anomalies  {d['anomalies']} ({d.get('rollbacks') or 0} rollbacks), last: "
-                     f"{d.get('last_anomaly')}")
-    sample = d.get("last_sample")
+    if d.anomalies:
+        lines.append(f"Anomalies  {d.anomalies} ({d.rollbacks or 0} rollbacks), last: "
+                     f"{d.last_anomaly}")
+    sample = d.last_sample
     if sample:
         lines += ["", f"Latest sample (step {sample['step']:,}):",
-                  *[f"  {ln}" for ln in (sample["prompt"] + sample["text"]).splitlines()[-8:]]]
+                  *[f"  {ln}" for ln in d.sample_lines()]]
     lines += [
         "",
         "Last log lines:",
-        *[f"  {line}" for line in d.get("log_tail") or ["(empty)"]],
+        *[f"  {line}" for line in d.log_tail or ["(empty)"]],
     ]
     return Text("\n".join(lines))
 
@@ -93,7 +94,7 @@ class RunDetailScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,enter", "close", "close")]
 
-    def __init__(self, detail: dict[str, Any], losses: list[float]) -> None:
+    def __init__(self, detail: RunDetail, losses: list[float]) -> None:
         super().__init__()
         self.detail = detail
         self.losses = losses

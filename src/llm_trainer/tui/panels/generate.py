@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,6 +13,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Log, Static
 
 from llm_trainer.tui.panels.base import Field, Panel, PromptField
+from llm_trainer.views import ModelView
 
 
 @dataclass
@@ -48,7 +48,7 @@ class GeneratePanel(Panel):
 
     def __init__(self) -> None:
         super().__init__(id="generate")
-        self.model: dict[str, Any] | None = None
+        self.model: ModelView | None = None
         self.busy = False
 
     def compose(self) -> ComposeResult:
@@ -65,10 +65,10 @@ class GeneratePanel(Panel):
             yield Button("Generate", id="go", compact=True, variant="success")
         yield Log(id="gen-output", highlight=False, auto_scroll=True)
 
-    def set_model(self, model: dict[str, Any] | None) -> None:
+    def set_model(self, model: ModelView | None) -> None:
         self.model = model
         text = "Selected Model: none (train one, or pick one in 5)" if model is None else \
-            f"Selected Model: {model['name']}"
+            f"Selected Model: {model.name}"
         self.query_one("#gen-model", Static).update(Text(text))
 
     def mode(self) -> str:

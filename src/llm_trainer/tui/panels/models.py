@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +11,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from llm_trainer.tui.panels.base import Panel, RenameField
+from llm_trainer.views import ModelView
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
            ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
@@ -26,23 +26,23 @@ def _size(n: int | None) -> str:
     return "?"  # pragma: no cover
 
 
-def model_cells(m: dict[str, Any], active_id: str | None) -> dict[str, Text]:
+def model_cells(m: ModelView, active_id: str | None) -> dict[str, Text]:
     trained = "-"
-    if m.get("last_trained_at"):  # today: the time; earlier: the date
-        when = time.localtime(m["last_trained_at"])
+    if m.last_trained_at:  # today: the time; earlier: the date
+        when = time.localtime(m.last_trained_at)
         today = time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d")
         trained = time.strftime("%H:%M" if today else "%Y-%m-%d", when)
-    loss = m.get("latest_val_loss") if m.get("latest_val_loss") is not None else \
-        m.get("best_val_loss")
-    style = {"training": "green", "corrupted": "red", "archived": "dim"}.get(m["status"], "")
+    loss = m.latest_val_loss if m.latest_val_loss is not None else \
+        m.best_val_loss
+    style = {"training": "green", "corrupted": "red", "archived": "dim"}.get(m.status, "")
     return {
-        "mark": Text("●" if m["id"] == active_id else " ", style="bold green"),
-        "name": Text(m["name"]),
+        "mark": Text("●" if m.id == active_id else " ", style="bold green"),
+        "name": Text(m.name),
         "trained": Text(trained),
-        "epochs": Text(f"{m.get('epochs_completed') or 0:.2f}"),
+        "epochs": Text(f"{m.epochs_completed or 0:.2f}"),
         "loss": Text("-" if loss is None else f"{loss:.3f}"),
-        "size": Text(_size(m.get("disk_bytes"))),
-        "status": Text(m["status"], style=style),
+        "size": Text(_size(m.disk_bytes)),
+        "status": Text(m.status, style=style),
     }
 
 
@@ -66,23 +66,23 @@ class ModelsPanel(Panel):
     class Action(Message):
         """A model action for the app to carry out: activate, archive, delete, refresh."""
 
-        def __init__(self, action: str, model: dict[str, Any] | None) -> None:
+        def __init__(self, action: str, model: ModelView | None) -> None:
             super().__init__()
             self.action = action
             self.model = model
 
     class Rename(Message):
-        def __init__(self, model: dict[str, Any], new_name: str) -> None:
+        def __init__(self, model: ModelView, new_name: str) -> None:
             super().__init__()
             self.model = model
             self.new_name = new_name
 
     def __init__(self) -> None:
         super().__init__(id="models")
-        self.models: list[dict[str, Any]] = []
+        self.models: list[ModelView] = []
         self.active_id: str | None = None
         self.show_archived = False
-        self.renaming: dict[str, Any] | None = None
+        self.renaming: ModelView | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Latest trained model: none"), id="latest")
@@ -108,7 +108,7 @@ class ModelsPanel(Panel):
     def mode(self) -> str:
         return "renaming (enter saves, esc cancels)" if self.renaming else "browsing"
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> ModelView | None:
         table = self.table
         if not table.row_count:
             return None
@@ -116,33 +116,33 @@ class ModelsPanel(Panel):
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         except Exception:
             return None
-        return next((m for m in self.models if m["id"] == key), None)
+        return next((m for m in self.models if m.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
         self.query_one("#models-message", Static).update(
             Text(text, style="red" if error else ""))
 
-    def update_models(self, models: list[dict[str, Any]], active_id: str | None,
+    def update_models(self, models: list[ModelView], active_id: str | None,
                       latest: str | None) -> None:
-        shown = [m for m in models if self.show_archived or m["status"] != "archived"]
+        shown = [m for m in models if self.show_archived or m.status != "archived"]
         table = self.table
-        wanted = [m["id"] for m in shown]
-        old = {m["id"]: model_cells(m, self.active_id) for m in self.models}
+        wanted = [m.id for m in shown]
+        old = {m.id: model_cells(m, self.active_id) for m in self.models}
         if [k.value for k in table.rows] != wanted:
             current = self.selected()
             table.clear()
             for m in shown:
                 cells = model_cells(m, active_id)
-                table.add_row(*(cells[k] for k, _ in COLUMNS), key=m["id"])
-            if current and current["id"] in wanted:
-                table.move_cursor(row=wanted.index(current["id"]), animate=False)
+                table.add_row(*(cells[k] for k, _ in COLUMNS), key=m.id)
+            if current and current.id in wanted:
+                table.move_cursor(row=wanted.index(current.id), animate=False)
         else:
             for m in shown:
                 cells = model_cells(m, active_id)
-                before = old.get(m["id"], {})
+                before = old.get(m.id, {})
                 for key, _ in COLUMNS:
                     if before.get(key) != cells[key]:
-                        table.update_cell(m["id"], key, cells[key])
+                        table.update_cell(m.id, key, cells[key])
         self.models, self.active_id = models, active_id
         self.query_one("#latest", Static).update(Text(f"Latest trained model: {latest or 'none'}"))
         self.query_one("#models-empty", Static).display = not shown
@@ -189,10 +189,10 @@ class ModelsPanel(Panel):
             return
         self.renaming = model
         box = self.query_one("#rename", Input)
-        box.value = model["name"]
+        box.value = model.name
         box.display = True
         box.focus()
-        self.say(f"Renaming {model['name']}: enter saves, esc cancels")
+        self.say(f"Renaming {model.name}: enter saves, esc cancels")
         self.set_mode_changed()
 
     def end_rename(self, message: str = "", *, error: bool = False) -> None:

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Static
 
 from llm_trainer.progress import format_clock, format_duration
 from llm_trainer.tui.panels.base import Panel
+from llm_trainer.views import RunView
 
 COLUMNS = (("run", "RUN_ID"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
            ("loss", "Loss"), ("val", "Val loss"), ("device", "Device"), ("eta", "ETA"),
@@ -23,20 +24,20 @@ def _f(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def row_cells(v: dict[str, Any]) -> dict[str, Text]:
-    active = v["status"] in ACTIVE
-    step = v.get("step")
-    total = v.get("total_steps")
+def row_cells(v: RunView) -> dict[str, Text]:
+    active = v.status in ACTIVE
+    step = v.step
+    total = v.total_steps
     cells = {
-        "run": v["run_id"], "status": v["status"], "epoch": _f(v.get("epoch"), "{:.2f}"),
+        "run": v.run_id, "status": v.status, "epoch": _f(v.epoch, "{:.2f}"),
         "step": "-" if step is None else (f"{step}/{total}" if total else str(step)),
-        "loss": _f(v.get("loss"), "{:.4f}"), "val": _f(v.get("val_loss"), "{:.4f}"),
-        "device": v.get("device") or "-",
-        "eta": format_duration(v.get("eta_seconds")) if active else "-",
-        "gpu": "n/a" if v.get("gpu_util_pct") is None else f"{v['gpu_util_pct']:.0f}%",
+        "loss": _f(v.loss, "{:.4f}"), "val": _f(v.val_loss, "{:.4f}"),
+        "device": v.device or "-",
+        "eta": format_duration(v.eta_seconds) if active else "-",
+        "gpu": "n/a" if v.gpu_util_pct is None else f"{v.gpu_util_pct:.0f}%",
     }
     style = {"running": "green", "failed": "red", "paused": "yellow", "stopped": "yellow",
-             "queued": "cyan"}.get(v["status"], "")
+             "queued": "cyan"}.get(v.status, "")
     return {k: Text(str(val), style=style if k == "status" else "") for k, val in cells.items()}
 
 
@@ -67,7 +68,7 @@ class RunsPanel(Panel):
     def __init__(self) -> None:
         super().__init__(id="runs")
         self.show_finished = False
-        self.views: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, RunView] = {}
 
     def compose(self) -> ComposeResult:
         table = RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -94,30 +95,30 @@ class RunsPanel(Panel):
             return None
         return key.value
 
-    def update_runs(self, views: list[dict[str, Any]]) -> None:
+    def update_runs(self, views: list[RunView]) -> None:
         """Update rows in place, keyed by run id: the selection and scroll survive."""
-        shown = [v for v in views if self.show_finished or v["status"] in ACTIVE]
+        shown = [v for v in views if self.show_finished or v.status in ACTIVE]
         table = self.table
-        wanted = [v["run_id"] for v in shown]
+        wanted = [v.run_id for v in shown]
         if [k.value for k in table.rows] != wanted:  # runs came, went or changed order
             selected = self.selected_run()
             table.clear()
             for v in shown:
                 cells = row_cells(v)
-                table.add_row(*(cells[k] for k, _ in COLUMNS), key=v["run_id"])
+                table.add_row(*(cells[k] for k, _ in COLUMNS), key=v.run_id)
             if selected in wanted:
                 table.move_cursor(row=wanted.index(selected), animate=False)
         else:  # same rows: touch only the cells that changed
             for v in shown:
-                old = self.views.get(v["run_id"])
+                old = self.views.get(v.run_id)
                 if old == v:
                     continue
                 new_cells = row_cells(v)
                 old_cells = row_cells(old) if old else {}
                 for key, _ in COLUMNS:
                     if old_cells.get(key) != new_cells[key]:
-                        table.update_cell(v["run_id"], key, new_cells[key])
-        self.views = {v["run_id"]: v for v in views}
+                        table.update_cell(v.run_id, key, new_cells[key])
+        self.views = {v.run_id: v for v in views}
         empty = self.query_one("#runs-empty", Static)
         empty.display = not shown
         empty.update(Text("No active runs." if not self.show_finished else "No runs yet.")
@@ -129,17 +130,17 @@ class RunsPanel(Panel):
         summary = self.query_one("#runs-summary", Static)
         v = self.views.get(run) if run else None
         if v is None:
-            hidden = sum(1 for x in self.views.values() if x["status"] not in ACTIVE)
+            hidden = sum(1 for x in self.views.values() if x.status not in ACTIVE)
             summary.update(Text(f"{hidden} finished runs hidden (f shows them)" if hidden and
                                 not self.show_finished else ""))
             return
-        active = v["status"] in ACTIVE
+        active = v.status in ACTIVE
         summary.update(Text(
-            f"{v['model']}: elapsed {format_duration(v.get('elapsed_s'))}, remaining "
-            f"{format_duration(v.get('eta_seconds')) if active else '-'}, finish "
-            f"{format_clock(v.get('finish_at')) if active else '-'}, "
-            f"{_f(v.get('tokens_per_s'), '{:,.0f}')} tok/s"
-            + (f" — {v['error']}" if v.get("error") else "")))
+            f"{v.model}: elapsed {format_duration(v.elapsed_s)}, remaining "
+            f"{format_duration(v.eta_seconds) if active else '-'}, finish "
+            f"{format_clock(v.finish_at) if active else '-'}, "
+            f"{_f(v.tokens_per_s, '{:,.0f}')} tok/s"
+            + (f" — {v.error}" if v.error else "")))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.refresh_summary()
@@ -162,7 +163,8 @@ class RunsPanel(Panel):
     def action_stop_run(self) -> None:
         run = self.selected_run()
         if run:
-            self.post_message(self.StopRun(run, self.views.get(run, {}).get("status", "")))
+            view = self.views.get(run)
+            self.post_message(self.StopRun(run, view.status if view else ""))
 
     def action_cursor_down(self) -> None:
         self.table.action_cursor_down()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,6 +12,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
 from llm_trainer.tui.panels.base import Field, FormScroll, Panel
+from llm_trainer.views import ModelView
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -67,7 +67,7 @@ class TrainPanel(Panel):
     def __init__(self, presets: list[str]) -> None:
         super().__init__(id="train")
         self.presets = presets or ["default"]
-        self.model: dict[str, Any] | None = None  # the selected (active) model
+        self.model: ModelView | None = None  # the selected (active) model
         self.new_model = False
 
     def compose(self) -> ComposeResult:
@@ -102,10 +102,10 @@ class TrainPanel(Panel):
             yield Static(Text(""), id="train-result")
 
     # ------------------------------------------------------------------ state from the app
-    def set_model(self, model: dict[str, Any] | None) -> None:
+    def set_model(self, model: ModelView | None) -> None:
         """Called on every refresh: fields are filled from the model only when the selection
         changes, so what the user typed survives."""
-        changed = (model or {}).get("id") != (self.model or {}).get("id")
+        changed = (model.id if model else None) != (self.model.id if self.model else None)
         self.model = model
         label = self.query_one("#train-model", Static)
         seq = self.query_one("#seq", Input)
@@ -115,14 +115,14 @@ class TrainPanel(Panel):
             seq.disabled = name.disabled = False
             self.query_one("#resume", Button).disabled = True
         else:
-            arch = model.get("architecture") or {}
-            label.update(Text(f"Selected Model: {model['name']} ({model['status']}, "
-                              f"{model.get('epochs_completed') or 0:.2f} epochs)"))
+            arch = model.architecture or {}
+            label.update(Text(f"Selected Model: {model.name} ({model.status}, "
+                              f"{model.epochs_completed or 0:.2f} epochs)"))
             if changed:
                 if arch.get("block_size"):
                     seq.value = str(arch["block_size"])
-                if model.get("datasets"):
-                    self.query_one("#dataset", Input).value = model["datasets"][-1]["spec"]
+                if model.datasets:
+                    self.query_one("#dataset", Input).value = model.datasets[-1]["spec"]
             seq.disabled = name.disabled = True  # the architecture of a model is fixed
             self.query_one("#resume", Button).disabled = False
 
@@ -206,7 +206,7 @@ class TrainPanel(Panel):
             self.show_result("Dataset cannot be empty: wikitext-2, builtin:python-docs, "
                              "hf:NAME or a path", error=True)
             return None
-        existing = None if (self.model is None or self.new_model) else self.model["name"]
+        existing = None if (self.model is None or self.new_model) else self.model.name
         if action == "resume" and existing is None:
             self.show_result("Resume needs a trained model: pick one in Model Selection (5)",
                              error=True)

@@ -1,0 +1,212 @@
+"""Model administration: lookups, checkpoints, typed model views, and the operations that
+change a model (rename, archive, delete, activate, export). Changes hold the model's training
+lock while they run, so no training can start meanwhile. No torch at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.app.queries import RunQueries, busy_error
+from llm_trainer.errors import NotFoundError, UsageError
+from llm_trainer.store.atomic import read_json
+from llm_trainer.store.checkpoints import (
+    CheckpointInfo,
+    inspect_checkpoint,
+    list_checkpoints,
+    resolve_checkpoint,
+)
+from llm_trainer.store.locks import LockHeld, ModelLock
+from llm_trainer.store.models import ModelRecord, ModelStore
+from llm_trainer.views import CheckpointView, ModelDetail, ModelView
+
+
+def is_path(which: str) -> bool:
+    """A checkpoint given as a folder rather than latest / best / a step."""
+    return which not in ("latest", "best") and not which.removeprefix("step-").isdigit()
+
+
+class ModelAdmin:
+    def __init__(self, models: ModelStore, queries: RunQueries) -> None:
+        self.models, self.queries = models, queries
+        self._verified: dict[tuple, CheckpointInfo] = {}
+
+    # ------------------------------------------------------------------ lookups
+    def get(self, name: str) -> ModelRecord:
+        return self.models.get(name)
+
+    def resolve_model(self, name: str | None) -> ModelRecord:
+        """A named model, else the active one, else the latest trained."""
+        if name:
+            return self.models.get(name)
+        rec = self.models.active() or self.models.latest_trained()
+        if rec is None:
+            raise NotFoundError("no model selected and none trained yet",
+                                hint="train one with `llm-trainer train`, or name one with "
+                                     "--model NAME")
+        return rec
+
+    def require_idle(self, rec: ModelRecord, action: str) -> None:
+        """Refuse early when the model is training (the lock decides in the end)."""
+        run = self.queries.training_run_of(rec)
+        if run:
+            raise busy_error(rec.name, run, action)
+
+    def checkpoint_of(self, rec: ModelRecord, which: str = "latest",
+                      notes: list[str] | None = None) -> CheckpointInfo:
+        """The newest checkpoint matching ``which`` that passes its manifest check."""
+        if is_path(which):
+            return self.checkpoint_at(which)
+        skipped: list[str] = []
+        info = resolve_checkpoint(rec.path, which, warn=skipped.append)
+        if notes is not None:
+            notes.extend(skipped)
+        if info is None:
+            have = [c.step for c in list_checkpoints(rec.path, verify=True) if c.valid]
+            what = {"latest": "no usable checkpoint", "best": "no checkpoint with a val loss"}
+            raise NotFoundError(
+                f"model {rec.name} has {what.get(which, f'no usable checkpoint at step {which}')}"
+                + (f" ({'; '.join(skipped)})" if skipped else ""),
+                hint=(f"available steps: {', '.join(map(str, have))}" if have else
+                      "its first run ended before saving one: delete it with `llm-trainer "
+                      f"models delete {rec.name}` and train it again"))
+        return info
+
+    @staticmethod
+    def checkpoint_at(path_text: str) -> CheckpointInfo:
+        path = Path(path_text).expanduser()
+        if not path.is_dir():
+            raise NotFoundError(f"checkpoint {path_text!r} not found",
+                                hint="use latest, best, a step number, or a checkpoint folder")
+        info = inspect_checkpoint(path)
+        if not info.valid:
+            raise NotFoundError(f"checkpoint {info.problem}",
+                                hint="use another checkpoint: latest, best or a step")
+        return info
+
+    @staticmethod
+    def checkpoint_config(info: CheckpointInfo) -> dict[str, Any]:
+        data = read_json(info.path / "config.json")
+        if not data or "config" not in data:
+            raise NotFoundError(f"checkpoint {info.path} has no readable config.json")
+        return data["config"]
+
+    # ------------------------------------------------------------------ views
+    def model_status(self, rec: ModelRecord, training_run: str | None = None
+                     ) -> tuple[str, str | None]:
+        """ready | training | corrupted | archived | new, and a reason for corrupted."""
+        if training_run:
+            return "training", None
+        if rec.archived:
+            return "archived", None
+        ckpts = list_checkpoints(rec.path)
+        if not ckpts:
+            return "new", None
+        newest = ckpts[-1]
+        key = (str(newest.path), newest.created_at, _mtime_ns(newest.path / "model.safetensors"))
+        checked = self._verified.get(key)
+        if checked is None:
+            checked = inspect_checkpoint(newest.path, verify=True)
+            self._verified[key] = checked
+        if not checked.valid:
+            return "corrupted", checked.problem
+        return "ready", None
+
+    def _flags(self) -> tuple[str | None, str | None]:
+        latest = self.models.latest_trained()
+        return self.models.active_id(), latest.id if latest else None
+
+    def model_view(self, rec: ModelRecord, flags: tuple[str | None, str | None] | None = None
+                   ) -> ModelView:
+        active_id, latest_id = flags or self._flags()
+        training_run = self.queries.training_run_of(rec)
+        status, problem = self.model_status(rec, training_run)
+        data = rec.to_json()
+        return ModelView(
+            **{k: data[k] for k in (
+                "id", "name", "created_at", "last_trained_at", "architecture", "tokenizer",
+                "datasets", "epochs_completed", "steps_completed", "best_val_loss",
+                "latest_val_loss", "archived", "runs", "lineage", "config")},
+            status=status, problem=problem, disk_bytes=rec.disk_bytes(), path=str(rec.path),
+            training_run=training_run, checkpoint_count=len(list_checkpoints(rec.path)),
+            active=rec.id == active_id, latest=rec.id == latest_id)
+
+    def list_models(self, *, include_archived: bool = False) -> list[ModelView]:
+        flags = self._flags()
+        return [self.model_view(m, flags)
+                for m in self.models.list(include_archived=include_archived)]
+
+    def model_detail(self, name: str) -> ModelDetail:
+        rec = self.models.get(name)
+        view = self.model_view(rec)
+        ckpts = [CheckpointView(c.name, c.step, c.epoch, c.val_loss, c.valid, c.problem,
+                                c.created_at)
+                 for c in list_checkpoints(rec.path, verify=True)]
+        return ModelDetail(**{f: getattr(view, f) for f in view.__dataclass_fields__},
+                           checkpoints=ckpts)
+
+    # ------------------------------------------------------------------ changes
+    def holding_lock(self, rec: ModelRecord, action: str) -> ModelLock:
+        """The model's training lock, held while ``action`` changes the model."""
+        try:
+            return ModelLock.acquire(rec.path, operation=action)
+        except LockHeld as held:
+            raise busy_error(rec.name, self.queries.lock_holder_run(rec, held.holder),
+                             action) from None
+
+    def rename(self, old: str, new: str) -> ModelView:
+        rec = self.models.get(old)
+        with self.holding_lock(rec, "rename"):
+            return self.model_view(self.models.rename(old, new))
+
+    def archive(self, name: str, archived: bool = True) -> ModelView:
+        rec = self.models.get(name)
+        with self.holding_lock(rec, "archive" if archived else "unarchive"):
+            return self.model_view(self.models.set_archived(name, archived))
+
+    def delete(self, name: str) -> Path:
+        rec = self.models.get(name)
+        with self.holding_lock(rec, "delete"):
+            return self.models.delete(name)
+
+    def activate(self, name: str) -> ModelView:
+        rec = self.models.get(name)
+        if rec.archived:
+            raise UsageError(f"model {name} is archived",
+                             hint=f"unarchive it first: `llm-trainer models unarchive {name}`")
+        return self.model_view(self.models.set_active(name))
+
+    def export(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
+               overwrite: bool = False) -> tuple[Path, CheckpointInfo, list[str]]:
+        from llm_trainer.inference.export import export
+        from llm_trainer.training.checkpoint import read_checkpoint
+
+        notes: list[str] = []
+        info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)
+        return export(read_checkpoint(info.path), Path(out), fmt, overwrite=overwrite), info, \
+            notes
+
+    def generator(self, model: str | None = None, checkpoint: str | None = None,
+                  device: str = "auto"):
+        """A TextGenerator for a model's checkpoint (imports torch), and notes for the user."""
+        from llm_trainer.inference.generate import TextGenerator
+        from llm_trainer.training.device import probe_devices, select_device
+
+        notes: list[str] = []
+        if checkpoint and not model and is_path(checkpoint):
+            info = self.checkpoint_at(checkpoint)
+        else:
+            info = self.checkpoint_of(self.resolve_model(model), checkpoint or "latest", notes)
+        choice = select_device(device, probe_devices())
+        if choice.warning:
+            notes.append(f"warning: {choice.warning}")
+        return TextGenerator.from_checkpoint(info.path, choice.device), info, notes
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+

@@ -1,0 +1,211 @@
+"""The launch planner: what a `train`, `train --model` (continue) or `resume` request means,
+decided before anything is written or started. It returns a ``LaunchPlan``; process control
+carries it out. One pipeline for the three: a base config (a preset / file, or a checkpoint's
+config), the user's overrides with the rules that go with them, the checks. No torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.app.admin import ModelAdmin
+from llm_trainer.config import RunConfig, apply_overrides, load_config, load_yaml, preset_path
+from llm_trainer.data.sources import check_dataset_spec
+from llm_trainer.errors import NotFoundError, UsageError
+from llm_trainer.launcher import DistLaunch
+from llm_trainer.store.atomic import read_json
+from llm_trainer.store.checkpoints import CheckpointInfo, plan_finished
+from llm_trainer.store.models import ModelRecord, slug, validate_name
+from llm_trainer.store.runs import RunStore
+
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation")
+
+
+@dataclass
+class TrainRequest:
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys the user set
+    config_file: str | None = None
+    preset: str | None = None
+    name: str | None = None  # name of a new model
+    model: str | None = None  # continue this existing model instead
+    data_from: str | None = None  # train on the dataset model B was trained on
+    foreground: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    dist: DistLaunch | None = None
+
+
+@dataclass
+class LaunchPlan:
+    """Everything process control needs to start a run."""
+
+    kind: str  # train | continue | resume
+    config: RunConfig
+    model: ModelRecord | None  # the existing model it trains (None: a new one)
+    new_model_name: str | None  # for a new model: its name (None: generated from the base)
+    new_model_base: str  # the base of a generated name
+    init: dict[str, Any] | None  # the checkpoint it starts from, and how
+    dataset_explicit: bool
+    foreground: bool
+    command: list[str]
+    dist: DistLaunch | None
+    notes: list[str] = field(default_factory=list)
+
+
+def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The rules that come with the user's options: an explicit ``train.epochs`` without
+    ``train.max_steps`` clears a preset's or checkpoint's ``max_steps`` (epochs asked for win)."""
+    out = {k: v for k, v in overrides.items() if v is not None}
+    if "train.epochs" in out and "train.max_steps" not in out:
+        out["train.max_steps"] = None
+    return out
+
+
+class LaunchPlanner:
+    def __init__(self, home: Path, runs: RunStore, admin: ModelAdmin) -> None:
+        self.home, self.runs, self.admin = home, runs, admin
+
+    # ------------------------------------------------------------------ requests
+    def plan_train(self, req: TrainRequest) -> LaunchPlan:
+        """A new model, or (with ``req.model``) an existing one continued on new data."""
+        notes: list[str] = []
+        dist = req.dist.check() if req.dist else None
+        if req.model:
+            return self._plan_continue(req, notes, dist)
+        if req.data_from:
+            raise UsageError("--data-from needs --model: it trains an existing model on "
+                             "another model's dataset",
+                             hint="e.g. llm-trainer train --model A --data-from B")
+        overrides = user_overrides(req.overrides)
+        cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=overrides,
+                          home=self.home)
+        if req.name is not None:
+            validate_name(req.name)
+        check_dataset_spec(cfg.data.dataset)
+        return LaunchPlan("train", cfg, None, req.name, _default_base(cfg, req), None,
+                          self._dataset_explicit(req), req.foreground, req.command, dist, notes)
+
+    def plan_resume(self, target: str | None, *, checkpoint: str = "latest",
+                    more_epochs: int | None = None, or_more_epochs: int | None = None,
+                    restart_schedule: bool = False, overrides: dict[str, Any] | None = None,
+                    foreground: bool = False, command: list[str] | None = None,
+                    dist: DistLaunch | None = None) -> LaunchPlan:
+        """Continue exactly where a checkpoint stopped. ``or_more_epochs``: when its plan is
+        already finished, train that many more epochs instead of refusing."""
+        notes: list[str] = []
+        dist = dist.check() if dist else None
+        for value, flag in ((more_epochs, "--more-epochs"), (or_more_epochs, "epochs")):
+            if value is not None and value < 1:
+                raise UsageError(f"{flag} must be 1 or more (got {value})")
+        rec = self._resume_target(target)
+        self.admin.require_idle(rec, "resume")
+        info = self.admin.checkpoint_of(rec, checkpoint, notes)
+        cfg = self._from_checkpoint(rec, info, user_overrides(overrides or {}), what=(
+            f"checkpoint {info.path.name} of {rec.name}"),
+            hint="resume with the model's own settings (drop model.* options)")
+        finished = plan_finished(read_json(info.path / "trainer.json") or {})
+        if finished and more_epochs is None:
+            more_epochs = or_more_epochs
+            if more_epochs is None:
+                raise UsageError(
+                    f"model {rec.name} already {finished} at {info.path.name}",
+                    hint=f"train further with `llm-trainer resume {rec.name} --more-epochs N`")
+        init = {"checkpoint": str(info.path), "mode": "resume", "more_epochs": more_epochs,
+                "restart_schedule": restart_schedule}
+        return LaunchPlan("resume", cfg, rec, None, rec.name, init, True, foreground,
+                          command or list(sys.argv), dist, notes)
+
+    # ------------------------------------------------------------------ pipeline parts
+    def _plan_continue(self, req: TrainRequest, notes: list[str],
+                       dist: DistLaunch | None) -> LaunchPlan:
+        if req.name:
+            raise UsageError("--name names a new model; with --model the existing model keeps "
+                             "its name", hint="rename it with `llm-trainer models rename`")
+        rec = self.admin.get(req.model)
+        self.admin.require_idle(rec, "train")
+        info = self.admin.checkpoint_of(rec, "latest", notes)
+        overrides = user_overrides({**self._file_values(req), **req.overrides})
+        if "train.epochs" in req.overrides and "train.max_steps" not in req.overrides:
+            overrides["train.max_steps"] = None  # a file's max_steps loses to --epochs too
+        if req.data_from:
+            if "data.dataset" in req.overrides:
+                raise UsageError("use either --dataset or --data-from, not both")
+            other = self.admin.get(req.data_from)
+            other_cfg = self.admin.checkpoint_config(self.admin.checkpoint_of(other, "latest",
+                                                                              notes))
+            overrides.update({"data.dataset": other_cfg["data"]["dataset"],
+                              "data.text_column": other_cfg["data"].get("text_column"),
+                              "data.val_fraction": other_cfg["data"]["val_fraction"]})
+        overrides.pop("data.tokenizer", None)  # the model keeps its own tokenizer
+        if "data.dataset" in overrides:
+            check_dataset_spec(str(overrides["data.dataset"]))
+        cfg = self._from_checkpoint(rec, info, overrides, what=f"model {rec.name}",
+                                    hint="drop the model.* options, or train a new model "
+                                         "with --name")
+        init = {"checkpoint": str(info.path), "mode": "continue", "more_epochs": None,
+                "restart_schedule": False, "data_from": req.data_from}
+        return LaunchPlan("continue", cfg, rec, None, rec.name, init, True, req.foreground,
+                          req.command, dist, notes)
+
+    def _from_checkpoint(self, rec: ModelRecord, info: CheckpointInfo,
+                         overrides: dict[str, Any], *, what: str, hint: str) -> RunConfig:
+        """The checkpoint's config with ``overrides``; the architecture must not change."""
+        ckpt_cfg = self.admin.checkpoint_config(info)
+        cfg = apply_overrides(RunConfig.from_dict(ckpt_cfg, source=str(info.path)), overrides,
+                              source="option")
+        old = ckpt_cfg.get("model", {})
+        changes = [f"{k}: checkpoint {old.get(k)!r}, requested {getattr(cfg.model, k)!r}"
+                   for k in ARCH_KEYS if k in old and old.get(k) != getattr(cfg.model, k)]
+        if changes:
+            raise UsageError(f"{what} has a different architecture: {'; '.join(changes)}",
+                             hint=hint)
+        return cfg
+
+    def _resume_target(self, target: str | None) -> ModelRecord:
+        """A model name, a run id (its model), or the active / latest model."""
+        models = self.admin.models
+        if target is None:
+            return self.admin.resolve_model(None)
+        if models.exists(target):
+            return models.get(target)
+        try:
+            run_id = self.runs.require(target)
+        except NotFoundError:
+            close = difflib.get_close_matches(
+                target, models.names() + self.runs.run_ids()[:200], n=3, cutoff=0.5)
+            raise NotFoundError(f"no model or run named {target!r}",
+                                hint=(f"did you mean: {', '.join(close)}?" if close else
+                                      "see `llm-trainer models list` and `llm-trainer status`")
+                                ) from None
+        model_id = self.runs.read_meta(run_id).model.get("id")
+        rec = models.find_by_id(model_id) if model_id else None
+        if rec is None:
+            raise NotFoundError(f"the model of run {run_id} no longer exists")
+        return rec
+
+    def _file_values(self, req: TrainRequest) -> dict[str, Any]:
+        """Values from an explicitly given --config/--preset, flattened (for continuing)."""
+        if not (req.config_file or req.preset):
+            return {}
+        path = Path(req.config_file) if req.config_file else preset_path(req.preset, self.home)
+        data = load_yaml(path)
+        return {f"{s}.{k}": v for s, sec in (data or {}).items() if isinstance(sec, dict)
+                for k, v in sec.items()}
+
+    def _dataset_explicit(self, req: TrainRequest) -> bool:
+        """Did the user name the dataset (a flag, --set, or their own --config file)? Presets
+        only carry the default, which may fall back to the built-in corpus when offline."""
+        if "data.dataset" in req.overrides:
+            return True
+        return bool(req.config_file) and "data.dataset" in self._file_values(req)
+
+
+def _default_base(cfg: RunConfig, req: TrainRequest) -> str:
+    """``wikitext-2-default``, ``tinyshakespeare-shakespeare-char``..."""
+    ds = cfg.data.dataset
+    ds = Path(ds).stem if (os.sep in ds or Path(ds).suffix) else ds.removeprefix("hf:")
+    return f"{slug(ds, 24)}-{req.preset or ('custom' if req.config_file else 'default')}"

@@ -1,0 +1,159 @@
+"""Run queries: typed views of runs, reconciled with process liveness. Reads only. No torch.
+
+A run whose state says queued/running but whose process is gone has failed (or was stopped
+with ``stop --now``: that intent is in the run's control.json, which only front ends write,
+while state.json has one writer, the worker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from llm_trainer import launcher
+from llm_trainer.errors import BusyError
+from llm_trainer.store.atomic import read_json
+from llm_trainer.store.locks import lock_holder, read_holder
+from llm_trainer.store.models import ModelRecord, ModelStore
+from llm_trainer.store.records import RunState, RunStatus
+from llm_trainer.store.runs import RunStore
+from llm_trainer.store.schema import SchemaError
+from llm_trainer.views import RunDetail, RunView
+
+QUEUED_GRACE_S = 60.0
+STOPPED_NOW = "killed without a checkpoint (--now)"
+
+
+def busy_error(model: str, run: str, action: str) -> BusyError:
+    """One message for "this model is training", whichever check found it."""
+    if action in ("train", "continue", "resume"):
+        return BusyError(f"model {model} is already training in run {run}",
+                         hint=f"follow it with `llm-trainer status {run}` or stop it with "
+                              f"`llm-trainer stop {run}`")
+    return BusyError(f"cannot {action} model {model}: it is training in run {run}",
+                     hint=f"stop it first with `llm-trainer stop {run}`")
+
+
+class RunQueries:
+    def __init__(self, runs: RunStore, models: ModelStore) -> None:
+        self.runs, self.models = runs, models
+
+    def require_run(self, run_id: str) -> str:
+        return self.runs.require(run_id)
+
+    # ------------------------------------------------------------------ liveness
+    def reconcile(self, state: RunState) -> RunState:
+        if not state.status.active:
+            return state
+        control = self.runs.read_control(state.run_id)
+        if state.status == RunStatus.RUNNING or state.pid:
+            if launcher.process_alive(state.pid, state.create_time):
+                return state
+            if control.get("stop") == "now":
+                return state.updated(status=RunStatus.STOPPED, error=STOPPED_NOW,
+                                     ended_at=control.get("requested_at"), eta_seconds=None,
+                                     finish_at=None)
+            error = "process ended unexpectedly"
+            if state.world_size:
+                peers = sorted(self.runs.paths(state.run_id).dir.glob("rank-*.error"))
+                details = [str((read_json(p) or {}).get("error")) for p in peers]
+                if details:
+                    error += f" (another rank failed: {details[0]})"
+            return state.updated(status=RunStatus.FAILED, error=error, eta_seconds=None,
+                                 finish_at=None)
+        if control.get("start_error"):
+            return state.updated(status=RunStatus.FAILED, error=control["start_error"])
+        if time.time() - float(state.created_at or 0) > QUEUED_GRACE_S:
+            return state.updated(status=RunStatus.FAILED,
+                                 error="the worker process never started (see its train.log)")
+        return state
+
+    def run_alive(self, run_id: str) -> bool:
+        return self.run_view(run_id).active
+
+    def training_run_of(self, rec: ModelRecord) -> str | None:
+        """The run training ``rec`` now, for display and quick refusals (the lock itself is
+        what keeps two trainings apart)."""
+        holder = lock_holder(rec.path)
+        return holder if holder and self.runs.exists(holder) and self.run_alive(holder) \
+            else None
+
+    def lock_holder_run(self, rec: ModelRecord, holder: dict | None) -> str:
+        """The run holding a lock we just failed to take. Its launcher writes its run id right
+        after taking the lock: wait briefly for that rather than name a finished run the
+        file still mentions."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            holder = holder or {}
+            if holder.get("operation") and launcher.process_alive(holder.get("pid"), None):
+                return f"(none: being changed by `{holder['operation']}`)"
+            run = holder.get("run_id")
+            if run and (not self.runs.exists(run) or self.run_alive(run)):
+                return run
+            if time.monotonic() > deadline:
+                return run or "(unknown)"
+            time.sleep(0.02)
+            holder = read_holder(rec.path)
+
+    # ------------------------------------------------------------------ views
+    def _model_names(self) -> dict[str, str]:
+        return {m.id: m.name for m in self.models.list()}
+
+    def run_view(self, run_id: str, names: dict[str, str] | None = None) -> RunView:
+        try:
+            raw = self.runs.read_state(run_id)
+        except SchemaError as exc:
+            return RunView(run_id=run_id, model="?", model_id=None, status="unreadable",
+                           error=str(exc))
+        if raw is None:
+            return RunView(run_id=run_id, model="?", model_id=None, status="unreadable",
+                           error="state.json is missing or unreadable")
+        state = self.reconcile(raw)
+        names = names if names is not None else self._model_names()
+        active = state.status.active
+        started = state.started_at or state.created_at
+        elapsed = None
+        if started:
+            end = state.ended_at if not active else None
+            elapsed = (end or (time.time() if active else state.updated_at or time.time())) \
+                - started
+        tele = state.telemetry or {}
+        return RunView(
+            run_id=run_id, model=names.get(state.model_id or "", state.model_name or "?"),
+            model_id=state.model_id, status=state.status.value, epoch=state.epoch,
+            step=state.step, total_steps=state.total_steps, loss=state.loss,
+            val_loss=state.val_loss, best_val_loss=state.best_val_loss,
+            device=state.device or state.requested_device,
+            eta_seconds=state.eta_seconds if active else None,
+            finish_at=state.finish_at if active else None, elapsed_s=elapsed,
+            tokens_per_s=state.tokens_per_s, lr=state.lr, grad_norm=state.grad_norm,
+            anomalies=state.anomalies, rollbacks=state.rollbacks,
+            last_anomaly=state.last_anomaly, last_sample=state.last_sample,
+            gpu_util_pct=tele.get("gpu_util_pct"), pid=state.pid, error=state.error,
+            reason=state.reason, checkpoint=state.checkpoint, created_at=state.created_at,
+            started_at=state.started_at, ended_at=state.ended_at, telemetry=tele or None)
+
+    def list_runs(self, *, active_only: bool = False) -> list[RunView]:
+        """Running first, then newest first."""
+        names = self._model_names()
+        views = [self.run_view(r, names) for r in self.runs.run_ids()]
+        if active_only:
+            views = [v for v in views if v.active]
+        return sorted(views, key=lambda v: (not v.active, -(v.created_at or 0), v.run_id))
+
+    def run_detail(self, run_id: str, log_lines: int = 10) -> RunDetail:
+        """One run in full; a record it cannot read (e.g. from a newer release) is an error
+        here, where the list only marks it unreadable."""
+        run_id = self.runs.require(run_id)
+        self.runs.read_state(run_id)  # raises SchemaError for a newer file
+        view = self.run_view(run_id)
+        meta = self.runs.read_meta(run_id).to_json()
+        return RunDetail(**dataclasses.asdict(view),
+                         meta={k: v for k, v in meta.items() if k != "config"},
+                         config=meta.get("config"),
+                         log_tail=self.runs.log_tail(run_id, log_lines),
+                         log_path=str(self.runs.paths(run_id).log))
+
+    def metrics(self, run_id: str, tail: int | None = None) -> list[dict[str, Any]]:
+        return self.runs.read_metrics(run_id, tail=tail)

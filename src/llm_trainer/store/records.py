@@ -1,0 +1,163 @@
+"""Typed run records: ``RunMeta`` (meta.json: what was asked) and ``RunState`` (state.json:
+what is happening now), with their status enum and schema migrations. No torch here.
+
+Schema history (``RUN_SCHEMA``):
+  1  the first release.
+  2  state.json: gradient norm, anomaly counts and the latest sample (filled with defaults
+     when a v1 file is read); meta.json: ``distributed`` always present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from llm_trainer.store.schema import SchemaError, upgrade
+
+RUN_SCHEMA = 2
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+    @property
+    def active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def _state_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {"grad_norm": None, "anomalies": 0, "rollbacks": 0, "last_anomaly": None,
+            "last_sample": None, **data}
+
+
+def _meta_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {"distributed": None, **data}
+
+
+class _Record:
+    """from_json / to_json for a dataclass with an ``extra`` dict that keeps unknown keys (a
+    newer minor writer's additions survive a rewrite)."""
+
+    @classmethod
+    def _from(cls, data: dict[str, Any]):
+        names = {f.name for f in fields(cls)} - {"extra"}  # type: ignore[arg-type]
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names and k != "schema_version"}
+        return cls(**known, extra=extra)  # type: ignore[call-arg]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+               if f.name != "extra"}
+        return {**self.extra, **out}  # type: ignore[attr-defined]
+
+    def updated(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass
+class RunMeta(_Record):
+    """What was asked: written by the launcher, completed by the worker when it starts."""
+
+    run_id: str
+    created_at: float | None = None
+    kind: str = "train"  # train | continue | resume
+    command: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)  # {"id", "name"} at launch
+    config: dict[str, Any] = field(default_factory=dict)
+    requested_device: str | None = None
+    init: dict[str, Any] | None = None  # the checkpoint it starts from, and how
+    dataset_explicit: bool = True
+    created_model: bool = False
+    foreground: bool = False
+    home: str | None = None
+    distributed: dict[str, Any] | None = None
+    # filled in by the worker once training starts
+    selected_device: dict[str, Any] | None = None
+    precision: str | None = None
+    parameters: int | None = None
+    architecture: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+    global_batch: int | None = None
+    world_size: int | None = None
+    tokens_per_step: int | None = None
+    steps_per_epoch: int | None = None
+    versions: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "meta.json") -> RunMeta:
+        return cls._from(upgrade(data, current=RUN_SCHEMA, migrations={1: _meta_v1_to_v2},
+                                 source=source))
+
+
+@dataclass
+class RunState(_Record):
+    """What is happening now. The worker is its only writer once it runs (the launcher
+    writes the first, queued one)."""
+
+    run_id: str
+    status: RunStatus = RunStatus.QUEUED
+    model_id: str | None = None
+    model_name: str | None = None
+    created_at: float | None = None
+    requested_device: str | None = None
+    # the process
+    pid: int | None = None
+    create_time: float | None = None
+    agent_pid: int | None = None  # torchrun's agent, for multi-process runs
+    agent_create_time: float | None = None
+    world_size: int | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+    ended_at: float | None = None
+    # progress
+    device: str | None = None
+    start_step: int | None = None
+    step: int = 0
+    total_steps: int | None = None
+    steps_per_epoch: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+    elapsed_s: float | None = None
+    eta_seconds: float | None = None
+    finish_at: float | None = None
+    step_time_s: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    perplexity: float | None = None
+    checkpoint: str | None = None
+    telemetry: dict[str, Any] | None = None
+    # events
+    anomalies: int = 0
+    rollbacks: int = 0
+    last_anomaly: str | None = None
+    last_sample: dict[str, Any] | None = None
+    # the end
+    reason: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            self.status = RunStatus(self.status)
+        except ValueError:
+            raise SchemaError(f"state.json of run {self.run_id} has an unknown status "
+                              f"{self.status!r}") from None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "state.json") -> RunState:
+        return cls._from(upgrade(data, current=RUN_SCHEMA, migrations={1: _state_v1_to_v2},
+                                 source=source))

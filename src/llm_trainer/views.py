@@ -1,0 +1,123 @@
+"""The typed contract between the application layer and the front ends (CLI, TUI).
+
+The service returns these frozen views; front ends format them and decide nothing. Each
+``to_json()`` gives the keys that ``--json`` prints (documented in the README). No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run as `status` lists it: the worker's state, reconciled with process liveness."""
+
+    run_id: str
+    model: str  # the model's current name (runs refer to models by id)
+    model_id: str | None
+    status: str  # queued | running | completed | failed | paused | stopped | unreadable
+    epoch: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    device: str | None = None
+    eta_seconds: float | None = None  # only while active
+    finish_at: float | None = None  # only while active
+    elapsed_s: float | None = None
+    tokens_per_s: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    anomalies: int = 0
+    rollbacks: int = 0
+    last_anomaly: str | None = None
+    last_sample: dict[str, Any] | None = None  # {"time", "step", "prompt", "text"}
+    gpu_util_pct: float | None = None
+    pid: int | None = None
+    error: str | None = None
+    reason: str | None = None  # why it ended (completed / paused)
+    checkpoint: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    telemetry: dict[str, Any] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def sample_lines(self, limit: int = 8) -> list[str]:
+        """The latest sample (prompt + continuation), its last ``limit`` lines."""
+        if not self.last_sample:
+            return []
+        text = self.last_sample.get("prompt", "") + self.last_sample.get("text", "")
+        return text.splitlines()[-limit:]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunDetail(RunView):
+    """A run with what was asked (meta, config) and the end of its log."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    log_tail: list[str] = field(default_factory=list)
+    log_path: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    name: str
+    step: int
+    epoch: float
+    val_loss: float | None
+    valid: bool
+    problem: str | None
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One named model: its record, and what the service derived (status, size, flags)."""
+
+    id: str
+    name: str
+    status: str  # ready | training | corrupted | archived | new
+    problem: str | None  # why it is corrupted
+    created_at: float
+    last_trained_at: float | None
+    architecture: dict[str, Any]
+    tokenizer: dict[str, Any]
+    datasets: list[dict[str, Any]]
+    epochs_completed: float
+    steps_completed: int
+    best_val_loss: float | None
+    latest_val_loss: float | None
+    archived: bool
+    runs: list[str]
+    lineage: list[dict[str, Any]]
+    config: dict[str, Any]
+    disk_bytes: int
+    path: str
+    training_run: str | None
+    checkpoint_count: int  # how many checkpoint folders it has
+    active: bool  # the model commands use when none is named
+    latest: bool  # the most recently trained one
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelDetail(ModelView):
+    """A model with each of its checkpoints, verified against their manifests."""
+
+    checkpoints: list[CheckpointView] = field(default_factory=list)
