@@ -57,6 +57,14 @@ def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
     return proc
 
 
+def train_tiny(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """A TINY model trained in the foreground through the real CLI (no samples); the test
+    fails with the CLI's output if training does."""
+    proc = run_cli("train", *TINY, "--foreground", "--sample", "0", *args, home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def stop_all_runs(home: Path) -> None:
     """Kill any worker a test left running under ``home`` (a failed test must not leave
     training processes behind)."""
@@ -66,6 +74,15 @@ def stop_all_runs(home: Path) -> None:
     for view in svc.list_runs(active_only=True):
         with contextlib.suppress(Exception):
             svc.stop(view.run_id, now=True)
+    # and any process still working in this home (a run whose state was not written yet)
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if f"--home {home}" in cmd and ("llm_trainer.worker" in cmd or
+                                        "torch.distributed.run" in cmd):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def wait_for(predicate, timeout=60.0, interval=0.05):
@@ -121,3 +138,36 @@ class Flag:
 
     def is_set(self):
         return self.value
+
+
+def make_hf_gpt2(folder: Path, text: str, *, n_layer: int = 2, n_head: int = 2,
+                 n_embd: int = 32, n_positions: int = 64, vocab_size: int = 300,
+                 weights: str = "safetensors", seed: int = 0) -> Path:
+    """A tiny ``GPT2LMHeadModel`` folder as transformers saves it (random weights, a byte-level
+    BPE tokenizer trained on ``text``): what a user's downloaded GPT-2 looks like, in small.
+    ``weights="bin"``: a ``pytorch_model.bin`` in the layout of the original hub upload
+    instead (no ``transformer.`` prefix, the ``attn.bias`` mask buffers, the tied head)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llm_trainer.data.tokenizer import EOT, TextTokenizer
+
+    tok = TextTokenizer.train_bpe(text, vocab_size)
+    eot = tok.tok.token_to_id(EOT)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=tok.vocab_size, n_positions=n_positions, n_embd=n_embd,
+                        n_layer=n_layer, n_head=n_head, bos_token_id=eot, eos_token_id=eot)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    tok.save(folder / "tokenizer.json")
+    if weights == "bin":
+        from safetensors.torch import load_file
+
+        sd = {k.removeprefix("transformer."): v
+              for k, v in load_file(str(folder / "model.safetensors")).items()}
+        sd["lm_head.weight"] = sd["wte.weight"]
+        for i in range(n_layer):
+            sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n_positions, n_positions))
+        torch.save(sd, folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
+    return folder

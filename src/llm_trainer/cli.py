@@ -11,13 +11,16 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from llm_trainer import __version__
 from llm_trainer.errors import LLMTrainerError, UsageError
 from llm_trainer.progress import format_clock, format_duration
+
+if TYPE_CHECKING:
+    from llm_trainer.views import RunDetail, RunView
 
 app = typer.Typer(
     name="llm-trainer",
@@ -88,25 +91,25 @@ def _num(value: Any, fmt: str = "{:.4f}") -> str:
         return str(value)
 
 
-def _steps(view: dict[str, Any]) -> str:
+def _steps(view: RunView) -> str:
     step, total = view.step, view.total_steps
     if step is None:
         return "-"
     return f"{step:,}/{total:,}" if total else f"{step:,}"
 
 
-def _eta(view: dict[str, Any]) -> str:
-    if view.status not in ("running", "queued"):
+def _eta(view: RunView) -> str:
+    if not view.active:
         return "-"
     return format_duration(view.eta_seconds)
 
 
-def _gpu(view: dict[str, Any]) -> str:
+def _gpu(view: RunView) -> str:
     value = view.gpu_util_pct
     return "n/a" if value is None else f"{value:.0f}%"
 
 
-def _runs_table(views: list[dict[str, Any]]):
+def _runs_table(views: list[RunView]):
     from rich.table import Table
     from rich.text import Text
 
@@ -144,7 +147,7 @@ def _telemetry_lines(tele: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _detail_text(d: dict[str, Any]) -> str:
+def _detail_text(d: RunDetail) -> str:
     meta = d.meta
     sel = meta.get("selected_device") or {}
     lines = [
@@ -236,6 +239,14 @@ def train(
         help="continue training this existing model (keeps its tokenizer)")] = None,
     data_from: Annotated[str | None, typer.Option(
         help="with --model: train on the dataset this other model was trained on")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="hf:FOLDER: fine-tune a Hugging Face GPT-2 folder on disk (config.json, "
+             "model.safetensors or pytorch_model.bin, tokenizer.json) as a new model")] = None,
+    lora: Annotated[str | None, typer.Option(
+        help="with --init-from: train LoRA adapters only, e.g. "
+             "r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")] = None,
+    freeze_layers: Annotated[int | None, typer.Option(
+        help="with --init-from: keep the embeddings and the first N blocks frozen")] = None,
     early_stop_patience: Annotated[int | None, typer.Option(
         help="end the run after N evaluations without improvement (0: never)")] = None,
     sample_interval: Annotated[int | None, typer.Option(
@@ -259,9 +270,11 @@ def train(
     master_port: MasterPortOpt = None,
 ) -> None:
     """Train a model (detached unless --foreground)."""
-    from llm_trainer.service import DistLaunch, TrainRequest
+    from llm_trainer.service import DistLaunch, TrainRequest, parse_lora
 
-    flags = {"data.dataset": dataset, "train.epochs": epochs, "train.max_steps": max_steps,
+    flags = {**(parse_lora(lora) if lora is not None else {}),
+             "finetune.freeze_layers": freeze_layers, "data.dataset": dataset,
+             "train.epochs": epochs, "train.max_steps": max_steps,
              "train.batch_size": batch_size, "model.block_size": seq_len, "train.lr": lr,
              "runtime.device": device, "runtime.precision": precision,
              "train.grad_accum": grad_accum, "train.eval_interval": eval_interval,
@@ -271,7 +284,8 @@ def train(
              "train.sample_prompts": list(sample_prompt) if sample_prompt else None,
              "train.on_anomaly": on_anomaly, "runtime.tensorboard": True if tensorboard else None}
     req = TrainRequest(overrides=_overrides(flags, set_), config_file=config, preset=preset,
-                       name=name, model=model, data_from=data_from, foreground=foreground,
+                       name=name, model=model, data_from=data_from, init_from=init_from,
+                       foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]],
                        dist=DistLaunch(nproc, nnodes, node_rank, master_addr, master_port))
     svc = _service()
@@ -307,7 +321,7 @@ def _report_launch(svc, launch, sample: int) -> None:
                     hint=f"details: llm-trainer status {launch.run_id}")
 
 
-def _follow(svc, launch):
+def _follow(svc, launch) -> RunView:
     """Stream the worker's log and draw a progress bar from its state until it exits."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     from rich.text import Text
@@ -318,7 +332,7 @@ def _follow(svc, launch):
                         TextColumn("{task.fields[info]}"), console=console, transient=True,
                         disable=not live)
     task = progress.add_task("training", total=None, info="starting...")
-    final = svc.run_view(launch.run_id)  # replaced by the follower's views
+    final: RunView | None = None  # the follower's last view (it always sends one)
     interrupts = 0
     follower = svc.follow(launch.run_id, process=launch.process)
     events = iter(follower)
@@ -353,7 +367,7 @@ def _follow(svc, launch):
                 # without a terminal the worker's own periodic progress lines stand in
                 progress.update(task, completed=step, total=total, info=info,
                                 description=f"step {step:,}/{total or '?'}")
-    return final
+    return final if final is not None else svc.run_view(launch.run_id)
 
 
 def _sample(svc, model: str, tokens: int) -> None:
@@ -672,23 +686,40 @@ def models_activate(name: Annotated[str, typer.Argument(help="model name")]) -> 
 def models_export(
     name: Annotated[str | None, typer.Argument(help="model name (default: the active one)")
                     ] = None,
-    out: Annotated[str, typer.Option("--out", help="folder to write")] = "",
-    fmt: Annotated[str, typer.Option("--format", help="hf (transformers GPT-2) or "
-                                                      "safetensors")] = "hf",
+    out: Annotated[str, typer.Option("--out", help="folder to write (a .gguf file for gguf)")
+                   ] = "",
+    fmt: Annotated[str, typer.Option("--format", help="hf (transformers GPT-2), safetensors, "
+                                                      "gguf (llama.cpp) or ollama")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
-    force: Annotated[bool, typer.Option("--force", help="write into a non-empty folder")
+    dtype: Annotated[str | None, typer.Option(help="gguf/ollama weights: f32 (default) or f16")
+                     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite: write into a non-empty "
+                                                        "folder, or replace a .gguf file")
                      ] = False,
 ) -> None:
-    """Write a model for other tools: a Hugging Face GPT-2 folder, or bare safetensors."""
+    """Write a model for other tools: a Hugging Face GPT-2 folder, bare safetensors, a GGUF
+    file for llama.cpp, or an Ollama folder (model.gguf + Modelfile)."""
+    import shlex
+
     if not out:
-        raise UsageError("--out FOLDER is required", hint="e.g. --out exports/my-model")
+        example = {"gguf": "exports/my-model.gguf"}.get(fmt, "exports/my-model")
+        raise UsageError("--out is required", hint=f"e.g. --out {example}")
     path, info, notes = _service().export_model(name, out, fmt, checkpoint=checkpoint,
-                                                overwrite=force)
+                                                overwrite=force, dtype=dtype)
     for note in notes:
         _out(f"warning: {note}", err=True)
-    _out(f"exported {info.path.parent.name} ({info.path.name}) as {fmt} to {path}")
+    model = info.path.parent.name
+    what = f"{fmt} ({dtype or 'f32'})" if fmt in ("gguf", "ollama") else fmt
+    _out(f"exported {model} ({info.path.name}) as {what} to {path}")
     if fmt == "hf":
         _out(f"  load it: AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    elif fmt == "gguf":  # learned positions: keep llama.cpp's context at the model's
+        ctx = json.loads((info.path / "config.json").read_text())["architecture"]["block_size"]
+        _out(f"  run it: llama-cli -m {shlex.quote(str(path))} -c {ctx} -n {ctx // 2} "
+             f'-p "Once upon a time"')
+    elif fmt == "ollama":
+        _out(f"  add it to Ollama: ollama create {shlex.quote(model)} -f "
+             f"{shlex.quote(str(path / 'Modelfile'))}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,9 @@ from llm_trainer.errors import ConfigError
 
 SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
+# model.* keys that define the architecture: a checkpoint's weights fit no other values
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation")
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -123,11 +126,36 @@ class RuntimeConfig:
                                       "failing", min=1.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """Fine-tuning an imported model (``train --init-from hf:FOLDER``)."""
+
+    init_from: str | None = _opt(None, "the Hugging Face GPT-2 folder the weights came from "
+                                       "(set by --init-from; recorded, not read again)")
+    lora_r: int = _opt(0, "LoRA rank: 0 trains every weight (full fine-tune); N > 0 trains "
+                          "rank-N adapters only (--lora r=N,...)", min=0, max=4096)
+    lora_alpha: float = _opt(16.0, "LoRA scaling numerator (updates are scaled by alpha / r)",
+                             min=0.0, min_exclusive=True)
+    lora_dropout: float = _opt(0.05, "dropout on the LoRA branch's input", min=0.0, max=1.0,
+                               max_exclusive=True)
+    lora_targets: tuple[str, ...] = _opt(("c_attn", "c_proj"), "module names that get "
+                                         "adapters (c_attn, c_proj, c_fc; c_proj covers both "
+                                         "the attention and the MLP output)")
+    freeze_layers: int = _opt(0, "keep the embeddings and the first N blocks frozen", min=0)
+
+    def check(self) -> None:
+        bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if bad:
+            raise ConfigError(f"finetune.lora_targets: no module named {bad[0]!r}",
+                              hint=f"allowed: {', '.join(LORA_TARGETS)}")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
     "train": TrainConfig,
     "runtime": RuntimeConfig,
+    "finetune": FinetuneConfig,
 }
 
 
@@ -137,6 +165,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
@@ -194,6 +223,7 @@ def apply_overrides(base: RunConfig, dotted: dict[str, Any], *, source: str) -> 
     changes = {s: dataclasses.replace(getattr(base, s), **v) for s, v in per_section.items()}
     cfg = dataclasses.replace(base, **changes)
     cfg.model.check()
+    cfg.finetune.check()
     return cfg
 
 

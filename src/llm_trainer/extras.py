@@ -13,6 +13,8 @@ from llm_trainer.errors import UsageError
 EXTRAS = {
     # feature: (module to import, extra that installs it)
     "tensorboard": ("tensorboard", "tensorboard"),
+    "gguf": ("gguf", "gguf"),
+    "lora": ("peft", "lora"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
-from llm_trainer.app.planner import TrainRequest
+from llm_trainer.app.planner import TrainRequest, parse_lora
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.checkpoints import CheckpointInfo
@@ -21,7 +21,7 @@ from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.views import ModelDetail, ModelView, RunDetail, RunView
 
-__all__ = ["DistLaunch", "Launch", "Service", "TrainRequest", "resolve_home"]
+__all__ = ["DistLaunch", "Launch", "Service", "TrainRequest", "parse_lora", "resolve_home"]
 
 
 def resolve_home(home: str | os.PathLike | None) -> Path:
@@ -132,8 +132,10 @@ class Service:
         return self.admin.activate(name)
 
     def export_model(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
-                     overwrite: bool = False) -> tuple[Path, CheckpointInfo, list[str]]:
-        return self.admin.export(name, out, fmt, checkpoint=checkpoint, overwrite=overwrite)
+                     overwrite: bool = False, dtype: str | None = None
+                     ) -> tuple[Path, CheckpointInfo, list[str]]:
+        return self.admin.export(name, out, fmt, checkpoint=checkpoint, overwrite=overwrite,
+                                 dtype=dtype)
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

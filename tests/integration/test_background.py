@@ -177,7 +177,7 @@ def test_readers_never_see_a_partial_state_file(data_home):
     while time.monotonic() < deadline:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)  # raises on a torn file
-        assert data["schema_version"] == 1
+        assert data["schema_version"] == RUN_SCHEMA
         reads += 1
     assert reads > 100
     run_cli("stop", run_id, "--now", home=data_home)

@@ -48,15 +48,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(home):
 
     s1, m1 = final_state(home, "single")
     s2, m2 = final_state(home, "pair")
-    assert m2["world_size"] == 2 and m2["global_batch"] == m1["global_batch"] == 8
-    assert m2["distributed"]["nproc"] == 2
+    assert m2.world_size == 2 and m2.global_batch == m1.global_batch == 8
+    assert m2.distributed["nproc"] == 2
     # The same windows per step and the same averaged gradient: only the order of float
     # additions differs (an all-reduce of two half-sums vs one accumulated sum), ~1e-7 per
     # step; AdamW's normalised updates keep that from growing over 20 steps, so 1e-4 leaves
     # two orders of magnitude of margin while any real difference (other data, other
     # averaging) moves the loss by >1e-2.
-    assert abs(s1["loss"] - s2["loss"]) <= 1e-4, (s1["loss"], s2["loss"])
-    assert abs(s1["val_loss"] - s2["val_loss"]) <= 1e-4, (s1["val_loss"], s2["val_loss"])
+    assert abs(s1.loss - s2.loss) <= 1e-4, (s1.loss, s2.loss)
+    assert abs(s1.val_loss - s2.val_loss) <= 1e-4, (s1.val_loss, s2.val_loss)
 
     # one run record and one set of checkpoints, written by rank 0 alone
     runs = [r for r in RunStore(home).run_ids()

@@ -178,14 +178,20 @@ class ModelAdmin:
         return self.model_view(self.models.set_active(name))
 
     def export(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
-               overwrite: bool = False) -> tuple[Path, CheckpointInfo, list[str]]:
-        from llm_trainer.inference.export import export
+               overwrite: bool = False, dtype: str | None = None
+               ) -> tuple[Path, CheckpointInfo, list[str]]:
+        from llm_trainer.inference.export import GGUF_FORMATS, export
         from llm_trainer.training.checkpoint import read_checkpoint
 
         notes: list[str] = []
         info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)
-        return export(read_checkpoint(info.path), Path(out), fmt, overwrite=overwrite), info, \
-            notes
+        ckpt = read_checkpoint(info.path)
+        path = export(ckpt, Path(out), fmt, overwrite=overwrite, dtype=dtype)
+        if fmt in GGUF_FORMATS:
+            from llm_trainer.inference.gguf_export import export_notes
+
+            notes.extend(export_notes(ckpt))
+        return path, info, notes
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

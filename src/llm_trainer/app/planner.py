@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
-from llm_trainer.config import RunConfig, apply_overrides, load_config, load_yaml, preset_path
+from llm_trainer.config import (
+    ARCH_KEYS,
+    RunConfig,
+    apply_overrides,
+    load_config,
+    load_yaml,
+    preset_path,
+)
 from llm_trainer.data.sources import check_dataset_spec
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import DistLaunch
@@ -22,8 +29,6 @@ from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import CheckpointInfo, plan_finished
 from llm_trainer.store.models import ModelRecord, slug, validate_name
 from llm_trainer.store.runs import RunStore
-
-ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation")
 
 
 @dataclass
@@ -34,6 +39,7 @@ class TrainRequest:
     name: str | None = None  # name of a new model
     model: str | None = None  # continue this existing model instead
     data_from: str | None = None  # train on the dataset model B was trained on
+    init_from: str | None = None  # hf:FOLDER: a new model from a Hugging Face GPT-2 folder
     foreground: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     dist: DistLaunch | None = None
@@ -56,6 +62,39 @@ class LaunchPlan:
     notes: list[str] = field(default_factory=list)
 
 
+# peak learning rates when fine-tuning an imported model and --lr is not given: pretrained
+# weights want far smaller steps than training from scratch (1e-3 here); adapters start at
+# zero and take larger ones
+FINETUNE_LR = 5e-5
+LORA_LR = 2e-4
+LORA_KEYS = {"r": "finetune.lora_r", "alpha": "finetune.lora_alpha",
+             "dropout": "finetune.lora_dropout", "targets": "finetune.lora_targets"}
+
+
+def parse_lora(spec: str) -> dict[str, Any]:
+    """``r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj`` -> ``finetune.*`` overrides (the
+    values are checked with the config's own rules)."""
+    out: dict[str, Any] = {}
+    key = None
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            key, value = (x.strip() for x in part.split("=", 1))
+            if key not in LORA_KEYS:
+                raise UsageError(f"--lora: unknown setting {key!r}",
+                                 hint="use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
+            out[LORA_KEYS[key]] = [value] if key == "targets" else value
+        elif key == "targets":  # targets=c_attn,c_proj: the names after the first
+            out[LORA_KEYS[key]].append(part)
+        else:
+            raise UsageError(f"--lora: {part!r} is not key=value",
+                             hint="use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
+    if LORA_KEYS["r"] not in out:
+        raise UsageError("--lora needs a rank: r=N", hint="e.g. --lora r=8,alpha=16")
+    return out
+
+
 def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """The rules that come with the user's options: an explicit ``train.epochs`` without
     ``train.max_steps`` clears a preset's or checkpoint's ``max_steps`` (epochs asked for win)."""
@@ -74,6 +113,8 @@ class LaunchPlanner:
         """A new model, or (with ``req.model``) an existing one continued on new data."""
         notes: list[str] = []
         dist = req.dist.check() if req.dist else None
+        if req.init_from:
+            return self._plan_import(req, notes, dist)
         if req.model:
             return self._plan_continue(req, notes, dist)
         if req.data_from:
@@ -86,6 +127,10 @@ class LaunchPlanner:
         if req.name is not None:
             validate_name(req.name)
         check_dataset_spec(cfg.data.dataset)
+        if cfg.finetune.lora_r or cfg.finetune.freeze_layers:
+            raise UsageError("LoRA and frozen layers fine-tune a pretrained model: they need "
+                             "--init-from", hint="e.g. llm-trainer train --init-from "
+                                                 "hf:FOLDER --lora r=8 --dataset my.txt")
         return LaunchPlan("train", cfg, None, req.name, _default_base(cfg, req), None,
                           self._dataset_explicit(req), req.foreground, req.command, dist, notes)
 
@@ -120,6 +165,50 @@ class LaunchPlanner:
                           command or list(sys.argv), dist, notes)
 
     # ------------------------------------------------------------------ pipeline parts
+    def _plan_import(self, req: TrainRequest, notes: list[str],
+                     dist: DistLaunch | None) -> LaunchPlan:
+        """A new model whose weights, architecture and tokenizer come from a Hugging Face
+        GPT-2 folder; the preset or config file gives the training settings."""
+        from llm_trainer.model.hf_import import arch_changes, inspect_hf_folder
+
+        for given, flag in ((req.model, "--model"), (req.data_from, "--data-from")):
+            if given:
+                raise UsageError(f"--init-from starts a new model; {flag} trains an existing "
+                                 "one: use one of them")
+        src = inspect_hf_folder(req.init_from)
+        overrides = user_overrides(req.overrides)
+        changes = arch_changes(src, overrides)
+        if changes:
+            raise UsageError(f"--init-from takes the architecture from {src.path.name}: "
+                             f"{changes[0]}", hint="drop the model.* options (a shorter "
+                                                   "--seq-len is allowed)")
+        if "data.tokenizer" in overrides:
+            raise UsageError("--init-from keeps the folder's tokenizer: drop data.tokenizer")
+        arch = {f"model.{k}": v for k, v in src.arch.items()}
+        forced = {**arch, **overrides, "data.tokenizer": str(src.tokenizer),
+                  "finetune.init_from": src.spec}
+        cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=forced,
+                          home=self.home)
+        # a preset's lr is meant for training from scratch; the user's own value wins
+        if "train.lr" not in overrides and not (req.config_file and
+                                                "train.lr" in self._file_values(req)):
+            cfg = cfg.replace(**{"train.lr": LORA_LR if cfg.finetune.lora_r else FINETUNE_LR})
+        if cfg.finetune.lora_r:
+            from llm_trainer.extras import require
+
+            require("lora", option="--lora")
+        if cfg.finetune.freeze_layers > src.arch["n_layer"]:
+            raise UsageError(f"--freeze-layers {cfg.finetune.freeze_layers}: "
+                             f"{src.path.name} has {src.arch['n_layer']} blocks")
+        if req.name is not None:
+            validate_name(req.name)
+        check_dataset_spec(cfg.data.dataset)
+        base = f"{slug(src.path.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
+        init = {"checkpoint": str(src.path), "mode": "import", "more_epochs": None,
+                "restart_schedule": False}
+        return LaunchPlan("train", cfg, None, req.name, base, init,
+                          self._dataset_explicit(req), req.foreground, req.command, dist, notes)
+
     def _plan_continue(self, req: TrainRequest, notes: list[str],
                        dist: DistLaunch | None) -> LaunchPlan:
         if req.name:
@@ -160,6 +249,12 @@ class LaunchPlanner:
         old = ckpt_cfg.get("model", {})
         changes = [f"{k}: checkpoint {old.get(k)!r}, requested {getattr(cfg.model, k)!r}"
                    for k in ARCH_KEYS if k in old and old.get(k) != getattr(cfg.model, k)]
+        # a LoRA model's adapters are part of its shape: their rank and targets stay
+        old_ft = {"lora_r": 0, **ckpt_cfg.get("finetune", {})}
+        for k in ("lora_r", "lora_targets") if old_ft["lora_r"] else ("lora_r",):
+            was, now = old_ft.get(k), getattr(cfg.finetune, k)
+            if (tuple(was) if isinstance(was, list) else was) != now:
+                changes.append(f"finetune.{k}: checkpoint {was!r}, requested {now!r}")
         if changes:
             raise UsageError(f"{what} has a different architecture: {'; '.join(changes)}",
                              hint=hint)

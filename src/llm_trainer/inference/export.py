@@ -5,6 +5,8 @@ files, generation_config.json) that ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load. Our names already match GPT2LMHeadModel's; HF's Conv1D
 layers store weights transposed, and a model trained without biases gets zero biases.
 ``safetensors``: our own weights, config and tokenizer, unchanged.
+``gguf`` / ``ollama``: one GGUF file for llama.cpp, or a folder with it and an Ollama
+Modelfile (``gguf_export``).
 """
 
 from __future__ import annotations
@@ -17,21 +19,23 @@ import torch
 
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
+from llm_trainer.inference.generate import GenerationSettings
 from llm_trainer.training.checkpoint import LoadedCheckpoint, load_model
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-FORMATS = ("hf", "safetensors")
+FORMATS = ("hf", "safetensors", "gguf", "ollama")
+GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to
 
 
-def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
+def state_dict_with_biases(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
+    """The weights by GPT-2 name as our nn.Linear stores them (out, in), without the tied
+    ``lm_head.weight``; a model trained without biases gets zero biases (GPT-2 and llama.cpp's
+    gpt2 always have them: zeros are the same function)."""
     model = load_model(ckpt, "cpu")
     shape = ckpt.shape
     sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
           if k != "lm_head.weight"}  # tied to transformer.wte.weight
-    for name in list(sd):
-        if name.endswith(CONV1D):
-            sd[name] = sd[name].t().contiguous()
-    if not shape.bias:  # GPT-2 always has biases: zeros are the same function
+    if not shape.bias:
         for i in range(shape.n_layer):
             p = f"transformer.h.{i}."
             sd[p + "ln_1.bias"] = torch.zeros(shape.n_embd)
@@ -41,6 +45,14 @@ def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
             sd[p + "mlp.c_fc.bias"] = torch.zeros(4 * shape.n_embd)
             sd[p + "mlp.c_proj.bias"] = torch.zeros(shape.n_embd)
         sd["transformer.ln_f.bias"] = torch.zeros(shape.n_embd)
+    return sd
+
+
+def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
+    sd = state_dict_with_biases(ckpt)
+    for name in list(sd):
+        if name.endswith(CONV1D):  # HF's Conv1D stores (in, out)
+            sd[name] = sd[name].t().contiguous()
     return sd
 
 
@@ -55,6 +67,7 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
 
     shape = ckpt.shape
     eos_id, eos_token = _special_ids(ckpt)
+    defaults = GenerationSettings()  # what `llm-trainer generate` samples with
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -71,7 +84,8 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
     save_file(hf_state_dict(ckpt), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "generation_config.json").write_text(json.dumps({
         "bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": shape.block_size,
-        "do_sample": True, "temperature": 0.8, "top_k": 200}, indent=2))
+        "do_sample": True, "temperature": defaults.temperature, "top_k": defaults.top_k},
+        indent=2))
     ckpt.tokenizer.save(out / "tokenizer.json")
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   "model_max_length": shape.block_size, "clean_up_tokenization_spaces": False}
@@ -92,10 +106,24 @@ def export_safetensors(ckpt: LoadedCheckpoint, out: Path) -> Path:
     return out
 
 
-def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = False) -> Path:
+def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = False,
+           dtype: str | None = None) -> Path:
     if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}", hint="use --format hf or safetensors")
+        raise UsageError(f"unknown export format {fmt!r}",
+                         hint="use --format " + ", ".join(FORMATS[:-1]) + f" or {FORMATS[-1]}")
+    if dtype is not None and fmt not in GGUF_FORMATS:
+        raise UsageError(f"--dtype is for --format gguf or ollama, not {fmt}",
+                         hint=f"leave --dtype out: {fmt} keeps the checkpoint's float32 weights")
     out = Path(out).expanduser()
+    if fmt in GGUF_FORMATS:
+        from llm_trainer.extras import require
+
+        require("gguf", option=f"--format {fmt}")
+        from llm_trainer.inference import gguf_export
+
+        if fmt == "gguf":
+            return gguf_export.export_gguf(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
+        return gguf_export.export_ollama(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} exists and is not empty",
                          hint="pick a new --out folder, or pass --force to overwrite")

@@ -22,6 +22,7 @@ from llm_trainer.store.atomic import atomic_write_json, fsync_dir, read_json
 MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STAGING_PREFIX = ".staging-"
+BASE_DIR = "base"  # a LoRA model's frozen base weights, beside its step-N checkpoints
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -61,8 +62,9 @@ def new_staging_dir(model_dir: Path, step: int) -> Path:
 
 
 def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float | None,
-                      extra: dict[str, Any] | None = None) -> Path:
-    """Hash and fsync every file in ``staging``, write the manifest, rename into place."""
+                      extra: dict[str, Any] | None = None, name: str | None = None) -> Path:
+    """Hash and fsync every file in ``staging``, write the manifest, rename into place (as
+    ``step-<N>``, or ``name``)."""
     files = {}
     for p in sorted(staging.iterdir()):
         if p.is_file() and p.name != MANIFEST:
@@ -78,7 +80,7 @@ def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float
         **(extra or {}),
     })
     fsync_dir(staging)
-    final = staging.parent / step_dir_name(step)
+    final = staging.parent / (name or step_dir_name(step))
     if final.exists():  # re-saving the same step (e.g. a resumed run stopped at once)
         trash = staging.parent / f"{STAGING_PREFIX}old-{final.name}-{os.getpid()}"
         os.replace(final, trash)

@@ -1,6 +1,9 @@
 """Checkpoint files (torch side). Folder layout and manifests live in ``store.checkpoints``.
 
     model.safetensors   weights of the unwrapped model (tied lm_head stored once)
+    adapter.safetensors instead of model.safetensors for a LoRA model: the adapters only;
+                        config.json's "base" names the folder with the frozen base weights
+                        (``../base``, written once when the model was imported)
     optimizer.pt        optimizer state dict (tensors + numbers; loaded with weights_only=True)
     rng.pt              torch / CUDA / numpy / python RNG states (weights_only=True)
     trainer.json        step, epoch, data position, LR schedule, grad scaler, best val loss
@@ -25,6 +28,7 @@ from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.store.checkpoints import (
+    BASE_DIR,
     CheckpointInfo,
     commit_checkpoint,
     inspect_checkpoint,
@@ -69,10 +73,16 @@ class LoadedCheckpoint:
     shape: GPTShape
     trainer: dict[str, Any]
     tokenizer: TextTokenizer
+    lora: dict[str, Any] | None = None  # the adapters' settings, for a LoRA checkpoint
+    base: str | None = None  # its base weights' folder, relative to the checkpoint
 
     @property
     def path(self) -> Path:
         return self.info.path
+
+    @property
+    def base_path(self) -> Path | None:
+        return (self.path / self.base).resolve() if self.base else None
 
 
 def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, trainer_state: dict,
@@ -80,19 +90,42 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
                     epoch: float, val_loss: float | None,
                     rng: list[dict[str, Any]] | None = None) -> Path:
     """``rng``: the RNG states of every rank of a data-parallel run (default: this process)."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
+
+    from llm_trainer.model.lora import ADAPTER_FILE, adapter_state_dict, is_lora, lora_settings
 
     staging = new_staging_dir(model_dir, step)
-    save_model(model, str(staging / "model.safetensors"),
-               metadata={"format": "pt", "step": str(step)})
+    extra: dict[str, Any] = {}
+    if is_lora(model):
+        save_file(adapter_state_dict(model), str(staging / ADAPTER_FILE),
+                  metadata={"format": "pt", "step": str(step)})
+        extra = {"lora": lora_settings(config.finetune), "base": f"../{BASE_DIR}"}
+    else:
+        save_model(model, str(staging / "model.safetensors"),
+                   metadata={"format": "pt", "step": str(step)})
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     states = rng or [capture_rng()]
     torch.save({**states[0], "ranks": states if len(states) > 1 else []}, staging / "rng.pt")
     (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
     (staging / "config.json").write_text(json.dumps(
-        {"config": config.to_dict(), "architecture": shape_to_json(shape)}, indent=2))
+        {"config": config.to_dict(), "architecture": shape_to_json(shape), **extra}, indent=2))
     tokenizer.save(staging / "tokenizer.json")
     return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
+
+
+def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, shape: GPTShape,
+              tokenizer: TextTokenizer, source: str) -> Path:
+    """The frozen weights a LoRA model's checkpoints refer to (``<model dir>/base``), written
+    once, atomically and with a manifest, before the adapters train."""
+    from safetensors.torch import save_model
+
+    staging = new_staging_dir(model_dir, 0)
+    save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    (staging / "config.json").write_text(json.dumps(
+        {"config": config.to_dict(), "architecture": shape_to_json(shape), "source": source},
+        indent=2))
+    tokenizer.save(staging / "tokenizer.json")
+    return commit_checkpoint(staging, step=0, epoch=0.0, val_loss=None, name=BASE_DIR)
 
 
 def shape_to_json(shape: GPTShape) -> dict[str, Any]:
@@ -112,15 +145,46 @@ def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
     tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
                                         kind=meta["config"]["data"]["tokenizer"])
     return LoadedCheckpoint(info, RunConfig.from_dict(meta["config"], source=str(path)),
-                            GPTShape(**meta["architecture"]), trainer, tokenizer)
+                            GPTShape(**meta["architecture"]), trainer, tokenizer,
+                            meta.get("lora"), meta.get("base"))
 
 
-def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu") -> GPT:
+def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu", *,
+               merged: bool = True) -> GPT:
+    """The checkpoint's model on ``device``. A LoRA checkpoint: its base weights with the
+    adapters, folded in (``merged``, for generation and export) or kept apart (training)."""
     from safetensors.torch import load_model as st_load
 
     model = GPT(ckpt.shape)
-    st_load(model, str(ckpt.path / "model.safetensors"), strict=True, device=str(device))
-    return model.to(device)
+    if ckpt.lora is None:
+        st_load(model, str(ckpt.path / "model.safetensors"), strict=True, device=str(device))
+        return model.to(device)
+    from llm_trainer.model.lora import apply_lora, merge
+
+    base = ckpt.base_path
+    info = inspect_checkpoint(base, verify=False)
+    if not info.valid:
+        raise NotFoundError(f"LoRA checkpoint {ckpt.path.name}: its base weights are not "
+                            f"usable ({info.problem})",
+                            hint="re-import the base model: llm-trainer train --init-from hf:..")
+    st_load(model, str(base / "model.safetensors"), strict=True, device=str(device))
+    model = apply_lora(model.to(device), ckpt.lora)
+    load_weights(model, ckpt.path, device)
+    return merge(model) if merged else model
+
+
+def load_weights(model: torch.nn.Module, path: Path, device) -> None:
+    """Load a checkpoint folder's trainable weights into a model of its shape: all of them, or
+    for a LoRA checkpoint the adapters (the base weights never change)."""
+    from safetensors.torch import load_file
+    from safetensors.torch import load_model as st_load
+
+    from llm_trainer.model.lora import ADAPTER_FILE, load_adapters
+
+    if (path / ADAPTER_FILE).is_file():
+        load_adapters(model, load_file(str(path / ADAPTER_FILE), device=str(device)))
+    else:
+        st_load(model, str(path / "model.safetensors"), strict=True, device=str(device))
 
 
 def load_optimizer_state(ckpt: LoadedCheckpoint, device) -> dict:

@@ -38,6 +38,7 @@ from llm_trainer.training.state import TrainState
 
 RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
 CONTINUE = "continue"  # weights and tokenizer only: new data, fresh optimizer and schedule
+IMPORT = "import"  # weights from a Hugging Face GPT-2 folder (finetune.init_from), step 0
 
 
 @dataclass
@@ -357,13 +358,10 @@ class Trainer:
     def rollback(self) -> None:
         """Back to the last good checkpoint's weights and optimizer with a lower peak LR; the
         data position stays where it is, so the batches that caused the anomaly are skipped."""
-        from safetensors.torch import load_model as load_weights
-
-        from llm_trainer.training.checkpoint import read_checkpoint
+        from llm_trainer.training.checkpoint import load_weights, read_checkpoint
 
         s, good = self.state, self.last_good
-        load_weights(self.model, str(good.path / "model.safetensors"), strict=True,
-                     device=str(self.device.device))
+        load_weights(self.model, good.path, self.device.device)
         if good.with_optimizer:
             from llm_trainer.training.checkpoint import load_optimizer_state
 
@@ -513,7 +511,9 @@ class Trainer:
 
         cfg, dist, job = self.cfg, self.dist, self.job
         ckpt = None
-        if job.init is not None:
+        if job.init is not None and job.init.mode == IMPORT:
+            self.log(f"importing the weights of {job.init.checkpoint}")
+        elif job.init is not None:
             ckpt = read_checkpoint(job.init.checkpoint)
             self.log(f"starting from checkpoint {ckpt.path} (step {ckpt.info.step})")
         # rank 0 downloads / tokenizes into the cache first; the others then read the cache
@@ -547,7 +547,9 @@ class Trainer:
         from llm_trainer.training.checkpoint import load_model
 
         cfg, dist, device = self.cfg, self.dist, self.device
-        shape = GPTShape(vocab_size=self.tokenizer.vocab_size, block_size=cfg.model.block_size,
+        source = self.import_source()
+        shape = GPTShape(vocab_size=source.vocab_size if source else self.tokenizer.vocab_size,
+                         block_size=cfg.model.block_size,
                          n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
                          n_embd=cfg.model.n_embd, dropout=cfg.model.dropout,
                          bias=cfg.model.bias, activation=cfg.model.activation)
@@ -560,8 +562,14 @@ class Trainer:
                     hint="resume with the model's own settings (drop the model.* overrides)")
         self.shape = shape
         torch.manual_seed(cfg.train.seed)
-        self.model = load_model(ckpt, device.device) if ckpt is not None else \
-            GPT(shape).to(device.device)
+        if ckpt is not None:
+            self.model = load_model(ckpt, device.device, merged=False)
+        else:
+            self.model = GPT(shape)
+            if source is not None:
+                self.import_weights(source)
+            self.model.to(device.device)
+        self.setup_finetune()
         self.model.train()
         self.optimizer, self.optimizer_kind = build_optimizer(self.model, cfg, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=True) \
@@ -581,6 +589,42 @@ class Trainer:
             except Exception as exc:  # no compiler toolchain, unsupported platform
                 self.log(f"warning: torch.compile unavailable ({exc}); running eagerly")
         self.no_sync = getattr(self.train_model, "no_sync", None) if dist.enabled else None
+
+    def import_source(self):
+        """The checked Hugging Face folder of an ``--init-from`` run (None otherwise)."""
+        from llm_trainer.model.hf_import import inspect_hf_folder
+
+        init = self.job.init
+        if init is None or init.mode != IMPORT:
+            return None
+        return inspect_hf_folder(f"hf:{init.checkpoint}")
+
+    def import_weights(self, source) -> None:
+        from llm_trainer.model.hf_import import check_complete, load_hf_weights
+
+        sd = load_hf_weights(source, self.shape.block_size)
+        check_complete(sd, self.model.state_dict(), source)
+        self.model.load_state_dict(sd, strict=True)
+        if self.cfg.finetune.lora_r and self.dist.is_main:
+            from llm_trainer.training.checkpoint import save_base
+
+            path = save_base(self.job.model_dir, model=self.model, config=self.cfg,
+                             shape=self.shape, tokenizer=self.tokenizer, source=source.spec)
+            self.log(f"base weights for the LoRA adapters: {path}")
+
+    def setup_finetune(self) -> None:
+        """LoRA adapters (a fresh LoRA run; a LoRA checkpoint already has them) and frozen
+        layers, before the optimizer sees the parameters."""
+        from llm_trainer.model.lora import apply_lora, freeze_layers, is_lora, lora_settings
+
+        ft = self.cfg.finetune
+        if ft.lora_r and not is_lora(self.model):
+            self.model = apply_lora(self.model, lora_settings(ft))
+        if ft.freeze_layers:
+            if ft.freeze_layers > self.shape.n_layer:
+                raise UsageError(f"finetune.freeze_layers {ft.freeze_layers} exceeds the "
+                                 f"model's {self.shape.n_layer} blocks")
+            freeze_layers(self.model, ft.freeze_layers)
 
     def setup_state(self, ckpt) -> None:
         """A fresh plan, or the checkpoint's state: all of it for resume; the step count,
@@ -660,6 +704,16 @@ class Trainer:
             f"heads, {shape.n_embd} dims, context {shape.block_size}); {plan.steps_per_epoch:,} "
             f"steps per epoch of {plan.tokens_per_step:,} tokens; training steps {s.step:,} -> "
             f"{self.total_steps:,}")
+        ft = cfg.finetune
+        if ft.lora_r or ft.freeze_layers:
+            from llm_trainer.model.lora import trainable
+
+            n_train, n_all = trainable(self.model)
+            how = (f"LoRA r={ft.lora_r} alpha={ft.lora_alpha:g} on {', '.join(ft.lora_targets)}"
+                   if ft.lora_r else f"embeddings and the first {ft.freeze_layers} blocks "
+                                     f"frozen")
+            self.log(f"fine-tuning: {n_train:,} of {n_all:,} parameters trainable "
+                     f"({n_train / n_all:.2%}); {how}")
         if dist.enabled:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             self.log(f"data parallel: {dist.world_size} processes ({backend}); global batch "

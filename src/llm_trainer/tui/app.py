@@ -190,7 +190,7 @@ class TrainerApp(App):
         self.call_from_thread(self.push_screen, RunDetailScreen(detail, losses[-400:]))
 
     def on_runs_panel_stop_run(self, message: RunsPanel.StopRun) -> None:
-        if message.status not in ("running", "queued"):
+        if not message.active:
             self.notify(f"run {message.run_id} is not running ({message.status})",
                         markup=False)
             return
@@ -310,26 +310,37 @@ class TrainerApp(App):
     # ------------------------------------------------------------------ E: models
     def on_models_panel_action(self, message: ModelsPanel.Action) -> None:
         model = message.model
-        panel = self.models_panel
         if message.action == "refresh":
             self.refresh_data()
             return
         if message.action == "delete":
-            if model.status == "training":
-                panel.say(f"cannot delete {model.name}: it is training", error=True)
-                return
-
-            def answer(yes: bool | None) -> None:
-                if yes:
-                    self.model_action("delete", model)
-                else:
-                    panel.say("delete cancelled")
-
-            self.push_screen(ConfirmScreen(
-                f"Delete model {model.name} and all its checkpoints? This cannot be undone.",
-                yes_label="Delete"), answer)
+            self.confirm_delete(model)
             return
         self.model_action(message.action, model)
+
+    @work(thread=True, group="io")
+    def confirm_delete(self, model: ModelView) -> None:
+        """Ask only when the service would allow it (a training model is refused first)."""
+        panel = self.models_panel
+        try:
+            self.service.model_for_change(model.name, "delete")
+        except Exception as exc:
+            self.call_from_thread(panel.say, error_text(exc), error=True)
+            return
+        self.call_from_thread(self._ask_delete, model)
+
+    def _ask_delete(self, model: ModelView) -> None:
+        panel = self.models_panel
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.model_action("delete", model)
+            else:
+                panel.say("delete cancelled")
+
+        self.push_screen(ConfirmScreen(
+            f"Delete model {model.name} and all its checkpoints? This cannot be undone.",
+            yes_label="Delete"), answer)
 
     def on_models_panel_rename(self, message: ModelsPanel.Rename) -> None:
         self.rename_model(message.model, message.new_name)
@@ -354,7 +365,7 @@ class TrainerApp(App):
                 svc.activate_model(model.name)
                 text = f"active model: {model.name}"
             elif action == "archive":
-                archived = model.status != "archived"
+                archived = not model.archived
                 svc.archive_model(model.name, archived)
                 text = f"{'archived' if archived else 'unarchived'} {model.name}"
             elif action == "delete":

@@ -55,7 +55,7 @@ def _num(value: Any, fmt: str = "{:.4f}") -> str:
 def detail_text(d: RunDetail) -> Text:
     meta = d.meta or {}
     sel = meta.get("selected_device") or {}
-    active = d.status in ("running", "queued")
+    active = d.active
     lines = [
         f"Run        {d.run_id}",
         f"Model      {d.model}",

@@ -124,7 +124,7 @@ class ModelsPanel(Panel):
 
     def update_models(self, models: list[ModelView], active_id: str | None,
                       latest: str | None) -> None:
-        shown = [m for m in models if self.show_archived or m.status != "archived"]
+        shown = [m for m in models if self.show_archived or not m.archived]
         table = self.table
         wanted = [m.id for m in shown]
         old = {m.id: model_cells(m, self.active_id) for m in self.models}

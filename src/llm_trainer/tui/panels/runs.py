@@ -17,7 +17,6 @@ from llm_trainer.views import RunView
 COLUMNS = (("run", "RUN_ID"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
            ("loss", "Loss"), ("val", "Val loss"), ("device", "Device"), ("eta", "ETA"),
            ("gpu", "GPU%"))
-ACTIVE = ("queued", "running")
 
 
 def _f(value: Any, fmt: str) -> str:
@@ -25,7 +24,7 @@ def _f(value: Any, fmt: str) -> str:
 
 
 def row_cells(v: RunView) -> dict[str, Text]:
-    active = v.status in ACTIVE
+    active = v.active
     step = v.step
     total = v.total_steps
     cells = {
@@ -60,10 +59,11 @@ class RunsPanel(Panel):
             self.run_id = run_id
 
     class StopRun(Message):
-        def __init__(self, run_id: str, status: str) -> None:
+        def __init__(self, run_id: str, status: str, active: bool) -> None:
             super().__init__()
             self.run_id = run_id
             self.status = status
+            self.active = active
 
     def __init__(self) -> None:
         super().__init__(id="runs")
@@ -97,7 +97,7 @@ class RunsPanel(Panel):
 
     def update_runs(self, views: list[RunView]) -> None:
         """Update rows in place, keyed by run id: the selection and scroll survive."""
-        shown = [v for v in views if self.show_finished or v.status in ACTIVE]
+        shown = [v for v in views if self.show_finished or v.active]
         table = self.table
         wanted = [v.run_id for v in shown]
         if [k.value for k in table.rows] != wanted:  # runs came, went or changed order
@@ -130,11 +130,11 @@ class RunsPanel(Panel):
         summary = self.query_one("#runs-summary", Static)
         v = self.views.get(run) if run else None
         if v is None:
-            hidden = sum(1 for x in self.views.values() if x.status not in ACTIVE)
+            hidden = sum(1 for x in self.views.values() if not x.active)
             summary.update(Text(f"{hidden} finished runs hidden (f shows them)" if hidden and
                                 not self.show_finished else ""))
             return
-        active = v.status in ACTIVE
+        active = v.active
         summary.update(Text(
             f"{v.model}: elapsed {format_duration(v.elapsed_s)}, remaining "
             f"{format_duration(v.eta_seconds) if active else '-'}, finish "
@@ -164,7 +164,8 @@ class RunsPanel(Panel):
         run = self.selected_run()
         if run:
             view = self.views.get(run)
-            self.post_message(self.StopRun(run, view.status if view else ""))
+            self.post_message(self.StopRun(run, view.status if view else "",
+                                           bool(view and view.active)))
 
     def action_cursor_down(self) -> None:
         self.table.action_cursor_down()

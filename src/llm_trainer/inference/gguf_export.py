@@ -1,0 +1,260 @@
+"""GGUF export for llama.cpp, and an Ollama folder around it.
+
+The file is llama.cpp's ``gpt2`` architecture, laid out as its ``convert_hf_to_gguf.py``
+writes a GPT-2: ``token_embd``, ``position_embd``, ``blk.N.{attn_norm, attn_qkv, attn_output,
+ffn_norm, ffn_up, ffn_down}``, ``output_norm`` and ``output`` (a copy of the tied embedding),
+every one with its bias (zeros for a model trained without biases: llama.cpp requires them).
+Our ``nn.Linear`` weights are (out, in), which is already ggml's {in, out}: no transpose.
+f16 stores the 2-D weights in float16 and keeps norms and biases in float32.
+
+The tokenizer goes in as llama.cpp's ``gpt2`` BPE: tokens in id order, their types, merges,
+and ``tokenizer.ggml.pre = "gpt-2"`` (the converter recognises pre-tokenizers by hashing known
+tokenizers' output and would not know ours; our byte-level split is GPT-2's regex). Only
+byte-level BPE tokenizers can be written this way: ``bpe``, ``byte``, or a GPT-2 style
+``tokenizer.json``; the JSON is checked, not the kind.
+
+Files are written to a temporary name in the destination folder and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llm_trainer.data.tokenizer import EOT, TextTokenizer
+from llm_trainer.errors import UsageError
+from llm_trainer.inference.export import state_dict_with_biases
+from llm_trainer.inference.generate import GenerationSettings
+from llm_trainer.training.checkpoint import LoadedCheckpoint
+
+DTYPES = ("f32", "f16")
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the model uses
+PRE_TOKENIZER = "gpt-2"
+EXPORTABLE = "bpe or byte (byte-level BPE), or a GPT-2 style tokenizer.json"
+# llama.cpp token types (gguf.TokenType), spelled out so this module imports without gguf
+NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class GGUFVocab:
+    tokens: list[str]  # by id
+    types: list[int]
+    merges: list[str]  # "left right", in rank order
+    eot_id: int | None  # <|endoftext|>: bos and eos
+
+
+def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int | None = None) -> GGUFVocab:
+    """The tokenizer as llama.cpp's ``gpt2`` BPE, padded to ``vocab_size`` rows with unused
+    tokens; a UsageError naming what exports when llama.cpp could not reproduce it."""
+    spec = json.loads(tokenizer.to_str())
+    model = spec.get("model") or {}
+    pre = spec.get("pre_tokenizer") or {}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    problem = None
+    if model.get("type") != "BPE":
+        problem = f"a {model.get('type') or 'non-BPE'} model"
+    elif pre.get("type") != "ByteLevel":
+        problem = f"a {pre.get('type') or 'missing'} pre-tokenizer instead of ByteLevel"
+    elif pre.get("add_prefix_space"):
+        problem = "a ByteLevel pre-tokenizer that adds a prefix space"
+    elif not pre.get("use_regex", True) and merges:
+        problem = "merges applied across word boundaries (ByteLevel without its regex)"
+    elif spec.get("normalizer"):
+        problem = "a normalizer"
+    elif model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        problem = "subword prefixes or suffixes"
+    elif model.get("ignore_merges"):
+        problem = "whole words looked up before merges (ignore_merges)"
+    elif any(len(m.split(" ")) != 2 for m in merges):
+        problem = "merges with spaces in their tokens"
+    if problem:
+        raise UsageError(f"llama.cpp cannot use this model's {tokenizer.kind} tokenizer "
+                         f"({problem}); GGUF export needs byte-level BPE",
+                         hint=f"models trained with data.tokenizer {EXPORTABLE} export")
+    vocab = tokenizer.tok.get_vocab(with_added_tokens=True)
+    added = {t.content: t.special for t in tokenizer.tok.get_added_tokens_decoder().values()}
+    n = max(vocab_size or 0, max(vocab.values(), default=-1) + 1)
+    if vocab_size is not None and n > vocab_size:
+        raise UsageError(f"the tokenizer has ids up to {n - 1} but the model only {vocab_size} "
+                         "embeddings", hint="this checkpoint's tokenizer.json does not match "
+                                            "its weights")
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    types = [UNUSED] * n
+    for token, i in vocab.items():
+        tokens[i] = token
+        types[i] = NORMAL if token not in added else (CONTROL if added[token] else USER_DEFINED)
+    return GGUFVocab(tokens, types, merges, vocab.get(EOT))
+
+
+def _writer(path: Path):
+    """gguf.GGUFWriter that can also write an empty string array: the ``byte`` tokenizer has
+    no merges, and llama.cpp's gpt2 vocabulary loader requires the merges key to exist
+    (an empty list is fine) while gguf-py skips or refuses empty arrays."""
+    import gguf
+
+    class _Writer(gguf.GGUFWriter):
+        def _pack_val(self, val, vtype, add_vtype, *args, **kwargs):
+            if isinstance(val, _EmptyStrings):
+                head = self._pack("I", gguf.GGUFValueType.ARRAY) if add_vtype else b""
+                return head + self._pack("I", gguf.GGUFValueType.STRING) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, *args, **kwargs)
+
+    return _Writer(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
+
+
+class _EmptyStrings(list):
+    """Marks the one empty array the writer above packs itself."""
+
+
+def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
+    """GGUF tensor name -> float32 array in numpy (row-major) order; GGUF's ne is the reverse
+    (token_embd (vocab, n_embd) has ne {n_embd, vocab})."""
+    import gguf
+
+    sd = {k: v.float().numpy() for k, v in state_dict_with_biases(ckpt).items()}
+
+    def name(tensor, bid: int | None = None) -> str:
+        return gguf.TENSOR_NAMES[tensor].format(bid=bid)
+
+    T = gguf.MODEL_TENSOR
+    out = {
+        name(T.TOKEN_EMBD) + ".weight": sd["transformer.wte.weight"],
+        name(T.POS_EMBD) + ".weight": sd["transformer.wpe.weight"],
+    }
+    per_layer = ((T.ATTN_NORM, "ln_1"), (T.ATTN_QKV, "attn.c_attn"),
+                 (T.ATTN_OUT, "attn.c_proj"), (T.FFN_NORM, "ln_2"), (T.FFN_UP, "mlp.c_fc"),
+                 (T.FFN_DOWN, "mlp.c_proj"))
+    for i in range(ckpt.shape.n_layer):
+        for tensor, ours in per_layer:
+            for part in ("weight", "bias"):
+                out[f"{name(tensor, i)}.{part}"] = sd[f"transformer.h.{i}.{ours}.{part}"]
+    out[name(T.OUTPUT_NORM) + ".weight"] = sd["transformer.ln_f.weight"]
+    out[name(T.OUTPUT_NORM) + ".bias"] = sd["transformer.ln_f.bias"]
+    out[name(T.OUTPUT) + ".weight"] = sd["transformer.wte.weight"]  # tied: written twice
+    return out
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}", hint="use --dtype f32 or f16")
+
+
+def model_name(ckpt: LoadedCheckpoint) -> str:
+    return ckpt.path.parent.name  # checkpoints/<model>/<checkpoint>
+
+
+def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str) -> None:
+    """Write the file at ``path`` (no temporary file, no checks: see export_gguf)."""
+    import gguf
+
+    shape = ckpt.shape
+    defaults = GenerationSettings()
+    w = _writer(path)
+    w.add_name(model_name(ckpt))
+    w.add_context_length(shape.block_size)
+    w.add_embedding_length(shape.n_embd)
+    w.add_feed_forward_length(4 * shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_head_count(shape.n_head)
+    w.add_layer_norm_eps(LAYER_NORM_EPS)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16"
+                    else gguf.LlamaFileType.ALL_F32)
+    # sampling defaults llama.cpp reads: the ones `llm-trainer generate` uses
+    w.add_float32("general.sampling.temp", defaults.temperature)
+    if defaults.top_k is not None:
+        w.add_int32("general.sampling.top_k", defaults.top_k)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(PRE_TOKENIZER)
+    w.add_token_list(vocab.tokens)
+    w.add_token_types(vocab.types)
+    if vocab.merges:
+        w.add_token_merges(vocab.merges)
+    else:
+        w.add_key_value(gguf.Keys.Tokenizer.MERGES, _EmptyStrings(), gguf.GGUFValueType.ARRAY)
+    if vocab.eot_id is not None:
+        w.add_bos_token_id(vocab.eot_id)
+        w.add_eos_token_id(vocab.eot_id)
+    w.add_add_bos_token(False)
+    w.add_add_eos_token(False)
+    for name, array in gguf_tensors(ckpt).items():
+        if dtype == "f16" and array.ndim == 2:
+            array = array.astype(np.float16)
+        w.add_tensor(name, np.ascontiguousarray(array))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _replace_atomically(dest: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``dest``, then rename it over."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
+                overwrite: bool = False) -> Path:
+    _check_dtype(dtype)
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; --format gguf writes one file",
+                         hint=f"e.g. --out {out / (model_name(ckpt) + '.gguf')}")
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} exists", hint="pick a new --out file, or pass --force to "
+                                               "overwrite it")
+    vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)  # refuse before writing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _replace_atomically(out, lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
+    return out
+
+
+def modelfile(ckpt: LoadedCheckpoint, vocab: GGUFVocab) -> str:
+    """An Ollama Modelfile for ./model.gguf: a base model, so the prompt goes in raw."""
+    defaults = GenerationSettings()
+    lines = [f"# {model_name(ckpt)} ({ckpt.path.name}), exported by llm-trainer",
+             "FROM ./model.gguf",
+             'TEMPLATE "{{ .Prompt }}"',
+             f"PARAMETER temperature {defaults.temperature:g}"]
+    if defaults.top_k is not None:
+        lines.append(f"PARAMETER top_k {defaults.top_k}")
+    lines.append(f"PARAMETER num_ctx {ckpt.shape.block_size}")
+    if vocab.eot_id is not None:
+        lines.append(f'PARAMETER stop "{EOT}"')
+    return "\n".join(lines) + "\n"
+
+
+def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
+                  overwrite: bool = False) -> Path:
+    _check_dtype(dtype)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; --format ollama writes a folder",
+                         hint="pick a new --out folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} exists and is not empty",
+                         hint="pick a new --out folder, or pass --force to overwrite")
+    vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    _replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
+    text = modelfile(ckpt, vocab)
+    _replace_atomically(out / "Modelfile", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out
+
+
+def export_notes(ckpt: LoadedCheckpoint) -> list[str]:
+    """What a user should know about running this checkpoint in llama.cpp."""
+    if ckpt.shape.activation == "gelu":
+        return ["llama.cpp's gpt2 architecture computes the tanh GELU; this model was trained "
+                "with the exact (erf) GELU, so its logits there differ slightly from ours"]
+    return []

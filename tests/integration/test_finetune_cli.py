@@ -1,0 +1,163 @@
+"""`train --init-from hf:FOLDER [--lora ...]` through the real CLI: a new model that keeps the
+folder's tokenizer and architecture, trains, resumes, generates and exports; refusals in one
+line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from llm_trainer.store.runs import RunStore
+from tests.helpers import corpus_text, make_hf_gpt2, run_cli, stop_all_runs
+
+FAST = ["--dataset", "corpus.txt", "--preset", "tiny", "--max-steps", "10", "--batch-size", "4",
+        "--seq-len", "32", "--set", "train.eval_interval=10", "--foreground", "--sample", "0"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    home = root / "home"
+    home.mkdir()
+    (home / "corpus.txt").write_text(corpus_text(), encoding="utf-8")
+    folder = make_hf_gpt2(root / "my-gpt2", corpus_text(30_000, seed=1))
+    yield home, folder
+    stop_all_runs(home)
+
+
+def config_of(home, model):
+    store = RunStore(home)
+    run = next(r for r in store.run_ids() if store.read_meta(r).model["name"] == model)
+    return store.read_meta(run).config
+
+
+@pytest.mark.slow
+def test_full_fine_tune_keeps_the_folder_tokenizer_and_architecture(env):
+    home, folder = env
+    proc = run_cli("train", "--init-from", f"hf:{folder}", "--name", "full", *FAST, home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "importing the weights of" in proc.stdout
+    cfg = config_of(home, "full")
+    assert cfg["train"]["lr"] == 5e-5  # the fine-tuning default, --lr not given
+    assert cfg["finetune"]["init_from"] == f"hf:{folder}"
+    assert (cfg["model"]["n_layer"], cfg["model"]["n_embd"], cfg["model"]["block_size"]) == \
+        (2, 32, 32)
+    ckpt = home / "checkpoints" / "full" / "step-00000010"
+    assert (ckpt / "model.safetensors").is_file()
+    ours = json.loads((ckpt / "tokenizer.json").read_text())
+    assert ours["model"]["vocab"] == json.loads((folder / "tokenizer.json").read_text())[
+        "model"]["vocab"]
+    gen = run_cli("generate", "--model", "full", "--max-new-tokens", "8", "--seed", "1",
+                  "--prompt", "Hi", home=home)
+    assert gen.returncode == 0, gen.stderr
+
+
+@pytest.mark.slow
+def test_lora_model_saves_adapters_resumes_generates_and_exports_merged(env, tmp_path):
+    home, folder = env
+    proc = run_cli("train", "--init-from", f"hf:{folder}", "--name", "adapted", "--lora",
+                   "r=2,alpha=4,dropout=0.0,targets=c_attn,c_fc", *FAST, home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fine-tuning: " in proc.stdout and "LoRA r=2 alpha=4 on c_attn, c_fc" in proc.stdout
+    cfg = config_of(home, "adapted")
+    assert cfg["train"]["lr"] == 2e-4 and cfg["finetune"]["lora_targets"] == ["c_attn", "c_fc"]
+    model_dir = home / "checkpoints" / "adapted"
+    step = model_dir / "step-00000010"
+    assert (step / "adapter.safetensors").is_file() and not (step / "model.safetensors").exists()
+    base = model_dir / "base" / "model.safetensors"
+    base_bytes = base.read_bytes()
+    assert (step / "adapter.safetensors").stat().st_size < 0.05 * len(base_bytes)
+
+    again = run_cli("resume", "adapted", "--more-epochs", "1", "--set", "train.max_steps=20",
+                    "--foreground", "--sample", "0", home=home)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "completed: model adapted" in again.stdout
+    assert base.read_bytes() == base_bytes  # no base weight changes
+
+    gen = run_cli("generate", "--model", "adapted", "--max-new-tokens", "8", "--seed", "1",
+                  "--prompt", "Hi", home=home)
+    assert gen.returncode == 0, gen.stderr
+
+    out = tmp_path / "hf"
+    exp = run_cli("models", "export", "adapted", "--format", "hf", "--out", str(out),
+                  home=home)
+    assert exp.returncode == 0, exp.stderr
+    from transformers import GPT2LMHeadModel
+
+    from llm_trainer.store.checkpoints import resolve_checkpoint
+    from llm_trainer.training.checkpoint import load_model, read_checkpoint
+
+    ckpt = read_checkpoint(resolve_checkpoint(model_dir, "latest").path)
+    ids = torch.randint(0, ckpt.shape.vocab_size, (1, 12),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = load_model(ckpt, merged=False).eval()(ids)[0]
+        theirs = GPT2LMHeadModel.from_pretrained(out).eval()(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)  # the export has the adapters merged in
+
+
+@pytest.mark.slow
+def test_a_lora_model_keeps_its_adapter_shape(env):
+    home, _ = env
+    proc = run_cli("train", "--model", "adapted", "--lora", "r=8", *FAST, home=home)
+    assert proc.returncode == 2
+    assert "finetune.lora_r: checkpoint 2, requested 8" in proc.stderr
+
+
+def _broken(folder, tmp_path, what):
+    bad = tmp_path / what
+    shutil.copytree(folder, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    if what == "llama":
+        cfg["model_type"] = "llama"
+    elif what == "small-vocab":
+        cfg["vocab_size"] = 100
+    elif what == "inner":
+        cfg["n_inner"] = 100
+    elif what == "no-weights":
+        (bad / "model.safetensors").unlink()
+    elif what == "no-tokenizer":
+        (bad / "tokenizer.json").unlink()
+    (bad / "config.json").write_text(json.dumps(cfg))
+    return bad
+
+
+@pytest.mark.parametrize("what, message", [
+    ("llama", "holds a llama model, not GPT-2"),
+    ("small-vocab", "the tokenizer does not belong to this model"),
+    ("inner", "uses n_inner 100"),
+    ("no-weights", "has no weights"),
+    ("no-tokenizer", "has no tokenizer.json"),
+])
+def test_a_folder_that_is_not_a_usable_gpt2_is_refused_in_one_line(env, tmp_path, what,
+                                                                   message):
+    home, folder = env
+    bad = _broken(folder, tmp_path, what)
+    proc = run_cli("train", "--init-from", f"hf:{bad}", *FAST, home=home)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("error: ") and message in first, proc.stderr
+    assert "hint" in proc.stderr or len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init-from", "hf:/nowhere/at/all"], "is not a folder"),
+    (["--init-from", "gpt2"], "expected hf:PATH"),
+    (["--init-from", "{folder}", "--set", "model.n_layer=3"],
+     "model.n_layer=3 (the folder's model has 2)"),
+    (["--init-from", "{folder}", "--set", "model.block_size=128"], "model.block_size=128"),
+    (["--init-from", "{folder}", "--set", "data.tokenizer=char"], "keeps the folder's tokenizer"),
+    (["--init-from", "{folder}", "--lora", "rank=4"], "--lora: unknown setting 'rank'"),
+    (["--init-from", "{folder}", "--lora", "r=4,targets=wte"], "no module named 'wte'"),
+    (["--init-from", "{folder}", "--freeze-layers", "3"], "has 2 blocks"),
+    (["--lora", "r=4"], "need --init-from"),
+])
+def test_bad_fine_tuning_options_are_refused_in_one_line(env, args, message):
+    home, folder = env
+    args = [a.replace("{folder}", f"hf:{folder}") for a in args]
+    proc = run_cli("train", *args, *FAST, home=home)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr.splitlines()[0], proc.stderr
