@@ -142,11 +142,13 @@ class Flag:
 
 def make_hf_gpt2(folder: Path, text: str, *, n_layer: int = 2, n_head: int = 2,
                  n_embd: int = 32, n_positions: int = 64, vocab_size: int = 300,
-                 weights: str = "safetensors", seed: int = 0) -> Path:
+                 weights: str = "safetensors", seed: int = 0, pad_vocab: int = 0) -> Path:
     """A tiny ``GPT2LMHeadModel`` folder as transformers saves it (random weights, a byte-level
     BPE tokenizer trained on ``text``): what a user's downloaded GPT-2 looks like, in small.
     ``weights="bin"``: a ``pytorch_model.bin`` in the layout of the original hub upload
-    instead (no ``transformer.`` prefix, the ``attn.bias`` mask buffers, the tied head)."""
+    instead (no ``transformer.`` prefix, the ``attn.bias`` mask buffers, the tied head).
+    ``pad_vocab``: that many embedding rows beyond the tokenizer's tokens (as GPT-2 variants
+    padded to a multiple of 64 have)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -155,8 +157,9 @@ def make_hf_gpt2(folder: Path, text: str, *, n_layer: int = 2, n_head: int = 2,
     tok = TextTokenizer.train_bpe(text, vocab_size)
     eot = tok.tok.token_to_id(EOT)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=tok.vocab_size, n_positions=n_positions, n_embd=n_embd,
-                        n_layer=n_layer, n_head=n_head, bos_token_id=eot, eos_token_id=eot)
+    config = GPT2Config(vocab_size=tok.vocab_size + pad_vocab, n_positions=n_positions,
+                        n_embd=n_embd, n_layer=n_layer, n_head=n_head, bos_token_id=eot,
+                        eos_token_id=eot)
     model = GPT2LMHeadModel(config)
     model.save_pretrained(folder)
     tok.save(folder / "tokenizer.json")

@@ -18,13 +18,14 @@ EXTRAS = {
 }
 
 
-def require(feature: str, *, option: str) -> None:
+def require(feature: str, *, option: str, load: bool = True) -> None:
     """Raise a UsageError naming ``option`` and the extra when ``feature``'s package is
-    missing (or broken: importing it is what the feature will do)."""
+    missing (or, with ``load``, broken: importing it is what the feature will do; without it
+    only the package's presence is checked, for callers that must stay light)."""
     module, extra = EXTRAS[feature]
     try:
         found = importlib.util.find_spec(module) is not None
-        if found:
+        if found and load:
             importlib.import_module(module)
     except ImportError:
         found = False

@@ -4,14 +4,13 @@ values against the checkpoint, metadata, the embedded tokenizer, and the refusal
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
 from tests.helpers import corpus_text, run_cli, stop_all_runs, train_tiny
-
-gguf = pytest.importorskip("gguf")
 
 BPE = ["--set", "data.tokenizer=bpe", "--set", "data.vocab_size=300"]
 TEXT = ("The water was here. <|endoftext|>Then they went away!\n\n  what  number 1234, "
@@ -269,26 +268,5 @@ def test_vocab_refuses_what_llama_cpp_cannot_reproduce(bpe_tok):
         assert "llama.cpp cannot use" in str(err.value), why
         assert "bpe or byte" in err.value.hint, why
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["nobias", "bytes"])
-def test_llama_cpp_runs_it_as_we_do(home, tmp_path, name):
-    """Where llama-cpp-python is installed: same tokens, same logits (benchmarks/
-    bench_llamacpp.py does this at a realistic size)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    import torch
-
-    from llm_trainer.training.checkpoint import load_model
-
-    out = tmp_path / "m.gguf"
-    assert run_cli("models", "export", name, "--format", "gguf", "--out", str(out),
-                   home=home).returncode == 0
-    ckpt = checkpoint(home, name)
-    ids = ckpt.tokenizer.encode(TEXT)[:ckpt.shape.block_size]
-    llm = llama_cpp.Llama(model_path=str(out), n_ctx=ckpt.shape.block_size, logits_all=True,
-                          verbose=False, type_k=0, type_v=0)  # f32 KV cache
-    assert llm.tokenize(TEXT.encode(), add_bos=False, special=True)[:len(ids)] == ids
-    llm.eval(ids)
-    with torch.no_grad():
-        ours = load_model(ckpt)(torch.tensor([ids]))[0][0].numpy()
-    assert np.abs(np.asarray(llm.scores[:len(ids)]) - ours).max() < 1e-2
+# llama.cpp itself (llama-cpp-python builds from source for minutes) is checked by
+# benchmarks/bench_llamacpp.py, recorded in benchmarks/RESULTS.md.

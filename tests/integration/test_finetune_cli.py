@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,13 +99,47 @@ def test_lora_model_saves_adapters_resumes_generates_and_exports_merged(env, tmp
         theirs = GPT2LMHeadModel.from_pretrained(out).eval()(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-4)  # the export has the adapters merged in
 
+    import gguf
+
+    merged = load_model(ckpt).state_dict()
+    out = tmp_path / "adapted.gguf"
+    exp = run_cli("models", "export", "adapted", "--format", "gguf", "--out", str(out),
+                  home=home)
+    assert exp.returncode == 0, exp.stderr
+    tensors = {t.name: t for t in gguf.GGUFReader(str(out)).tensors}
+    for i in range(2):
+        qkv = tensors[f"blk.{i}.attn_qkv.weight"].data
+        assert np.array_equal(qkv, merged[f"transformer.h.{i}.attn.c_attn.weight"].numpy())
+
+    raw = tmp_path / "raw"  # our own format: full (merged) weights, loadable on their own
+    assert run_cli("models", "export", "adapted", "--format", "safetensors", "--out",
+                   str(raw), home=home).returncode == 0
+    from safetensors.torch import load_file
+
+    raw_config = json.loads((raw / "config.json").read_text())
+    assert "lora" not in raw_config and "base" not in raw_config
+    assert raw_config["merged_lora"]["r"] == 2 and raw_config["config"]["finetune"]["lora_r"] == 0
+    weights = load_file(str(raw / "model.safetensors"))
+    assert torch.equal(weights["transformer.h.0.attn.c_attn.weight"],
+                       merged["transformer.h.0.attn.c_attn.weight"])
+
 
 @pytest.mark.slow
 def test_a_lora_model_keeps_its_adapter_shape(env):
     home, _ = env
+    """(runs after the test above, which trains `adapted`)"""
+    assert (home / "checkpoints" / "adapted").is_dir(), "needs the LoRA model trained above"
     proc = run_cli("train", "--model", "adapted", "--lora", "r=8", *FAST, home=home)
     assert proc.returncode == 2
     assert "finetune.lora_r: checkpoint 2, requested 8" in proc.stderr
+    proc = run_cli("resume", "adapted", "--more-epochs", "1", "--set", "finetune.lora_alpha=32",
+                   home=home)
+    assert proc.returncode == 2
+    assert "finetune.lora_alpha: checkpoint 4.0, requested 32.0" in proc.stderr
+    proc = run_cli("resume", "adapted", "--more-epochs", "1", "--set",
+                   "finetune.freeze_layers=1", home=home)
+    assert proc.returncode == 2 and "finetune.freeze_layers: checkpoint 0, requested 1" in \
+        proc.stderr
 
 
 def _broken(folder, tmp_path, what):
@@ -153,6 +188,8 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_refused_in_one_line(env, tmp_path
     (["--init-from", "{folder}", "--lora", "rank=4"], "--lora: unknown setting 'rank'"),
     (["--init-from", "{folder}", "--lora", "r=4,targets=wte"], "no module named 'wte'"),
     (["--init-from", "{folder}", "--freeze-layers", "3"], "has 2 blocks"),
+    (["--init-from", "{folder}", "--freeze-layers", "2", "--lora", "r=2"],
+     "with --lora at least one must keep its adapters"),
     (["--lora", "r=4"], "need --init-from"),
 ])
 def test_bad_fine_tuning_options_are_refused_in_one_line(env, args, message):

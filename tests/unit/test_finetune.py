@@ -12,7 +12,7 @@ from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.training.checkpoint import load_model, read_checkpoint
-from llm_trainer.training.trainer import IMPORT, InitFrom, Trainer, TrainingJob
+from llm_trainer.training.trainer import CONTINUE, IMPORT, InitFrom, Trainer, TrainingJob
 from tests.helpers import Flag, Recorder, corpus_text, make_hf_gpt2
 
 
@@ -118,6 +118,7 @@ def test_lora_trains_adapters_only_and_resumes_bitwise(hf_folder, home, corpus):
     # the base is the folder's weights, untouched
     base = load_file(str(home / "a" / "base" / "model.safetensors"))
     ref = imported(src, block_size=32).state_dict()
+    assert set(base) | {"transformer.wte.weight", "lm_head.weight"} == set(ref)  # tied: once
     for name, value in base.items():
         assert torch.equal(value, ref[name]), name
 
@@ -135,17 +136,36 @@ def test_lora_trains_adapters_only_and_resumes_bitwise(hf_folder, home, corpus):
     assert after < before - 0.05, (before, after)  # and they learned the corpus
 
 
-def test_freeze_layers_keeps_embeddings_and_the_first_blocks(hf_folder, home, corpus):
+@pytest.mark.parametrize("frozen_blocks", [0, 1])
+def test_full_fine_tuning_learns_and_frozen_layers_stay(hf_folder, home, corpus, frozen_blocks):
     src = inspect_hf_folder(f"hf:{hf_folder}")
-    cfg = _cfg(src, corpus, **{"finetune.freeze_layers": 1, "train.max_steps": 20})
+    cfg = _cfg(src, corpus, **{"finetune.freeze_layers": frozen_blocks,
+                               "train.max_steps": 20})
     Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "f",
                         init=InitFrom(src.path, IMPORT)), [Recorder()]).fit()
     after = load_file(str(resolve_checkpoint(home / "f", "latest").path / "model.safetensors"))
     before = imported(src, block_size=32).state_dict()
+    kept = ("transformer.wte", "transformer.wpe", "lm_head",  # lm_head is tied to wte
+            *(f"transformer.h.{i}." for i in range(frozen_blocks))) if frozen_blocks else ()
     for name, value in after.items():
-        frozen = name.startswith(("transformer.wte", "transformer.wpe", "transformer.h.0.",
-                                  "lm_head"))  # tied to wte
-        assert torch.equal(value, before[name]) == frozen, name
+        assert torch.equal(value, before[name]) == name.startswith(kept), name
     ckpt = read_checkpoint(resolve_checkpoint(home / "f", "latest").path)
     assert text_loss(load_model(ckpt), src, corpus) < text_loss(imported(src, 32), src,
                                                                 corpus) - 0.05
+
+
+def test_a_padded_embedding_imports_and_resumes(tmp_path, home, corpus):
+    """More embedding rows than tokens (GPT-2 variants padded to a multiple of 64)."""
+    folder = make_hf_gpt2(tmp_path / "padded", corpus_text(20_000), pad_vocab=20)
+    src = inspect_hf_folder(f"hf:{folder}")
+    assert src.vocab_size == 320
+    cfg = _cfg(src, corpus, **{"train.max_steps": 10})
+    first = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "p",
+                                init=InitFrom(src.path, IMPORT)), [Recorder()]).fit()
+    assert first.status == "completed"
+    ckpt = read_checkpoint(resolve_checkpoint(home / "p", "latest").path)
+    assert ckpt.shape.vocab_size == 320 and ckpt.tokenizer.vocab_size == 300
+    more = Trainer(TrainingJob(config=cfg.replace(**{"train.max_steps": 20}), home=home,
+                               model_dir=home / "p", init=InitFrom(ckpt.path, CONTINUE)),
+                   [Recorder()]).fit()
+    assert more.status == "completed" and more.step == 30  # continue: 20 more

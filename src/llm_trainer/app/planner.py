@@ -151,7 +151,7 @@ class LaunchPlanner:
         info = self.admin.checkpoint_of(rec, checkpoint, notes)
         cfg = self._from_checkpoint(rec, info, user_overrides(overrides or {}), what=(
             f"checkpoint {info.path.name} of {rec.name}"),
-            hint="resume with the model's own settings (drop model.* options)")
+            hint="resume with the model's own settings (drop model.* options)", exact=True)
         finished = plan_finished(read_json(info.path / "trainer.json") or {})
         if finished and more_epochs is None:
             more_epochs = or_more_epochs
@@ -177,7 +177,8 @@ class LaunchPlanner:
                                  "one: use one of them")
         src = inspect_hf_folder(req.init_from)
         overrides = user_overrides(req.overrides)
-        changes = arch_changes(src, overrides)
+        own_file = self._file_values(req) if req.config_file else {}
+        changes = arch_changes(src, {**own_file, **overrides})
         if changes:
             raise UsageError(f"--init-from takes the architecture from {src.path.name}: "
                              f"{changes[0]}", hint="drop the model.* options (a shorter "
@@ -185,7 +186,8 @@ class LaunchPlanner:
         if "data.tokenizer" in overrides:
             raise UsageError("--init-from keeps the folder's tokenizer: drop data.tokenizer")
         arch = {f"model.{k}": v for k, v in src.arch.items()}
-        forced = {**arch, **overrides, "data.tokenizer": str(src.tokenizer),
+        shorter = {k: v for k, v in own_file.items() if k == "model.block_size"}
+        forced = {**arch, **shorter, **overrides, "data.tokenizer": str(src.tokenizer),
                   "finetune.init_from": src.spec}
         cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=forced,
                           home=self.home)
@@ -196,10 +198,13 @@ class LaunchPlanner:
         if cfg.finetune.lora_r:
             from llm_trainer.extras import require
 
-            require("lora", option="--lora")
-        if cfg.finetune.freeze_layers > src.arch["n_layer"]:
-            raise UsageError(f"--freeze-layers {cfg.finetune.freeze_layers}: "
-                             f"{src.path.name} has {src.arch['n_layer']} blocks")
+            require("lora", option="--lora", load=False)  # planning imports no torch
+        most = src.arch["n_layer"] - (1 if cfg.finetune.lora_r else 0)
+        if cfg.finetune.freeze_layers > most:
+            raise UsageError(f"--freeze-layers {cfg.finetune.freeze_layers}: {src.path.name} "
+                             f"has {src.arch['n_layer']} blocks" + (
+                                 "; with --lora at least one must keep its adapters"
+                                 if cfg.finetune.lora_r else ""))
         if req.name is not None:
             validate_name(req.name)
         check_dataset_spec(cfg.data.dataset)
@@ -241,7 +246,8 @@ class LaunchPlanner:
                           req.command, dist, notes)
 
     def _from_checkpoint(self, rec: ModelRecord, info: CheckpointInfo,
-                         overrides: dict[str, Any], *, what: str, hint: str) -> RunConfig:
+                         overrides: dict[str, Any], *, what: str, hint: str,
+                         exact: bool = False) -> RunConfig:
         """The checkpoint's config with ``overrides``; the architecture must not change."""
         ckpt_cfg = self.admin.checkpoint_config(info)
         cfg = apply_overrides(RunConfig.from_dict(ckpt_cfg, source=str(info.path)), overrides,
@@ -249,11 +255,15 @@ class LaunchPlanner:
         old = ckpt_cfg.get("model", {})
         changes = [f"{k}: checkpoint {old.get(k)!r}, requested {getattr(cfg.model, k)!r}"
                    for k in ARCH_KEYS if k in old and old.get(k) != getattr(cfg.model, k)]
-        # a LoRA model's adapters are part of its shape: their rank and targets stay
-        old_ft = {"lora_r": 0, **ckpt_cfg.get("finetune", {})}
-        for k in ("lora_r", "lora_targets") if old_ft["lora_r"] else ("lora_r",):
+        # a LoRA model's adapters are part of its shape (rank, scale, targets); a resume
+        # also keeps the frozen layers (the optimizer state holds the trainable ones)
+        old_ft = {"lora_r": 0, "freeze_layers": 0, **ckpt_cfg.get("finetune", {})}
+        keys = ["lora_r", *(("lora_alpha", "lora_targets") if old_ft["lora_r"] else ()),
+                *(("freeze_layers",) if exact else ())]
+        for k in keys:
             was, now = old_ft.get(k), getattr(cfg.finetune, k)
-            if (tuple(was) if isinstance(was, list) else was) != now:
+            same = set(was) == set(now) if k == "lora_targets" else was == now
+            if not same:
                 changes.append(f"finetune.{k}: checkpoint {was!r}, requested {now!r}")
         if changes:
             raise UsageError(f"{what} has a different architecture: {'; '.join(changes)}",

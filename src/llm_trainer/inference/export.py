@@ -100,9 +100,22 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
 
 
 def export_safetensors(ckpt: LoadedCheckpoint, out: Path) -> Path:
+    """Our own files; a LoRA checkpoint's adapters are merged into full weights first."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
-        shutil.copy2(ckpt.path / name, out / name)
+    shutil.copy2(ckpt.path / "tokenizer.json", out / "tokenizer.json")
+    if ckpt.lora is None:
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy2(ckpt.path / name, out / name)
+        return out
+    from safetensors.torch import save_model
+
+    save_model(load_model(ckpt, "cpu"), str(out / "model.safetensors"),
+               metadata={"format": "pt", "merged_lora": json.dumps(ckpt.lora)})
+    config = json.loads((ckpt.path / "config.json").read_text())
+    config.pop("base", None)
+    config["merged_lora"] = config.pop("lora", None)  # full weights now: no base to find
+    config["config"]["finetune"]["lora_r"] = 0
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
 
 
@@ -124,6 +137,9 @@ def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = Fal
         if fmt == "gguf":
             return gguf_export.export_gguf(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
         return gguf_export.export_ollama(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; --format {fmt} writes a folder",
+                         hint="pick a folder for --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} exists and is not empty",
                          hint="pick a new --out folder, or pass --force to overwrite")

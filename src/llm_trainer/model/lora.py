@@ -25,6 +25,13 @@ def lora_settings(ft: FinetuneConfig) -> dict[str, Any]:
             "targets": list(ft.lora_targets)}
 
 
+def settings_of(model: torch.nn.Module) -> dict[str, Any]:
+    """The settings the model's adapters were built with (what a checkpoint must record)."""
+    cfg = model.peft_config["default"]
+    return {"r": cfg.r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+            "targets": sorted(cfg.target_modules)}
+
+
 def apply_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Module:
     """Freeze ``model`` and add trainable rank-r adapters to the target linear layers."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -50,9 +57,10 @@ def load_adapters(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
     from peft import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(model, state)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing:
-        raise ValueError(f"adapter weights do not fit the model: {missing[:3]}")
+    wrong = [k for k in (*getattr(result, "unexpected_keys", ()),
+                         *getattr(result, "missing_keys", ())) if "lora_" in k]
+    if wrong:
+        raise ValueError(f"adapter weights do not fit the model: {wrong[:3]}")
 
 
 def merge(model: torch.nn.Module) -> torch.nn.Module:

@@ -92,14 +92,14 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
     """``rng``: the RNG states of every rank of a data-parallel run (default: this process)."""
     from safetensors.torch import save_file, save_model
 
-    from llm_trainer.model.lora import ADAPTER_FILE, adapter_state_dict, is_lora, lora_settings
+    from llm_trainer.model.lora import ADAPTER_FILE, adapter_state_dict, is_lora, settings_of
 
     staging = new_staging_dir(model_dir, step)
     extra: dict[str, Any] = {}
     if is_lora(model):
         save_file(adapter_state_dict(model), str(staging / ADAPTER_FILE),
                   metadata={"format": "pt", "step": str(step)})
-        extra = {"lora": lora_settings(config.finetune), "base": f"../{BASE_DIR}"}
+        extra = {"lora": settings_of(model), "base": f"../{BASE_DIR}"}
     else:
         save_model(model, str(staging / "model.safetensors"),
                    metadata={"format": "pt", "step": str(step)})
@@ -166,7 +166,8 @@ def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu", *,
     if not info.valid:
         raise NotFoundError(f"LoRA checkpoint {ckpt.path.name}: its base weights are not "
                             f"usable ({info.problem})",
-                            hint="re-import the base model: llm-trainer train --init-from hf:..")
+                            hint="train a new model from the original folder with "
+                                 "--init-from hf:FOLDER --lora ...")
     st_load(model, str(base / "model.safetensors"), strict=True, device=str(device))
     model = apply_lora(model.to(device), ckpt.lora)
     load_weights(model, ckpt.path, device)

@@ -548,7 +548,10 @@ class Trainer:
 
         cfg, dist, device = self.cfg, self.dist, self.device
         source = self.import_source()
-        shape = GPTShape(vocab_size=source.vocab_size if source else self.tokenizer.vocab_size,
+        # the embedding may have more rows than the tokenizer has tokens (padded imports)
+        vocab = ckpt.shape.vocab_size if ckpt is not None else (
+            source.vocab_size if source else self.tokenizer.vocab_size)
+        shape = GPTShape(vocab_size=vocab,
                          block_size=cfg.model.block_size,
                          n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
                          n_embd=cfg.model.n_embd, dropout=cfg.model.dropout,
@@ -625,6 +628,9 @@ class Trainer:
                 raise UsageError(f"finetune.freeze_layers {ft.freeze_layers} exceeds the "
                                  f"model's {self.shape.n_layer} blocks")
             freeze_layers(self.model, ft.freeze_layers)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise UsageError("nothing left to train: every weight is frozen",
+                             hint="lower --freeze-layers")
 
     def setup_state(self, ckpt) -> None:
         """A fresh plan, or the checkpoint's state: all of it for resume; the step count,
