@@ -370,6 +370,17 @@ def _follow(svc, launch) -> RunView:
     return final if final is not None else svc.run_view(launch.run_id)
 
 
+def _finetune_lines(config: dict[str, Any] | None) -> list[str]:
+    ft = (config or {}).get("finetune") or {}
+    if not ft.get("init_from"):
+        return []
+    how = (f"LoRA r={ft['lora_r']} alpha={ft['lora_alpha']:g} on "
+           f"{', '.join(ft['lora_targets'])}" if ft.get("lora_r") else "full fine-tune")
+    if ft.get("freeze_layers"):
+        how += f", first {ft['freeze_layers']} blocks frozen"
+    return [f"imported:    {ft['init_from']} ({how})"]
+
+
 def _sample(svc, model: str, tokens: int) -> None:
     from llm_trainer.inference.generate import GenerationSettings
 
@@ -621,6 +632,7 @@ def models_show(
              f"{_num(view.latest_val_loss)}",
              f"shape:       {json.dumps(view.architecture) if view.architecture else '-'}",
              f"tokenizer:   {json.dumps(view.tokenizer) if view.tokenizer else '-'}",
+             *_finetune_lines(view.config),
              f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
              f"runs:        {', '.join(view.runs) or '-'}",
              f"size:        {_size(view.disk_bytes)}   path: {view.path}",

@@ -63,6 +63,8 @@ def test_lora_model_saves_adapters_resumes_generates_and_exports_merged(env, tmp
                    "r=2,alpha=4,dropout=0.0,targets=c_attn,c_fc", *FAST, home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fine-tuning: " in proc.stdout and "LoRA r=2 alpha=4 on c_attn, c_fc" in proc.stdout
+    shown = run_cli("models", "show", "adapted", home=home).stdout
+    assert f"imported:    hf:{folder} (LoRA r=2 alpha=4 on c_attn, c_fc)" in shown
     cfg = config_of(home, "adapted")
     assert cfg["train"]["lr"] == 2e-4 and cfg["finetune"]["lora_targets"] == ["c_attn", "c_fc"]
     model_dir = home / "checkpoints" / "adapted"
