@@ -174,3 +174,91 @@ def make_hf_gpt2(folder: Path, text: str, *, n_layer: int = 2, n_head: int = 2,
         torch.save(sd, folder / "pytorch_model.bin")
         (folder / "model.safetensors").unlink()
     return folder
+
+
+def run_cli_tty(*args: str, home: Path, columns: int = 100, lines: int = 30,
+                env: dict | None = None, timeout: float = 120) -> tuple[int, str]:
+    """The real CLI with a pseudo-terminal of ``columns`` x ``lines`` as its stdin, stdout and
+    stderr (what a user's terminal gives it): the exit code and everything it wrote."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    full_env = {**os.environ, "LLM_TRAINER_HOME": str(home), "PYTHONUNBUFFERED": "1",
+                "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color", "COLUMNS": str(columns),
+                "LINES": str(lines), **(env or {})}
+    full_env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "llm_trainer", *args], stdin=slave,
+                            stdout=slave, stderr=slave, env=full_env, cwd=str(home),
+                            close_fds=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def fake_run(home: Path, run_id: str, config: dict, *, model: str = "m",
+             created_at: float = 1_800_000_000.0, train: tuple = (), evals: tuple = (),
+             status: str = "completed", tokens_per_s: float | None = 1000.0,
+             device: str = "cpu", kind: str = "train") -> str:
+    """A finished run's records written straight to disk (no training): ``train`` and
+    ``evals`` are (step, loss) pairs for metrics.jsonl; state.json gets the last values."""
+    from llm_trainer.store.records import RunMeta, RunState
+    from llm_trainer.store.runs import RunStore
+
+    runs = RunStore(home)
+    vals = [loss for _step, loss in evals]
+    steps = [s for s, _ in (*train, *evals)]
+    runs.create(
+        RunMeta(run_id=run_id, created_at=created_at, kind=kind, config=config,
+                model={"id": f"id-{model}", "name": model},
+                selected_device={"selected": device, "name": device}),
+        RunState(run_id=run_id, status=status, model_id=f"id-{model}", model_name=model,
+                 created_at=created_at, started_at=created_at, ended_at=created_at + 60,
+                 device=device, step=max(steps, default=0), tokens_per_s=tokens_per_s,
+                 val_loss=vals[-1] if vals else None,
+                 best_val_loss=min(vals) if vals else None))
+    for step, loss in train:
+        runs.append_metrics(run_id, {"kind": "train", "step": step, "loss": loss})
+    for step, loss in evals:
+        runs.append_metrics(run_id, {"kind": "eval", "step": step, "val_loss": loss})
+    return run_id
+
+
+def dry_run(home: Path, *args: str) -> dict:
+    """``train --dry-run --json`` (or ``resume`` when the first argument is "resume") with
+    TINY settings, through the real CLI; its parsed JSON."""
+    import json
+
+    command = ["resume", *args[1:]] if args[:1] == ("resume",) else ["train", *TINY, *args]
+    proc = run_cli(*command, "--dry-run", "--json", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def home_contents(home: Path, folder: str) -> list[str]:
+    """What ``home/folder`` holds (empty when it does not exist)."""
+    path = home / folder
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []

@@ -34,6 +34,9 @@ app = typer.Typer(
 models_app = typer.Typer(help="Named models: list, show, rename, archive, delete, activate.",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
+data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True,
+                       rich_markup_mode=None)
+app.add_typer(data_app, name="data")
 
 STATE: dict[str, Any] = {"home": None, "debug": False}
 
@@ -222,7 +225,9 @@ def train(
              ".csv/.parquet file, or a folder with train/valid files")] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the training data")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimizer steps")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="sequences per micro-batch")] = None,
+    batch_size: Annotated[str | None, typer.Option(
+        help="sequences per micro-batch, or auto: the largest that fits this machine (the "
+             "accumulation rises to keep batch_size x grad_accum)")] = None,
     seq_len: Annotated[int | None, typer.Option(help="context length in tokens")] = None,
     lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
     device: Annotated[str | None, typer.Option(
@@ -268,9 +273,18 @@ def train(
     node_rank: NodeRankOpt = 0,
     master_addr: MasterAddrOpt = None,
     master_port: MasterPortOpt = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="resolve everything and estimate memory and time from a few "
+                          "timed steps; train nothing, write no run or checkpoint")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="with --dry-run: machine-readable "
+                                                          "output")] = False,
 ) -> None:
     """Train a model (detached unless --foreground)."""
     from llm_trainer.service import DistLaunch, TrainRequest, parse_lora
+
+    auto_batch, batch_size = _batch_size_option(batch_size)
+    if json_out and not dry_run:
+        raise UsageError("--json goes with --dry-run", hint="llm-trainer train --dry-run --json")
 
     flags = {**(parse_lora(lora) if lora is not None else {}),
              "finetune.freeze_layers": freeze_layers, "data.dataset": dataset,
@@ -287,10 +301,89 @@ def train(
                        name=name, model=model, data_from=data_from, init_from=init_from,
                        foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]],
-                       dist=DistLaunch(nproc, nnodes, node_rank, master_addr, master_port))
+                       dist=DistLaunch(nproc, nnodes, node_rank, master_addr, master_port),
+                       auto_batch=auto_batch)
     svc = _service()
+    if dry_run:
+        _report_estimate(svc.estimate(req), json_out)
+        return
     launch = svc.train(req)
+    if launch.batch_choice:
+        _out(_batch_choice_line(launch.batch_choice))
     _report_launch(svc, launch, sample)
+
+
+def _batch_size_option(value: str | None) -> tuple[bool, int | None]:
+    """``--batch-size``: a whole number >= 1 or ``auto`` -> (auto, number)."""
+    if value is None:
+        return False, None
+    if value.strip().lower() == "auto":
+        return True, None
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"--batch-size must be a whole number or auto (got {value!r})"
+                         ) from None
+    return False, number
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _batch_choice_line(choice: dict[str, Any]) -> str:
+    tried = ", ".join(
+        f"{t['batch_size']}" + ("" if t.get("fits") else " (too big)") +
+        (f" {t['tokens_per_s']:,.0f} tok/s" if t.get("tokens_per_s") else "")
+        for t in choice.get("tried", []))
+    return (f"batch size auto: micro-batch {choice['batch_size']} x accumulation "
+            f"{choice['grad_accum']} = global batch {choice['global_batch']} "
+            f"({choice['method']}; tried {tried})")
+
+
+def _report_estimate(est: dict[str, Any], json_out: bool) -> None:
+    """A dry run: what the run would be, and the estimates, labelled as such."""
+    if json_out:
+        _out(json.dumps(est, default=str, indent=2))
+        return
+    for note in est.get("notes", []):
+        _out(f"warning: {note}", err=True)
+    arch, ds, mem, dev = est["architecture"], est["dataset"], est["memory"], est["device"]
+    who = f"model {est['model']}" if est.get("model") else "a new model"
+    _out(f"dry run ({est['kind']}, {who}): nothing trained, no run or checkpoint written")
+    _out(f"  device:      {dev.get('selected')} ({dev.get('name')}), precision "
+         f"{est['precision']}")
+    _out(f"  data:        {ds['spec']}: {ds['train_tokens']:,} train tokens, "
+         f"{ds['val_tokens']:,} val tokens")
+    _out(f"  model:       {est['parameters']:,} parameters ({est['trainable_parameters']:,} "
+         f"trainable); {arch['n_layer']} layers, {arch['n_head']} heads, {arch['n_embd']} "
+         f"dims, context {arch['block_size']}, vocabulary {arch['vocab_size']:,}")
+    if est.get("batch_choice"):
+        _out("  " + _batch_choice_line(est["batch_choice"]))
+    _out(f"  batch:       micro-batch {est['batch_size']} x accumulation {est['grad_accum']} "
+         f"= {est['global_batch']} sequences = {est['tokens_per_step']:,} tokens per step")
+    _out(f"  steps:       {est['steps_per_epoch']:,} per epoch; {est['start_step']:,} -> "
+         f"{est['total_steps']:,} ({est['steps']:,} to train)")
+    _out(f"  memory (estimate, {mem['device_type']}): {_bytes(mem['total'])} = weights "
+         f"{_bytes(mem['weights'])} + gradients {_bytes(mem['gradients'])} + AdamW "
+         f"{_bytes(mem['optimizer'])} + activations {_bytes(mem['activations'])}; "
+         f"{_bytes(mem['available'])} available")
+    t = est.get("time")
+    if t is None:
+        _out("  time:        not measured")
+        return
+    evals = (f" incl. {t['evals']} evaluation(s) of {format_duration(t['eval_time_s'])}"
+             if t.get("evals") and t.get("eval_time_s") is not None else "")
+    _out(f"  time (estimate from {t['timed_steps']} timed steps after {t['warmup_steps']} "
+         f"warm-up): {t['step_time_s']:.3f} s per step ({t['tokens_per_s']:,.0f} tok/s); "
+         f"{format_duration(t['epoch_time_s'])} per epoch; "
+         f"{format_duration(t['run_time_s'])} for the run{evals}")
 
 
 def _report_launch(svc, launch, sample: int) -> None:
@@ -404,8 +497,11 @@ def status(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
     all_: Annotated[bool, typer.Option("--all", "-a", help="list every run, not the newest 20"
                                        )] = False,
+    no_plot: Annotated[bool, typer.Option(
+        "--no-plot", help="with RUN: numbers only, no loss plot (none is drawn anyway when "
+                          "the output is not a terminal or TERM=dumb)")] = False,
 ) -> None:
-    """List runs (running and newest first), or one run in detail."""
+    """List runs (running and newest first), or one run in detail with its loss curve."""
     svc = _service()
     if run_id is not None:
         run_id = svc.require_run(run_id)
@@ -419,6 +515,8 @@ def status(
                 _out(json.dumps(d.to_json(), default=str, indent=2))
             else:
                 _console().print(_detail_text(d))
+                if not no_plot:
+                    _plot_runs(svc, [(run_id, "")])
             return
         views = svc.list_runs()
         if json_out:
@@ -470,6 +568,121 @@ def stop(
         _out(f"run {result['run_id']} is {result['status']}")
 
 
+# ============================================================================ compare
+
+
+def _plot_runs(svc, runs: list[tuple[str, str]]) -> None:
+    """The loss curves of ``runs`` ((run_id, label) pairs) on one step axis, sized to the
+    terminal; nothing when stdout cannot show a plot."""
+    from llm_trainer.plots import (
+        COLORS,
+        color_wanted,
+        curve_series,
+        plots_enabled,
+        render_plot,
+        terminal_plot_size,
+    )
+
+    if not plots_enabled(sys.stdout):
+        return
+    series = []
+    for i, (run_id, label) in enumerate(runs):
+        series += curve_series(svc.loss_curve(run_id), name=label,
+                               color=COLORS[i % len(COLORS)])
+    text = render_plot(series, *terminal_plot_size(),
+                       title="loss by step (braille line: train, dots: val)",
+                       color=color_wanted())
+    if text:
+        _out(text)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+@app.command()
+def compare(
+    targets: Annotated[list[str] | None, typer.Argument(
+        help="2 to 8 run ids or model names (a model means its latest run)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="numbers only, no loss plot")
+                       ] = False,
+    rerun: Annotated[str | None, typer.Option(
+        "--rerun", metavar="RUN", help="print the `llm-trainer train` command that trains "
+                                       "this run's config again (RUN: run id or model)")
+    ] = None,
+) -> None:
+    """Runs side by side: the config keys that differ, val loss (best highlighted), speed,
+    steps, time, device, and their loss curves on one plot."""
+    from rich.table import Table
+    from rich.text import Text
+
+    svc = _service()
+    targets = list(targets or [])
+    if rerun is not None and not targets:
+        cmd = svc.rerun_command(rerun)
+        if json_out:
+            _out(json.dumps({"run_id": cmd.run_id, "command": cmd.shell, "args": cmd.args,
+                             "notes": cmd.notes}, indent=2))
+            return
+        for note in cmd.notes:
+            _out(f"note: {note}", err=True)
+        _out(cmd.shell)
+        return
+    view = svc.compare(targets)
+    cmd = svc.rerun_command(rerun) if rerun is not None else None
+    if json_out:
+        out = view.to_json()
+        if cmd is not None:
+            out["rerun"] = {"run_id": cmd.run_id, "command": cmd.shell, "args": cmd.args,
+                            "notes": cmd.notes}
+        _out(json.dumps(out, default=str, indent=2))
+        return
+    console = _console()
+    labels = [f"#{i + 1}" for i in range(len(view.runs))]
+    if view.differing_keys:
+        table = Table(box=None, pad_edge=False, header_style="bold",
+                      title="config keys that differ", title_justify="left")
+        table.add_column("KEY", no_wrap=True)
+        for label in labels:
+            table.add_column(label)
+        for key, values in view.differing_keys.items():
+            table.add_row(Text(key), *(Text(_cell(v)) for v in values))
+        console.print(table)
+    else:
+        _out("config: the same for every run")
+    _out("")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("#", "RUN_ID", "MODEL", "FINAL VAL", "BEST VAL", "TOK/S", "STEPS", "WALL",
+                "DEVICE"):
+        table.add_column(col, no_wrap=col != "RUN_ID")
+    for label, r in zip(labels, view.runs, strict=True):
+        best = Text(_num(r.best_val_loss),
+                    style="bold green" if r.run_id == view.best_run else "")
+        table.add_row(Text(label), Text(r.run_id), Text(r.model), Text(_num(r.final_val_loss)),
+                      best, Text(_num(r.tokens_per_s, "{:,.0f}")),
+                      Text("-" if r.steps is None else f"{r.steps:,}"),
+                      Text(format_duration(r.wall_s)), Text(r.device or "-"))
+    console.print(table)
+    if view.best_run:
+        best_label = labels[[r.run_id for r in view.runs].index(view.best_run)]
+        console.print(Text(f"best val loss: {best_label} {view.best_run}", style="bold green"))
+    else:
+        _out("best val loss: none yet (no run has evaluated)")
+    if not no_plot:
+        _plot_runs(svc, [(r.run_id, label) for label, r in zip(labels, view.runs, strict=True)])
+    if cmd is not None:
+        for note in cmd.notes:
+            _out(f"note: {note}", err=True)
+        _out(f"train {cmd.run_id} again: {cmd.shell}")
+
+
 # ============================================================================ resume
 
 
@@ -497,13 +710,26 @@ def resume(
     node_rank: NodeRankOpt = 0,
     master_addr: MasterAddrOpt = None,
     master_port: MasterPortOpt = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="resolve everything and estimate memory and time; resume nothing"
+    )] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="with --dry-run: machine-readable "
+                                                          "output")] = False,
 ) -> None:
     """Continue a model from a checkpoint exactly where it stopped."""
     from llm_trainer.service import DistLaunch
 
     flags = {"runtime.device": device, "runtime.precision": precision,
              "runtime.tensorboard": True if tensorboard else None}
+    if json_out and not dry_run:
+        raise UsageError("--json goes with --dry-run",
+                         hint="llm-trainer resume MODEL --dry-run --json")
     svc = _service()
+    if dry_run:
+        _report_estimate(svc.estimate_resume(
+            target, checkpoint=checkpoint, more_epochs=more_epochs,
+            restart_schedule=restart_schedule, overrides=_overrides(flags, set_)), json_out)
+        return
     launch = svc.resume(target, checkpoint=checkpoint, more_epochs=more_epochs,
                         restart_schedule=restart_schedule, overrides=_overrides(flags, set_),
                         foreground=foreground, command=["llm-trainer", *sys.argv[1:]],
@@ -773,3 +999,78 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = ["app", "main"]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@data_app.command("inspect")
+def data_inspect(
+    spec: Annotated[str | None, typer.Argument(
+        help="what --dataset takes: a file, a folder, hf:NAME[:CONFIG], wikitext-2, "
+             "builtin:python-docs (default: the config's dataset)")] = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="bpe, char, byte or a tokenizer.json (default: the config's)")] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="BPE vocabulary size")] = None,
+    seq_len: Annotated[int | None, typer.Option(
+        help="context length the suggestions assume")] = None,
+    text_column: Annotated[str | None, typer.Option(help="text column of a table")] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Format, text column, splits, documents / characters / tokens, lengths, problems and
+    suggestions for a dataset, read the way training would read it."""
+    flags = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
+             "model.block_size": seq_len, "data.text_column": text_column}
+    report = _service().inspect_data(spec, preset=preset, config_file=config,
+                                     overrides=_overrides(flags, set_))
+    if as_json:
+        _out(json.dumps(report.to_json(), indent=2))
+        return
+    _report_data(report)
+
+
+def _report_data(r) -> None:
+    from rich.table import Table
+
+    _out(f"dataset:    {r.spec}")
+    _out(f"format:     {r.format} ({r.format_reason})")
+    if r.files and len(r.files) > 1:
+        for f in r.files[:12]:
+            _out(f"  {f.path:<40} {f.format:<8} {f.split}")
+        if len(r.files) > 12:
+            _out(f"  ... and {len(r.files) - 12} more files")
+    if r.text_column:
+        others = [c for c in r.column_candidates if c != r.text_column]
+        _out(f"text:       column {r.text_column!r} ({r.column_reason})"
+             + (f"; other text columns: {', '.join(others)}" if others else ""))
+    tok = r.tokenizer
+    _out(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
+         f"{tok['used']:,} used in training)")
+    table = Table(title=f"splits (a document is a {r.document_unit})", title_justify="left")
+    for col in ("split", "from", "documents", "characters", "tokens", "median", "p90",
+                "empty", "duplicates", "bad bytes", "control chars"):
+        table.add_column(col, justify="left" if col in ("split", "from") else "right")
+    for s in r.splits:
+        table.add_row(s.name, s.origin, f"{s.documents:,}", f"{s.characters:,}",
+                      f"{s.tokens:,}", f"{s.percentile(0.5):,}", f"{s.percentile(0.9):,}",
+                      f"{s.empty:,}", f"{s.duplicates:,}", f"{s.undecodable_bytes:,}",
+                      f"{s.nonprintable:,}")
+    _console().print(table)
+    if r.histogram:
+        _out(f"document length in tokens (all splits; seq_len {r.seq_len}):")
+        top = max(b["documents"] for b in r.histogram) or 1
+        for b in r.histogram:
+            bar = "#" * max(1 if b["documents"] else 0, round(30 * b["documents"] / top))
+            span = f"{b['from']:,}-{b['to']:,}" if b["to"] != b["from"] else f"{b['from']:,}"
+            mark = "  <- seq_len" if b["from"] <= r.seq_len <= b["to"] else ""
+            _out(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
+    if r.suggestions:
+        _out("suggestions:")
+        for line in r.suggestions:
+            _out(f"  - {line}")
+    else:
+        _out("suggestions: none; the data looks ready")
+    _out(f"(read in {r.seconds:.1f} s)")

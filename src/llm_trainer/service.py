@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
+from llm_trainer.app.compare import RunComparison
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
 from llm_trainer.app.planner import TrainRequest, parse_lora
 from llm_trainer.app.queries import RunQueries
@@ -19,7 +20,15 @@ from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
-from llm_trainer.views import ModelDetail, ModelView, RunDetail, RunView
+from llm_trainer.views import (
+    CompareView,
+    LossCurve,
+    ModelDetail,
+    ModelView,
+    RerunCommand,
+    RunDetail,
+    RunView,
+)
 
 __all__ = ["DistLaunch", "Launch", "Service", "TrainRequest", "parse_lora", "resolve_home"]
 
@@ -39,6 +48,7 @@ class Service:
         self.admin = ModelAdmin(models, self.queries)
         self.planner = LaunchPlanner(self.home, runs, self.admin)
         self.control = ProcessControl(self.home, runs, models, self.queries)
+        self.comparison = RunComparison(self.queries, self.home)
         self._telemetry = None
 
     # ================================================================== runs
@@ -60,6 +70,18 @@ class Service:
     def metrics(self, run_id: str, tail: int | None = None) -> list[dict[str, Any]]:
         return self.queries.metrics(run_id, tail)
 
+    def loss_curve(self, run_id: str) -> LossCurve:
+        """Train and val loss by step, for plots."""
+        return self.queries.loss_curve(run_id)
+
+    def compare(self, targets: list[str]) -> CompareView:
+        """2-8 runs (a model name: its latest run): differing config keys, results, best."""
+        return self.comparison.compare(targets)
+
+    def rerun_command(self, target: str) -> RerunCommand:
+        """The `llm-trainer train ...` command that reproduces a run's config."""
+        return self.comparison.rerun_command(target)
+
     def system_snapshot(self, runs: list[RunView] | None = None) -> dict[str, Any]:
         """Host telemetry plus the time until every active run is done (None: no active run;
         runs train side by side, so that is the longest remaining time, not a sum)."""
@@ -78,7 +100,51 @@ class Service:
     # ================================================================== training
     def train(self, req: TrainRequest) -> Launch:
         """A new model, or ``req.model`` continued (new data, fresh optimizer)."""
-        return self.control.start(self.planner.plan_train(req))
+        plan = self.planner.plan_train(req)
+        if req.auto_batch:
+            plan = self._auto_batch(plan)
+        return self.control.start(plan)
+
+    def estimate(self, req: TrainRequest, *, timed_steps: int | None = None
+                 ) -> dict[str, Any]:
+        """What ``train(req)`` would do, resolved without training or writing a run or
+        checkpoint: config, data, model, steps, memory and (``timed_steps`` > 0, default 5
+        after 2 warm-up steps) the time, measured on this machine. Imports torch."""
+        return self._estimate(self.planner.plan_train(req), timed_steps,
+                              auto_batch=req.auto_batch)
+
+    def estimate_resume(self, target: str | None, *, timed_steps: int | None = None,
+                        **kwargs: Any) -> dict[str, Any]:
+        """``estimate`` for ``resume(target, **kwargs)``."""
+        return self._estimate(self.planner.plan_resume(target, **kwargs), timed_steps,
+                              auto_batch=False)
+
+    def _estimate(self, plan, timed_steps: int | None, *, auto_batch: bool) -> dict[str, Any]:
+        from llm_trainer.training.estimate import TIMED_STEPS, estimate_run, job_for
+
+        job = job_for(plan.config, self.home, plan.init, dataset_explicit=plan.dataset_explicit,
+                      model_dir=self.home)
+        out = estimate_run(job, timed=TIMED_STEPS if timed_steps is None else timed_steps,
+                           auto_batch=auto_batch)
+        name = plan.model.name if plan.model is not None else plan.new_model_name
+        notes = list(plan.notes)
+        if plan.dist is not None and plan.dist.enabled:
+            notes.append("estimated for one process on this machine: with several, the "
+                         "global batch, steps per epoch and time per step differ")
+        return {"kind": plan.kind, "model": name, "notes": notes, **out}
+
+    def _auto_batch(self, plan):
+        """--batch-size auto: measure, then train with the chosen micro-batch and a raised
+        accumulation (same global batch); the choice goes into the run's meta.json."""
+        from llm_trainer.training.estimate import choose_batch_for, job_for
+
+        job = job_for(plan.config, self.home, plan.init, dataset_explicit=plan.dataset_explicit,
+                      model_dir=self.home)
+        choice = choose_batch_for(job)
+        plan.config = plan.config.replace(**{"train.batch_size": choice.batch_size,
+                                             "train.grad_accum": choice.grad_accum})
+        plan.batch_choice = choice.to_json()
+        return plan
 
     def resume(self, target: str | None, *, checkpoint: str = "latest",
                more_epochs: int | None = None, or_more_epochs: int | None = None,
@@ -95,6 +161,25 @@ class Service:
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
              timeout: float = 300.0) -> dict[str, Any]:
         return self.control.stop(run_id, now=now, wait=wait, timeout=timeout)
+
+    # ------------------------------------------------------------------ data
+    def inspect_data(self, spec: str | None, *, preset: str | None = None,
+                     config_file: str | None = None,
+                     overrides: dict[str, Any] | None = None):
+        """A DataReport of ``spec`` (default: the config's dataset), read with the settings
+        training would use: the preset or file, then ``overrides`` (data.*, model.block_size)."""
+        from llm_trainer.config import load_config
+        from llm_trainer.data.inspect import inspect_dataset
+
+        values = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if spec is not None:
+            values["data.dataset"] = spec
+        cfg = load_config(config_file=config_file, preset=preset, overrides=values,
+                          home=self.home)
+        d = cfg.data
+        return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
+                               val_fraction=d.val_fraction, text_column=d.text_column,
+                               seq_len=cfg.model.block_size, data_dir=self.home / "data")
 
     def follow(self, run_id: str, *, poll: float = 0.2, process=None) -> RunFollower:
         return self.control.follow(run_id, poll=poll, process=process)

@@ -121,3 +121,68 @@ class ModelDetail(ModelView):
     """A model with each of its checkpoints, verified against their manifests."""
 
     checkpoints: list[CheckpointView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LossCurve:
+    """A run's loss over steps, from its metrics.jsonl: train records and evaluations."""
+
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.train_steps or self.val_steps)
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    """One run of a comparison: what `compare` prints per run."""
+
+    run_id: str
+    model: str
+    status: str
+    final_val_loss: float | None
+    best_val_loss: float | None
+    tokens_per_s: float | None
+    steps: int | None
+    wall_s: float | None
+    device: str | None
+    config: dict[str, Any]  # dotted keys -> values (lists for tuples, as in meta.json)
+    curve: LossCurve = field(default_factory=LossCurve)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["curve"], out["status"]
+        return out
+
+
+@dataclass(frozen=True)
+class CompareView:
+    """Two to eight runs side by side: the config keys whose values differ between them (in
+    run order), each run's results, and the run with the lowest best val loss."""
+
+    runs: list[CompareRun]
+    differing_keys: dict[str, list[Any]]
+    best_run: str | None  # None when no run has a val loss yet
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runs": [r.to_json() for r in self.runs],
+                "differing_keys": self.differing_keys, "best_run": self.best_run}
+
+
+@dataclass(frozen=True)
+class RerunCommand:
+    """The `llm-trainer train ...` command that reproduces a run's config."""
+
+    run_id: str
+    args: list[str]  # argv, starting with "llm-trainer"
+    notes: list[str] = field(default_factory=list)  # what the command does not reproduce
+
+    @property
+    def shell(self) -> str:
+        import shlex
+
+        return shlex.join(self.args)

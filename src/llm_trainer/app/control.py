@@ -42,6 +42,7 @@ class Launch:
     process: subprocess.Popen | None = None
     notes: list[str] = field(default_factory=list)
     checkpoint: str | None = None
+    batch_choice: dict[str, Any] | None = None
 
 
 class ProcessControl:
@@ -89,7 +90,8 @@ class ProcessControl:
                     requested_device=cfg.runtime.device, init=plan.init,
                     dataset_explicit=plan.dataset_explicit, created_model=created,
                     foreground=plan.foreground, home=str(self.home),
-                    distributed=dist.to_json() if dist and dist.enabled else None),
+                    distributed=dist.to_json() if dist and dist.enabled else None,
+                    batch_choice=plan.batch_choice),
             RunState(run_id=run_id, status=RunStatus.QUEUED, model_id=rec.id,
                      model_name=rec.name, created_at=now,
                      requested_device=cfg.runtime.device))
@@ -120,7 +122,7 @@ class ProcessControl:
         if not plan.foreground:
             self._children.append(proc)
         return Launch(run_id, proc.pid, rec.name, rec.id, plan.foreground, proc, plan.notes,
-                      plan.init["checkpoint"] if plan.init else None)
+                      plan.init["checkpoint"] if plan.init else None, plan.batch_choice)
 
     # ------------------------------------------------------------------ stop
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,

@@ -43,6 +43,7 @@ class TrainRequest:
     foreground: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     dist: DistLaunch | None = None
+    auto_batch: bool = False  # --batch-size auto: the largest micro-batch that fits
 
 
 @dataclass
@@ -60,6 +61,7 @@ class LaunchPlan:
     command: list[str]
     dist: DistLaunch | None
     notes: list[str] = field(default_factory=list)
+    batch_choice: dict[str, Any] | None = None  # set when --batch-size auto chose one
 
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained
@@ -122,6 +124,9 @@ class LaunchPlanner:
                              "another model's dataset",
                              hint="e.g. llm-trainer train --model A --data-from B")
         overrides = user_overrides(req.overrides)
+        if req.auto_batch and "train.batch_size" in overrides:
+            raise UsageError("--batch-size auto chooses the micro-batch: do not also set "
+                             "train.batch_size")
         cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=overrides,
                           home=self.home)
         if req.name is not None:

@@ -19,7 +19,7 @@ from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.records import RunState, RunStatus
 from llm_trainer.store.runs import RunStore
 from llm_trainer.store.schema import SchemaError
-from llm_trainer.views import RunDetail, RunView
+from llm_trainer.views import LossCurve, RunDetail, RunView
 
 QUEUED_GRACE_S = 60.0
 STOPPED_NOW = "killed without a checkpoint (--now)"
@@ -157,3 +157,18 @@ class RunQueries:
 
     def metrics(self, run_id: str, tail: int | None = None) -> list[dict[str, Any]]:
         return self.runs.read_metrics(run_id, tail=tail)
+
+    def loss_curve(self, run_id: str) -> LossCurve:
+        """Train and val loss by step from the run's metrics (what the plots draw)."""
+        curve = LossCurve()
+        for m in self.runs.read_metrics(self.runs.require(run_id)):
+            step = m.get("step")
+            if step is None:
+                continue
+            if m.get("kind") == "train" and m.get("loss") is not None:
+                curve.train_steps.append(int(step))
+                curve.train_loss.append(float(m["loss"]))
+            elif m.get("kind") == "eval" and m.get("val_loss") is not None:
+                curve.val_steps.append(int(step))
+                curve.val_loss.append(float(m["val_loss"]))
+        return curve

@@ -130,6 +130,13 @@ def split_of(path: Path) -> str | None:
 
 def _load_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path) -> str:
     """Rows of .jsonl/.json/.csv/.parquet files through HF ``datasets``, as one text."""
+    rows, _ = table_rows(files, fmt, text_column, cache_dir)
+    return join_rows(rows)
+
+
+def table_rows(files: list[Path], fmt: str, text_column: str | None,
+               cache_dir: Path) -> tuple[list, ColumnChoice]:
+    """The text column's rows of .jsonl/.json/.csv/.parquet files, and how it was chosen."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import datasets
 
@@ -142,24 +149,37 @@ def _load_table(files: list[Path], fmt: str, text_column: str | None, cache_dir:
         raise DataError(f"cannot read {', '.join(f.name for f in files)} as {fmt}: {first}",
                         hint="check the file is well-formed; one JSON object per line for .jsonl"
                         ) from None
-    column = pick_text_column(ds.column_names, ds.features, text_column,
-                              where=", ".join(f.name for f in files))
-    return join_rows(ds[column])
+    choice = choose_text_column(ds.column_names, ds.features, text_column,
+                                where=", ".join(f.name for f in files))
+    return ds[choice.column], choice
+
+
+@dataclass(frozen=True)
+class ColumnChoice:
+    column: str
+    candidates: list[str]  # the columns that hold text
+    reason: str  # why this one, in plain words
 
 
 def pick_text_column(columns: list[str], features, wanted: str | None, where: str) -> str:
+    return choose_text_column(columns, features, wanted, where).column
+
+
+def choose_text_column(columns: list[str], features, wanted: str | None,
+                       where: str) -> ColumnChoice:
+    text_cols = [c for c in columns if getattr(features.get(c), "dtype", None) in
+                 ("string", "large_string")]
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{where} has no column {wanted!r} (columns: {', '.join(columns)})",
                             hint="set the right one with --set data.text_column=NAME")
-        return wanted
+        return ColumnChoice(wanted, text_cols, "named by data.text_column")
     for guess in TEXT_COLUMN_GUESSES:
         if guess in columns:
-            return guess
-    text_cols = [c for c in columns if getattr(features.get(c), "dtype", None) in
-                 ("string", "large_string")]
+            return ColumnChoice(guess, text_cols, f"its name is one of the usual text "
+                                                  f"columns ({', '.join(TEXT_COLUMN_GUESSES)})")
     if len(text_cols) == 1:
-        return text_cols[0]
+        return ColumnChoice(text_cols[0], text_cols, "the only text column")
     raise DataError(
         f"cannot tell which column of {where} holds the text (columns: {', '.join(columns)})",
         hint="name it with --set data.text_column=NAME",
@@ -244,8 +264,9 @@ def _python_docs(val_fraction: float) -> TextSource:
     )
 
 
-def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
-           text_column: str | None) -> TextSource:
+def local_files(path: Path) -> tuple[list[Path], Path]:
+    """The readable files of a local dataset (a file, or a folder searched recursively) and
+    the folder their names are relative to."""
     path = path.resolve()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
@@ -263,9 +284,27 @@ def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
                 hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a folder",
             )
         files, root = [path], path.parent
-    by_split: dict[str, list[Path]] = {"train": [], "val": [], "test": [], None: []}
+    return files, root
+
+
+def split_files(files: list[Path]) -> dict[str, list[Path]] | None:
+    """Which files train and which validate, from their names; None when the validation
+    split must be held out of the text (no validation or test file beside training data)."""
+    by_split: dict[str | None, list[Path]] = {"train": [], "val": [], "test": [], None: []}
     for f in files:
         by_split[split_of(f) if len(files) > 1 else None].append(f)
+    train, val, test, other = (by_split[k] for k in ("train", "val", "test", None))
+    if val:  # a validation file; train on the rest (test too when there is no train file)
+        return {"train": train + other or test, "val": val}
+    if test and (train or other):  # no validation file: the test file validates
+        return {"train": train + other, "val": test}
+    return None
+
+
+def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
+           text_column: str | None) -> TextSource:
+    path = path.resolve()
+    files, root = local_files(path)
     fp = _sha_files(files, root)
     key = f"local-{fp[:16]}-v{val_fraction}-c{text_column or ''}"
 
@@ -281,11 +320,9 @@ def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
         return join_files(parts)
 
     def load() -> Splits:
-        train, val, test, other = (by_split[k] for k in ("train", "val", "test", None))
-        if val:  # a validation file; train on the rest (test too when there is no train file)
-            return Splits(read(train + other or test), read(val), "split")
-        if test and (train or other):  # no validation file: the test file validates
-            return Splits(read(train + other), read(test), "split")
+        groups = split_files(files)
+        if groups is not None:
+            return Splits(read(groups["train"]), read(groups["val"]), "split")
         train_text, val_text = hold_out(read(files), val_fraction)
         return Splits(train_text, val_text, "held out")
 

@@ -92,6 +92,8 @@ class RunMeta(_Record):
     tokens_per_step: int | None = None
     steps_per_epoch: int | None = None
     versions: dict[str, str] | None = None
+    # --batch-size auto: the micro-batch and accumulation chosen before the run started
+    batch_choice: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -145,6 +147,11 @@ class RunState(_Record):
     rollbacks: int = 0
     last_anomaly: str | None = None
     last_sample: dict[str, Any] | None = None
+    # the time estimate made from the run's first steps, and at the end how far off it was
+    # (actual mean step time / estimated - 1); see training.estimate.EstimateCheck
+    estimate: dict[str, Any] | None = None
+    estimate_error: float | None = None
+    actual_step_time_s: float | None = None
     # the end
     reason: str | None = None
     error: str | None = None

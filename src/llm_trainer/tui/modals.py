@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Sparkline, Static
+from textual.widgets import Button, Footer, Static
 
+from llm_trainer.plots import curve_series, render_plot
 from llm_trainer.progress import format_clock, format_duration
-from llm_trainer.views import RunDetail
+from llm_trainer.views import LossCurve, RunDetail
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -89,20 +91,34 @@ def detail_text(d: RunDetail) -> Text:
     return Text("\n".join(lines))
 
 
+class LossPlot(Static):
+    """A run's train and val loss drawn with plotext, redrawn to fit whenever it resizes."""
+
+    def __init__(self, curve: LossCurve, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.curve = curve
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.draw(event.size.width, event.size.height)
+
+    def draw(self, width: int, height: int) -> None:
+        text = render_plot(curve_series(self.curve), width, height, title="loss by step")
+        self.update(Text.from_ansi(text) if text else Text("no loss recorded yet"))
+
+
 class RunDetailScreen(ModalScreen[None]):
-    """One run in detail: progress, timing, the loss curve and the end of its log."""
+    """One run in detail: progress, timing, the loss curves and the end of its log."""
 
     BINDINGS = [Binding("escape,q,enter", "close", "close")]
 
-    def __init__(self, detail: RunDetail, losses: list[float]) -> None:
+    def __init__(self, detail: RunDetail, curve: LossCurve) -> None:
         super().__init__()
         self.detail = detail
-        self.losses = losses
+        self.curve = curve
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog"):
-            yield Static(Text(f"loss curve ({len(self.losses)} points)"), id="curve-label")
-            yield Sparkline(self.losses or [0.0], id="curve")
+            yield LossPlot(self.curve, id="curve")
             with VerticalScroll(id="detail-scroll"):
                 yield Static(detail_text(self.detail), id="detail-body")
         yield Footer()

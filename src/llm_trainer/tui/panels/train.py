@@ -46,6 +46,37 @@ class TrainForm:
                 f"precision {self.precision}?")
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def estimate_text(est: dict) -> str:
+    """The service's dry-run estimate, for the confirmation (labelled as an estimate)."""
+    mem, ds = est["memory"], est["dataset"]
+    lines = [
+        f"Estimate: {est['steps']:,} steps ({est['start_step']:,} -> {est['total_steps']:,}), "
+        f"{est['steps_per_epoch']:,} per epoch of {est['tokens_per_step']:,} tokens",
+        f"data {ds['train_tokens']:,} train / {ds['val_tokens']:,} val tokens; "
+        f"{est['parameters']:,} parameters; device {est['device'].get('selected')}",
+        f"memory ~{_size(mem['total'])} (weights {_size(mem['weights'])}, AdamW "
+        f"{_size(mem['optimizer'])}, gradients {_size(mem['gradients'])}, activations "
+        f"{_size(mem['activations'])}) of {_size(mem['available'])} available",
+    ]
+    t = est.get("time")
+    if t:
+        from llm_trainer.progress import format_duration
+
+        lines.append(f"time ~{format_duration(t['run_time_s'])} "
+                     f"({t['step_time_s']:.3f} s per step, estimate)")
+    else:
+        lines.append("time: not measured here (`llm-trainer train --dry-run` times real steps)")
+    return "\n".join(lines)
+
+
 class TrainPanel(Panel):
     PANEL_TITLE = "C · Train Selected Model"
     can_focus = True
