@@ -1,8 +1,11 @@
 """`llm-trainer data inspect SPEC`: what a dataset is before you train on it.
 
-One pass over each split's documents gathers everything: documents, characters, tokens (with
-the tokenizer training would use), their lengths, empty and duplicate documents, bytes that
-are not UTF-8, control and invisible characters. A *document* is a row of a table
+Local files are streamed (text read 1 MB at a time, table rows from Arrow in batches): one
+pass over the documents gathers everything (documents, characters, tokens with the tokenizer
+training would use, their lengths, empty and duplicate documents, bytes that are not UTF-8,
+control and invisible characters), after one more pass over the training documents when
+that tokenizer is trained on them (bpe, char), as training's is. Memory holds the figures
+(a length and a 16-byte hash per document), not the text. A *document* is a row of a table
 (.jsonl/.json/.csv/.parquet, a Hugging Face dataset) or a paragraph of a text file (text
 between blank lines). Suggestions are plain sentences derived from those figures; the
 thresholds are the constants below. No torch here.
@@ -10,35 +13,40 @@ thresholds are the constants below. No torch here.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llm_trainer.data.sources import (
     BUILTIN_PYDOCS,
+    LOCAL_HINT,
     TABLE_SUFFIXES,
     TEXT_SUFFIXES,
     WIKITEXT,
     check_dataset_spec,
     local_files,
+    open_table,
     resolve_dataset,
     split_files,
     split_of,
-    table_rows,
 )
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError
 
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 # control characters (but tab, newline, carriage return), C1 controls, zero-width and
-# direction marks, BOM, private use and specials: what a cleaned text does not contain
+# direction marks, BOM, private use and specials (not U+FFFD: undecodable bytes count apart):
+# what a cleaned text does not contain
 NONPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
-                          "\u2060-\u2064\ufeff\ue000-\uf8ff\ufff0-\uffff]")
+                          "\u2060-\u2064\ufeff\ue000-\uf8ff\ufff0-\ufffc\ufffe\uffff]")
 ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
+READ_BYTES = 1 << 20  # text files are read this much at a time
 SMALL_VAL_SHARE = 0.01  # a validation split under 1% of the data gives a noisy val loss
 LARGE_VAL_SHARE = 0.3  # over 30% is data the model never trains on
 UNUSED_VOCAB = 0.2  # a BPE vocabulary with over 20% of its tokens unused is too large
@@ -104,89 +112,119 @@ class DataReport:
 
 
 @dataclass
-class _Docs:
-    """One split's documents as they are read, plus the byte problems met reading them."""
+class _Doc:
+    text: str
+    at: float = 0.0  # where it starts in the whole data, 0..1 (bytes of files, table rows)
+    bad: int = 0  # bytes in it that were not UTF-8 (shown as U+FFFD)
 
-    texts: list[str]
-    undecodable: int = 0
 
-
-def _decode(path: Path) -> tuple[str, int]:
-    data = path.read_bytes()
-    text = data.decode("utf-8", errors="surrogateescape")
-    bad = len(ESCAPED.findall(text))
-    return (ESCAPED.sub("\ufffd", text) if bad else text), bad
+def _split_paragraphs(text: str):
+    """(offset, paragraph) for each paragraph of ``text`` (blank lines separate them)."""
+    pos = 0
+    for m in PARAGRAPH.finditer(text):
+        yield pos, text[pos:m.start()]
+        pos = m.end()
+    yield pos, text[pos:]
 
 
 def _paragraphs(text: str) -> list[str]:
-    return [p for p in PARAGRAPH.split(text) if p.strip()] if text else []
+    return [p for _, p in _split_paragraphs(text) if p.strip()] if text else []
 
 
-def _read_files(files: list[Path], text_column: str | None, cache_dir: Path,
-                choice: list) -> _Docs:
-    docs = _Docs([])
+def _text_docs(path: Path, start: int, total: int) -> Iterator[_Doc]:
+    """The paragraphs of a text file, read 1 MB at a time (never the whole file at once);
+    positions count characters as bytes, exact for ASCII."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    pending, base = "", 0  # base: characters of the file before ``pending``
+
+    def emit(text: str):
+        for offset, para in _split_paragraphs(text):
+            if para.strip():
+                bad = len(ESCAPED.findall(para))
+                yield _Doc(ESCAPED.sub("\ufffd", para) if bad else para,
+                           (start + base + offset) / total, bad)
+
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_BYTES):
+            pending += decoder.decode(block)
+            last = None
+            for last in PARAGRAPH.finditer(pending):  # noqa: B007 - the last one is wanted
+                pass
+            if last is not None:
+                yield from emit(pending[:last.start()])
+                base += last.end()
+                pending = pending[last.end():]
+        pending += decoder.decode(b"", final=True)
+        yield from emit(pending)
+
+
+def _table_docs(path: Path, fmt: str, text_column: str | None, cache_dir: Path, start: int,
+                total: int, choice: list) -> Iterator[_Doc]:
+    """The rows of a table file, read from Arrow in batches; a row's position is its share
+    of the file's rows."""
+    ds, how = open_table([path], fmt, text_column, cache_dir)
+    choice.append(how)
+    size, n, i = path.stat().st_size, max(1, ds.num_rows), 0
+    for batch in ds.iter(batch_size=1024):
+        for value in batch[how.column]:
+            yield _Doc("" if value is None else str(value), (start + size * i / n) / total)
+            i += 1
+
+
+def _file_docs(files: list[Path], text_column: str | None, cache_dir: Path,
+               choice: list) -> Iterator[_Doc]:
+    """Every document of ``files`` in order, streamed."""
+    total = max(1, sum(f.stat().st_size for f in files))
+    start = 0
     for f in files:
         fmt = TABLE_SUFFIXES.get(f.suffix.lower())
-        if fmt is None:
-            text, bad = _decode(f)
-            docs.texts += _paragraphs(text)
-            docs.undecodable += bad
-        else:
-            rows, how = table_rows([f], fmt, text_column, cache_dir)
-            docs.texts += ["" if r is None else str(r) for r in rows]
-            choice.append(how)
-    return docs
-
-
-def _hold_out(docs: _Docs, fraction: float) -> tuple[_Docs, _Docs]:
-    """The trailing documents holding about ``fraction`` of the characters validate, as
-    training holds out the last ``val_fraction`` of the text."""
-    total = sum(len(t) for t in docs.texts)
-    kept, cut = 0, len(docs.texts)
-    while cut > 1 and kept < fraction * total:
-        cut -= 1
-        kept += len(docs.texts[cut])
-    return _Docs(docs.texts[:cut], docs.undecodable), _Docs(docs.texts[cut:])
+        yield from (_text_docs(f, start, total) if fmt is None else
+                    _table_docs(f, fmt, text_column, cache_dir, start, total, choice))
+        start += f.stat().st_size
 
 
 # ---------------------------------------------------------------------------- the pass
 
 
-def _measure(name: str, origin: str, docs: _Docs, tokenizer: TextTokenizer | None,
-             seen_ids: set[int] | None) -> tuple[SplitStats, set[str]]:
-    stats = SplitStats(name, origin, undecodable_bytes=docs.undecodable)
-    hashes: set[str] = set()
-    batch: list[str] = []
+class _Measure:
+    """One split's figures, gathered document by document (tokens in batches)."""
 
-    def flush() -> None:
-        if tokenizer is None or not batch:
-            return
-        for enc in tokenizer.tok.encode_batch(batch, add_special_tokens=False):
-            stats.lengths.append(len(enc.ids))
-            stats.tokens += len(enc.ids)
-            if seen_ids is not None:
-                seen_ids.update(enc.ids)
-        batch.clear()
+    def __init__(self, name: str, origin: str, tokenizer: TextTokenizer | None,
+                 seen_ids: set[int] | None) -> None:
+        self.stats = SplitStats(name, origin)
+        self.hashes: set[str] = set()
+        self.tokenizer, self.seen_ids = tokenizer, seen_ids
+        self.batch: list[str] = []
 
-    for text in docs.texts:
+    def add(self, doc: _Doc) -> None:
+        stats = self.stats
         stats.documents += 1
-        stats.characters += len(text)
-        stats.nonprintable += len(NONPRINTABLE.findall(text))
-        body = text.strip()
+        stats.characters += len(doc.text)
+        stats.undecodable_bytes += doc.bad
+        stats.nonprintable += len(NONPRINTABLE.findall(doc.text))
+        body = doc.text.strip()
         if not body:
             stats.empty += 1
-            continue
+            return
         if len(body) >= DUPLICATE_MIN_CHARS:
             digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"),
                                      digest_size=16).hexdigest()
-            if digest in hashes:
+            if digest in self.hashes:
                 stats.duplicates += 1
-            hashes.add(digest)
-        batch.append(text)
-        if len(batch) >= 2048:
-            flush()
-    flush()
-    return stats, hashes
+            self.hashes.add(digest)
+        self.batch.append(doc.text)
+        if len(self.batch) >= 2048:
+            self.flush()
+
+    def flush(self) -> SplitStats:
+        if self.tokenizer is not None and self.batch:
+            for enc in self.tokenizer.tok.encode_batch(self.batch, add_special_tokens=False):
+                self.stats.lengths.append(len(enc.ids))
+                self.stats.tokens += len(enc.ids)
+                if self.seen_ids is not None:
+                    self.seen_ids.update(enc.ids)
+        self.batch.clear()
+        return self.stats
 
 
 def _histogram(lengths: list[int]) -> list[dict[str, int]]:
@@ -295,17 +333,34 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
             "paragraph" if kinds == ["text"] else "document"
         cache = data_dir / "hf"
         if groups is None:
-            train_docs, val_docs = _hold_out(_read_files(found, text_column, cache, choice),
-                                             val_fraction)
+            cut = 1 - val_fraction
+
+            def stream(which: str) -> Iterator[_Doc]:
+                return (d for d in _file_docs(found, text_column, cache, choice)
+                        if (d.at < cut) == (which == "train"))
+
             origins = (f"all but the last {val_fraction:.0%}", f"held out: the last "
                                                                 f"{val_fraction:.0%}")
             files = [SourceFile(str(f.relative_to(root)), _fmt(f), "both") for f in found]
         else:
-            train_docs = _read_files(groups["train"], text_column, cache, choice)
-            val_docs = _read_files(groups["val"], text_column, cache, choice)
+            def stream(which: str) -> Iterator[_Doc]:
+                return _file_docs(groups[which], text_column, cache, choice)
+
             origins = tuple(", ".join(f.name for f in groups[k]) for k in ("train", "val"))
             files = [SourceFile(str(f.relative_to(root)), _fmt(f), split_of(f) or "train")
                      for f in found]
+        tok = _tokenizer(tokenizer, vocab_size, lambda: (d.text for d in stream("train")))
+        choice.clear()  # the tokenizer's pass met the same columns
+        used: set[int] = set()
+        train = _Measure("train", origins[0], tok, used)
+        val = _Measure("val", origins[1], tok, None)
+        if groups is None:  # one pass over the files feeds both splits
+            for d in _file_docs(found, text_column, cache, choice):
+                (train if d.at < cut else val).add(d)
+        else:
+            for which, m in (("train", train), ("val", val)):
+                for d in stream(which):
+                    m.add(d)
     else:  # hub datasets, WikiText-2 and the built-in corpus: the text training would read
         source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
                                  text_column=text_column)
@@ -315,15 +370,21 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
                and spec.startswith("wikitext") else f"Hugging Face dataset {spec[3:]}")
         reason = ("a name this tool knows" if not spec.startswith("hf:") else
                   "the hf: prefix names a dataset on the hub (or its cache)")
-        train_docs, val_docs = _Docs(_paragraphs(splits.train)), _Docs(_paragraphs(splits.val))
         origins = ((f"all but the last {val_fraction:.0%}", f"held out: the last "
                                                             f"{val_fraction:.0%}")
                    if splits.val_source == "held out" else
                    ("the train split", "the validation split"))
-    tok = _tokenizer(tokenizer, vocab_size, train_docs.texts)
-    used: set[int] = set()
-    train, train_hashes = _measure("train", origins[0], train_docs, tok, used)
-    val, val_hashes = _measure("val", origins[1], val_docs, tok, None)
+        texts = {"train": _paragraphs(splits.train), "val": _paragraphs(splits.val)}
+        tok = _tokenizer(tokenizer, vocab_size, lambda: iter(texts["train"]))
+        used = set()
+        train = _Measure("train", origins[0], tok, used)
+        val = _Measure("val", origins[1], tok, None)
+        for which, m in (("train", train), ("val", val)):
+            for text in texts[which]:
+                m.add(_Doc(text))
+    train_stats, val_stats = train.flush(), val.flush()
+    if not train_stats.documents - train_stats.empty:
+        raise DataError(f"the training split of {spec} has no text", hint=LOCAL_HINT)
     col = choice[0] if choice else None
     report = DataReport(
         spec=spec, format=fmt, format_reason=reason, files=files, document_unit=unit,
@@ -332,8 +393,9 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
         column_reason=col.reason if col else None,
         tokenizer={"spec": tokenizer, "kind": tok.kind if tok else None,
                    "vocab_size": tok.vocab_size if tok else None, "used": len(used)},
-        splits=[train, val], histogram=_histogram(train.lengths + val.lengths),
-        overlap=len(val_hashes & train_hashes), seq_len=seq_len, suggestions=[], seconds=0.0)
+        splits=[train_stats, val_stats],
+        histogram=_histogram(train_stats.lengths + val_stats.lengths),
+        overlap=len(val.hashes & train.hashes), seq_len=seq_len, suggestions=[], seconds=0.0)
     report.suggestions = suggestions(report, vocab_size)
     report.seconds = time.perf_counter() - t0
     return report
@@ -343,16 +405,18 @@ def _fmt(f: Path) -> str:
     return TABLE_SUFFIXES.get(f.suffix.lower(), "text")
 
 
-def _tokenizer(spec: str, vocab_size: int, train_texts: list[str]) -> TextTokenizer | None:
-    """The tokenizer training would build for this data (a BPE trained on the training
-    split, a char vocabulary from it, bytes, or a tokenizer.json file)."""
-    if not train_texts:
-        raise DataError("the training split has no text")
-    text = "\n\n".join(train_texts)
+def _tokenizer(spec: str, vocab_size: int, train_texts) -> TextTokenizer:
+    """The tokenizer training would build for this data: a BPE trained on the training
+    split, a char vocabulary of it (both need one streamed pass over it), bytes, or a
+    tokenizer.json file. ``train_texts()`` yields the training documents afresh."""
     if spec == "bpe":
-        return TextTokenizer.train_bpe(text, vocab_size)
+        return TextTokenizer.train_bpe_from(train_texts(), vocab_size)
     if spec == "char":
-        return TextTokenizer.build_char(text)
+        chars: set[str] = set()
+        for text in train_texts():
+            chars.update(text)
+        chars.add("\n")  # documents are joined by blank lines in training
+        return TextTokenizer.build_char("".join(sorted(chars)))
     if spec == "byte":
         return TextTokenizer.build_byte()
     return TextTokenizer.from_file(Path(spec).expanduser())

@@ -137,6 +137,13 @@ def _load_table(files: list[Path], fmt: str, text_column: str | None, cache_dir:
 def table_rows(files: list[Path], fmt: str, text_column: str | None,
                cache_dir: Path) -> tuple[list, ColumnChoice]:
     """The text column's rows of .jsonl/.json/.csv/.parquet files, and how it was chosen."""
+    ds, choice = open_table(files, fmt, text_column, cache_dir)
+    return ds[choice.column], choice
+
+
+def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path):
+    """The files as a Hugging Face ``Dataset`` (Arrow, memory-mapped: rows are read when
+    iterated) and the choice of its text column."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import datasets
 
@@ -151,7 +158,7 @@ def table_rows(files: list[Path], fmt: str, text_column: str | None,
                         ) from None
     choice = choose_text_column(ds.column_names, ds.features, text_column,
                                 where=", ".join(f.name for f in files))
-    return ds[choice.column], choice
+    return ds, choice
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,12 @@ class TextTokenizer:
 
     @classmethod
     def train_bpe(cls, text: str, vocab_size: int) -> TextTokenizer:
+        return cls.train_bpe_from(_chunks(text), vocab_size)
+
+    @classmethod
+    def train_bpe_from(cls, pieces, vocab_size: int) -> TextTokenizer:
+        """A byte-level BPE trained on an iterable of text pieces (streamed: the text need
+        not be in memory at once; pieces must not split words)."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -60,7 +66,7 @@ class TextTokenizer:
             vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
-        tok.train_from_iterator(_chunks(text), trainer=trainer, length=None)
+        tok.train_from_iterator(pieces, trainer=trainer, length=None)
         return cls(tok, "bpe")
 
     @classmethod
