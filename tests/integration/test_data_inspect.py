@@ -82,6 +82,21 @@ def test_csv_with_one_text_column_and_parquet(home):
     assert r["format"] == "parquet" and r["text_column"] == "text"
 
 
+def test_an_hf_dataset_reports_its_splits_and_text_column(home):
+    """hf: with a local dataset folder (no hub here): rows of its train / validation splits."""
+    folder = home / "hfset"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"label": i % 3, "content": words(25, i),
+                                          "source": "web"} for i in range(120)])
+    write_jsonl(folder / "validation.jsonl", [{"label": 0, "content": words(25, 1000 + i),
+                                               "source": "web"} for i in range(12)])
+    r = inspect(home, f"hf:{folder}", "--tokenizer", "byte")
+    assert r["format"] == f"Hugging Face dataset {folder}" and r["document_unit"] == "row"
+    assert r["text_column"] == "content" and r["column_candidates"] == ["content", "source"]
+    assert [(s["origin"], s["documents"]) for s in r["splits"]] == [
+        ("the train split", 120), ("the validation split", 12)]
+
+
 def test_a_folder_takes_its_splits_from_the_file_names(home):
     folder = home / "corpus"
     folder.mkdir()

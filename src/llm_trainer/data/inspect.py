@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.data.sources import (
-    BUILTIN_PYDOCS,
     LOCAL_HINT,
     TABLE_SUFFIXES,
     TEXT_SUFFIXES,
     WIKITEXT,
     check_dataset_spec,
+    hf_splits,
+    load_hf,
     local_files,
     open_table,
     resolve_dataset,
@@ -361,15 +362,40 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
             for which, m in (("train", train), ("val", val)):
                 for d in stream(which):
                     m.add(d)
-    else:  # hub datasets, WikiText-2 and the built-in corpus: the text training would read
+    elif spec.startswith("hf:"):  # rows of a Hugging Face dataset, from Arrow in batches
+        train_ds, val_ds, how = hf_splits(load_hf(spec, data_dir), spec, text_column)
+        choice.append(how)
+        unit = "row"
+        fmt = f"Hugging Face dataset {spec[3:]}"
+        reason = "the hf: prefix names a dataset on the hub, in its cache, or a local folder"
+        cut = int(train_ds.num_rows * (1 - val_fraction)) if val_ds is None else None
+
+        def rows(which: str) -> Iterator[_Doc]:
+            ds = train_ds if which == "train" or val_ds is None else val_ds
+            i = 0
+            for batch in ds.iter(batch_size=1024):
+                for value in batch[how.column]:
+                    if cut is None or (i < cut) == (which == "train"):
+                        yield _Doc("" if value is None else str(value))
+                    i += 1
+
+        origins = ((f"all but the last {val_fraction:.0%} of the rows",
+                    f"held out: the last {val_fraction:.0%} of the rows") if val_ds is None
+                   else ("the train split", "the validation split"))
+        tok = _tokenizer(tokenizer, vocab_size, lambda: (d.text for d in rows("train")))
+        used = set()
+        train = _Measure("train", origins[0], tok, used)
+        val = _Measure("val", origins[1], tok, None)
+        for which, m in (("train", train), ("val", val)):
+            for d in rows(which):
+                m.add(d)
+    else:  # WikiText-2 and the built-in corpus: the text training reads, as paragraphs
         source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
                                  text_column=text_column)
         splits = source.splits()
-        fmt = ("the built-in corpus" if spec == BUILTIN_PYDOCS else
-               f"Hugging Face dataset {WIKITEXT[0]} ({WIKITEXT[1]})" if source.kind == "hf"
-               and spec.startswith("wikitext") else f"Hugging Face dataset {spec[3:]}")
-        reason = ("a name this tool knows" if not spec.startswith("hf:") else
-                  "the hf: prefix names a dataset on the hub (or its cache)")
+        fmt = ("the built-in corpus" if source.kind == "builtin" else
+               f"Hugging Face dataset {WIKITEXT[0]} ({WIKITEXT[1]})")
+        reason = "a name this tool knows" + (f" ({source.notice})" if source.notice else "")
         origins = ((f"all but the last {val_fraction:.0%}", f"held out: the last "
                                                             f"{val_fraction:.0%}")
                    if splits.val_source == "held out" else

@@ -184,7 +184,7 @@ def choose_text_column(columns: list[str], features, wanted: str | None,
     for guess in TEXT_COLUMN_GUESSES:
         if guess in columns:
             return ColumnChoice(guess, text_cols, f"its name is one of the usual text "
-                                                  f"columns ({', '.join(TEXT_COLUMN_GUESSES)})")
+                                                  f"columns: {', '.join(TEXT_COLUMN_GUESSES)}")
     if len(text_cols) == 1:
         return ColumnChoice(text_cols[0], text_cols, "the only text column")
     raise DataError(
@@ -359,22 +359,35 @@ def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
     return datasets.load_dataset(name, config, cache_dir=str(data_dir / "hf"))
 
 
-def _hf_splits(dsd, spec: str, text_column: str | None, val_fraction: float) -> Splits:
+def hf_splits(dsd, spec: str, text_column: str | None):
+    """The train and validation ``Dataset`` of a loaded DatasetDict (validation None when it
+    has no such split) and the choice of the text column."""
     names = list(dsd.keys())
     train_name = next((n for n in names if n in SPLIT_WORDS["train"]), names[0] if names else None)
     if train_name is None:
         raise DataError(f"{spec} has no splits")
     val_name = next((n for n in names if n in SPLIT_WORDS["val"]), None)
     train_ds = dsd[train_name]
-    column = pick_text_column(train_ds.column_names, train_ds.features, text_column, spec)
-    train = join_rows(train_ds[column])
-    if val_name is not None:
-        return Splits(train, join_rows(dsd[val_name][column]), "split")
+    choice = choose_text_column(train_ds.column_names, train_ds.features, text_column, spec)
+    return train_ds, (dsd[val_name] if val_name is not None else None), choice
+
+
+def _hf_splits(dsd, spec: str, text_column: str | None, val_fraction: float) -> Splits:
+    train_ds, val_ds, choice = hf_splits(dsd, spec, text_column)
+    train = join_rows(train_ds[choice.column])
+    if val_ds is not None:
+        return Splits(train, join_rows(val_ds[choice.column]), "split")
     return Splits(*hold_out(train, val_fraction), "held out")
 
 
-def _hf(spec: str, name: str, config: str | None, data_dir: Path, val_fraction: float,
-        text_column: str | None, reachable: Callable[[], bool]) -> TextSource:
+def load_hf(spec: str, data_dir: Path, reachable: Callable[[], bool] | None = None):
+    """``hf:NAME[:CONFIG]`` as a DatasetDict: from the hub, its cache, or a local folder."""
+    name, _, config = spec[3:].partition(":")
+    return _load_hf(spec, name, config or None, data_dir, reachable or hub_reachable)
+
+
+def _load_hf(spec: str, name: str, config: str | None, data_dir: Path,
+             reachable: Callable[[], bool]):
     local_folder = Path(name).expanduser().is_dir()
     online = local_folder or reachable()
     try:
@@ -387,6 +400,12 @@ def _hf(spec: str, name: str, config: str | None, data_dir: Path, val_fraction: 
                 f"under {data_dir / 'hf'}", hint=LOCAL_HINT) from None
         raise DataError(f"cannot load {spec}: {msg}",
                         hint="check the dataset name and config on huggingface.co") from None
+    return dsd
+
+
+def _hf(spec: str, name: str, config: str | None, data_dir: Path, val_fraction: float,
+        text_column: str | None, reachable: Callable[[], bool]) -> TextSource:
+    dsd = _load_hf(spec, name, config, data_dir, reachable)
     fp = hashlib.sha256(
         "|".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in sorted(dsd.items()))
         .encode()).hexdigest()
