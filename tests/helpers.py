@@ -262,3 +262,13 @@ def home_contents(home: Path, folder: str) -> list[str]:
     """What ``home/folder`` holds (empty when it does not exist)."""
     path = home / folder
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+async def wait_until(pilot, predicate, timeout=60.0):
+    """In a Textual pilot test: let the app run until ``predicate()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {predicate}")

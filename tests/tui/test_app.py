@@ -14,7 +14,7 @@ from llm_trainer.store.models import ModelStore
 from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
-from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs
+from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_until
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -49,15 +49,6 @@ def shown_bindings(app) -> dict[str, str]:
         if binding.show:
             out[binding.key_display or key] = binding.description
     return out
-
-
-async def wait_until(pilot, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {predicate}")
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from textual.widgets import Input, Static
 
 from llm_trainer.tui.app import TrainerApp
-from tests.helpers import corpus_text, home_contents
+from tests.helpers import corpus_text, home_contents, wait_until
 
 pytestmark = pytest.mark.slow  # sets up the real model and data
-
-
-async def _wait(pilot, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {predicate}")
 
 
 async def test_start_shows_the_estimate_then_cancel_writes_nothing(home):
@@ -33,7 +22,7 @@ async def test_start_shows_the_estimate_then_cancel_writes_nothing(home):
         app.query_one("#dataset", Input).value = str(home / "corpus.txt")
         app.query_one("#epochs", Input).value = "1"
         await pilot.press("s")
-        await _wait(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
         question = str(app.screen.query_one("#question", Static).render())
         assert "Estimate:" in question and "steps per epoch" not in question
         assert "per epoch of" in question and "memory ~" in question
