@@ -48,6 +48,7 @@ def test_pause_and_resume_equals_an_uninterrupted_run_bitwise(home, corpus):
         assert torch.equal(a[name], b[name]), name  # dropout RNG, optimizer, data: all exact
 
 
+@pytest.mark.slow  # a full epoch of real steps
 def test_epochs_count_passes_over_the_data(home, corpus):
     cfg = _cfg(corpus, **{"train.max_steps": None, "train.epochs": 2, "train.eval_interval": 0})
     rec = Recorder()
@@ -57,6 +58,7 @@ def test_epochs_count_passes_over_the_data(home, corpus):
     assert result.epoch == pytest.approx(2.0)
 
 
+@pytest.mark.slow  # a full epoch of real steps
 def test_more_epochs_trains_exactly_n_more_and_rebuilds_the_schedule(home, corpus):
     cfg = _cfg(corpus, **{"train.max_steps": None, "train.epochs": 1, "train.eval_interval": 0})
     first = Recorder()
