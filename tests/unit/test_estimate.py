@@ -162,12 +162,16 @@ def test_short_steps_are_timed_for_at_least_min_seconds():
     assert len(times) == 7  # capped
 
 
+def _trainer(total_steps: int, steps_per_epoch: int) -> SimpleNamespace:
+    return SimpleNamespace(train_time=0.0, total_steps=total_steps,
+                           plan=SimpleNamespace(steps_per_epoch=steps_per_epoch))
+
+
 def test_estimate_check_records_the_estimate_and_its_error():
     reports = []
     check = est.EstimateCheck(lambda **kw: reports.append(kw), warmup=2, timed=5,
                               min_seconds=0.0)
-    trainer = SimpleNamespace(train_time=0.0, total_steps=110,
-                              plan=SimpleNamespace(steps_per_epoch=50))
+    trainer = _trainer(110, 50)
     check.on_start(trainer, {"start_step": 10})
     for step in range(11, 111):
         trainer.train_time += 1.0 if step <= 17 else 1.5  # slower after the estimate
@@ -185,8 +189,7 @@ def test_estimate_check_records_the_estimate_and_its_error():
 def test_estimate_check_without_enough_steps_records_nothing():
     reports = []
     check = est.EstimateCheck(lambda **kw: reports.append(kw))
-    trainer = SimpleNamespace(train_time=0.0, total_steps=4, plan=SimpleNamespace(
-        steps_per_epoch=4))
+    trainer = _trainer(4, 4)
     check.on_start(trainer, {"start_step": 0})
     for step in range(1, 5):
         trainer.train_time += 1.0
@@ -200,8 +203,7 @@ def test_estimate_check_times_at_least_min_seconds():
     reports = []
     check = est.EstimateCheck(lambda **kw: reports.append(kw), warmup=2, timed=5,
                               min_seconds=7.5)
-    trainer = SimpleNamespace(train_time=0.0, total_steps=50,
-                              plan=SimpleNamespace(steps_per_epoch=50))
+    trainer = _trainer(50, 50)
     check.on_start(trainer, {"start_step": 0})
     for step in range(1, 51):
         trainer.train_time += 1.0

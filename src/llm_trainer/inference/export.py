@@ -137,10 +137,15 @@ def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = Fal
         if fmt == "gguf":
             return gguf_export.export_gguf(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
         return gguf_export.export_ollama(ckpt, out, dtype=dtype or "f32", overwrite=overwrite)
+    check_out_folder(out, fmt, overwrite)
+    return export_hf(ckpt, out) if fmt == "hf" else export_safetensors(ckpt, out)
+
+
+def check_out_folder(out: Path, fmt: str, overwrite: bool) -> None:
+    """A format that writes a folder refuses a file, and a non-empty folder without --force."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; --format {fmt} writes a folder",
                          hint="pick a folder for --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} exists and is not empty",
                          hint="pick a new --out folder, or pass --force to overwrite")
-    return export_hf(ckpt, out) if fmt == "hf" else export_safetensors(ckpt, out)

@@ -29,7 +29,7 @@ import numpy as np
 
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.export import state_dict_with_biases
+from llm_trainer.inference.export import check_out_folder, state_dict_with_biases
 from llm_trainer.inference.generate import GenerationSettings
 from llm_trainer.training.checkpoint import LoadedCheckpoint
 
@@ -238,12 +238,7 @@ def modelfile(ckpt: LoadedCheckpoint, vocab: GGUFVocab) -> str:
 def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
                   overwrite: bool = False) -> Path:
     _check_dtype(dtype)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file; --format ollama writes a folder",
-                         hint="pick a new --out folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} exists and is not empty",
-                         hint="pick a new --out folder, or pass --force to overwrite")
+    check_out_folder(out, "ollama", overwrite)
     vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
