@@ -24,7 +24,8 @@ SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
 # model.* keys that define the architecture: a checkpoint's weights fit no other values
-ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation")
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation", "pos",
+             "rope_theta", "norm", "qk_norm", "tie_embeddings")
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -42,7 +43,17 @@ class ModelConfig:
     block_size: int = _opt(128, "context length in tokens (--seq-len)", min=2, max=1_048_576)
     dropout: float = _opt(0.0, "dropout probability", min=0.0, max=1.0, max_exclusive=True)
     bias: bool = _opt(True, "biases in linear layers and layer norms")
-    activation: Literal["gelu", "gelu_tanh"] = _opt("gelu", "MLP activation")
+    activation: Literal["gelu", "gelu_tanh", "relu2", "swiglu"] = _opt(
+        "gelu", "MLP activation: gelu (exact), gelu_tanh (GPT-2's gelu_new), relu2 (ReLU "
+                "squared) or swiglu (gated SiLU with a hidden width of 8/3 n_embd)")
+    pos: Literal["learned", "rope"] = _opt(
+        "learned", "positions: a learned table added to the embeddings (GPT-2) or rotary "
+                   "embeddings applied to queries and keys")
+    rope_theta: float = _opt(10000.0, "rotary base frequency (pos: rope only)", min=1.0)
+    norm: Literal["layernorm", "rmsnorm"] = _opt("layernorm", "normalisation layers")
+    qk_norm: bool = _opt(False, "normalise queries and keys per head (RMSNorm) before attention")
+    tie_embeddings: bool = _opt(True, "share the token embedding with the output head (GPT-2); "
+                                      "false gives the head its own weights")
 
     def check(self) -> None:
         if self.n_embd % self.n_head:
@@ -75,6 +86,17 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "linear", "constant"] = _opt("cosine", "decay after warm-up")
     weight_decay: float = _opt(0.1, "AdamW weight decay (not on norms, biases, embeddings)",
                                min=0.0)
+    optimizer: Literal["adamw", "muon"] = _opt(
+        "adamw", "adamw for every weight, or muon: Muon for the 2-D hidden weights of the "
+                 "blocks and AdamW (train.lr, train.embed_lr) for embeddings, head, norms, "
+                 "biases")
+    muon_lr: float = _opt(0.02, "Muon's peak learning rate (optimizer: muon)", min=0.0,
+                          min_exclusive=True, max=10.0)
+    muon_momentum: float = _opt(0.95, "Muon's momentum (optimizer: muon)", min=0.0, max=1.0,
+                                max_exclusive=True)
+    embed_lr: float | None = _opt(None, "AdamW's peak LR for the token embedding and the output "
+                                        "head with optimizer: muon (default: train.lr)",
+                                  min=0.0, min_exclusive=True, max=10.0)
     beta1: float = _opt(0.9, "AdamW beta1", min=0.0, max=1.0, max_exclusive=True)
     beta2: float = _opt(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", min=0.0)
