@@ -775,6 +775,47 @@ def generate(
     sys.stdout.write("\n")
 
 
+# ============================================================================ eval
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[str | None, typer.Argument(
+        metavar="[MODEL|CHECKPOINT]",
+        help="a model name or a checkpoint folder (default: the active model)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="for a model name: latest (default), best or a step")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="what train --dataset takes (default: the model's own training data)")] = None,
+    split: Annotated[str, typer.Option(help="val or test")] = "val",
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="windows per forward pass (default 32, fewer for a large vocabulary)")
+                          ] = None,
+    device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:N, mps")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Loss, perplexity and bits per byte over a whole split: every token predicted once,
+    in fp32, with the checkpoint's own tokenizer."""
+    r = _service().evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
+                            batch_size=batch_size, device=device)
+    for note in r.notes:
+        _out(note if note.startswith(("warning", "note")) else f"note: {note}", err=True)
+    if json_out:
+        _out(json.dumps(r.to_json(), indent=2))
+        return
+    origin = ("held out: the tail of the text, as training holds it out"
+              if r.split_source == "held out" else "the dataset's own split")
+    rate = f", {r.tokens / r.seconds:,.0f} tokens/s" if r.seconds > 0 else ""
+    _out(f"model:          {r.model} (step {r.step:,}, {r.checkpoint})")
+    _out(f"dataset:        {r.dataset_description}, split {r.split} ({origin})")
+    _out(f"tokens scored:  {r.tokens:,} in {r.windows:,} windows of {r.block_size} "
+         f"({r.tokenizer} tokenizer, batch {r.batch_size}, {r.device}, fp32)")
+    _out(f"loss:           {r.loss:.4f} nats/token")
+    _out(f"perplexity:     {_num(r.perplexity, '{:.3f}')}")
+    _out(f"bits per byte:  {r.bits_per_byte:.4f} ({r.bytes:,} bytes)")
+    _out(f"time:           {r.seconds:.2f} s{rate}")
+
+
 # ============================================================================ tui
 
 

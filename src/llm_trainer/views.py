@@ -186,3 +186,33 @@ class RerunCommand:
         import shlex
 
         return shlex.join(self.args)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A checkpoint scored over a whole dataset split (`llm-trainer eval`)."""
+
+    model: str
+    checkpoint: str  # the checkpoint folder
+    step: int
+    dataset: str  # the dataset spec, as training records it
+    dataset_description: str
+    split: str  # val | test
+    split_source: str  # "split" (the dataset has it) | "held out" (its last val_fraction)
+    tokenizer: str  # the checkpoint's tokenizer kind
+    tokens: int  # predicted tokens: every token of the split but the first
+    windows: int
+    bytes: int  # UTF-8 bytes of the text the predicted tokens cover
+    nats: float  # summed negative log-likelihood
+    loss: float  # nats / tokens
+    perplexity: float | None  # exp(loss); None when it overflows
+    bits_per_byte: float  # nats / ln 2 / bytes
+    block_size: int
+    batch_size: int
+    device: str
+    dtype: str  # always float32
+    seconds: float  # the forward passes, not loading
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

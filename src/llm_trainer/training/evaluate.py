@@ -1,0 +1,349 @@
+"""Loss, perplexity and bits per byte of a checkpoint over a whole dataset split.
+
+Every token of the split but the first is predicted exactly once: consecutive windows of
+``block_size + 1`` tokens that overlap by one token (window ``i`` holds tokens
+``[i*T, i*T + T]`` and predicts ``i*T+1 .. i*T+T`` from the tokens before them in the same
+window), the last, shorter window included. No KV cache; fp32. The loss is the sum of every
+predicted token's negative log-likelihood divided by their count (not a mean of batch means).
+
+Bits per byte = total nats / ln 2 / the UTF-8 bytes of the text the predicted tokens cover:
+the split's text less the bytes its first token covers (that token is only context). For
+byte-level tokenizers (``byte``, ``bpe``, GPT-2 style tokenizer.json files) a token's bytes come
+from the byte-level alphabet, exact even when a token holds part of a multi-byte character;
+for the others (``char``, other tokenizer files) from the tokenizer's character offsets, which
+also count an ``[UNK]`` token as the character it replaced. Comparable across tokenizers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llm_trainer.data.sources import (
+    BUILTIN_PYDOCS,
+    SPLIT_WORDS,
+    TABLE_SUFFIXES,
+    WIKITEXT,
+    _load_hf,
+    _load_table,
+    hf_splits,
+    hub_reachable,
+    join_files,
+    join_rows,
+    local_files,
+    read_text_file,
+    resolve_dataset,
+    split_of,
+)
+from llm_trainer.data.tokenizer import TextTokenizer
+from llm_trainer.errors import DataError, UsageError
+from llm_trainer.views import EvalResult
+
+SPLITS = ("val", "test")
+DEFAULT_BATCH = 32
+LOGITS_BUDGET = 1 << 28  # floats of logits per batch (1 GiB): the default batch shrinks to fit
+
+
+# --------------------------------------------------------------------------- the computation
+
+
+@dataclass(frozen=True)
+class EvalTotals:
+    nats: float  # summed negative log-likelihood of every predicted token
+    tokens: int  # predicted tokens: every token of the split but the first
+    windows: int
+
+    @property
+    def loss(self) -> float:
+        return self.nats / self.tokens if self.tokens else float("nan")
+
+
+def window_count(n_tokens: int, block_size: int) -> int:
+    """Windows needed to predict each of ``n_tokens - 1`` tokens once."""
+    return -(-max(0, n_tokens - 1) // block_size)
+
+
+def evaluate_tokens(model: torch.nn.Module, tokens, block_size: int, batch_size: int,
+                    device: str | torch.device = "cpu") -> EvalTotals:
+    """Summed cross-entropy of ``model`` over ``tokens`` (a flat id array), each token after
+    the first predicted once; full windows go ``batch_size`` at a time, the last shorter
+    window on its own."""
+    tokens = np.asarray(tokens)
+    n = len(tokens)
+    if n < 2:
+        raise DataError(f"the split has {n} token{'s' if n != 1 else ''}; at least 2 are "
+                        "needed to predict one")
+    T = block_size
+    n_full = (n - 1) // T
+    offsets = np.arange(T + 1)
+    nats = 0.0
+    model.eval()
+    work = 2 * sum(p.numel() for p in model.parameters()) * min(batch_size, n) * T
+    with _threads_for(work, device), torch.inference_mode():
+        for first in range(0, n_full, batch_size):
+            starts = np.arange(first, min(first + batch_size, n_full)) * T
+            nats += _window_nats(model, tokens[starts[:, None] + offsets], device)  # (B, T+1)
+        if n_full * T < n - 1:
+            nats += _window_nats(model, tokens[n_full * T:][None, :], device)  # (1, L+1)
+    return EvalTotals(nats, n - 1, window_count(n, T))
+
+
+SINGLE_THREAD_MAX_FLOPS = 1e9
+
+
+@contextlib.contextmanager
+def _threads_for(flops_per_batch: float, device):
+    """A forward pass of under ~1 GFLOP is many small ops; on a CPU, threads then cost more
+    in synchronisation than they save (measured: a tiny model scored 500 tokens in 1.3 s on
+    2 threads of a busy 2-core machine, 0.01 s on one). Bigger batches keep every thread."""
+    if not str(device).startswith("cpu") or flops_per_batch > SINGLE_THREAD_MAX_FLOPS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _window_nats(model, window, device) -> float:
+    w = torch.from_numpy(np.asarray(window, dtype=np.int64)).to(device)  # (B, L+1)
+    logits = model(w[:, :-1])[0]  # (B, L, V)
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1),
+                          reduction="none")  # (B*L,)
+    return float(nll.double().sum())
+
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    return nats / math.log(2) / n_bytes if n_bytes else float("nan")
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+@lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """The inverse of the byte-level alphabet (GPT-2's bytes_to_unicode): char -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def is_byte_level(tokenizer: TextTokenizer) -> bool:
+    return type(tokenizer.tok.decoder).__name__ == "ByteLevel"
+
+
+def first_token_bytes(text: str, tokenizer: TextTokenizer, first_id: int) -> int:
+    """UTF-8 bytes of ``text`` that its first token covers (and everything before it that the
+    tokenizer dropped)."""
+    if is_byte_level(tokenizer):
+        piece = tokenizer.tok.id_to_token(int(first_id)) or ""
+        table = _byte_of_char()
+        if piece and all(c in table for c in piece):
+            return len(piece)  # one alphabet character per byte
+        return len(piece.encode("utf-8"))  # a special token, written literally in the text
+    enc = tokenizer.tok.encode(text[:4096], add_special_tokens=False)
+    end = enc.offsets[0][1] if enc.offsets else 0
+    return len(text[:end].encode("utf-8"))
+
+
+def scored_bytes(text: str, tokenizer: TextTokenizer, first_id: int) -> int:
+    """UTF-8 bytes of the text that the predicted tokens (all but the first) cover."""
+    return len(text.encode("utf-8")) - first_token_bytes(text, tokenizer, first_id)
+
+
+@dataclass(frozen=True)
+class TextScore:
+    totals: EvalTotals
+    bytes: int
+    seconds: float
+
+    @property
+    def bits_per_byte(self) -> float:
+        return bits_per_byte(self.totals.nats, self.bytes)
+
+
+def evaluate_text(model: torch.nn.Module, tokenizer: TextTokenizer, text: str, *,
+                  block_size: int, batch_size: int, device: str | torch.device = "cpu"
+                  ) -> TextScore:
+    """``text`` tokenized as training tokenizes a split, then scored token by token."""
+    tokens = tokenizer.encode_corpus(text)
+    if len(tokens) and int(tokens.max()) >= model.shape.vocab_size:
+        raise DataError(f"token id {int(tokens.max())} is outside the model's vocabulary of "
+                        f"{model.shape.vocab_size:,}", hint="evaluate with the checkpoint's own "
+                                                           "tokenizer.json")
+    t0 = time.perf_counter()
+    totals = evaluate_tokens(model, tokens, block_size, batch_size, device)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return TextScore(totals, scored_bytes(text, tokenizer, int(tokens[0])), seconds)
+
+
+# --------------------------------------------------------------------------- the split's text
+
+
+@dataclass(frozen=True)
+class SplitText:
+    text: str
+    origin: str  # "split" (the data has it) or "held out" (the last val_fraction)
+    spec: str  # the dataset, as recorded
+    description: str
+    notes: tuple[str, ...] = ()
+
+
+def split_text(spec: str, split: str, *, data_dir: Path, val_fraction: float,
+               text_column: str | None) -> SplitText:
+    """The text of ``split`` of a dataset. ``val`` is exactly what training validates on
+(``data.sources``): the dataset's validation split (a local folder without one: its test
+file), else the last ``val_fraction`` of the text cut at a line break. ``test`` only where
+the dataset has one: a test file among a folder's files, or a Hugging Face test split."""
+    check_split(split)
+    source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
+                             text_column=text_column, explicit=True)
+    splits = source.splits()
+    if split == "val":
+        return SplitText(splits.val, splits.val_source, source.spec, source.description)
+    test = _test_text(source.spec, source.kind, data_dir, text_column)
+    if test is None:
+        val = ("val (its own validation split)" if splits.val_source == "split" else
+               f"val (held out: its last {val_fraction:g})")
+        raise UsageError(f"{source.description} has no test split; its splits are train and "
+                         f"{val}", hint="use --split val")
+    notes = ()
+    if splits.val_source == "split" and splits.val == test:
+        notes = ("this dataset has no validation split: training validated on its test split, "
+                 "so val and test are the same text",)
+    if not test.strip():
+        raise DataError(f"the test split of {source.description} is empty")
+    return SplitText(test, "split", source.spec, source.description, notes)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
+    return split
+
+
+def _test_text(spec: str, kind: str, data_dir: Path, text_column: str | None) -> str | None:
+    """The dataset's test split as one text, None when it has none."""
+    if spec == BUILTIN_PYDOCS:
+        return None
+    if kind == "local":
+        files, _root = local_files(Path(spec))
+        tests = [f for f in files if split_of(f) == "test"] if len(files) > 1 else []
+        return _read_local(tests, data_dir, text_column) if tests else None
+    if spec == "wikitext-2":
+        name, config = WIKITEXT
+        text_column = text_column or "text"
+    else:
+        name, _, config = spec.removeprefix("hf:").partition(":")
+    dsd = _load_hf(spec, name, config or None, data_dir, hub_reachable)
+    test_name = next((n for n in dsd if n in SPLIT_WORDS["test"]), None)
+    if test_name is None:
+        return None
+    _train, _val, choice = hf_splits(dsd, spec, text_column)
+    return join_rows(dsd[test_name][choice.column])
+
+
+def _read_local(group: list[Path], data_dir: Path, text_column: str | None) -> str:
+    """Files joined as ``data.sources`` joins a split's files (text first by format)."""
+    parts = []
+    for fmt in sorted({TABLE_SUFFIXES.get(f.suffix.lower(), "text") for f in group}):
+        members = [f for f in group if TABLE_SUFFIXES.get(f.suffix.lower(), "text") == fmt]
+        if fmt == "text":
+            parts += [read_text_file(f) for f in members]
+        else:
+            parts.append(_load_table(members, fmt, text_column, data_dir / "hf"))
+    return join_files(parts)
+
+
+# --------------------------------------------------------------------------- a checkpoint
+
+
+def load_for_eval(path: Path, device: str = "cpu"):
+    """The checkpoint's metadata and its model in fp32 on ``device`` (a LoRA checkpoint with
+    its adapters merged, as generate loads it)."""
+    from llm_trainer.training.checkpoint import load_model, read_checkpoint
+
+    ckpt = read_checkpoint(Path(path))
+    model = load_model(ckpt, device).float().eval()
+    return ckpt, model
+
+
+def default_batch(block_size: int, vocab_size: int) -> int:
+    """32 windows, fewer when their logits would pass ``LOGITS_BUDGET``."""
+    return max(1, min(DEFAULT_BATCH, LOGITS_BUDGET // max(1, block_size * vocab_size)))
+
+
+def evaluate_loaded(ckpt, model, *, dataset: str | None = None, split: str = "val",
+                    batch_size: int | None = None, device: str = "cpu",
+                    data_dir: Path | None = None, model_name: str | None = None,
+                    notes: list[str] | None = None) -> EvalResult:
+    """Score a loaded checkpoint on a split of its own training data (``dataset`` None) or of
+    another dataset, tokenized with the checkpoint's tokenizer."""
+    check_split(split)
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} is not allowed", hint="use 1 or more")
+    cfg = ckpt.config.data
+    own = dataset is None
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    part = split_text(cfg.dataset if own else dataset, split, data_dir=data_dir,
+                      val_fraction=cfg.val_fraction,
+                      text_column=cfg.text_column if own else None)
+    shape = model.shape
+    batch = batch_size or default_batch(shape.block_size, shape.vocab_size)
+    score = evaluate_text(model, ckpt.tokenizer, part.text, block_size=shape.block_size,
+                          batch_size=batch, device=device)
+    t = score.totals
+    loss = t.loss
+    return EvalResult(
+        model=model_name or _model_name(ckpt.path), checkpoint=str(ckpt.path),
+        step=int(ckpt.info.step), dataset=part.spec, dataset_description=part.description,
+        split=split, split_source=part.origin, tokenizer=ckpt.tokenizer.kind,
+        tokens=t.tokens, windows=t.windows, bytes=score.bytes, nats=t.nats, loss=loss,
+        perplexity=math.exp(loss) if loss < 700 else None, bits_per_byte=score.bits_per_byte,
+        block_size=shape.block_size, batch_size=batch, device=str(device), dtype="float32",
+        seconds=score.seconds, notes=[*(notes or []), *part.notes])
+
+
+def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None,
+                        split: str = "val", batch_size: int | None = None,
+                        device: str = "cpu", data_dir: str | os.PathLike | None = None
+                        ) -> EvalResult:
+    """Load a checkpoint folder and score it over a whole split (see ``evaluate_loaded``).
+    ``data_dir``: where Hugging Face / table caches live (default ``$LLM_TRAINER_HOME/data``
+    or ``./data``)."""
+    check_split(split)
+    ckpt, model = load_for_eval(Path(path), device)
+    return evaluate_loaded(ckpt, model, dataset=dataset, split=split, batch_size=batch_size,
+                           device=device, data_dir=Path(data_dir) if data_dir else None)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LLM_TRAINER_HOME") or ".").expanduser().resolve() / "data"
+
+
+def _model_name(path: Path) -> str:
+    from llm_trainer.store.atomic import read_json
+    from llm_trainer.store.models import MODEL_FILE
+
+    record = read_json(Path(path).parent / MODEL_FILE) or {}
+    return str(record.get("name") or Path(path).parent.name)
