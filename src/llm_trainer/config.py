@@ -61,6 +61,11 @@ class ModelConfig:
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})",
                 hint="pick n_head among the divisors of n_embd, e.g. 4 for 128",
             )
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError(
+                f"model.pos rope needs an even head size; n_embd / n_head = "
+                f"{self.n_embd // self.n_head}",
+                hint="pick n_head so that n_embd / n_head is even, or use model.pos learned")
 
 
 @dataclass(frozen=True, kw_only=True)

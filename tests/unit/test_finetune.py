@@ -43,7 +43,9 @@ def test_imported_weights_compute_what_transformers_computes(tmp_path):
     folder = make_hf_gpt2(tmp_path / "st", text, seed=3)
     src = inspect_hf_folder(f"hf:{folder}")
     assert src.arch == {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64,
-                        "bias": True, "activation": "gelu_tanh"}
+                        "bias": True, "activation": "gelu_tanh", "pos": "learned",
+                        "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
+                        "tie_embeddings": True}
     ids = torch.randint(0, src.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
     expected = hf_logits(folder, ids)
     with torch.no_grad():

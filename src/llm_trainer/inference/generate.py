@@ -1,9 +1,10 @@
 """Text generation with a KV cache, streamed token by token.
 
-Learned position embeddings tie each cached key/value to its position, so the cache cannot
-simply slide by one token. When the window is full it is re-filled in one chunk with the last
-``keep`` tokens (3/4 of the context), and then grows one token at a time again: one chunked
-forward per ``block_size // 4`` new tokens instead of a full forward per token.
+Positions (a learned table, or rotary embeddings already applied to the cached keys) tie each
+cached key/value to its position, so the cache cannot simply slide by one token. When the
+window is full it is re-filled in one chunk with the last ``keep`` tokens (3/4 of the
+context), and then grows one token at a time again: one chunked forward per
+``block_size // 4`` new tokens instead of a full forward per token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.sampling import apply_repetition_penalty, sample_next
-from llm_trainer.model.gpt import GPT, KVCache
+from llm_trainer.model.gpt import GPT, RMS_EPS, KVCache, activate, apply_rope
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,39 +74,61 @@ class OneTokenStep:
     """The model's forward pass for one new token with a KV cache, written with functional
     calls on weights gathered once: decoding is dominated by per-op dispatch, and skipping
     nn.Module calls and attribute lookups (~50 per token) is ~30% of a small model's time.
-    Tested to match ``GPT.forward`` with a cache."""
+    Covers every architecture option (rope at the cache's position, rmsnorm, qk_norm,
+    relu2, swiglu, an untied head). Tested to match ``GPT.forward`` with a cache."""
 
     def __init__(self, model: GPT) -> None:
         s = model.shape
         self.n_embd, self.n_head, self.head_dim = s.n_embd, s.n_head, s.n_embd // s.n_head
+        self.activation = s.activation
         self.approximate = "tanh" if s.activation == "gelu_tanh" else "none"
+        self.rms = s.norm == "rmsnorm"
         t = model.transformer
-        self.wte, self.wpe = t.wte.weight, t.wpe.weight
+        self.wte = t.wte.weight
+        self.wpe = t.wpe.weight if s.pos == "learned" else None
+        self.rope = (model.rope_cos, model.rope_sin) if s.pos == "rope" else None  # (T, 1, hd)
+        self.qk_norm = [(b.attn.q_norm.weight, b.attn.k_norm.weight) for b in t.h] \
+            if s.qk_norm else None
         self.layers = [
-            (b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias,
-             b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias,
-             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+            (b.ln_1.weight, getattr(b.ln_1, "bias", None), b.attn.c_attn.weight,
+             b.attn.c_attn.bias, b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight,
+             getattr(b.ln_2, "bias", None), b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+             b.mlp.c_proj.weight, b.mlp.c_proj.bias)
             for b in t.h]
-        self.ln_f = (t.ln_f.weight, t.ln_f.bias)
+        self.ln_f = (t.ln_f.weight, getattr(t.ln_f, "bias", None))
         self.head = model.lm_head.weight
 
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
         """Logits (V,) for ``token`` at position ``cache.length``; appends its keys/values."""
         C, nh, hd = self.n_embd, self.n_head, self.head_dim
+        rms, qk_norm, rope, act = self.rms, self.qk_norm, self.rope, self.activation
+        gelu = act in ("gelu", "gelu_tanh")
         pos = cache.length
-        x = (self.wte[token] + self.wpe[pos]).view(1, 1, C)  # (1, 1, C)
+        x = self.wte[token] if self.wpe is None else self.wte[token] + self.wpe[pos]
+        x = x.view(1, 1, C)  # (1, 1, C)
+        if rope is not None:
+            cos, sin = rope[0][pos], rope[1][pos]  # (1, hd)
         for i, (g1, b1, wa, ba, wp, bp, g2, b2, wf, bf, wo, bo) in enumerate(self.layers):
-            h = F.layer_norm(x, (C,), g1, b1)
+            h = F.rms_norm(x, (C,), g1, RMS_EPS) if rms else F.layer_norm(x, (C,), g1, b1)
             q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
+            if qk_norm is not None:
+                q = F.rms_norm(q, (hd,), qk_norm[i][0], RMS_EPS)
+                k = F.rms_norm(k, (hd,), qk_norm[i][1], RMS_EPS)
+            if rope is not None:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             cache.k[i, 0, :, pos] = k
             cache.v[i, 0, :, pos] = v
             y = F.scaled_dot_product_attention(
                 q.view(1, nh, 1, hd), cache.k[i, :1, :, :pos + 1], cache.v[i, :1, :, :pos + 1])
             x = x + F.linear(y.view(1, 1, C), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
-            h = F.layer_norm(x, (C,), g2, b2)
-            x = x + F.linear(F.gelu(F.linear(h, wf, bf), approximate=self.approximate), wo, bo)
+            h = F.rms_norm(x, (C,), g2, RMS_EPS) if rms else F.layer_norm(x, (C,), g2, b2)
+            h = F.linear(h, wf, bf)
+            h = F.gelu(h, approximate=self.approximate) if gelu else activate(h, act)
+            x = x + F.linear(h, wo, bo)
         cache.length = pos + 1
-        return F.linear(F.layer_norm(x, (C,), *self.ln_f).view(C), self.head)
+        g, b = self.ln_f
+        x = F.rms_norm(x, (C,), g, RMS_EPS) if rms else F.layer_norm(x, (C,), g, b)
+        return F.linear(x.view(C), self.head)
 
 
 class TextGenerator:

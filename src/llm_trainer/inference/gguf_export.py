@@ -2,8 +2,10 @@
 
 The file is llama.cpp's ``gpt2`` architecture, laid out as its ``convert_hf_to_gguf.py``
 writes a GPT-2: ``token_embd``, ``position_embd``, ``blk.N.{attn_norm, attn_qkv, attn_output,
-ffn_norm, ffn_up, ffn_down}``, ``output_norm`` and ``output`` (a copy of the tied embedding),
-every one with its bias (zeros for a model trained without biases: llama.cpp requires them).
+ffn_norm, ffn_up, ffn_down}``, ``output_norm`` and ``output`` (a copy of the tied embedding,
+or the head's own weight for ``tie_embeddings: false``), every one with its bias (zeros for a
+model trained without biases: llama.cpp requires them). Only GPT-2's block exports (see
+``check_architecture``); rope/rmsnorm/swiglu models go through ``--format hf``.
 Our ``nn.Linear`` weights are (out, in), which is already ggml's {in, out}: no transpose.
 f16 stores the 2-D weights in float16 and keeps norms and biases in float32.
 
@@ -136,8 +138,33 @@ def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
                 out[f"{name(tensor, i)}.{part}"] = sd[f"transformer.h.{i}.{ours}.{part}"]
     out[name(T.OUTPUT_NORM) + ".weight"] = sd["transformer.ln_f.weight"]
     out[name(T.OUTPUT_NORM) + ".bias"] = sd["transformer.ln_f.bias"]
-    out[name(T.OUTPUT) + ".weight"] = sd["transformer.wte.weight"]  # tied: written twice
+    # tied: the embedding written twice; untied (tie_embeddings false): the head's own weight
+    out[name(T.OUTPUT) + ".weight"] = sd.get("lm_head.weight", sd["transformer.wte.weight"])
     return out
+
+
+def check_architecture(ckpt: LoadedCheckpoint) -> None:
+    """llama.cpp's gpt2 architecture is GPT-2's block: refuse, in one line, any other."""
+    shape = ckpt.shape
+    odd = [f"pos {shape.pos}" if shape.pos != "learned" else "",
+           f"norm {shape.norm}" if shape.norm != "layernorm" else "",
+           f"activation {shape.activation}" if shape.activation not in ("gelu", "gelu_tanh")
+           else "", "qk_norm true" if shape.qk_norm else ""]
+    odd = [o for o in odd if o]
+    if not odd:
+        return
+    from llm_trainer.inference.export import hf_family
+
+    try:
+        family = hf_family(shape)
+    except UsageError:
+        family = None
+    raise UsageError(f"llama.cpp's gpt2 architecture, which GGUF export writes, cannot run this "
+                     f"model ({', '.join(odd)}); it needs GPT-2's block: pos learned, norm "
+                     f"layernorm, activation gelu or gelu_tanh, no qk_norm",
+                     hint=f"export --format hf (as {family}) and convert that folder with "
+                          f"llama.cpp's convert_hf_to_gguf.py" if family else
+                          "--format safetensors exports any model in our own layout")
 
 
 def _check_dtype(dtype: str) -> None:
@@ -214,7 +241,8 @@ def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists", hint="pick a new --out file, or pass --force to "
                                                "overwrite it")
-    vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)  # refuse before writing
+    check_architecture(ckpt)  # refuse before writing
+    vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out, lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
     return out
@@ -239,6 +267,7 @@ def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
                   overwrite: bool = False) -> Path:
     _check_dtype(dtype)
     check_out_folder(out, "ollama", overwrite)
+    check_architecture(ckpt)
     vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))

@@ -3,6 +3,23 @@
 
 HF's GPT-2 uses ``Conv1D`` layers whose weights are stored transposed (in, out); ours are
 ``nn.Linear`` (out, in). The export transposes them; names are the same.
+
+The defaults are GPT-2's block exactly (and a checkpoint written before the options existed
+loads with them). The options, each keeping the GPT-2 names so LoRA targets stay valid:
+
+- ``pos="rope"``: no ``transformer.wpe`` table; rotary embeddings on queries and keys in HF
+  Llama's convention (``rotate_half``, the two halves of a head not interleaved,
+  ``inv_freq = 1 / theta^(2i/d)``), cos/sin precomputed for ``block_size`` positions.
+- ``norm="rmsnorm"``: ``nn.RMSNorm`` (eps ``RMS_EPS``, no bias) for ln_1, ln_2 and ln_f.
+- ``qk_norm``: an RMSNorm per head (weights of ``head_dim``, ``attn.q_norm`` /
+  ``attn.k_norm``) on queries and keys, before the rotary embedding (as Qwen3 does).
+- ``activation``: ``gelu`` (exact), ``gelu_tanh`` (HF gelu_new), ``relu2`` (relu(x)^2) or
+  ``swiglu``: ``mlp.c_fc`` outputs gate and up fused, gate rows first
+  (``c_fc.weight[:hidden]`` is Llama's gate_proj, ``[hidden:]`` its up_proj), and
+  ``silu(gate) * up`` goes into ``c_proj``; ``hidden`` is 8/3 n_embd rounded up to a
+  multiple of 32 (``mlp_hidden``), e.g. 2048 for 768.
+- ``tie_embeddings=False``: ``lm_head`` has its own weight, initialised like every other
+  linear layer (normal, std 0.02; HF's ``initializer_range``).
 """
 
 from __future__ import annotations
@@ -14,10 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+RMS_EPS = 1e-5  # every RMSNorm (ln_*, q_norm, k_norm); the HF export writes the same
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+
+
+def swiglu_hidden(n_embd: int) -> int:
+    """SwiGLU's hidden width: 8/3 n_embd (same parameters as a 4 x n_embd MLP) rounded up
+    to a multiple of 32, i.e. 32 * ceil(n_embd / 12)."""
+    return 32 * -(-n_embd // 12)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GPTShape:
-    """The architecture, resolved: everything needed to build the module."""
+    """The architecture, resolved: everything needed to build the module. The defaults of
+    the fields after ``bias`` are GPT-2's (an old checkpoint's stored shape lacks them)."""
 
     vocab_size: int
     block_size: int
@@ -26,15 +55,59 @@ class GPTShape:
     n_embd: int
     dropout: float = 0.0
     bias: bool = True
-    activation: str = "gelu_tanh"  # "gelu_tanh" (HF gelu_new) or "gelu" (exact erf)
+    activation: str = "gelu_tanh"  # gelu_tanh (HF gelu_new) | gelu (exact erf) | relu2 | swiglu
+    pos: str = "learned"  # learned (a wpe table) | rope
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        for key, value, allowed in (("activation", self.activation, ACTIVATIONS),
+                                    ("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS)):
+            if value not in allowed:
+                raise ValueError(f"{key} {value!r} is not one of {', '.join(allowed)}")
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head size, not {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's inner width (c_proj's input): 4 x n_embd, or ``swiglu_hidden``."""
+        return swiglu_hidden(self.n_embd) if self.activation == "swiglu" else 4 * self.n_embd
+
+
+def rope_tables(shape: GPTShape) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (block_size, 1, head_dim) in float32, HF Llama's layout: the frequencies
+    repeated for both halves of a head."""
+    d = shape.head_dim
+    inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    freqs = torch.outer(torch.arange(shape.block_size, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+    return emb.cos()[:, None, :], emb.sin()[:, None, :]  # (T, 1, hd)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., T, nh, hd) rotated by cos/sin (T, 1, hd): ``x cos + rotate_half(x) sin``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def make_norm(shape: GPTShape, dim: int) -> nn.Module:
+    if shape.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=RMS_EPS)
+    return nn.LayerNorm(dim, bias=shape.bias)
 
 
 class KVCache:
-    """Per-layer key/value buffers for incremental decoding, preallocated to the context size."""
+    """Per-layer key/value buffers for incremental decoding, preallocated to the context size.
+    Keys are stored after the rotary embedding (rope), at their absolute positions."""
 
     def __init__(self, shape: GPTShape, batch: int, device, dtype) -> None:
         head_dim = shape.n_embd // shape.n_head
@@ -48,6 +121,9 @@ class KVCache:
         self.length = 0
 
 
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (T, 1, hd) for this call's positions
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, shape: GPTShape) -> None:
         super().__init__()
@@ -57,14 +133,31 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(shape.n_embd, 3 * shape.n_embd, bias=shape.bias)
         self.c_proj = nn.Linear(shape.n_embd, shape.n_embd, bias=shape.bias)
         self.resid_dropout = nn.Dropout(shape.dropout)
+        self.qk_norm = shape.qk_norm
+        if shape.qk_norm:
+            self.q_norm = nn.RMSNorm(shape.head_dim, eps=RMS_EPS)
+            self.k_norm = nn.RMSNorm(shape.head_dim, eps=RMS_EPS)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, rope: Rope = None
     ) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.n_head
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, hd)  # (B, T, 3, nh, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+        if rope is None and not self.qk_norm:  # GPT-2
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+        else:
+            if self.qk_norm:
+                q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
+                q, k = self.q_norm(q), self.k_norm(k)
+                if rope is not None:
+                    cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
+                    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            else:  # rope on queries and keys together: (B, T, 2, nh, hd), cos (T, 1, 1, hd)
+                cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
+                q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
+                v = qkv[:, :, 2]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd)
         if cache is None:
             if q.dtype == torch.bfloat16 and q.device.type == "cpu":
                 # bf16 autocast on a CPU: the attention kernels are far slower in bf16 than in
@@ -98,26 +191,43 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, shape: GPTShape) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(shape.n_embd, 4 * shape.n_embd, bias=shape.bias)
-        self.c_proj = nn.Linear(4 * shape.n_embd, shape.n_embd, bias=shape.bias)
+        hidden = shape.mlp_hidden
+        fc_out = 2 * hidden if shape.activation == "swiglu" else hidden  # swiglu: gate, up
+        self.c_fc = nn.Linear(shape.n_embd, fc_out, bias=shape.bias)
+        self.c_proj = nn.Linear(hidden, shape.n_embd, bias=shape.bias)
         self.dropout = nn.Dropout(shape.dropout)
+        self.activation = shape.activation
         self.approximate = "tanh" if shape.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.c_fc(x), approximate=self.approximate)
+        if self.activation in ("gelu", "gelu_tanh"):
+            x = F.gelu(self.c_fc(x), approximate=self.approximate)
+        else:
+            x = activate(self.c_fc(x), self.activation)
         return self.dropout(self.c_proj(x))
+
+
+def activate(h: torch.Tensor, activation: str, approximate: str = "none") -> torch.Tensor:
+    """c_fc's output -> c_proj's input for ``activation`` (swiglu halves the width)."""
+    if activation == "swiglu":
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    if activation == "relu2":
+        return F.relu(h).square()
+    return F.gelu(h, approximate=approximate)
 
 
 class Block(nn.Module):
     def __init__(self, shape: GPTShape) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(shape.n_embd, bias=shape.bias)
+        self.ln_1 = make_norm(shape, shape.n_embd)
         self.attn = CausalSelfAttention(shape)
-        self.ln_2 = nn.LayerNorm(shape.n_embd, bias=shape.bias)
+        self.ln_2 = make_norm(shape, shape.n_embd)
         self.mlp = MLP(shape)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                rope: Rope = None):
+        x = x + self.attn(self.ln_1(x), cache, layer, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -125,17 +235,21 @@ class GPT(nn.Module):
     def __init__(self, shape: GPTShape) -> None:
         super().__init__()
         self.shape = shape
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(shape.vocab_size, shape.n_embd),
-                wpe=nn.Embedding(shape.block_size, shape.n_embd),
-                drop=nn.Dropout(shape.dropout),
-                h=nn.ModuleList(Block(shape) for _ in range(shape.n_layer)),
-                ln_f=nn.LayerNorm(shape.n_embd, bias=shape.bias),
-            )
-        )
+        modules = dict(wte=nn.Embedding(shape.vocab_size, shape.n_embd))
+        if shape.pos == "learned":
+            modules["wpe"] = nn.Embedding(shape.block_size, shape.n_embd)
+        modules.update(drop=nn.Dropout(shape.dropout),
+                       h=nn.ModuleList(Block(shape) for _ in range(shape.n_layer)),
+                       ln_f=make_norm(shape, shape.n_embd))
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        if shape.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.learned_pos = shape.pos == "learned"
+        if shape.pos == "rope":
+            cos, sin = rope_tables(shape)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, 1, hd)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2's scaled init of the residual projections
         for name, p in self.named_parameters():
@@ -152,8 +266,16 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
+        """All parameters, or (``non_embedding``) those that take part in matmuls: without
+        the position table and, when the head is untied, without the token embedding (a
+        tied one is counted: it is the output layer's weight)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding:
+            if self.learned_pos:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.shape.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
+        return n
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B style."""
@@ -178,10 +300,15 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds the context of {self.shape.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        rope = None
+        if self.learned_pos:
+            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        else:
+            x = self.transformer.drop(self.transformer.wte(idx))
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])  # (T, 1, hd)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
+            x = block(x, cache, i, rope)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)

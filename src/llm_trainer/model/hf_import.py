@@ -101,7 +101,10 @@ def inspect_hf_folder(spec: str) -> HFSource:
     n_pos = int(hf.get("n_positions", hf.get("n_ctx", 1024)))
     arch = {"n_layer": int(hf.get("n_layer", 12)), "n_head": int(hf.get("n_head", 12)),
             "n_embd": n_embd, "block_size": n_pos, "bias": True,
-            "activation": ACTIVATIONS[act]}
+            "activation": ACTIVATIONS[act],
+            # GPT-2's block: nothing else (a preset, a config file) may change these
+            "pos": "learned", "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
+            "tie_embeddings": True}
     return HFSource(path, weights, tok_path, vocab, n_pos, arch)
 
 
@@ -115,13 +118,33 @@ def _tokenizer_size(path: Path) -> int:
                          f"can load: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
+def _same(value: Any, want: Any) -> bool:
+    """An option's value (a --set string such as "false" or "1e4", or a YAML value) equals
+    the folder's."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return False
+    if str(value) == str(want):
+        return True
+    if isinstance(value, bool) or isinstance(want, bool):
+        return False
+    try:
+        return float(value) == float(want)
+    except (TypeError, ValueError):
+        return False
+
+
 def arch_changes(src: HFSource, overrides: dict[str, Any]) -> list[str]:
     """The user's ``model.*`` options that would change the imported architecture (a shorter
     context is allowed: it keeps the first ``block_size`` rows of the position table)."""
     out = []
     for key in ARCH_KEYS:
         value = overrides.get(f"model.{key}")
-        if value is None or str(value) == str(src.arch[key]):
+        if value is None or _same(value, src.arch[key]):
             continue
         if key == "block_size" and 2 <= int(value) <= src.n_positions:
             continue

@@ -82,7 +82,9 @@ def freeze_layers(model: torch.nn.Module, n: int) -> None:
     blocks fixed: they stop receiving gradients and optimizer state."""
     if n <= 0:
         return
-    frozen = [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:n]]
+    positions = getattr(model.transformer, "wpe", None)  # none with rotary positions
+    frozen = [model.transformer.wte, *([positions] if positions is not None else []),
+              *model.transformer.h[:n]]
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
