@@ -182,7 +182,7 @@ class RunReporter(Callback):
         self.write_state(val_loss=r["val_loss"], best_val_loss=r["best_val_loss"],
                          perplexity=r["perplexity"])
         self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "eval", **{
-            k: r[k] for k in ("step", "epoch", "val_loss", "perplexity")}})
+            k: r[k] for k in ("step", "epoch", "val_loss", "perplexity", "seconds")}})
         self.log(f"step {r['step']}: val loss {r['val_loss']:.4f} "
                  f"(perplexity {r['perplexity']:.2f}, best {r['best_val_loss']:.4f})")
 
@@ -206,6 +206,8 @@ class RunReporter(Callback):
 
     def on_checkpoint(self, trainer, r: dict[str, Any]) -> None:
         self.write_state(durable=True, checkpoint=r["path"])
+        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "checkpoint", **{
+            k: r[k] for k in ("step", "path", "seconds")}})
         rec = self.models.find_by_id(self.model_id)
         if rec is not None:
             fingerprint = self.start_info.get("dataset", {}).get("fingerprint")

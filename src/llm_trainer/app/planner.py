@@ -106,6 +106,13 @@ def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_optimizer(cfg: RunConfig) -> None:
+    """Muon trains full block matrices; LoRA adapters stay with AdamW."""
+    if cfg.train.optimizer == "muon" and cfg.finetune.lora_r:
+        raise UsageError("train.optimizer muon does not train LoRA adapters: use "
+                         "train.optimizer adamw with --lora")
+
+
 class LaunchPlanner:
     def __init__(self, home: Path, runs: RunStore, admin: ModelAdmin) -> None:
         self.home, self.runs, self.admin = home, runs, admin
@@ -200,6 +207,7 @@ class LaunchPlanner:
         if "train.lr" not in overrides and not (req.config_file and
                                                 "train.lr" in self._file_values(req)):
             cfg = cfg.replace(**{"train.lr": LORA_LR if cfg.finetune.lora_r else FINETUNE_LR})
+        check_optimizer(cfg)
         if cfg.finetune.lora_r:
             from llm_trainer.extras import require
 
@@ -255,11 +263,12 @@ class LaunchPlanner:
                          exact: bool = False) -> RunConfig:
         """The checkpoint's config with ``overrides``; the architecture must not change."""
         ckpt_cfg = self.admin.checkpoint_config(info)
-        cfg = apply_overrides(RunConfig.from_dict(ckpt_cfg, source=str(info.path)), overrides,
-                              source="option")
-        old = ckpt_cfg.get("model", {})
-        changes = [f"{k}: checkpoint {old.get(k)!r}, requested {getattr(cfg.model, k)!r}"
-                   for k in ARCH_KEYS if k in old and old.get(k) != getattr(cfg.model, k)]
+        saved = RunConfig.from_dict(ckpt_cfg, source=str(info.path))
+        cfg = apply_overrides(saved, overrides, source="option")
+        # a key the checkpoint's config lacks (older than the option) has its default
+        changes = [f"{k}: checkpoint {getattr(saved.model, k)!r}, requested "
+                   f"{getattr(cfg.model, k)!r}"
+                   for k in ARCH_KEYS if getattr(saved.model, k) != getattr(cfg.model, k)]
         # a LoRA model's adapters are part of its shape (rank, scale, targets); a resume
         # also keeps the frozen layers (the optimizer state holds the trainable ones)
         old_ft = {"lora_r": 0, "freeze_layers": 0, **ckpt_cfg.get("finetune", {})}
@@ -273,6 +282,14 @@ class LaunchPlanner:
         if changes:
             raise UsageError(f"{what} has a different architecture: {'; '.join(changes)}",
                              hint=hint)
+        # the optimizer state of a resume belongs to one kind of optimizer
+        was = ckpt_cfg.get("train", {}).get("optimizer", "adamw")
+        if exact and cfg.train.optimizer != was:
+            raise UsageError(f"{what} was trained with train.optimizer {was}: a resume cannot "
+                             f"change it to {cfg.train.optimizer}",
+                             hint="drop train.optimizer, or continue with a fresh optimizer: "
+                                  f"llm-trainer train --model {rec.name}")
+        check_optimizer(cfg)
         return cfg
 
     def _resume_target(self, target: str | None) -> ModelRecord:

@@ -10,7 +10,9 @@ Memory, in bytes (P: parameters, P_t: the trainable ones; e: bytes per activatio
 a: n_head, L: n_layer, V: vocabulary):
 
 - weights ``4 P`` (fp32 master weights, also under autocast), gradients ``4 P_t``,
-  AdamW ``8 P_t`` (two fp32 states per trainable weight);
+  AdamW ``8 P_t`` (two fp32 states per trainable weight); with ``train.optimizer: muon``
+  ``4 P_m + 8 (P_t - P_m)`` (Muon keeps one fp32 momentum buffer for each of the ``P_m``
+  block-matrix weights it trains, AdamW two for the rest);
 - activations kept for the backward pass, per layer, after Korthikanti et al. 2022
   ("Reducing Activation Recomputation in Large Transformer Models", eq. 1:
   ``s b h (34 + 5 a s / h)`` bytes with 2-byte activations and 1-byte dropout masks),
@@ -85,20 +87,33 @@ def activation_bytes(*, batch: int, seq: int, n_layer: int, n_embd: int, n_head:
 
 def memory_estimate(*, params: int, trainable: int, batch: int, seq: int, n_layer: int,
                     n_embd: int, n_head: int, vocab: int, precision: str, dropout: float,
-                    device_type: str) -> MemoryEstimate:
+                    device_type: str, muon: int = 0) -> MemoryEstimate:
+    """``muon``: how many of the trainable weights Muon trains (the rest: AdamW)."""
     fused = device_type == "cuda" or dropout == 0
     return MemoryEstimate(
-        weights=4 * params, gradients=4 * trainable, optimizer=8 * trainable,
+        weights=4 * params, gradients=4 * trainable, optimizer=8 * (trainable - muon) + 4 * muon,
         activations=activation_bytes(batch=batch, seq=seq, n_layer=n_layer, n_embd=n_embd,
                                      n_head=n_head, vocab=vocab, precision=precision,
                                      dropout=dropout, fused_attention=fused))
 
 
-def gpt_params(*, vocab: int, block_size: int, n_layer: int, n_embd: int, bias: bool) -> int:
-    """Parameters of ``model.gpt.GPT`` (lm_head tied to the token embedding)."""
+def gpt_params(*, vocab: int, block_size: int, n_layer: int, n_embd: int, bias: bool,
+               n_head: int = 1, activation: str = "gelu", pos: str = "learned",
+               norm: str = "layernorm", qk_norm: bool = False,
+               tie_embeddings: bool = True) -> int:
+    """Parameters of ``model.gpt.GPT`` for any of its architecture options (the defaults:
+    GPT-2's block, lm_head tied to the token embedding)."""
     h = n_embd
-    per_layer = 12 * h * h + (13 * h if bias else 2 * h)  # attn + mlp weights, biases, 2 norms
-    return vocab * h + block_size * h + n_layer * per_layer + (2 * h if bias else h)
+    hidden = 32 * -(-h // 12) if activation == "swiglu" else 4 * h  # model.gpt.swiglu_hidden
+    fc_out = 2 * hidden if activation == "swiglu" else hidden  # swiglu: gate and up
+    b = 1 if bias else 0
+    norm_p = 2 * h if norm == "layernorm" and bias else h  # RMSNorm has no bias
+    per_layer = (3 * h * h + 3 * h * b + h * h + h * b  # attention c_attn, c_proj
+                 + h * fc_out + fc_out * b + hidden * h + h * b  # MLP c_fc, c_proj
+                 + 2 * norm_p + (2 * (h // n_head) if qk_norm else 0))
+    embeddings = vocab * h * (1 if tie_embeddings else 2) + (block_size * h
+                                                              if pos == "learned" else 0)
+    return embeddings + n_layer * per_layer + norm_p
 
 
 def micro_batch_candidates(global_batch: int) -> list[int]:
@@ -267,13 +282,15 @@ def use_micro_batch(trainer, batch: int, accum: int) -> None:
 
 def trainer_memory(trainer, batch: int) -> MemoryEstimate:
     from llm_trainer.model.lora import trainable
+    from llm_trainer.training.optim import muon_param_count
 
     n_train, n_all = trainable(trainer.model)
     s = trainer.shape
     return memory_estimate(params=n_all, trainable=n_train, batch=batch, seq=s.block_size,
                            n_layer=s.n_layer, n_embd=s.n_embd, n_head=s.n_head,
                            vocab=s.vocab_size, precision=trainer.precision.name,
-                           dropout=s.dropout, device_type=trainer.device.type)
+                           dropout=s.dropout, device_type=trainer.device.type,
+                           muon=muon_param_count(trainer.optimizer))
 
 
 def available_memory(trainer) -> int:

@@ -34,6 +34,7 @@ from llm_trainer.training.callbacks import (
     Sampler,
     StepStats,
 )
+from llm_trainer.training.optim import build_optimizer, clear_state, load_optimizer
 from llm_trainer.training.state import TrainState
 
 RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
@@ -94,30 +95,19 @@ class GoodCheckpoint:
 
 
 def architecture_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation")
+    """What differs between two GPTShape dicts; a key missing (a checkpoint older than the
+    option) means GPTShape's default, and rope_theta counts only where rope is used."""
+    from dataclasses import MISSING, fields
+
+    from llm_trainer.model.gpt import GPTShape
+
+    defaults = {f.name: f.default for f in fields(GPTShape) if f.default is not MISSING}
+    a, b = {**defaults, **a}, {**defaults, **b}
+    keys = ["vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation",
+            "pos", "norm", "qk_norm", "tie_embeddings"]
+    if "rope" in (a["pos"], b["pos"]):
+        keys.append("rope_theta")
     return [f"{k} {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k)]
-
-
-def build_optimizer(model, cfg: RunConfig, device_type: str):
-    """AdamW, fused where the build supports it (else foreach); no weight decay on norms,
-    biases and embeddings (including the tied lm_head)."""
-    import torch
-
-    embeddings = {id(model.transformer.wte.weight), id(model.transformer.wpe.weight)}
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = dict(lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), eps=1e-8)
-    if device_type in ("cuda", "cpu"):
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs), "fused"
-        except (RuntimeError, TypeError, ValueError):
-            pass
-    return torch.optim.AdamW(groups, foreach=True, **kwargs), "foreach"
 
 
 def want_compile(setting: str, device_type: str) -> bool:
@@ -220,8 +210,8 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches (DDP syncs on the last)."""
         torch, s = self._torch, self.state
         lr = s.schedule(s.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # each at its own peak (optim.py)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = 0.0
         for micro in range(self.accum):
             xb, yb = self.batches.get(s.position, micro)
@@ -365,10 +355,10 @@ class Trainer:
         if good.with_optimizer:
             from llm_trainer.training.checkpoint import load_optimizer_state
 
-            self.optimizer.load_state_dict(load_optimizer_state(read_checkpoint(
-                good.path, verify=False), self.device.device))
+            load_optimizer(self.optimizer, load_optimizer_state(read_checkpoint(
+                good.path, verify=False), self.device.device), where=good.path.name)
         else:
-            self.optimizer.state.clear()
+            clear_state(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         factor = self.cfg.train.rollback_lr_factor
         s.schedule = dataclasses.replace(s.schedule, max_lr=s.schedule.max_lr * factor,
@@ -565,7 +555,10 @@ class Trainer:
                          block_size=cfg.model.block_size,
                          n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
                          n_embd=cfg.model.n_embd, dropout=cfg.model.dropout,
-                         bias=cfg.model.bias, activation=cfg.model.activation)
+                         bias=cfg.model.bias, activation=cfg.model.activation,
+                         pos=cfg.model.pos, rope_theta=float(cfg.model.rope_theta),
+                         norm=cfg.model.norm, qk_norm=cfg.model.qk_norm,
+                         tie_embeddings=cfg.model.tie_embeddings)
         if ckpt is not None:
             diff = architecture_diff(ckpt.shape.__dict__, shape.__dict__)
             if diff:
@@ -584,7 +577,9 @@ class Trainer:
             self.model.to(device.device)
         self.setup_finetune()
         self.model.train()
-        self.optimizer, self.optimizer_kind = build_optimizer(self.model, cfg, device.type)
+        self.optimizer, self.optimizer_kind = build_optimizer(self.model, cfg, device.type,
+                                                              self.precision.name)
+        self.log(f"optimizer: {self.optimizer_kind}")
         self.scaler = torch.amp.GradScaler(device.type, enabled=True) \
             if self.precision.use_scaler else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -657,7 +652,8 @@ class Trainer:
         resume = ckpt is not None and job.init.mode == RESUME
         if resume:
             s.last_eval_step = saved.last_eval_step
-            self.optimizer.load_state_dict(load_optimizer_state(ckpt, self.device.device))
+            load_optimizer(self.optimizer, load_optimizer_state(ckpt, self.device.device),
+                           where=f"checkpoint {ckpt.path.name}")
             if self.scaler is not None and ckpt.trainer.get("scaler"):
                 self.scaler.load_state_dict(ckpt.trainer["scaler"])
             s.position, s.callbacks, s.finished = saved.position, saved.callbacks, \
