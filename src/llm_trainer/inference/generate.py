@@ -87,8 +87,9 @@ class OneTokenStep:
         self.wte = t.wte.weight
         self.wpe = t.wpe.weight if s.pos == "learned" else None
         self.rope = (model.rope_cos, model.rope_sin) if s.pos == "rope" else None  # (T, 1, hd)
-        self.qk_norm = [(b.attn.q_norm.weight, b.attn.k_norm.weight) for b in t.h] \
-            if s.qk_norm else None
+        self.qk_norm = [(b.attn.q_norm.weight, getattr(b.attn.q_norm, "bias", None),
+                         b.attn.k_norm.weight, getattr(b.attn.k_norm, "bias", None))
+                        for b in t.h] if s.qk_norm else None
         self.layers = [
             (b.ln_1.weight, getattr(b.ln_1, "bias", None), b.attn.c_attn.weight,
              b.attn.c_attn.bias, b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight,
@@ -112,8 +113,9 @@ class OneTokenStep:
             h = F.rms_norm(x, (C,), g1, RMS_EPS) if rms else F.layer_norm(x, (C,), g1, b1)
             q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
             if qk_norm is not None:
-                q = F.rms_norm(q, (hd,), qk_norm[i][0], RMS_EPS)
-                k = F.rms_norm(k, (hd,), qk_norm[i][1], RMS_EPS)
+                gq, bq, gk, bk = qk_norm[i]
+                q = F.rms_norm(q, (hd,), gq, RMS_EPS) if rms else F.layer_norm(q, (hd,), gq, bq)
+                k = F.rms_norm(k, (hd,), gk, RMS_EPS) if rms else F.layer_norm(k, (hd,), gk, bk)
             if rope is not None:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             cache.k[i, 0, :, pos] = k

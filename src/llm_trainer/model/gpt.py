@@ -11,8 +11,9 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
   Llama's convention (``rotate_half``, the two halves of a head not interleaved,
   ``inv_freq = 1 / theta^(2i/d)``), cos/sin precomputed for ``block_size`` positions.
 - ``norm="rmsnorm"``: ``nn.RMSNorm`` (eps ``RMS_EPS``, no bias) for ln_1, ln_2 and ln_f.
-- ``qk_norm``: an RMSNorm per head (weights of ``head_dim``, ``attn.q_norm`` /
-  ``attn.k_norm``) on queries and keys, before the rotary embedding (as Qwen3 does).
+- ``qk_norm``: the model's norm per head (weights of ``head_dim``, ``attn.q_norm`` /
+  ``attn.k_norm``) on queries and keys, before the rotary embedding: RMSNorm as Qwen3 does
+  with ``norm="rmsnorm"``, LayerNorm (OLMo-style) with ``norm="layernorm"``.
 - ``activation``: ``gelu`` (exact), ``gelu_tanh`` (HF gelu_new), ``relu2`` (relu(x)^2) or
   ``swiglu``: ``mlp.c_fc`` outputs gate and up fused, gate rows first
   (``c_fc.weight[:hidden]`` is Llama's gate_proj, ``[hidden:]`` its up_proj), and
@@ -24,6 +25,7 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -134,56 +136,56 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(shape.n_embd, shape.n_embd, bias=shape.bias)
         self.resid_dropout = nn.Dropout(shape.dropout)
         self.qk_norm = shape.qk_norm
-        if shape.qk_norm:
-            self.q_norm = nn.RMSNorm(shape.head_dim, eps=RMS_EPS)
-            self.k_norm = nn.RMSNorm(shape.head_dim, eps=RMS_EPS)
+        if shape.qk_norm:  # the model's norm, per head (LayerNorm's fused kernels are ~4x
+            self.q_norm = make_norm(shape, shape.head_dim)  # faster than RMSNorm's on a CPU)
+            self.k_norm = make_norm(shape, shape.head_dim)
 
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, rope: Rope = None
     ) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.n_head
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, hd)  # (B, T, 3, nh, hd)
-        if rope is None and not self.qk_norm:  # GPT-2
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
-        else:
-            if self.qk_norm:
-                q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
-                q, k = self.q_norm(q), self.k_norm(k)
-                if rope is not None:
-                    cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
-                    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            else:  # rope on queries and keys together: (B, T, 2, nh, hd), cos (T, 1, 1, hd)
-                cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
-                q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
-                v = qkv[:, :, 2]
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd)
-        if cache is None:
-            if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-                # bf16 autocast on a CPU: the attention kernels are far slower in bf16 than in
-                # fp32 (backward 13 ms vs 4 ms per step for shakespeare-char); the matmuls
-                # around them keep the bf16 speed-up
-                with torch.autocast("cpu", enabled=False):
-                    y = F.scaled_dot_product_attention(
-                        q.float(), k.float(), v.float(),
-                        dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        qkv = self.c_attn(x)
+        # bf16 autocast on a CPU: the attention kernels are far slower in bf16 than in fp32
+        # (backward 13 ms vs 4 ms per step for shakespeare-char), so everything between the
+        # two projections runs in fp32 (one upcast; the fused fp32 norm kernels); the
+        # matmuls around it keep the bf16 speed-up
+        fp32 = cache is None and qkv.dtype == torch.bfloat16 and qkv.device.type == "cpu"
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            if fp32:
+                qkv = qkv.float()
+            qkv = qkv.view(B, T, 3, self.n_head, hd)  # (B, T, 3, nh, hd)
+            if rope is None and not self.qk_norm:  # GPT-2
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
             else:
+                if self.qk_norm:
+                    q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
+                    q, k = self.q_norm(q), self.k_norm(k)
+                    if rope is not None:
+                        cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
+                        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                else:  # rope on queries and keys together: (B, T, 2, nh, hd), cos (T,1,1,hd)
+                    cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
+                    q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
+                    v = qkv[:, :, 2]
+                q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B,nh,T,hd)
+            if cache is None:
                 y = F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-                )
-        else:
-            start = cache.length
-            end = start + T
-            cache.k[layer, :B, :, start:end] = k
-            cache.v[layer, :B, :, start:end] = v
-            keys = cache.k[layer, :B, :, :end]  # (B, nh, end, hd)
-            values = cache.v[layer, :B, :, :end]
-            if T == 1:
-                y = F.scaled_dot_product_attention(q, keys, values)
+                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
             else:
-                # queries at absolute positions start..end-1 see keys 0..their own position
-                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+                start = cache.length
+                end = start + T
+                cache.k[layer, :B, :, start:end] = k
+                cache.v[layer, :B, :, start:end] = v
+                keys = cache.k[layer, :B, :, :end]  # (B, nh, end, hd)
+                values = cache.v[layer, :B, :, :end]
+                if T == 1:
+                    y = F.scaled_dot_product_attention(q, keys, values)
+                else:
+                    # queries at absolute positions start..end-1 see keys 0..their own position
+                    mask = torch.ones(T, end, dtype=torch.bool,
+                                      device=x.device).tril(diagonal=start)
+                    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

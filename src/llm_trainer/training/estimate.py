@@ -108,9 +108,10 @@ def gpt_params(*, vocab: int, block_size: int, n_layer: int, n_embd: int, bias: 
     fc_out = 2 * hidden if activation == "swiglu" else hidden  # swiglu: gate and up
     b = 1 if bias else 0
     norm_p = 2 * h if norm == "layernorm" and bias else h  # RMSNorm has no bias
+    # qk_norm: a norm of the same kind per head on q and k (head_dim weights, + biases)
     per_layer = (3 * h * h + 3 * h * b + h * h + h * b  # attention c_attn, c_proj
                  + h * fc_out + fc_out * b + hidden * h + h * b  # MLP c_fc, c_proj
-                 + 2 * norm_p + (2 * (h // n_head) if qk_norm else 0))
+                 + 2 * norm_p + (2 * norm_p // h * (h // n_head) if qk_norm else 0))
     embeddings = vocab * h * (1 if tie_embeddings else 2) + (block_size * h
                                                               if pos == "learned" else 0)
     return embeddings + n_layer * per_layer + norm_p
