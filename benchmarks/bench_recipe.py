@@ -5,8 +5,9 @@ Two presets (``shakespeare-char``: nanoGPT's model and recipe shape; ``shakespea
 the same data, tokenizer and 4x128 size with the modern recipe) against nanoGPT's README CPU
 recipe, on the same machine, interleaved:
 
-1. **speed** (``--steps`` steps, ``--rounds`` rounds; the order rotates every round): nanoGPT,
-   then each preset at its own precision (``auto``: bf16 autocast where the CPU has native
+1. **speed** (``--steps`` steps of nanoGPT, the same number of tokens for each preset;
+   ``--rounds`` rounds; the order rotates every round): nanoGPT, then each preset at its own
+   precision (``auto``: bf16 autocast where the CPU has native
    bf16) and forced to ``--precision fp32``. Two figures per run:
    - *whole command*: training tokens / wall seconds of the whole ``train --foreground``
      command (start-up, data, the final evaluation and checkpoint included; for nanoGPT its
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -45,6 +47,7 @@ import bench_shakespeare as bs
 PRESETS = ("shakespeare-char", "shakespeare-char-fast")
 TARGET_WALL_S = 20.0  # shakespeare-char-fast: full-split val <= 1.88 within this, whole command
 TARGET_FP32_RATIO = 1.25  # shakespeare-char in fp32 vs nanoGPT
+NANOGPT_VAL = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
 
 
 # ============================================================================ runs
@@ -118,13 +121,23 @@ def run_nanogpt(nanogpt: Path, steps: int, out_dir: Path, cfg, *, evaluate_at_en
             points.append((i, clock))
     tps = bs.windows_tps(points, tokens_per_step)
     vals = [(int(m.group(1)), float(m.group(2))) for m in map(
-        bs.VAL_LINE.search, proc.stdout.splitlines()) if m]
+        NANOGPT_VAL.search, proc.stdout.splitlines()) if m]
     return {"wall_s": wall, "steps": steps, "tokens_per_step": tokens_per_step,
             "whole_tps": steps * tokens_per_step / wall, "steady_tps": bs.median(tps),
             "noise": watch.stop(), "command": " ".join(cmd[1:]), "evals": vals}
 
 
 # ============================================================================ 1. speed
+
+
+def same_tokens(preset: str, steps: int, nanogpt_cfg) -> int:
+    """Steps of ``preset`` that train as many tokens as ``steps`` of nanoGPT's recipe."""
+    from llm_trainer.config import load_config
+
+    t = load_config(preset=preset)
+    per_step = t.train.batch_size * t.train.grad_accum * t.model.block_size
+    return max(3 * bs.WINDOW, round(steps * nanogpt_cfg.train.batch_size
+                                    * nanogpt_cfg.model.block_size / per_step))
 
 
 def speed(home: Path, data: Path, nanogpt: Path, steps: int, rounds: int) -> dict[str, Any]:
@@ -137,9 +150,9 @@ def speed(home: Path, data: Path, nanogpt: Path, steps: int, rounds: int) -> dic
             key = who if prec is None else f"{who}/{prec}"
             if who == "nanogpt":
                 res = run_nanogpt(nanogpt, steps, home / "nanogpt-out", cfg)
-            else:
-                res = run_ours(home, data, who, prec, steps, f"bench-speed-{bs.TAG}-{r}-"
-                               f"{who}-{prec}")
+            else:  # the same number of training tokens as nanoGPT's run
+                res = run_ours(home, data, who, prec, same_tokens(who, steps, cfg),
+                               f"bench-speed-{bs.TAG}-{r}-{who}-{prec}")
             runs.setdefault(key, []).append(res)
             bs.say(f"  round {r + 1}: {key:<30} whole command {res['whole_tps']:>7,.0f} "
                    f"tokens/s ({res['wall_s']:.1f} s), steady {res['steady_tps']:>7,.0f} "
@@ -212,6 +225,7 @@ class NanoGPTAdapter:
         return self.model.parameters()
 
     def __call__(self, x):
+        x = x.contiguous()  # its loss views the targets
         return self.model(x, x)
 
 
