@@ -47,6 +47,7 @@ import bench_shakespeare as bs
 PRESETS = ("shakespeare-char", "shakespeare-char-fast")
 TARGET_WALL_S = 20.0  # shakespeare-char-fast: full-split val <= 1.88 within this, whole command
 TARGET_FP32_RATIO = 1.25  # shakespeare-char in fp32 vs nanoGPT
+DEVICE = {"name": "cpu"}  # --device: where both sides train
 NANOGPT_VAL = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
 
 
@@ -58,7 +59,7 @@ def run_ours(home: Path, data: Path, preset: str, precision: str, steps: int | N
     """``train --foreground`` of ``preset``; ``steps`` None runs the preset as shipped."""
     cmd = [*bs.llm_trainer_exe(), "--home", str(home), "train", "--preset", preset,
            "--dataset", str(data), "--foreground", "--name", name, "--sample", "0",
-           "--set", f"runtime.precision={precision}"]
+           "--set", f"runtime.precision={precision}", "--device", DEVICE["name"]]
     if steps is not None:
         cmd += ["--max-steps", str(steps), "--set", "train.eval_interval=0",
                 "--set", f"train.log_interval={bs.WINDOW}"]
@@ -102,6 +103,9 @@ def run_ours(home: Path, data: Path, preset: str, precision: str, steps: int | N
 def run_nanogpt(nanogpt: Path, steps: int, out_dir: Path, cfg, *, evaluate_at_end: bool = False
                 ) -> dict[str, Any]:
     cmd = bs.nanogpt_command(nanogpt, steps, out_dir, cfg)
+    if DEVICE["name"] != "cpu":  # its GPU recipe: compiled, on the same device
+        cmd = [f"--device={DEVICE['name']}" if c == "--device=cpu" else
+               "--compile=True" if c == "--compile=False" else c for c in cmd]
     if evaluate_at_end:  # evaluations at 0 and at the last iteration, which saves ckpt.pt
         cmd = [c for c in cmd if not c.startswith("--eval_interval=")]
         cmd += [f"--eval_interval={steps}", "--always_save_checkpoint=True"]
@@ -336,6 +340,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=bs.DEFAULT_DATA)
     p.add_argument("--nanogpt", type=Path, required=True,
                    help="nanoGPT checkout with data/shakespeare_char prepared")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: both sides "
+                   "train there (nanoGPT then with --compile=True)")
     p.add_argument("--steps", type=int, default=300, help="steps per speed run (300)")
     p.add_argument("--rounds", type=int, default=3, help="speed rounds (3)")
     p.add_argument("--target", type=float, default=1.88, help="full-split val loss (1.88)")
@@ -360,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.data, args.nanogpt = args.data.resolve(), args.nanogpt.resolve()
+    DEVICE["name"] = args.device
     res: dict[str, Any] = {"load_before": bs.load_average(), "machine": bs.machine_info()}
     m = res["machine"]
     bs.say(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, commit {m['commit']}"

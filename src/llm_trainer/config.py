@@ -99,6 +99,8 @@ class TrainConfig:
                           min_exclusive=True, max=10.0)
     muon_momentum: float = _opt(0.95, "Muon's momentum (optimizer: muon)", min=0.0, max=1.0,
                                 max_exclusive=True)
+    muon_ns_steps: int = _opt(5, "Newton-Schulz iterations per Muon step (optimizer: muon)",
+                              min=1, max=20)
     embed_lr: float | None = _opt(None, "AdamW's peak LR for the token embedding and the output "
                                         "head with optimizer: muon (default: train.lr)",
                                   min=0.0, min_exclusive=True, max=10.0)

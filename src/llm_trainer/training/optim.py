@@ -113,7 +113,7 @@ def _build_muon(model, cfg: RunConfig, device_type: str, precision: str):
     ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     muon = BatchedMuon([{"params": split.muon, "lr_scale": t.muon_lr / t.lr}],
                        lr=t.muon_lr, weight_decay=t.weight_decay, momentum=t.muon_momentum,
-                       ns_dtype=ns_dtype)
+                       ns_steps=t.muon_ns_steps, ns_dtype=ns_dtype)
     groups = [{"params": split.head_decay, "weight_decay": t.weight_decay,
                "lr_scale": embed_scale},
               {"params": split.embed, "weight_decay": 0.0, "lr_scale": embed_scale},
