@@ -16,7 +16,6 @@ from llm_trainer.app.compare import RunComparison
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
 from llm_trainer.app.planner import TrainRequest, parse_lora
 from llm_trainer.app.queries import RunQueries
-from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
@@ -232,53 +231,8 @@ class Service:
     def evaluate(self, target: str | None = None, *, checkpoint: str | None = None,
                  dataset: str | None = None, split: str = "val", batch_size: int | None = None,
                  device: str = "cpu") -> EvalResult:
-        """Loss, perplexity and bits per byte over a whole split (imports torch). ``target``:
-        a model name (default: the active model) whose ``checkpoint`` (latest, best, a step)
-        is loaded, or a checkpoint folder. ``dataset``: default the model's own training data.
-        While a run trains the model, its newest complete checkpoint is read; one pruned
-        while loading is replaced by the then newest."""
-        from llm_trainer.data.sources import check_dataset_spec
-
-        if split not in ("val", "test"):  # before anything slow (training.evaluate checks too)
-            raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
-        if dataset is not None:
-            check_dataset_spec(dataset)
-        notes: list[str] = []
-        rec = None
-        if target and ("/" in target or os.sep in target or (
-                not self.admin.models.exists(target) and Path(target).expanduser().is_dir())):
-            if checkpoint:
-                raise UsageError("--checkpoint picks a checkpoint of a model name, not of a "
-                                 "checkpoint folder", hint="leave out --checkpoint")
-            info = self.admin.checkpoint_at(target)
-        else:
-            rec = self.admin.resolve_model(target)
-            try:
-                info = self.admin.checkpoint_of(rec, checkpoint or "latest", notes)
-            except NotFoundError as exc:
-                run = self.queries.training_run_of(rec)
-                if run is None or self.admin.models.has_checkpoints(rec):
-                    raise
-                raise NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
-                                    "training it", hint="evaluate it once its first checkpoint "
-                                    f"is saved (`llm-trainer status {run}`)") from exc
-        from llm_trainer.training.device import probe_devices, select_device
-        from llm_trainer.training.evaluate import evaluate_loaded, load_for_eval
-
-        choice = select_device(device, probe_devices())
-        if choice.warning:
-            notes.append(f"warning: {choice.warning}")
-        while True:
-            try:
-                ckpt, model = load_for_eval(info.path, choice.device)
-                break
-            except Exception:
-                if rec is None:
-                    raise
-                newer = self.admin.checkpoint_of(rec, checkpoint or "latest")
-                if newer.path == info.path:
-                    raise
-                info = newer  # the training run pruned it meanwhile
-        return evaluate_loaded(ckpt, model, dataset=dataset, split=split, batch_size=batch_size,
-                               device=choice.device, data_dir=self.home / "data",
-                               model_name=rec.name if rec else None, notes=notes)
+        """Loss, perplexity and bits per byte over a whole split (imports torch); see
+        ``ModelAdmin.evaluate``."""
+        return self.admin.evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
+                                   batch_size=batch_size, device=device,
+                                   data_dir=self.home / "data")

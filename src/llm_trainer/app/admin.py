@@ -5,6 +5,7 @@ lock while they run, so no training can start meanwhile. No torch at import time
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from llm_trainer.store.checkpoints import (
 )
 from llm_trainer.store.locks import LockHeld, ModelLock
 from llm_trainer.store.models import ModelRecord, ModelStore
-from llm_trainer.views import CheckpointView, ModelDetail, ModelView
+from llm_trainer.views import CheckpointView, EvalResult, ModelDetail, ModelView
 
 
 def is_path(which: str) -> bool:
@@ -208,6 +209,60 @@ class ModelAdmin:
         if choice.warning:
             notes.append(f"warning: {choice.warning}")
         return TextGenerator.from_checkpoint(info.path, choice.device), info, notes
+
+    def evaluate(self, target: str | None = None, *, checkpoint: str | None = None,
+                 dataset: str | None = None, split: str = "val", batch_size: int | None = None,
+                 device: str = "cpu", data_dir: Path) -> EvalResult:
+        """Loss, perplexity and bits per byte over a whole split (imports torch). ``target``:
+        a model name (default: the active model) whose ``checkpoint`` (latest, best, a step)
+        is loaded, or a checkpoint folder. ``dataset``: default the model's own training data.
+        While a run trains the model, its newest complete checkpoint is read; one pruned
+        while loading is replaced by the then newest."""
+        from llm_trainer.data.sources import check_dataset_spec
+
+        if split not in ("val", "test"):  # before anything slow (training.evaluate checks too)
+            raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
+        if dataset is not None:
+            check_dataset_spec(dataset)
+        notes: list[str] = []
+        rec = None
+        if target and ("/" in target or os.sep in target or (
+                not self.models.exists(target) and Path(target).expanduser().is_dir())):
+            if checkpoint:
+                raise UsageError("--checkpoint picks a checkpoint of a model name, not of a "
+                                 "checkpoint folder", hint="leave out --checkpoint")
+            info = self.checkpoint_at(target)
+        else:
+            rec = self.resolve_model(target)
+            try:
+                info = self.checkpoint_of(rec, checkpoint or "latest", notes)
+            except NotFoundError as exc:
+                run = self.queries.training_run_of(rec)
+                if run is None or self.models.has_checkpoints(rec):
+                    raise
+                raise NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
+                                    "training it", hint="evaluate it once its first checkpoint "
+                                    f"is saved (`llm-trainer status {run}`)") from exc
+        from llm_trainer.training.device import probe_devices, select_device
+        from llm_trainer.training.evaluate import evaluate_loaded, load_for_eval
+
+        choice = select_device(device, probe_devices())
+        if choice.warning:
+            notes.append(f"warning: {choice.warning}")
+        while True:
+            try:
+                ckpt, model = load_for_eval(info.path, choice.device)
+                break
+            except Exception:
+                if rec is None:
+                    raise
+                newer = self.checkpoint_of(rec, checkpoint or "latest")
+                if newer.path == info.path:
+                    raise
+                info = newer  # the training run pruned it meanwhile
+        return evaluate_loaded(ckpt, model, dataset=dataset, split=split, batch_size=batch_size,
+                               device=choice.device, data_dir=data_dir,
+                               model_name=rec.name if rec else None, notes=notes)
 
 
 def _mtime_ns(path: Path) -> int:
