@@ -18,6 +18,39 @@ def test_every_preset_loads_and_validates():
         assert cfg.model.n_embd % cfg.model.n_head == 0
 
 
+def _shape(cfg, vocab: int = 65):
+    from llm_trainer.model.gpt import GPTShape
+
+    m = cfg.model
+    return GPTShape(vocab_size=vocab, block_size=m.block_size, n_layer=m.n_layer,
+                    n_head=m.n_head, n_embd=m.n_embd, bias=m.bias, activation=m.activation,
+                    pos=m.pos, rope_theta=m.rope_theta, norm=m.norm, qk_norm=m.qk_norm,
+                    tie_embeddings=m.tie_embeddings)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_packaged_preset_builds_its_model(name):
+    _shape(load_config(preset=name))  # GPTShape checks what the config cannot
+
+
+def test_the_fast_preset_keeps_shakespeare_chars_data_tokenizer_and_size():
+    fast, base = load_config(preset="shakespeare-char-fast"), load_config(preset="shakespeare-char")
+    size = ("n_layer", "n_head", "n_embd", "block_size")
+    assert [getattr(fast.model, k) for k in size] == [getattr(base.model, k) for k in size]
+    assert (fast.data.dataset, fast.data.tokenizer, fast.data.val_fraction) == (
+        base.data.dataset, base.data.tokenizer, base.data.val_fraction)
+    assert fast.train.optimizer == "muon" and fast.model.pos == "rope"
+
+
+@pytest.mark.parametrize("name", ["modern-small", "modern-medium"])
+def test_the_modern_presets_export_as_qwen3(name):
+    from llm_trainer.inference.export import hf_family
+
+    cfg = load_config(preset=name)
+    assert cfg.train.optimizer == "muon"
+    assert hf_family(_shape(cfg, vocab=cfg.data.vocab_size)) == "Qwen3"
+
+
 def test_shakespeare_char_is_nanogpts_cpu_recipe():
     cfg = load_config(preset="shakespeare-char")
     m, t = cfg.model, cfg.train
