@@ -463,6 +463,29 @@ def _follow(svc, launch) -> RunView:
     return final if final is not None else svc.run_view(launch.run_id)
 
 
+def _describe_shape(arch: dict[str, Any] | None) -> str:
+    """'4 layers x 128 dims, 4 heads, context 64, vocab 66; rope, layernorm, ...' (keys an
+    older checkpoint lacks read as GPT-2's)."""
+    if not arch:
+        return "-"
+    a = {"pos": "learned", "norm": "layernorm", "qk_norm": False, "tie_embeddings": True,
+         "activation": "gelu_tanh", "bias": True, **arch}
+    block = [f"{a['pos']} positions" if a["pos"] == "learned" else "rope", a["norm"],
+             *(["QK-norm"] if a["qk_norm"] else []), a["activation"],
+             "tied head" if a["tie_embeddings"] else "untied head",
+             "biases" if a["bias"] else "no biases"]
+    return (f"{a.get('n_layer')} layers x {a.get('n_embd')} dims, {a.get('n_head')} heads, "
+            f"context {a.get('block_size')}, vocab {a.get('vocab_size')}; {', '.join(block)}")
+
+
+def _optimizer_lines(config: dict[str, Any] | None) -> list[str]:
+    t = (config or {}).get("train") or {}
+    if t.get("optimizer", "adamw") != "muon":
+        return []
+    return [f"optimizer:   muon (lr {t.get('muon_lr'):g}, {t.get('muon_ns_steps', 5)} "
+            f"Newton-Schulz steps) + adamw (lr {t.get('lr'):g})"]
+
+
 def _finetune_lines(config: dict[str, Any] | None) -> list[str]:
     ft = (config or {}).get("finetune") or {}
     if not ft.get("init_from"):
@@ -897,7 +920,8 @@ def models_show(
              f"{view.steps_completed:,}",
              f"val loss:    best {_num(view.best_val_loss)}, latest "
              f"{_num(view.latest_val_loss)}",
-             f"shape:       {json.dumps(view.architecture) if view.architecture else '-'}",
+             f"shape:       {_describe_shape(view.architecture)}",
+             *_optimizer_lines(view.config),
              f"tokenizer:   {json.dumps(view.tokenizer) if view.tokenizer else '-'}",
              *_finetune_lines(view.config),
              f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",

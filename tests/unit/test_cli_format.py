@@ -1,0 +1,27 @@
+"""How the CLI words a model's architecture and optimizer (`models show`)."""
+
+from llm_trainer.cli import _describe_shape, _optimizer_lines
+
+
+def test_an_old_checkpoints_shape_reads_as_gpt2():
+    old = {"vocab_size": 53, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16,
+           "dropout": 0.0, "bias": True, "activation": "gelu"}  # before the new options
+    assert _describe_shape(old) == ("2 layers x 16 dims, 2 heads, context 32, vocab 53; "
+                                    "learned positions, layernorm, gelu, tied head, biases")
+    assert _describe_shape(None) == "-"
+
+
+def test_a_modern_shape_names_each_option():
+    arch = {"vocab_size": 66, "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
+            "bias": False, "activation": "relu2", "pos": "rope", "norm": "rmsnorm",
+            "qk_norm": True, "tie_embeddings": False}
+    assert _describe_shape(arch).endswith("; rope, rmsnorm, QK-norm, relu2, untied head, "
+                                          "no biases")
+
+
+def test_the_optimizer_line_shows_muon_only():
+    assert _optimizer_lines({"train": {"optimizer": "adamw", "lr": 1e-3}}) == []
+    assert _optimizer_lines(None) == []
+    line, = _optimizer_lines({"train": {"optimizer": "muon", "muon_lr": 0.02,
+                                        "muon_ns_steps": 4, "lr": 0.005}})
+    assert line == "optimizer:   muon (lr 0.02, 4 Newton-Schulz steps) + adamw (lr 0.005)"
