@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -429,37 +430,44 @@ def _follow(svc, launch) -> RunView:
     interrupts = 0
     follower = svc.follow(launch.run_id, process=launch.process)
     events = iter(follower)
-    with progress:
-        while True:
-            try:
-                kind, value = next(events)
-            except StopIteration:
-                break
-            except KeyboardInterrupt:
-                # the worker got the same SIGINT (same process group): it finishes its step,
-                # writes a checkpoint and exits paused; a second Ctrl-C aborts it
-                interrupts += 1
-                progress.console.print(Text(
-                    "stopping: finishing the current step and writing a checkpoint "
-                    "(Ctrl-C again to abort without one)" if interrupts == 1 else
-                    "aborting..."))
-                events = iter(follower)  # goes on where it was: no log line twice
-                continue
-            if kind == "log":
-                if live:
-                    progress.console.print(Text(value))
-                else:
-                    _out(value)
-            elif kind in ("state", "end"):
-                final = value
-                step, total = value.step or 0, value.total_steps
-                info = (f"epoch {_num(value.epoch, '{:.2f}')} loss "
-                        f"{_num(value.loss)} lr {_num(value.lr, '{:.1e}')} "
-                        f"{_num(value.tokens_per_s, '{:,.0f}')} tok/s ETA "
-                        f"{format_duration(value.eta_seconds)}")
-                # without a terminal the worker's own periodic progress lines stand in
-                progress.update(task, completed=step, total=total, info=info,
-                                description=f"step {step:,}/{total or '?'}")
+    # Ctrl-C must reach this loop even where SIGINT came in ignored (a shell's background job
+    # without job control, nohup'd scripts): Python then leaves it ignored, and the worker,
+    # which installs its own handler, would pause while this process said nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with progress:
+            while True:
+                try:
+                    kind, value = next(events)
+                except StopIteration:
+                    break
+                except KeyboardInterrupt:
+                    # the worker got the same SIGINT (same process group): it finishes its step,
+                    # writes a checkpoint and exits paused; a second Ctrl-C aborts it
+                    interrupts += 1
+                    progress.console.print(Text(
+                        "stopping: finishing the current step and writing a checkpoint "
+                        "(Ctrl-C again to abort without one)" if interrupts == 1 else
+                        "aborting..."))
+                    events = iter(follower)  # goes on where it was: no log line twice
+                    continue
+                if kind == "log":
+                    if live:
+                        progress.console.print(Text(value))
+                    else:
+                        _out(value)
+                elif kind in ("state", "end"):
+                    final = value
+                    step, total = value.step or 0, value.total_steps
+                    info = (f"epoch {_num(value.epoch, '{:.2f}')} loss "
+                            f"{_num(value.loss)} lr {_num(value.lr, '{:.1e}')} "
+                            f"{_num(value.tokens_per_s, '{:,.0f}')} tok/s ETA "
+                            f"{format_duration(value.eta_seconds)}")
+                    # without a terminal the worker's own periodic progress lines stand in
+                    progress.update(task, completed=step, total=total, info=info,
+                                    description=f"step {step:,}/{total or '?'}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return final if final is not None else svc.run_view(launch.run_id)
 
 

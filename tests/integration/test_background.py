@@ -190,10 +190,13 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     import sys
 
     env = {**os.environ, "LLM_TRAINER_HOME": str(data_home), "PYTHONUNBUFFERED": "1"}
+    # started with SIGINT ignored, as a background job of a shell without job control is
+    # (and CI jobs can be): the CLI must still see Ctrl-C while it follows the run
     cli = subprocess.Popen([sys.executable, "-m", "llm_trainer", "train", *SETTINGS,
                             "--dataset", "corpus.txt", "--name", "interrupted", "--foreground",
                             "--sample", "0"], cwd=data_home, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     store = RunStore(data_home)
 
     def running_run():
