@@ -9,7 +9,6 @@ context), and then grows one token at a time again: one chunked forward per
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.sampling import apply_repetition_penalty, sample_next
 from llm_trainer.model.gpt import GPT, RMS_EPS, KVCache, activate, apply_rope
+from llm_trainer.training.device import one_cpu_thread
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,22 +52,6 @@ class GenerationSettings:
 
 
 SINGLE_THREAD_MAX_PARAMS = 30_000_000
-
-
-@contextlib.contextmanager
-def cpu_threads_for(model: GPT, device: str):
-    """Decoding one token of a small model is dozens of tiny ops; splitting each across
-    threads costs more in synchronisation than it saves (measured: 1 thread ran 1,290 tokens/s
-    where 2 threads on a busy 2-core machine ran 19). Small models decode on one thread."""
-    if not device.startswith("cpu") or model.num_params() > SINGLE_THREAD_MAX_PARAMS:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class OneTokenStep:
@@ -170,7 +154,8 @@ class TextGenerator:
         """Yield new token ids. ``use_cache=False`` recomputes the same windows from scratch
         every token (the reference the cache is tested against)."""
         settings.check()
-        with cpu_threads_for(self.model, str(self.device)), torch.inference_mode():
+        small = self.model.num_params() <= SINGLE_THREAD_MAX_PARAMS
+        with one_cpu_thread(self.device, small), torch.inference_mode():
             yield from self._decode(ids, settings, use_cache)
 
     def _decode(self, ids: list[int], settings: GenerationSettings,

@@ -16,7 +16,6 @@ also count an ``[UNK]`` token as the character it replaced. Comparable across to
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -46,6 +45,7 @@ from llm_trainer.data.sources import (
 )
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError, UsageError
+from llm_trainer.training.device import one_cpu_thread
 from llm_trainer.views import EvalResult
 
 SPLITS = ("val", "test")
@@ -88,7 +88,7 @@ def evaluate_tokens(model: torch.nn.Module, tokens, block_size: int, batch_size:
     nats = 0.0
     model.eval()
     work = 2 * sum(p.numel() for p in model.parameters()) * min(batch_size, n) * T
-    with _threads_for(work, device), torch.inference_mode():
+    with one_cpu_thread(device, work <= SINGLE_THREAD_MAX_FLOPS), torch.inference_mode():
         for first in range(0, n_full, batch_size):
             starts = np.arange(first, min(first + batch_size, n_full)) * T
             nats += _window_nats(model, tokens[starts[:, None] + offsets], device)  # (B, T+1)
@@ -97,23 +97,7 @@ def evaluate_tokens(model: torch.nn.Module, tokens, block_size: int, batch_size:
     return EvalTotals(nats, n - 1, window_count(n, T))
 
 
-SINGLE_THREAD_MAX_FLOPS = 1e9
-
-
-@contextlib.contextmanager
-def _threads_for(flops_per_batch: float, device):
-    """A forward pass of under ~1 GFLOP is many small ops; on a CPU, threads then cost more
-    in synchronisation than they save (measured: a tiny model scored 500 tokens in 1.3 s on
-    2 threads of a busy 2-core machine, 0.01 s on one). Bigger batches keep every thread."""
-    if not str(device).startswith("cpu") or flops_per_batch > SINGLE_THREAD_MAX_FLOPS:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+SINGLE_THREAD_MAX_FLOPS = 1e9  # forward passes below this run on one CPU thread
 
 
 def _window_nats(model, window, device) -> float:
