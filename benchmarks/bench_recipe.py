@@ -400,14 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             part("nanogpt_target", f"nanoGPT's recipe, {args.nanogpt_target} iterations",
                  lambda: nanogpt_target(args.nanogpt, args.data, home, args.nanogpt_target))
     res["load_after"] = bs.load_average()
-    rows = summary_rows(res)
-    bs.say("\n== summary")
-    bs.say(bs.render_table(rows, markdown=False))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str))
-    if args.write_results:
-        write_results(res, rows, argv)
-    return 0
+    return bs.report(res, summary_rows(res), args, argv, write_results)
 
 
 if __name__ == "__main__":

@@ -852,14 +852,19 @@ def main(argv: list[str] | None = None) -> int:
             part("cli", "CLI latency (5 runs each)", lambda: cli_latency(home))
     res["load_after"] = load_average()
 
-    rows = summary_rows(res)
+    return report(res, summary_rows(res), args, argv, write_results)
+
+
+def report(res: dict[str, Any], rows, args: argparse.Namespace, argv: list[str],
+           write: Callable[[dict[str, Any], Any, list[str]], None]) -> int:
+    """Print the summary table; ``--json`` and ``--write-results`` as asked (both scripts)."""
     say(f"\n== summary (load average {_fmt(res['load_before'], '.2f')} before, "
         f"{_fmt(res['load_after'], '.2f')} after)")
     say(render_table(rows, markdown=False))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))
     if args.write_results:
-        write_results(res, rows, argv)
+        write(res, rows, argv)
     return 0
 
 
