@@ -108,9 +108,10 @@ def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def check_optimizer(cfg: RunConfig) -> None:
     """Muon trains full block matrices; LoRA adapters stay with AdamW."""
+    from llm_trainer.training.optim import lora_refusal  # no torch at import
+
     if cfg.train.optimizer == "muon" and cfg.finetune.lora_r:
-        raise UsageError("train.optimizer muon does not train LoRA adapters: use "
-                         "train.optimizer adamw with --lora")
+        raise UsageError(lora_refusal())
 
 
 class LaunchPlanner:
@@ -204,8 +205,7 @@ class LaunchPlanner:
         cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=forced,
                           home=self.home)
         # a preset's lr is meant for training from scratch; the user's own value wins
-        if "train.lr" not in overrides and not (req.config_file and
-                                                "train.lr" in self._file_values(req)):
+        if "train.lr" not in overrides and "train.lr" not in own_file:
             cfg = cfg.replace(**{"train.lr": LORA_LR if cfg.finetune.lora_r else FINETUNE_LR})
         check_optimizer(cfg)
         if cfg.finetune.lora_r:
@@ -285,8 +285,9 @@ class LaunchPlanner:
         # the optimizer state of a resume belongs to one kind of optimizer
         was = ckpt_cfg.get("train", {}).get("optimizer", "adamw")
         if exact and cfg.train.optimizer != was:
-            raise UsageError(f"{what} was trained with train.optimizer {was}: a resume cannot "
-                             f"change it to {cfg.train.optimizer}",
+            from llm_trainer.training.optim import resume_refusal
+
+            raise UsageError(resume_refusal(what, was, cfg.train.optimizer),
                              hint="drop train.optimizer, or continue with a fresh optimizer: "
                                   f"llm-trainer train --model {rec.name}")
         check_optimizer(cfg)

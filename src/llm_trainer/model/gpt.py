@@ -112,8 +112,7 @@ class KVCache:
     Keys are stored after the rotary embedding (rope), at their absolute positions."""
 
     def __init__(self, shape: GPTShape, batch: int, device, dtype) -> None:
-        head_dim = shape.n_embd // shape.n_head
-        buf = (shape.n_layer, batch, shape.n_head, shape.block_size, head_dim)
+        buf = (shape.n_layer, batch, shape.n_head, shape.block_size, shape.head_dim)
         self.k = torch.empty(buf, device=device, dtype=dtype)
         self.v = torch.empty(buf, device=device, dtype=dtype)
         self.length = 0  # positions filled (shared by all layers)
@@ -202,10 +201,7 @@ class MLP(nn.Module):
         self.approximate = "tanh" if shape.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation in ("gelu", "gelu_tanh"):
-            x = F.gelu(self.c_fc(x), approximate=self.approximate)
-        else:
-            x = activate(self.c_fc(x), self.activation)
+        x = activate(self.c_fc(x), self.activation, self.approximate)
         return self.dropout(self.c_proj(x))
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import RunConfig
+from llm_trainer.config import ARCH_KEYS, RunConfig
 from llm_trainer.errors import TrainingError, UsageError
 from llm_trainer.progress import EtaClock
 from llm_trainer.store.checkpoints import prune_checkpoints, step_dir_name
@@ -103,10 +103,8 @@ def architecture_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
     defaults = {f.name: f.default for f in fields(GPTShape) if f.default is not MISSING}
     a, b = {**defaults, **a}, {**defaults, **b}
-    keys = ["vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation",
-            "pos", "norm", "qk_norm", "tie_embeddings"]
-    if "rope" in (a["pos"], b["pos"]):
-        keys.append("rope_theta")
+    keys = ["vocab_size", *(k for k in ARCH_KEYS
+                            if k != "rope_theta" or "rope" in (a["pos"], b["pos"]))]
     return [f"{k} {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k)]
 
 
@@ -439,10 +437,7 @@ class Trainer:
         elif self.dist.enabled:  # same weights everywhere (DDP broadcasts them); own dropout
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)
         self.eta = EtaClock()
-        self.train_time = 0.0
-        self._loss_t = 0.0
         inject = InjectedAnomaly.from_env()
-        self.inject_factor = None
         if inject is not None:
             fired = {"n": 0}
 
@@ -551,14 +546,8 @@ class Trainer:
         # the embedding may have more rows than the tokenizer has tokens (padded imports)
         vocab = ckpt.shape.vocab_size if ckpt is not None else (
             source.vocab_size if source else self.tokenizer.vocab_size)
-        shape = GPTShape(vocab_size=vocab,
-                         block_size=cfg.model.block_size,
-                         n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
-                         n_embd=cfg.model.n_embd, dropout=cfg.model.dropout,
-                         bias=cfg.model.bias, activation=cfg.model.activation,
-                         pos=cfg.model.pos, rope_theta=float(cfg.model.rope_theta),
-                         norm=cfg.model.norm, qk_norm=cfg.model.qk_norm,
-                         tie_embeddings=cfg.model.tie_embeddings)
+        shape = GPTShape(vocab_size=vocab, dropout=cfg.model.dropout,
+                         **{k: getattr(cfg.model, k) for k in ARCH_KEYS})
         if ckpt is not None:
             diff = architecture_diff(ckpt.shape.__dict__, shape.__dict__)
             if diff:
