@@ -151,8 +151,32 @@ def test_hf_spec_with_a_local_dataset_folder(tmp_path):
                                                   for i in range(50)))
     (folder / "validation.jsonl").write_text("\n".join(json.dumps({"text": f"val row {i}"})
                                                        for i in range(10)))
-    splits = _resolve(f"hf:{folder}", tmp_path).splits()
+    source = _resolve(f"hf:{folder}", tmp_path)
+    splits = source.splits()
     assert "train row 0" in splits.train and "val row 3" in splits.val
+    assert source.test() is None  # no test split: eval --split test is refused
+
+    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": f"test row {i}"})
+                                                 for i in range(5)))
+    source = _resolve(f"hf:{folder}", tmp_path)
+    assert source.test() == "\n".join(f"test row {i}" for i in range(5))
+    assert "test row" not in source.splits().train + source.splits().val
+
+
+def test_the_test_split_of_a_local_folder_is_read_like_the_others(tmp_path):
+    folder = tmp_path / "split"
+    folder.mkdir()
+    (folder / "train.txt").write_text("train text\n" * 20)
+    (folder / "valid.txt").write_text("valid text\n")
+    (folder / "test.jsonl").write_text(json.dumps({"body": "test row"}))
+    source = _resolve(folder, tmp_path, text_column="body")
+    assert source.test() == "test row"
+    (folder / "test.jsonl").write_text(json.dumps({"body": " "}))
+    with pytest.raises(DataError, match="the test split of split .* is empty"):
+        _resolve(folder, tmp_path, text_column="body").test()
+    assert _resolve(folder / "train.txt", tmp_path).test() is None  # one file: no splits
+    assert resolve_dataset(BUILTIN_PYDOCS, data_dir=tmp_path, val_fraction=0.1,
+                           text_column=None).test() is None
 
 
 def test_tokens_are_cached_on_disk(tmp_path):

@@ -218,10 +218,9 @@ class ModelAdmin:
         is loaded, or a checkpoint folder. ``dataset``: default the model's own training data.
         While a run trains the model, its newest complete checkpoint is read; one pruned
         while loading is replaced by the then newest."""
-        from llm_trainer.data.sources import check_dataset_spec
+        from llm_trainer.data.sources import check_dataset_spec, check_split
 
-        if split not in ("val", "test"):  # before anything slow (training.evaluate checks too)
-            raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
+        check_split(split)  # before anything slow
         if dataset is not None:
             check_dataset_spec(dataset)
         notes: list[str] = []

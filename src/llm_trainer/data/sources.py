@@ -1,7 +1,8 @@
 """Where text comes from: WikiText-2, any Hugging Face dataset, local files, a built-in corpus.
 
-``resolve_dataset(spec)`` returns a ``TextSource`` with a cheap fingerprint (for cache keys)
-and a lazy ``splits()`` that yields the train and validation text.
+``resolve_dataset(spec)`` returns a ``TextSource`` with a cheap fingerprint (for cache keys),
+a lazy ``splits()`` that yields the train and validation text, and a lazy ``test()`` with the
+test split's text where the data has one (``llm-trainer eval --split test``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from llm_trainer.errors import DataError
+from llm_trainer.errors import DataError, UsageError
 
 WIKITEXT = ("Salesforce/wikitext", "wikitext-2-raw-v1")
 BUILTIN_PYDOCS = "builtin:python-docs"
@@ -27,6 +28,7 @@ SPLIT_WORDS = {
     "val": ("valid", "validation", "val", "dev"),
     "test": ("test",),
 }
+EVAL_SPLITS = ("val", "test")  # what `eval --split` scores
 LOCAL_HINT = ("point --dataset at local text: a .txt/.md file, a .jsonl/.csv/.parquet file with "
               "a text column, or a folder with train.txt and valid.txt")
 
@@ -47,6 +49,7 @@ class TextSource:
     _load: Callable[[], Splits] = field(repr=False)
     _cached: Splits | None = field(default=None, repr=False)
     notice: str | None = None  # a one-line message for the user (e.g. the offline fallback)
+    _load_test: Callable[[], str | None] = field(default=lambda: None, repr=False)
 
     def splits(self) -> Splits:
         if self._cached is None:
@@ -57,6 +60,21 @@ class TextSource:
                     raise DataError(f"the {name} split of {self.description} is empty",
                                     hint=LOCAL_HINT)
         return self._cached
+
+    def test(self) -> str | None:
+        """The test split's text (read on each call: only ``eval`` asks), None when the data
+        has none: a test file among a folder's files, or a Hugging Face test split."""
+        text = self._load_test()
+        if text is not None and not text.strip():
+            raise DataError(f"the test split of {self.description} is empty")
+        return text
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one that ``eval`` scores; else a usage error naming the choices."""
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
+    return split
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -333,9 +351,13 @@ def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
         train_text, val_text = hold_out(read(files), val_fraction)
         return Splits(train_text, val_text, "held out")
 
+    def load_test() -> str | None:
+        tests = [f for f in files if split_of(f) == "test"] if len(files) > 1 else []
+        return read(tests) if tests else None
+
     what = (f"{path.name} ({len(files)} files)" if path.is_dir() else path.name)
     return TextSource(spec=str(path), kind="local", description=what, fingerprint=key,
-                      _load=load)
+                      _load=load, _load_test=load_test)
 
 
 def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
@@ -380,6 +402,16 @@ def _hf_splits(dsd, spec: str, text_column: str | None, val_fraction: float) -> 
     return Splits(*hold_out(train, val_fraction), "held out")
 
 
+def hf_test(dsd, spec: str, text_column: str | None) -> str | None:
+    """The test split of a loaded DatasetDict as one text (its training split's text
+    column), None when it has none."""
+    test_name = next((n for n in dsd if n in SPLIT_WORDS["test"]), None)
+    if test_name is None:
+        return None
+    _train, _val, choice = hf_splits(dsd, spec, text_column)
+    return join_rows(dsd[test_name][choice.column])
+
+
 def load_hf(spec: str, data_dir: Path, reachable: Callable[[], bool] | None = None):
     """``hf:NAME[:CONFIG]`` as a DatasetDict: from the hub, its cache, or a local folder."""
     name, _, config = spec[3:].partition(":")
@@ -413,6 +445,7 @@ def _hf(spec: str, name: str, config: str | None, data_dir: Path, val_fraction: 
         spec=spec, kind="hf", description=spec,
         fingerprint=f"hf-{fp[:16]}-v{val_fraction}-c{text_column or ''}",
         _load=lambda: _hf_splits(dsd, spec, text_column, val_fraction),
+        _load_test=lambda: hf_test(dsd, spec, text_column),
     )
 
 
@@ -439,6 +472,7 @@ def _wikitext(spec: str, data_dir: Path, val_fraction: float, text_column: str |
         spec="wikitext-2", kind="hf", description="WikiText-2 (wikitext-2-raw-v1)",
         fingerprint=f"wikitext2-{fp[:16]}",
         _load=lambda: _hf_splits(dsd, "wikitext-2", text_column or "text", val_fraction),
+        _load_test=lambda: hf_test(dsd, "wikitext-2", text_column or "text"),
     )
 
 

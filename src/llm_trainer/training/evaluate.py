@@ -27,28 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llm_trainer.data.sources import (
-    BUILTIN_PYDOCS,
-    SPLIT_WORDS,
-    TABLE_SUFFIXES,
-    WIKITEXT,
-    _load_hf,
-    _load_table,
-    hf_splits,
-    hub_reachable,
-    join_files,
-    join_rows,
-    local_files,
-    read_text_file,
-    resolve_dataset,
-    split_of,
-)
+from llm_trainer.data.sources import check_split, resolve_dataset
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError, UsageError
 from llm_trainer.training.device import one_cpu_thread
 from llm_trainer.views import EvalResult
 
-SPLITS = ("val", "test")
 DEFAULT_BATCH = 32
 LOGITS_BUDGET = 1 << 28  # floats of logits per batch (1 GiB): the default batch shrinks to fit
 
@@ -205,7 +189,7 @@ the dataset has one: a test file among a folder's files, or a Hugging Face test 
     splits = source.splits()
     if split == "val":
         return SplitText(splits.val, splits.val_source, source.spec, source.description)
-    test = _test_text(source.spec, source.kind, data_dir, text_column)
+    test = source.test()
     if test is None:
         val = ("val (its own validation split)" if splits.val_source == "split" else
                f"val (held out: its last {val_fraction:g})")
@@ -215,48 +199,7 @@ the dataset has one: a test file among a folder's files, or a Hugging Face test 
     if splits.val_source == "split" and splits.val == test:
         notes = ("this dataset has no validation split: training validated on its test split, "
                  "so val and test are the same text",)
-    if not test.strip():
-        raise DataError(f"the test split of {source.description} is empty")
     return SplitText(test, "split", source.spec, source.description, notes)
-
-
-def check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
-    return split
-
-
-def _test_text(spec: str, kind: str, data_dir: Path, text_column: str | None) -> str | None:
-    """The dataset's test split as one text, None when it has none."""
-    if spec == BUILTIN_PYDOCS:
-        return None
-    if kind == "local":
-        files, _root = local_files(Path(spec))
-        tests = [f for f in files if split_of(f) == "test"] if len(files) > 1 else []
-        return _read_local(tests, data_dir, text_column) if tests else None
-    if spec == "wikitext-2":
-        name, config = WIKITEXT
-        text_column = text_column or "text"
-    else:
-        name, _, config = spec.removeprefix("hf:").partition(":")
-    dsd = _load_hf(spec, name, config or None, data_dir, hub_reachable)
-    test_name = next((n for n in dsd if n in SPLIT_WORDS["test"]), None)
-    if test_name is None:
-        return None
-    _train, _val, choice = hf_splits(dsd, spec, text_column)
-    return join_rows(dsd[test_name][choice.column])
-
-
-def _read_local(group: list[Path], data_dir: Path, text_column: str | None) -> str:
-    """Files joined as ``data.sources`` joins a split's files (text first by format)."""
-    parts = []
-    for fmt in sorted({TABLE_SUFFIXES.get(f.suffix.lower(), "text") for f in group}):
-        members = [f for f in group if TABLE_SUFFIXES.get(f.suffix.lower(), "text") == fmt]
-        if fmt == "text":
-            parts += [read_text_file(f) for f in members]
-        else:
-            parts.append(_load_table(members, fmt, text_column, data_dir / "hf"))
-    return join_files(parts)
 
 
 # --------------------------------------------------------------------------- a checkpoint
@@ -283,7 +226,6 @@ def evaluate_loaded(ckpt, model, *, dataset: str | None = None, split: str = "va
                     notes: list[str] | None = None) -> EvalResult:
     """Score a loaded checkpoint on a split of its own training data (``dataset`` None) or of
     another dataset, tokenized with the checkpoint's tokenizer."""
-    check_split(split)
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} is not allowed", hint="use 1 or more")
     cfg = ckpt.config.data
