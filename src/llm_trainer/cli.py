@@ -476,8 +476,9 @@ def _describe_shape(arch: dict[str, Any] | None) -> str:
     older checkpoint lacks read as GPT-2's)."""
     if not arch:
         return "-"
-    a = {"pos": "learned", "norm": "layernorm", "qk_norm": False, "tie_embeddings": True,
-         "activation": "gelu_tanh", "bias": True, **arch}
+    from llm_trainer.config import STORED_SHAPE_DEFAULTS
+
+    a = {**STORED_SHAPE_DEFAULTS, **arch}
     block = [f"{a['pos']} positions" if a["pos"] == "learned" else "rope", a["norm"],
              *(["QK-norm"] if a["qk_norm"] else []), a["activation"],
              "tied head" if a["tie_embeddings"] else "untied head",

@@ -26,6 +26,17 @@ LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
 # model.* keys that define the architecture: a checkpoint's weights fit no other values
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation", "pos",
              "rope_theta", "norm", "qk_norm", "tie_embeddings")
+# What a checkpoint's stored shape means where it lacks a key: it was written before the
+# option existed, so GPT-2's block (model.gpt.GPTShape's defaults are these)
+STORED_SHAPE_DEFAULTS: dict[str, Any] = {
+    "bias": True, "activation": "gelu_tanh", "pos": "learned", "rope_theta": 10000.0,
+    "norm": "layernorm", "qk_norm": False, "tie_embeddings": True}
+
+
+def mlp_hidden(n_embd: int, activation: str) -> int:
+    """The MLP's inner width (c_proj's input): 4 x n_embd; for swiglu 8/3 n_embd (the same
+    parameters as a 4 x n_embd MLP) rounded up to a multiple of 32, i.e. 32 * ceil(n_embd/12)."""
+    return 32 * -(-n_embd // 12) if activation == "swiglu" else 4 * n_embd
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,

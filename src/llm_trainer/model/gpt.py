@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_trainer.config import STORED_SHAPE_DEFAULTS as _D
+from llm_trainer.config import mlp_hidden
+
 RMS_EPS = 1e-5  # every RMSNorm (ln_*, q_norm, k_norm); the HF export writes the same
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
 POSITIONS = ("learned", "rope")
@@ -40,9 +43,8 @@ NORMS = ("layernorm", "rmsnorm")
 
 
 def swiglu_hidden(n_embd: int) -> int:
-    """SwiGLU's hidden width: 8/3 n_embd (same parameters as a 4 x n_embd MLP) rounded up
-    to a multiple of 32, i.e. 32 * ceil(n_embd / 12)."""
-    return 32 * -(-n_embd // 12)
+    """SwiGLU's hidden width (``config.mlp_hidden``)."""
+    return mlp_hidden(n_embd, "swiglu")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +58,13 @@ class GPTShape:
     n_head: int
     n_embd: int
     dropout: float = 0.0
-    bias: bool = True
-    activation: str = "gelu_tanh"  # gelu_tanh (HF gelu_new) | gelu (exact erf) | relu2 | swiglu
-    pos: str = "learned"  # learned (a wpe table) | rope
-    rope_theta: float = 10000.0
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    qk_norm: bool = False
-    tie_embeddings: bool = True
+    bias: bool = _D["bias"]
+    activation: str = _D["activation"]  # gelu_tanh (HF gelu_new) | gelu (exact) | relu2 | swiglu
+    pos: str = _D["pos"]  # learned (a wpe table) | rope
+    rope_theta: float = _D["rope_theta"]
+    norm: str = _D["norm"]  # layernorm | rmsnorm
+    qk_norm: bool = _D["qk_norm"]
+    tie_embeddings: bool = _D["tie_embeddings"]
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -80,8 +82,8 @@ class GPTShape:
 
     @property
     def mlp_hidden(self) -> int:
-        """The MLP's inner width (c_proj's input): 4 x n_embd, or ``swiglu_hidden``."""
-        return swiglu_hidden(self.n_embd) if self.activation == "swiglu" else 4 * self.n_embd
+        """The MLP's inner width (``config.mlp_hidden``)."""
+        return mlp_hidden(self.n_embd, self.activation)
 
 
 def rope_tables(shape: GPTShape) -> tuple[torch.Tensor, torch.Tensor]:

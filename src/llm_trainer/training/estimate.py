@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.config import mlp_hidden
 from llm_trainer.training.callbacks import Callback
 
 WARMUP_STEPS = 2  # not timed: the first steps allocate buffers and warm caches
@@ -104,7 +105,7 @@ def gpt_params(*, vocab: int, block_size: int, n_layer: int, n_embd: int, bias: 
     """Parameters of ``model.gpt.GPT`` for any of its architecture options (the defaults:
     GPT-2's block, lm_head tied to the token embedding)."""
     h = n_embd
-    hidden = 32 * -(-h // 12) if activation == "swiglu" else 4 * h  # model.gpt.swiglu_hidden
+    hidden = mlp_hidden(h, activation)
     fc_out = 2 * hidden if activation == "swiglu" else hidden  # swiglu: gate and up
     b = 1 if bias else 0
     norm_p = 2 * h if norm == "layernorm" and bias else h  # RMSNorm has no bias
