@@ -119,3 +119,42 @@ def test_retention_keeps_latest_best_and_every_n(tmp_path):
     assert resolve_checkpoint(tmp_path, "30").step == 30
     assert resolve_checkpoint(tmp_path, "step-00000050").step == 50
     assert resolve_checkpoint(tmp_path, "40") is None
+
+
+def test_a_lora_checkpoint_is_usable_only_with_intact_base_weights(tmp_path):
+    from llm_trainer.model.lora import apply_lora
+    from llm_trainer.service import Service
+    from llm_trainer.store.models import ModelStore
+    from llm_trainer.training.checkpoint import save_base
+
+    home = tmp_path / "home"
+    rec = ModelStore(home).create("adapted", default_base="x")
+    model, _ = _trained()
+    tok = TextTokenizer.build_byte()
+    base = save_base(rec.path, model=model, config=RunConfig(), shape=SHAPE, tokenizer=tok,
+                     source="test")
+    lora = apply_lora(model, {"r": 2, "alpha": 4, "dropout": 0.0, "targets": ["c_attn"]})
+    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    step = _save(rec.path, lora, opt, 10)
+    assert not (step / "model.safetensors").exists() and inspect_checkpoint(step).valid
+    assert read_checkpoint(step).base_path == base
+    service = Service(home)  # one instance, as the TUI holds one: its cache must notice
+    assert service.model_detail("adapted").status == "ready"
+
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # the base's weights change, same size: only a hash shows it
+    weights.write_bytes(bytes(data))
+    assert inspect_checkpoint(step, verify=False).valid
+    checked = inspect_checkpoint(step)
+    assert not checked.valid
+    assert checked.problem == ("step-00000010 needs its base weights, and "
+                               "base/model.safetensors does not match its sha256")
+    warnings = []
+    assert resolve_checkpoint(rec.path, "latest", warn=warnings.append) is None
+    assert "needs its base weights" in warnings[0]
+    view = service.model_detail("adapted")
+    assert (view.status, view.problem) == ("corrupted", checked.problem)
+
+    weights.unlink()  # gone: even the cheap check (sizes only) sees it
+    assert "base/model.safetensors is missing" in inspect_checkpoint(step, verify=False).problem

@@ -13,6 +13,7 @@ from llm_trainer.app.queries import RunQueries, busy_error
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import (
+    BASE_DIR,
     CheckpointInfo,
     inspect_checkpoint,
     list_checkpoints,
@@ -105,7 +106,8 @@ class ModelAdmin:
         if not ckpts:
             return "new", None
         newest = ckpts[-1]
-        key = (str(newest.path), newest.created_at, _mtime_ns(newest.path / "model.safetensors"))
+        weights = [*newest.path.glob("*.safetensors"), *(rec.path / BASE_DIR).glob("*.safetensors")]
+        key = (str(newest.path), newest.created_at, *(_mtime_ns(p) for p in weights))
         checked = self._verified.get(key)
         if checked is None:
             checked = inspect_checkpoint(newest.path, verify=True)

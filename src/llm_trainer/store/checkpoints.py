@@ -122,7 +122,22 @@ def inspect_checkpoint(path: Path, *, verify: bool = True) -> CheckpointInfo:
         if verify and sha256_file(f) != meta.get("sha256"):
             return CheckpointInfo(path, **info, valid=False,
                                   problem=f"{path.name}/{name} does not match its sha256")
+    base = base_of(path)
+    if base is not None:  # a LoRA checkpoint is usable only with the base weights it refers to
+        checked = inspect_checkpoint(base, verify=verify)
+        if not checked.valid:
+            return CheckpointInfo(path, **info, valid=False,
+                                  problem=f"{path.name} needs its base weights, and "
+                                          f"{checked.problem}")
     return CheckpointInfo(path, **info, valid=True)
+
+
+def base_of(path: Path) -> Path | None:
+    """The folder with the frozen base weights a (LoRA) checkpoint's config.json names, or
+    None for a checkpoint that holds its whole model."""
+    data = read_json(path / "config.json")
+    base = data.get("base") if isinstance(data, dict) else None
+    return (path / base).resolve() if isinstance(base, str) and base else None
 
 
 def list_checkpoints(model_dir: Path, *, verify: bool = False) -> list[CheckpointInfo]:
