@@ -11,7 +11,7 @@ import pytest
 
 from llm_trainer.store.checkpoints import list_checkpoints
 from llm_trainer.store.runs import RunStore
-from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
+from tests.helpers import corpus_text, make_hf_gpt2, run_cli, stop_all_runs, wait_for
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -86,6 +86,50 @@ def test_muon_on_two_processes_matches_one_process(home):
     # and is still far below what other data or other averaging do (see above)
     assert abs(s1.loss - s2.loss) <= 1e-3, (s1.loss, s2.loss)
     assert abs(s1.val_loss - s2.val_loss) <= 1e-3, (s1.val_loss, s2.val_loss)
+
+
+def test_a_two_process_lora_fine_tune_rolls_back_and_matches_one_process(home, tmp_path):
+    """LoRA under DDP (adapters only trainable, the base written once by rank 0) through an
+    injected loss spike: both ranks roll back together and the run ends where one process
+    with the same global batch ends."""
+    folder = make_hf_gpt2(tmp_path / "gpt2", corpus_text(30_000, seed=1))
+    lora = ["--init-from", f"hf:{folder}", "--lora", "r=2,alpha=4,dropout=0.0,targets=c_attn",
+            "--dataset", "corpus.txt", "--max-steps", str(K), "--batch-size", "4",
+            "--seq-len", "32", "--precision", "fp32", "--set", "train.eval_interval=0",
+            "--set", "train.checkpoint_interval=10", "--set", "train.spike_window=5",
+            "--set", "train.log_interval=1", "--set", "train.lr=0.01",
+            "--set", "train.warmup_steps=2",
+            "--foreground", "--sample", "0"]
+    spike = {"LLM_TRAINER_TEST_ANOMALY": "spike@15"}
+    one = run_cli("train", *lora, "--grad-accum", "2", "--name", "lora-single", home=home,
+                  env=spike)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = run_cli("train", *lora, "--nproc", "2", "--name", "lora-pair", home=home, env=spike)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "LoRA r=2 alpha=4 on c_attn" in two.stdout and "rolled back to step-00000010" in \
+        two.stdout + two.stderr
+
+    s1, _ = final_state(home, "lora-single")
+    s2, m2 = final_state(home, "lora-pair")
+    assert m2.world_size == 2
+    for s in (s1, s2):
+        assert (s.status, s.step, s.anomalies, s.rollbacks) == ("completed", K, 1, 1)
+    assert abs(s1.loss - s2.loss) <= 1e-4, (s1.loss, s2.loss)
+
+    from safetensors.torch import load_file
+
+    dirs = {m: home / "checkpoints" / m for m in ("lora-single", "lora-pair")}
+    for d in dirs.values():
+        ckpts = list_checkpoints(d, verify=True)
+        assert [c.step for c in ckpts] == [10, K] and all(c.valid for c in ckpts)
+        assert not (ckpts[-1].path / "model.safetensors").exists()
+    bases = [(d / "base" / "model.safetensors").read_bytes() for d in dirs.values()]
+    assert bases[0] == bases[1]  # the folder's weights, written once, untouched
+    a, b = (load_file(str(d / f"step-{K:08d}" / "adapter.safetensors")) for d in dirs.values())
+    assert a.keys() == b.keys() and all("lora_" in k for k in a)
+    for name in a:
+        assert (a[name] - b[name]).abs().max() <= 1e-4, name
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # the adapters trained
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process(home):
