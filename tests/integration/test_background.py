@@ -166,6 +166,26 @@ def test_busy_models_and_bad_targets_are_refused(data_home):
     assert "different architecture: n_layer: checkpoint 2, requested 3" in proc.stderr
 
 
+def test_a_model_in_its_first_run_has_no_checkpoint_yet_for_generate_eval_or_export(data_home):
+    proc = run_cli("train", "--preset", "tiny", "--max-steps", "100000", "--dataset",
+                   "corpus.txt", "--name", "fresh", "--set", "train.checkpoint_interval=100000",
+                   "--set", "train.eval_interval=0", home=data_home)
+    assert proc.returncode == 0, proc.stderr
+    run_id = latest_run(data_home)
+    wait_for(lambda: state_of(data_home, run_id).get("step", 0) > 5)
+    for command in (["generate", "--model", "fresh", "--prompt", "the"], ["eval", "fresh"],
+                    ["models", "export", "fresh", "--format", "hf", "--out", "x"]):
+        proc = run_cli(*command, home=data_home)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert proc.stderr.splitlines() == [  # not "delete it and train it again"
+            f"error: model fresh has no checkpoint yet: run {run_id} is training it",
+            f"hint: use it once its first checkpoint is saved (`llm-trainer status {run_id}`)"]
+    assert run_cli("stop", run_id, home=data_home).returncode == 0
+    wait_for(lambda: state_of(data_home, run_id)["status"] == "paused")
+    assert run_cli("generate", "--model", "fresh", "--prompt", "the", "--max-new-tokens", "4",
+                   home=data_home).returncode == 0  # the pause saved one
+
+
 def test_readers_never_see_a_partial_state_file(data_home):
     proc = run_cli("train", "--preset", "tiny", "--max-steps", "2000", "--dataset", "corpus.txt",
                    "--name", "chatty", "--set", "train.log_interval=1", home=data_home)

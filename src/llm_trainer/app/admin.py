@@ -66,6 +66,11 @@ class ModelAdmin:
             notes.extend(skipped)
         if info is None:
             have = [c.step for c in list_checkpoints(rec.path, verify=True) if c.valid]
+            run = self.queries.training_run_of(rec) if not have and not skipped else None
+            if run is not None:
+                raise NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
+                                    "training it", hint="use it once its first checkpoint is "
+                                    f"saved (`llm-trainer status {run}`)")
             what = {"latest": "no usable checkpoint", "best": "no checkpoint with a val loss"}
             raise NotFoundError(
                 f"model {rec.name} has {what.get(which, f'no usable checkpoint at step {which}')}"
@@ -235,15 +240,7 @@ class ModelAdmin:
             info = self.checkpoint_at(target)
         else:
             rec = self.resolve_model(target)
-            try:
-                info = self.checkpoint_of(rec, checkpoint or "latest", notes)
-            except NotFoundError as exc:
-                run = self.queries.training_run_of(rec)
-                if run is None or self.models.has_checkpoints(rec):
-                    raise
-                raise NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
-                                    "training it", hint="evaluate it once its first checkpoint "
-                                    f"is saved (`llm-trainer status {run}`)") from exc
+            info = self.checkpoint_of(rec, checkpoint or "latest", notes)
         from llm_trainer.training.device import probe_devices, select_device
         from llm_trainer.training.evaluate import evaluate_loaded, load_for_eval
 
