@@ -26,6 +26,9 @@ LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
 # model.* keys that define the architecture: a checkpoint's weights fit no other values
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation", "pos",
              "rope_theta", "norm", "qk_norm", "tie_embeddings")
+# every LayerNorm and RMSNorm of the model: nn.LayerNorm's default, GPT-2's layer_norm_epsilon;
+# the HF and GGUF exports write it and the HF import requires it
+NORM_EPS = 1e-5
 # What a checkpoint's stored shape means where it lacks a key: it was written before the
 # option existed, so GPT-2's block (model.gpt.GPTShape's defaults are these)
 STORED_SHAPE_DEFAULTS: dict[str, Any] = {

@@ -148,8 +148,8 @@ def _broken(folder, tmp_path, what):
     bad = tmp_path / what
     shutil.copytree(folder, bad)
     cfg = json.loads((bad / "config.json").read_text())
-    if what == "llama":
-        cfg["model_type"] = "llama"
+    if what == "mistral":
+        cfg["model_type"] = "mistral"
     elif what == "small-vocab":
         cfg["vocab_size"] = 100
     elif what == "inner":
@@ -163,7 +163,7 @@ def _broken(folder, tmp_path, what):
 
 
 @pytest.mark.parametrize("what, message", [
-    ("llama", "holds a llama model, not GPT-2"),
+    ("mistral", "holds a mistral model, which this trainer cannot import"),
     ("small-vocab", "the tokenizer does not belong to this model"),
     ("inner", "uses n_inner 100"),
     ("no-weights", "has no weights"),

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llm_trainer.config import mlp_hidden
 from llm_trainer.inference.generate import GenerationSettings, OneTokenStep, TextGenerator
-from llm_trainer.model.gpt import GPT, GPTShape, KVCache, swiglu_hidden
+from llm_trainer.model.gpt import GPT, GPTShape, KVCache
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 # together these cover every value of every option
@@ -122,8 +123,9 @@ def test_architecture_diff_reads_missing_keys_as_the_defaults():
 def test_option_parameters_names_and_shapes():
     names = {k: tuple(v.shape) for k, v in GPT(GPTShape(**TINY, **COMBOS["llama"])).state_dict()
              .items()}
-    hidden = swiglu_hidden(32)
-    assert hidden == 96 and swiglu_hidden(768) == 2048 and swiglu_hidden(128) == 352
+    hidden = mlp_hidden(32, "swiglu")
+    assert hidden == 96 and mlp_hidden(768, "swiglu") == 2048 and mlp_hidden(128, "swiglu") == 352
+    assert mlp_hidden(32, "relu2") == 128
     assert "transformer.wpe.weight" not in names  # rope: no position table
     assert names["transformer.h.0.mlp.c_fc.weight"] == (2 * hidden, 32)  # gate, up fused
     assert names["transformer.h.0.mlp.c_proj.weight"] == (32, hidden)

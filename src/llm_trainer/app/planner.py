@@ -181,7 +181,8 @@ class LaunchPlanner:
     def _plan_import(self, req: TrainRequest, notes: list[str],
                      dist: DistLaunch | None) -> LaunchPlan:
         """A new model whose weights, architecture and tokenizer come from a Hugging Face
-        GPT-2 folder; the preset or config file gives the training settings."""
+        folder (GPT-2, or a Llama / Qwen3 that maps onto this GPT; ``model.hf_import``); the
+        preset or config file gives the training settings."""
         from llm_trainer.model.hf_import import arch_changes, inspect_hf_folder
 
         for given, flag in ((req.model, "--model"), (req.data_from, "--data-from")):

@@ -10,11 +10,11 @@ generation_config.json) that ``AutoModelForCausalLM.from_pretrained`` and
   the same with qk_norm true (and bias false)            Qwen3ForCausalLM
 
 (``tie_embeddings: false`` maps to ``tie_word_embeddings: false`` in each; every other
-combination is refused before anything is written.) GPT-2: our names already match
-GPT2LMHeadModel's; HF's Conv1D layers store weights transposed, and a model trained without
-biases gets zero biases. Llama / Qwen3: ``c_attn`` splits into q/k/v_proj, the swiglu
-``c_fc`` into gate_proj (its first half) and up_proj; the rotary embedding already follows
-Llama's convention, so no permutation is needed.
+combination is refused before anything is written.) The names, classes and weight layout
+are ``model.hf_layout``'s, which ``train --init-from`` reads such a folder back with: GPT-2's
+Conv1D layers store weights transposed, and a model trained without biases gets zero biases;
+Llama / Qwen3 split ``c_attn`` into q/k/v_proj and the swiglu ``c_fc`` into gate_proj (its
+first half) and up_proj.
 ``safetensors``: our own weights, config and tokenizer, unchanged.
 ``gguf`` / ``ollama``: one GGUF file for llama.cpp, or a folder with it and an Ollama
 Modelfile (``gguf_export``).
@@ -28,46 +28,37 @@ from pathlib import Path
 
 import torch
 
+from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.generate import GenerationSettings
-from llm_trainer.model.gpt import RMS_EPS, GPTShape
+from llm_trainer.model.gpt import GPTShape
+from llm_trainer.model.hf_layout import (
+    GPT2_ACTIVATIONS,
+    GPT2_CONV1D,
+    HF_FAMILIES,
+    llama_weight_names,
+    misfits,
+)
 from llm_trainer.training.checkpoint import LoadedCheckpoint, load_model
 
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 FORMATS = ("hf", "safetensors", "gguf", "ollama")
 GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to
-# Hugging Face architectures --format hf writes: the model options each one requires
-HF_FAMILIES: dict[str, dict[str, tuple]] = {
-    "GPT-2": {"pos": ("learned",), "norm": ("layernorm",), "activation": ("gelu", "gelu_tanh"),
-              "qk_norm": (False,)},
-    "Llama": {"pos": ("rope",), "norm": ("rmsnorm",), "activation": ("swiglu",),
-              "qk_norm": (False,)},
-    "Qwen3": {"pos": ("rope",), "norm": ("rmsnorm",), "activation": ("swiglu",),
-              "qk_norm": (True,), "bias": (False,)},
-}
 HF_EXPORTS = ("GPT-2 (pos learned, norm layernorm, activation gelu or gelu_tanh), Llama (pos "
               "rope, norm rmsnorm, activation swiglu) and Qwen3 (Llama's with qk_norm, no bias)")
-
-
-def _show(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def hf_family(shape: GPTShape) -> str:
     """The Hugging Face architecture that represents ``shape`` (a key of HF_FAMILIES), or a
     one-line UsageError naming what the nearest one cannot represent."""
-    misfits = {family: [f"{k} {_show(getattr(shape, k))}" for k, allowed in need.items()
-                        if getattr(shape, k) not in allowed]
-               for family, need in HF_FAMILIES.items()}
-    for family, odd in misfits.items():
-        if not odd:
+    odd = {family: misfits(shape, family) for family in HF_FAMILIES}
+    for family, names in odd.items():
+        if not names:
             return family
     # the nearest: fewest misfits; on a tie, one that has the model's qk_norm (Qwen3 for a
     # Llama block with qk_norm and biases: "bias true" says more than "qk_norm true")
-    nearest = min(misfits, key=lambda f: (len(misfits[f]),
-                                          any(o.startswith("qk_norm") for o in misfits[f])))
-    raise UsageError(f"--format hf cannot represent this model: {', '.join(misfits[nearest])} "
+    nearest = min(odd, key=lambda f: (len(odd[f]), any(o.startswith("qk_norm") for o in odd[f])))
+    raise UsageError(f"--format hf cannot represent this model: {', '.join(odd[nearest])} "
                      f"does not fit {nearest}, the nearest; it exports {HF_EXPORTS}",
                      hint="--format safetensors exports any model in our own layout")
 
@@ -87,7 +78,7 @@ def state_dict_with_biases(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
             sd[p + "ln_2.bias"] = torch.zeros(shape.n_embd)
             sd[p + "attn.c_attn.bias"] = torch.zeros(3 * shape.n_embd)
             sd[p + "attn.c_proj.bias"] = torch.zeros(shape.n_embd)
-            sd[p + "mlp.c_fc.bias"] = torch.zeros(4 * shape.n_embd)
+            sd[p + "mlp.c_fc.bias"] = torch.zeros(shape.mlp_hidden)
             sd[p + "mlp.c_proj.bias"] = torch.zeros(shape.n_embd)
         sd["transformer.ln_f.bias"] = torch.zeros(shape.n_embd)
     return sd
@@ -96,66 +87,52 @@ def state_dict_with_biases(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
 def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
     sd = state_dict_with_biases(ckpt)
     for name in list(sd):
-        if name.endswith(CONV1D):  # HF's Conv1D stores (in, out)
+        if name.endswith(GPT2_CONV1D):  # HF's Conv1D stores (in, out)
             sd[name] = sd[name].t().contiguous()
     return sd
 
 
 def llama_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
-    """Our weights by Llama / Qwen3 name: c_attn (3C, C) -> q/k/v_proj (its row thirds, heads
-    in the same order), swiglu c_fc (2H, C) -> gate_proj (first half), up_proj (second)."""
+    """Our weights by Llama / Qwen3 name (``hf_layout.llama_weight_names``): c_attn (3C, C)
+    -> q/k/v_proj (its row thirds), swiglu c_fc (2H, C) -> gate_proj, up_proj (its halves)."""
     shape = ckpt.shape
-    ours = {k: v.detach().contiguous() for k, v in load_model(ckpt, "cpu").state_dict().items()}
-    sd = {"model.embed_tokens.weight": ours["transformer.wte.weight"],
-          "model.norm.weight": ours["transformer.ln_f.weight"]}
-    if not shape.tie_embeddings:
-        sd["lm_head.weight"] = ours["lm_head.weight"]
-    parts = ["weight", "bias"] if shape.bias else ["weight"]
-    for i in range(shape.n_layer):
-        p, h = f"transformer.h.{i}.", f"model.layers.{i}."
-        sd[h + "input_layernorm.weight"] = ours[p + "ln_1.weight"]
-        sd[h + "post_attention_layernorm.weight"] = ours[p + "ln_2.weight"]
-        if shape.qk_norm:
-            sd[h + "self_attn.q_norm.weight"] = ours[p + "attn.q_norm.weight"]
-            sd[h + "self_attn.k_norm.weight"] = ours[p + "attn.k_norm.weight"]
-        for part in parts:
-            q, k, v = ours[f"{p}attn.c_attn.{part}"].chunk(3, dim=0)
-            gate, up = ours[f"{p}mlp.c_fc.{part}"].chunk(2, dim=0)
-            for name, t in (("self_attn.q_proj", q), ("self_attn.k_proj", k),
-                            ("self_attn.v_proj", v), ("self_attn.o_proj",
-                                                       ours[f"{p}attn.c_proj.{part}"]),
-                            ("mlp.gate_proj", gate), ("mlp.up_proj", up),
-                            ("mlp.down_proj", ours[f"{p}mlp.c_proj.{part}"])):
-                sd[f"{h}{name}.{part}"] = t.clone().contiguous()
+    ours = load_model(ckpt, "cpu").state_dict()
+    sd = {}
+    for name, theirs in llama_weight_names(shape.n_layer, qk_norm=shape.qk_norm,
+                                           bias=shape.bias,
+                                           tie_embeddings=shape.tie_embeddings):
+        for hf_name, rows in zip(theirs, ours[name].detach().chunk(len(theirs), dim=0),
+                                 strict=True):
+            sd[hf_name] = rows.clone().contiguous()
     return sd
 
 
 def hf_config(shape: GPTShape, family: str, eos_id: int | None) -> dict:
     """config.json for ``family`` (see HF_FAMILIES)."""
-    common = {"vocab_size": shape.vocab_size, "tie_word_embeddings": shape.tie_embeddings,
+    cls = HF_FAMILIES[family]
+    common = {"architectures": [cls.architecture], "model_type": cls.model_type,
+              "vocab_size": shape.vocab_size, "tie_word_embeddings": shape.tie_embeddings,
               "initializer_range": 0.02, "use_cache": True, "torch_dtype": "float32",
               "bos_token_id": eos_id, "eos_token_id": eos_id}
     if family == "GPT-2":
+        activation = next(hf for hf, ours in GPT2_ACTIVATIONS.items()
+                          if ours == shape.activation)
         return {
-            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-            "n_positions": shape.block_size, "n_ctx": shape.block_size,
+            **common, "n_positions": shape.block_size, "n_ctx": shape.block_size,
             "n_embd": shape.n_embd, "n_layer": shape.n_layer, "n_head": shape.n_head,
-            "n_inner": None,
-            "activation_function": "gelu_new" if shape.activation == "gelu_tanh" else "gelu",
+            "n_inner": None, "activation_function": activation,
             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "layer_norm_epsilon": 1e-5, "scale_attn_weights": True, **common}
-    arch, model_type = (("Qwen3ForCausalLM", "qwen3") if family == "Qwen3"
-                        else ("LlamaForCausalLM", "llama"))
+            "layer_norm_epsilon": NORM_EPS, "scale_attn_weights": True}
     config = {
-        "architectures": [arch], "model_type": model_type, "hidden_size": shape.n_embd,
+        **common, "hidden_size": shape.n_embd,
         "intermediate_size": shape.mlp_hidden, "num_hidden_layers": shape.n_layer,
         "num_attention_heads": shape.n_head, "num_key_value_heads": shape.n_head,
         "head_dim": shape.head_dim, "hidden_act": "silu",
-        "max_position_embeddings": shape.block_size, "rms_norm_eps": RMS_EPS,
+        "max_position_embeddings": shape.block_size, "rms_norm_eps": NORM_EPS,
         # rope_theta: transformers 4.x; rope_parameters: 5.x
         "rope_theta": shape.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": shape.rope_theta},
-        "attention_bias": shape.bias, "attention_dropout": 0.0, **common}
+        "attention_bias": shape.bias, "attention_dropout": 0.0}
     if family == "Llama":
         config.update(mlp_bias=shape.bias, pretraining_tp=1)
     else:

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.sampling import apply_repetition_penalty, sample_next
-from llm_trainer.model.gpt import GPT, RMS_EPS, KVCache, activate, apply_rope
+from llm_trainer.model.gpt import GPT, KVCache, activate, apply_rope
 from llm_trainer.training.device import one_cpu_thread
 
 
@@ -52,6 +53,13 @@ class GenerationSettings:
 
 
 SINGLE_THREAD_MAX_PARAMS = 30_000_000
+
+
+def _norm(x, dims, weight, bias, rms: bool):
+    """The model's norm as a function (model.gpt.make_norm's modules)."""
+    if rms:
+        return F.rms_norm(x, dims, weight, NORM_EPS)
+    return F.layer_norm(x, dims, weight, bias, NORM_EPS)
 
 
 class OneTokenStep:
@@ -94,12 +102,12 @@ class OneTokenStep:
         if rope is not None:
             cos, sin = rope[0][pos], rope[1][pos]  # (1, hd)
         for i, (g1, b1, wa, ba, wp, bp, g2, b2, wf, bf, wo, bo) in enumerate(self.layers):
-            h = F.rms_norm(x, (C,), g1, RMS_EPS) if rms else F.layer_norm(x, (C,), g1, b1)
+            h = _norm(x, (C,), g1, b1, rms)
             q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
             if qk_norm is not None:
                 gq, bq, gk, bk = qk_norm[i]
-                q = F.rms_norm(q, (hd,), gq, RMS_EPS) if rms else F.layer_norm(q, (hd,), gq, bq)
-                k = F.rms_norm(k, (hd,), gk, RMS_EPS) if rms else F.layer_norm(k, (hd,), gk, bk)
+                q = _norm(q, (hd,), gq, bq, rms)
+                k = _norm(k, (hd,), gk, bk, rms)
             if rope is not None:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             cache.k[i, 0, :, pos] = k
@@ -107,13 +115,13 @@ class OneTokenStep:
             y = F.scaled_dot_product_attention(
                 q.view(1, nh, 1, hd), cache.k[i, :1, :, :pos + 1], cache.v[i, :1, :, :pos + 1])
             x = x + F.linear(y.view(1, 1, C), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
-            h = F.rms_norm(x, (C,), g2, RMS_EPS) if rms else F.layer_norm(x, (C,), g2, b2)
+            h = _norm(x, (C,), g2, b2, rms)
             h = F.linear(h, wf, bf)
             h = F.gelu(h, approximate=self.approximate) if gelu else activate(h, act)
             x = x + F.linear(h, wo, bo)
         cache.length = pos + 1
         g, b = self.ln_f
-        x = F.rms_norm(x, (C,), g, RMS_EPS) if rms else F.layer_norm(x, (C,), g, b)
+        x = _norm(x, (C,), g, b, rms)
         return F.linear(x.view(C), self.head)
 
 

@@ -29,14 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.export import check_out_folder, state_dict_with_biases
+from llm_trainer.inference.export import check_out_folder, hf_family, state_dict_with_biases
 from llm_trainer.inference.generate import GenerationSettings
+from llm_trainer.model.hf_layout import misfits, requirements
 from llm_trainer.training.checkpoint import LoadedCheckpoint
 
 DTYPES = ("f32", "f16")
-LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the model uses
 PRE_TOKENIZER = "gpt-2"
 EXPORTABLE = "bpe or byte (byte-level BPE), or a GPT-2 style tokenizer.json"
 # llama.cpp token types (gguf.TokenType), spelled out so this module imports without gguf
@@ -144,24 +145,18 @@ def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
 
 
 def check_architecture(ckpt: LoadedCheckpoint) -> None:
-    """llama.cpp's gpt2 architecture is GPT-2's block: refuse, in one line, any other."""
-    shape = ckpt.shape
-    odd = [f"pos {shape.pos}" if shape.pos != "learned" else "",
-           f"norm {shape.norm}" if shape.norm != "layernorm" else "",
-           f"activation {shape.activation}" if shape.activation not in ("gelu", "gelu_tanh")
-           else "", "qk_norm true" if shape.qk_norm else ""]
-    odd = [o for o in odd if o]
+    """llama.cpp's gpt2 architecture is GPT-2's block, what ``--format hf`` writes as
+    GPT2LMHeadModel: refuse, in one line, any other."""
+    odd = misfits(ckpt.shape, "GPT-2")
     if not odd:
         return
-    from llm_trainer.inference.export import hf_family
-
     try:
-        family = hf_family(shape)
+        family = hf_family(ckpt.shape)
     except UsageError:
         family = None
     raise UsageError(f"llama.cpp's gpt2 architecture, which GGUF export writes, cannot run this "
-                     f"model ({', '.join(odd)}); it needs GPT-2's block: pos learned, norm "
-                     f"layernorm, activation gelu or gelu_tanh, no qk_norm",
+                     f"model ({', '.join(odd)}); it needs GPT-2's block: "
+                     f"{requirements('GPT-2')}",
                      hint=f"export --format hf (as {family}) and convert that folder with "
                           f"llama.cpp's convert_hf_to_gguf.py" if family else
                           "--format safetensors exports any model in our own layout")
@@ -189,7 +184,7 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
     w.add_feed_forward_length(shape.mlp_hidden)
     w.add_block_count(shape.n_layer)
     w.add_head_count(shape.n_head)
-    w.add_layer_norm_eps(LAYER_NORM_EPS)
+    w.add_layer_norm_eps(NORM_EPS)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16"
                     else gguf.LlamaFileType.ALL_F32)
     # sampling defaults llama.cpp reads: the ones `llm-trainer generate` uses

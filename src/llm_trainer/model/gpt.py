@@ -10,7 +10,7 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
 - ``pos="rope"``: no ``transformer.wpe`` table; rotary embeddings on queries and keys in HF
   Llama's convention (``rotate_half``, the two halves of a head not interleaved,
   ``inv_freq = 1 / theta^(2i/d)``), cos/sin precomputed for ``block_size`` positions.
-- ``norm="rmsnorm"``: ``nn.RMSNorm`` (eps ``RMS_EPS``, no bias) for ln_1, ln_2 and ln_f.
+- ``norm="rmsnorm"``: ``nn.RMSNorm`` (eps ``config.NORM_EPS``, no bias) for ln_1, ln_2, ln_f.
 - ``qk_norm``: the model's norm per head (weights of ``head_dim``, ``attn.q_norm`` /
   ``attn.k_norm``) on queries and keys, before the rotary embedding: RMSNorm as Qwen3 does
   with ``norm="rmsnorm"``, LayerNorm (OLMo-style) with ``norm="layernorm"``.
@@ -18,7 +18,7 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
   ``swiglu``: ``mlp.c_fc`` outputs gate and up fused, gate rows first
   (``c_fc.weight[:hidden]`` is Llama's gate_proj, ``[hidden:]`` its up_proj), and
   ``silu(gate) * up`` goes into ``c_proj``; ``hidden`` is 8/3 n_embd rounded up to a
-  multiple of 32 (``mlp_hidden``), e.g. 2048 for 768.
+  multiple of 32 (``config.mlp_hidden``), e.g. 2048 for 768.
 - ``tie_embeddings=False``: ``lm_head`` has its own weight, initialised like every other
   linear layer (normal, std 0.02; HF's ``initializer_range``).
 """
@@ -33,18 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_trainer.config import NORM_EPS, mlp_hidden
 from llm_trainer.config import STORED_SHAPE_DEFAULTS as _D
-from llm_trainer.config import mlp_hidden
 
-RMS_EPS = 1e-5  # every RMSNorm (ln_*, q_norm, k_norm); the HF export writes the same
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
 POSITIONS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
-
-
-def swiglu_hidden(n_embd: int) -> int:
-    """SwiGLU's hidden width (``config.mlp_hidden``)."""
-    return mlp_hidden(n_embd, "swiglu")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +99,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def make_norm(shape: GPTShape, dim: int) -> nn.Module:
     if shape.norm == "rmsnorm":
-        return nn.RMSNorm(dim, eps=RMS_EPS)
-    return nn.LayerNorm(dim, bias=shape.bias)
+        return nn.RMSNorm(dim, eps=NORM_EPS)
+    return nn.LayerNorm(dim, eps=NORM_EPS, bias=shape.bias)
 
 
 class KVCache:

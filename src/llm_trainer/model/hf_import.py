@@ -1,11 +1,20 @@
-"""Import a Hugging Face GPT-2 folder on disk (GPT-2 small, DistilGPT2, your own) to fine-tune.
+"""Import a Hugging Face folder on disk to fine-tune: the inverse of ``models export --format
+hf``. A folder imports when every part of it maps exactly onto our GPT (``model.hf_layout``):
 
-``inspect_hf_folder`` checks the folder with JSON and the tokenizers library only (no torch:
-the launch planner calls it before anything starts) and refuses, in one line, what this model
-cannot represent. ``load_hf_weights`` (torch) reads the weights into our parameter names:
-they match ``GPT2LMHeadModel``'s one to one, except that HF's ``Conv1D`` layers store their
-weights transposed, older files lack the ``transformer.`` prefix and carry the causal-mask
-buffers (``attn.bias``, ``attn.masked_bias``), and the tied ``lm_head`` may be absent.
+  GPT2LMHeadModel   GPT-2 / DistilGPT2: MLP 4 x n_embd, gelu_new or gelu, layer_norm_epsilon
+                    1e-5; tied or untied head
+  LlamaForCausalLM  as many key/value heads as query heads, no rope scaling, hidden_act silu,
+                    head_dim hidden_size / heads, intermediate_size our swiglu width,
+                    rms_norm_eps 1e-5, attention_bias == mlp_bias; tied or untied head
+  Qwen3ForCausalLM  Llama's, with qk_norm, without biases or sliding windows
+
+``inspect_hf_folder`` checks the folder with JSON and the tokenizers library (the launch
+planner calls it before anything starts) and refuses, in one line, what this model cannot
+represent. ``load_hf_weights`` (torch) reads the weights into our parameter names: GPT-2's
+match one to one, except that HF's ``Conv1D`` layers store their weights transposed, older
+files lack the ``transformer.`` prefix and carry the causal-mask buffers (``attn.bias``,
+``attn.masked_bias``), and a tied ``lm_head`` may be absent; Llama's and Qwen3's q/k/v_proj
+stack into ``c_attn`` and gate/up_proj into ``c_fc``.
 """
 
 from __future__ import annotations
@@ -15,18 +24,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ARCH_KEYS
+from llm_trainer.config import ARCH_KEYS, NORM_EPS, mlp_hidden
 from llm_trainer.errors import UsageError
+from llm_trainer.model.hf_layout import (
+    BY_MODEL_TYPE,
+    GPT2_ACTIVATIONS,
+    GPT2_CONV1D,
+    HFFamily,
+    llama_weight_names,
+    misfits,
+    show,
+)
 
 PREFIX = "hf:"
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+IMPORTS = ("GPT2LMHeadModel, LlamaForCausalLM and Qwen3ForCausalLM folders (model_type "
+           + ", ".join(BY_MODEL_TYPE) + ")")
+# what transformers' config.json always holds for Llama / Qwen3: no defaults guessed for sizes
+LLAMA_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "max_position_embeddings")
+
+Problem = tuple[str, str]  # what the folder has, what this model needs instead
 
 
 @dataclass(frozen=True)
 class HFSource:
-    """A checked GPT-2 folder: where its parts are and the architecture it implies."""
+    """A checked folder: where its parts are and the architecture it implies."""
 
     path: Path
     weights: Path
@@ -34,6 +57,7 @@ class HFSource:
     vocab_size: int  # rows of the embedding (may exceed the tokenizer's size: padding)
     n_positions: int
     arch: dict[str, Any]  # our model.* keys: n_layer, n_head, n_embd, block_size, bias, ...
+    family: str = "GPT-2"  # a key of hf_layout.HF_FAMILIES
 
     @property
     def spec(self) -> str:
@@ -42,16 +66,16 @@ class HFSource:
 
 def parse_init_from(spec: str) -> Path:
     if not spec.startswith(PREFIX) or not spec[len(PREFIX):].strip():
-        raise UsageError(f"--init-from {spec!r}: expected hf:PATH to a local GPT-2 folder",
-                         hint="e.g. --init-from hf:~/models/distilgpt2 (config.json, "
-                              "model.safetensors, tokenizer.json)")
+        raise UsageError(f"--init-from {spec!r}: expected hf:PATH to a local Hugging Face "
+                         "folder", hint="e.g. --init-from hf:~/models/distilgpt2 (config.json, "
+                                        "model.safetensors, tokenizer.json)")
     return Path(spec[len(PREFIX):].strip()).expanduser().resolve()
 
 
 def inspect_hf_folder(spec: str) -> HFSource:
     """Check a ``hf:PATH`` folder; a UsageError names the first thing that is wrong."""
     path = parse_init_from(spec)
-    hint = "a transformers GPT-2 folder, as `GPT2LMHeadModel.save_pretrained` writes it"
+    hint = "a transformers folder, as `save_pretrained` writes it"
     if not path.is_dir():
         raise UsageError(f"--init-from: {path} is not a folder", hint=hint)
     cfg_path = path / "config.json"
@@ -61,10 +85,13 @@ def inspect_hf_folder(spec: str) -> HFSource:
         hf = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"--init-from: {cfg_path} is not readable JSON ({exc})") from None
+    if not isinstance(hf, dict):
+        raise UsageError(f"--init-from: {cfg_path} is not a transformers config", hint=hint)
     kind = hf.get("model_type")
-    if kind != "gpt2":
-        raise UsageError(f"--init-from: {path} holds a {kind or 'unknown'!s} model, not GPT-2",
-                         hint="only GPT-2 architectures (model_type gpt2) can be imported")
+    family = BY_MODEL_TYPE.get(kind) if isinstance(kind, str) else None
+    if family is None:
+        raise UsageError(f"--init-from: {path} holds a {kind or 'unknown'!s} model, which this "
+                         "trainer cannot import", hint=f"it imports {IMPORTS}")
     weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
     if weights is None:
         raise UsageError(f"--init-from: {path} has no weights",
@@ -73,39 +100,121 @@ def inspect_hf_folder(spec: str) -> HFSource:
     if not tok_path.is_file():
         raise UsageError(f"--init-from: {path} has no tokenizer.json",
                          hint="save the fast tokenizer too: tokenizer.save_pretrained(FOLDER)")
-    n_embd, n_inner = int(hf.get("n_embd", 768)), hf.get("n_inner")
-    problems = []
-    if n_inner not in (None, 4 * n_embd):
-        problems.append(f"n_inner {n_inner} (this model's MLP is 4 x n_embd = {4 * n_embd})")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in ACTIVATIONS:
-        problems.append(f"activation_function {act!r} (supported: {', '.join(ACTIVATIONS)})")
-    if not hf.get("tie_word_embeddings", True):
-        problems.append("untied input and output embeddings")
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if hf.get(flag):
-            problems.append(f"{flag}")
-    if not hf.get("scale_attn_weights", True):
-        problems.append("scale_attn_weights false")
-    if abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
-        problems.append(f"layer_norm_epsilon {hf['layer_norm_epsilon']} (this model uses 1e-5)")
+    if family.name == "GPT-2":
+        vocab, n_pos, arch, problems = _gpt2_arch(hf)
+    else:
+        vocab, n_pos, arch, problems = _llama_arch(hf, family, cfg_path)
     if problems:
-        raise UsageError(f"--init-from: {path} uses {problems[0]}, which this trainer's GPT "
-                         f"cannot represent", hint="import a standard GPT-2 / DistilGPT2 model")
-    vocab = int(hf.get("vocab_size", 50257))
+        (what, need), rest = problems[0], problems[1:]
+        also = f" (also {', '.join(w for w, _ in rest)})" if rest else ""
+        raise UsageError(f"--init-from: {path} uses {what}: this trainer's GPT needs {need}"
+                         f"{also}", hint=f"{family.architecture} folders import when every "
+                                         "part maps onto this GPT, as `llm-trainer models "
+                                         "export --format hf` writes them")
     n_tokens = _tokenizer_size(tok_path)
     if n_tokens > vocab:
         raise UsageError(f"--init-from: {tok_path} has {n_tokens:,} tokens but the model only "
                          f"{vocab:,} embeddings: the tokenizer does not belong to this model",
                          hint="put the tokenizer.json saved with these weights in the folder")
+    return HFSource(path, weights, tok_path, vocab, n_pos, arch, family.name)
+
+
+def _gpt2_arch(hf: dict) -> tuple[int, int, dict[str, Any], list[Problem]]:
+    n_embd, n_head, n_inner = int(hf.get("n_embd", 768)), int(hf.get("n_head", 12)), \
+        hf.get("n_inner")
+    act = hf.get("activation_function", "gelu_new")
+    ours = GPT2_ACTIVATIONS.get(act, "gelu_tanh")
+    problems: list[Problem] = []
+    if n_embd % n_head:
+        problems.append((f"n_embd {n_embd} with n_head {n_head}",
+                         "n_embd divisible by n_head"))
+    if n_inner not in (None, mlp_hidden(n_embd, ours)):
+        problems.append((f"n_inner {n_inner}", f"null or 4 x n_embd = "
+                                               f"{mlp_hidden(n_embd, ours)}"))
+    if act not in GPT2_ACTIVATIONS:
+        problems.append((f"activation_function {act!r}", ", ".join(GPT2_ACTIVATIONS)))
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if hf.get(flag):
+            problems.append((f"{flag} true", f"{flag} false"))
+    if not hf.get("scale_attn_weights", True):
+        problems.append(("scale_attn_weights false", "attention scaled by 1/sqrt(head size)"))
+    eps = hf.get("layer_norm_epsilon", NORM_EPS)
+    if not _close(eps, NORM_EPS):
+        problems.append((f"layer_norm_epsilon {eps}", f"layer_norm_epsilon {NORM_EPS:g}"))
     n_pos = int(hf.get("n_positions", hf.get("n_ctx", 1024)))
-    arch = {"n_layer": int(hf.get("n_layer", 12)), "n_head": int(hf.get("n_head", 12)),
-            "n_embd": n_embd, "block_size": n_pos, "bias": True,
-            "activation": ACTIVATIONS[act],
+    arch = {"n_layer": int(hf.get("n_layer", 12)), "n_head": n_head, "n_embd": n_embd,
+            "block_size": n_pos, "bias": True, "activation": ours,
             # GPT-2's block: nothing else (a preset, a config file) may change these
             "pos": "learned", "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
-            "tie_embeddings": True}
-    return HFSource(path, weights, tok_path, vocab, n_pos, arch)
+            "tie_embeddings": bool(hf.get("tie_word_embeddings", True))}
+    return int(hf.get("vocab_size", 50257)), n_pos, arch, problems
+
+
+def _llama_arch(hf: dict, family: HFFamily,
+                cfg_path: Path) -> tuple[int, int, dict[str, Any], list[Problem]]:
+    missing = [k for k in LLAMA_SIZES if not isinstance(hf.get(k), int)]
+    if missing:
+        raise UsageError(f"--init-from: {cfg_path} has no {missing[0]}: not a complete "
+                         f"{family.architecture} config",
+                         hint="a transformers folder, as `save_pretrained` writes it")
+    C, n_head = hf["hidden_size"], hf["num_attention_heads"]
+    problems: list[Problem] = []
+    n_kv = hf.get("num_key_value_heads") or n_head
+    if n_kv != n_head:
+        problems.append((f"grouped-query attention ({n_head} query heads, {n_kv} key/value "
+                         "heads)", "num_key_value_heads == num_attention_heads"))
+    scaling = hf.get("rope_scaling") or {}
+    params = hf.get("rope_parameters") or {}
+    rope_type = scaling.get("rope_type", scaling.get("type")) if scaling else \
+        params.get("rope_type", "default")
+    if rope_type != "default":
+        problems.append((f"rope scaling ({rope_type})",
+                         "plain rotary embeddings (rope_scaling null)"))
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        problems.append((f"hidden_act {act!r}", "silu (its MLP is swiglu)"))
+    head_dim = C // n_head
+    if C % n_head:
+        problems.append((f"hidden_size {C} with {n_head} heads",
+                         "hidden_size divisible by num_attention_heads"))
+    elif hf.get("head_dim") not in (None, head_dim):
+        problems.append((f"head_dim {hf['head_dim']}",
+                         f"head_dim hidden_size / num_attention_heads = {head_dim}"))
+    elif head_dim % 2:
+        problems.append((f"heads of {head_dim}", "an even head size (rotary embeddings)"))
+    width = mlp_hidden(C, "swiglu")
+    if hf["intermediate_size"] != width:
+        problems.append((f"intermediate_size {hf['intermediate_size']}",
+                         f"intermediate_size {width} for hidden_size {C} (its swiglu width, "
+                         "32 x ceil(hidden_size / 12))"))
+    eps = hf.get("rms_norm_eps", 1e-6)  # transformers' default for both
+    if not _close(eps, NORM_EPS):
+        problems.append((f"rms_norm_eps {eps}", f"rms_norm_eps {NORM_EPS:g}"))
+    bias = bool(hf.get("attention_bias", False))
+    if family.name == "Llama" and bool(hf.get("mlp_bias", False)) != bias:
+        problems.append((f"attention_bias {show(bias)} with mlp_bias {show(not bias)}",
+                         "both the same (one bias flag for attention and MLP)"))
+    if hf.get("use_sliding_window") or any(t != "full_attention"
+                                           for t in hf.get("layer_types") or ()):
+        problems.append(("sliding-window attention", "full attention in every layer "
+                                                     "(use_sliding_window false)"))
+    theta = hf.get("rope_theta", params.get("rope_theta", 10000.0))
+    arch = {"n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": C,
+            "block_size": hf["max_position_embeddings"], "bias": bias,
+            **{k: v[0] for k, v in family.requires.items() if k != "bias"},
+            "rope_theta": float(theta),
+            "tie_embeddings": bool(hf.get("tie_word_embeddings", False))}
+    if misfits(arch, family.name):  # Qwen3 with attention_bias: its MLP has none
+        problems.append((f"attention_bias {show(bias)}", f"attention_bias false (its "
+                                                         f"{family.name} has no MLP biases)"))
+    return hf["vocab_size"], hf["max_position_embeddings"], arch, problems
+
+
+def _close(value: Any, want: float) -> bool:
+    try:
+        return abs(float(value) - want) <= 1e-12
+    except (TypeError, ValueError):
+        return False
 
 
 def _tokenizer_size(path: Path) -> int:
@@ -153,46 +262,82 @@ def arch_changes(src: HFSource, overrides: dict[str, Any]) -> list[str]:
 
 
 def load_hf_weights(src: HFSource, block_size: int) -> dict[str, Any]:
-    """The folder's weights as our float32 state dict (``lm_head.weight`` tied to ``wte``),
-    the position table cut to ``block_size``. Raises UsageError when a tensor is missing."""
+    """The folder's weights as our float32 state dict (a tied ``lm_head.weight`` is ``wte``),
+    the position table cut to ``block_size``. Tensors it lacks are absent (check_complete
+    names them), tensors we do not know stay under their own names."""
     import torch
 
-    raw = _read_tensors(src.weights)
-    sd: dict[str, torch.Tensor] = {}
-    for name, tensor in raw.items():
-        if name.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # causal-mask buffers of older transformers versions, not weights
-        key = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
-        tensor = tensor.to(torch.float32)
-        if key.endswith(CONV1D):
-            tensor = tensor.t()
-        sd[key] = tensor.contiguous()
+    raw = {name: t.to(torch.float32) for name, t in _read_tensors(src.weights).items()}
+    sd = _gpt2_weights(raw) if src.family == "GPT-2" else _llama_weights(raw, src)
     wte = sd.get("transformer.wte.weight")
-    head = sd.pop("lm_head.weight", None)
-    if wte is not None and head is not None and not torch.equal(head, wte):
-        raise UsageError(f"--init-from: {src.weights.name} has an lm_head that differs from "
-                         "the token embedding (untied), which this model cannot represent")
-    if wte is not None:
-        sd["lm_head.weight"] = wte
+    if src.arch["tie_embeddings"]:
+        head = sd.pop("lm_head.weight", None)
+        if wte is not None and head is not None and not torch.equal(head, wte):
+            raise UsageError(f"--init-from: {src.weights.name} has an lm_head that differs "
+                             "from the token embedding, but config.json says "
+                             "tie_word_embeddings true",
+                             hint="set tie_word_embeddings false in config.json if the head "
+                                  "is meant to be its own")
+        if wte is not None:
+            sd["lm_head.weight"] = wte
     if "transformer.wpe.weight" in sd:
         sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:block_size].contiguous()
     return sd
 
 
+def _gpt2_weights(raw: dict[str, Any]) -> dict[str, Any]:
+    sd = {}
+    for name, tensor in raw.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers of older transformers versions, not weights
+        key = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
+        if key.endswith(GPT2_CONV1D):
+            tensor = tensor.t()
+        sd[key] = tensor.contiguous()
+    return sd
+
+
+def _llama_names(src: HFSource) -> list[tuple[str, tuple[str, ...]]]:
+    a = src.arch
+    return llama_weight_names(a["n_layer"], qk_norm=a["qk_norm"], bias=a["bias"],
+                              tie_embeddings=a["tie_embeddings"])
+
+
+def _llama_weights(raw: dict[str, Any], src: HFSource) -> dict[str, Any]:
+    import torch
+
+    sd = {}
+    for ours, theirs in _llama_names(src):
+        if not all(n in raw for n in theirs):
+            continue
+        parts = [raw.pop(n) for n in theirs]
+        if len({tuple(p.shape[1:]) for p in parts}) > 1:
+            raise UsageError(f"--init-from: {' / '.join(theirs)} have shapes "
+                             f"{', '.join(str(tuple(p.shape)) for p in parts)}, which do "
+                             "not stack into one layer")
+        sd[ours] = torch.cat(parts, dim=0).contiguous()  # (sum of rows, in)
+    for name, tensor in raw.items():  # the tied head (checked by the caller), or unknown
+        if not name.endswith("rotary_emb.inv_freq"):  # a buffer some old files carry
+            sd[name] = tensor
+    return sd
+
+
 def check_complete(sd: dict[str, Any], expected: dict[str, Any], src: HFSource) -> None:
     """Every parameter of ``expected`` (a fresh model's state dict) present with its shape."""
+    theirs = dict(_llama_names(src)) if src.family != "GPT-2" else {}
     for name, ref in expected.items():
         got = sd.get(name)
+        shown = " + ".join(theirs.get(name, (name,)))
         if got is None:
-            raise UsageError(f"--init-from: {src.weights.name} lacks {name}: not a complete "
-                             f"GPT-2 model of the size its config.json describes")
+            raise UsageError(f"--init-from: {src.weights.name} lacks {shown}: not a complete "
+                             f"{src.family} model of the size its config.json describes")
         if tuple(got.shape) != tuple(ref.shape):
-            raise UsageError(f"--init-from: {name} has shape {tuple(got.shape)}, config.json "
+            raise UsageError(f"--init-from: {shown} has shape {tuple(got.shape)}, config.json "
                              f"implies {tuple(ref.shape)}")
     extra = sorted(set(sd) - set(expected))
     if extra:
-        raise UsageError(f"--init-from: {src.weights.name} has tensors this GPT-2 does not "
-                         f"know: {', '.join(extra[:3])}")
+        raise UsageError(f"--init-from: {src.weights.name} has tensors this {src.family} "
+                         f"does not know: {', '.join(extra[:3])}")
 
 
 def _read_tensors(path: Path) -> dict[str, Any]:

@@ -1,0 +1,245 @@
+"""`--init-from hf:FOLDER` as the inverse of `models export --format hf`: GPT-2 (tied and
+untied), Llama and Qwen3 folders, whether we exported them or transformers saved them, import
+with the same weights and logits; a folder with any part our GPT cannot represent is refused
+in one line before anything is written. Tiny in-process models: no training (one slow test
+trains through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from llm_trainer.config import ARCH_KEYS
+from llm_trainer.errors import UsageError
+from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
+from tests.integration.test_export_llama import LLAMA, checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+
+def imported(folder, block_size: int | None = None) -> GPT:
+    src = inspect_hf_folder(f"hf:{folder}")
+    arch = src.arch | ({"block_size": block_size} if block_size else {})
+    model = GPT(GPTShape(vocab_size=src.vocab_size, **arch))
+    sd = load_hf_weights(src, arch["block_size"])
+    check_complete(sd, model.state_dict(), src)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+ROUND_TRIPS = {
+    "gpt2-untied": ("GPT-2", dict(tie_embeddings=False)),
+    "gpt2-tied-gelu": ("GPT-2", dict(activation="gelu")),
+    "llama-tied-bias": ("Llama", dict(**LLAMA, bias=True)),
+    "llama-untied": ("Llama", dict(**LLAMA, bias=False, tie_embeddings=False,
+                                   rope_theta=500.0)),
+    "qwen3-untied": ("Qwen3", dict(**LLAMA, qk_norm=True, bias=False, tie_embeddings=False)),
+    "qwen3-tied": ("Qwen3", dict(**LLAMA, qk_norm=True, bias=False)),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUND_TRIPS))
+def test_export_then_import_gives_the_same_model(tmp_path, case):
+    from llm_trainer.inference.export import export
+    from llm_trainer.training.checkpoint import load_model
+
+    family, options = ROUND_TRIPS[case]
+    ckpt = checkpoint(tmp_path, case, **options)
+    out = export(ckpt, tmp_path / "hf", "hf")
+    src = inspect_hf_folder(f"hf:{out}")
+    assert src.family == family
+    assert src.arch == {k: getattr(ckpt.shape, k) for k in ARCH_KEYS}
+    ours, back = load_model(ckpt).eval(), imported(out)
+    want, got = ours.state_dict(), back.state_dict()
+    assert want.keys() == got.keys()
+    for name, value in want.items():
+        assert torch.equal(got[name], value), name
+    tied = back.lm_head.weight.data_ptr() == back.transformer.wte.weight.data_ptr()
+    assert tied == ckpt.shape.tie_embeddings
+    x = torch.randint(0, ckpt.shape.vocab_size, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(back(x)[0], ours(x)[0])
+
+
+def test_a_gpt2_trained_without_biases_comes_back_with_zero_biases(tmp_path):
+    """GPT-2 always has biases: the export writes zeros, the import keeps them (trainable)."""
+    from llm_trainer.inference.export import export
+    from llm_trainer.training.checkpoint import load_model
+
+    ckpt = checkpoint(tmp_path, "nobias", bias=False, tie_embeddings=False)
+    back = imported(export(ckpt, tmp_path / "hf", "hf"))
+    assert back.shape.bias and back.transformer.h[0].attn.c_attn.bias.abs().sum() == 0
+    x = torch.randint(0, ckpt.shape.vocab_size, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(back(x)[0], load_model(ckpt).eval()(x)[0], atol=1e-6)
+
+
+def save_hf(folder, cls: str, **config):
+    """A tiny random transformers model saved with save_pretrained, every weight (norms,
+    biases) away from its init, and a byte tokenizer."""
+    from llm_trainer.data.tokenizer import TextTokenizer
+
+    if cls == "GPT2LMHeadModel":
+        cfg = transformers.GPT2Config(vocab_size=300, n_positions=32, n_embd=32, n_layer=2,
+                                      n_head=2, **config)
+    else:
+        size = dict(vocab_size=300, hidden_size=32, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
+                    rms_norm_eps=1e-5, head_dim=16)
+        cfg_cls = transformers.LlamaConfig if cls == "LlamaForCausalLM" else \
+            transformers.Qwen3Config
+        cfg = cfg_cls(**(size | config))
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    TextTokenizer.build_byte().save(folder / "tokenizer.json")
+    return model.eval()
+
+
+@pytest.mark.parametrize(("cls", "config"), [
+    ("LlamaForCausalLM", {}),
+    ("LlamaForCausalLM", dict(tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
+                              rope_theta=500.0)),
+    ("Qwen3ForCausalLM", {}),
+    ("GPT2LMHeadModel", dict(tie_word_embeddings=False)),
+], ids=["llama", "llama-tied-bias", "qwen3", "gpt2-untied"])
+def test_a_folder_transformers_saved_imports_with_its_logits(tmp_path, cls, config):
+    hf = save_hf(tmp_path / "hf", cls, **config)
+    ours = imported(tmp_path / "hf")
+    assert ours.shape.tie_embeddings == hf.config.tie_word_embeddings
+    x = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        diff = (hf(x).logits - ours(x)[0]).abs().max().item()
+    assert diff <= 1e-4
+    # a shorter context (--seq-len) computes the same on what fits in it
+    with torch.no_grad():
+        short = imported(tmp_path / "hf", block_size=24)(x)[0]
+    assert torch.allclose(short, ours(x)[0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama") / "hf"
+    save_hf(folder, "LlamaForCausalLM")
+    return folder
+
+
+def edited(folder, tmp_path, **changes):
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    (copy / "config.json").write_text(json.dumps(cfg))
+    return copy
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    (dict(num_key_value_heads=1), "uses grouped-query attention (2 query heads, 1 key/value "
+                                  "heads): this trainer's GPT needs num_key_value_heads == "
+                                  "num_attention_heads"),
+    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+     "uses rope scaling (linear): this trainer's GPT needs plain rotary embeddings"),
+    (dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}),
+     "uses rope scaling (yarn)"),
+    (dict(intermediate_size=128), "uses intermediate_size 128: this trainer's GPT needs "
+                                  "intermediate_size 96 for hidden_size 32"),
+    (dict(hidden_act="gelu"), "uses hidden_act 'gelu': this trainer's GPT needs silu"),
+    (dict(rms_norm_eps=1e-6), "uses rms_norm_eps 1e-06: this trainer's GPT needs rms_norm_eps "
+                              "1e-05"),
+    (dict(head_dim=8), "uses head_dim 8: this trainer's GPT needs head_dim hidden_size / "
+                       "num_attention_heads = 16"),
+    (dict(attention_bias=True), "uses attention_bias true with mlp_bias false"),
+    (dict(model_type="qwen3", attention_bias=True), "attention_bias false (its Qwen3 has no "
+                                                    "MLP biases)"),
+    (dict(model_type="qwen3", use_sliding_window=True), "uses sliding-window attention"),
+    (dict(num_key_value_heads=1, hidden_act="relu"), "(also hidden_act 'relu')"),
+    (dict(model_type="mistral"), "holds a mistral model, which this trainer cannot import"),
+    (dict(hidden_size=None), "has no hidden_size: not a complete LlamaForCausalLM config"),
+], ids=["gqa", "rope-scaling", "rope-parameters", "intermediate", "act", "eps", "head-dim",
+        "bias", "qwen3-bias", "sliding", "two", "mistral", "incomplete"])
+def test_a_folder_that_does_not_fit_is_refused_in_one_line(llama_folder, tmp_path, changes,
+                                                           named):
+    with pytest.raises(UsageError) as err:
+        inspect_hf_folder(f"hf:{edited(llama_folder, tmp_path, **changes)}")
+    message = str(err.value)
+    assert named in message, message
+    assert "\n" not in message and "\n" not in (err.value.hint or "")
+
+
+def test_a_tied_folder_whose_head_differs_is_refused(llama_folder, tmp_path):
+    folder = edited(llama_folder, tmp_path, tie_word_embeddings=True)  # lm_head.weight stays
+    src = inspect_hf_folder(f"hf:{folder}")
+    with pytest.raises(UsageError, match="lm_head that differs from the token embedding"):
+        load_hf_weights(src, 32)
+
+
+def test_a_missing_llama_tensor_is_named_by_its_hf_name(llama_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = edited(llama_folder, tmp_path)
+    sd = load_file(str(folder / "model.safetensors"))
+    del sd["model.layers.1.mlp.up_proj.weight"]
+    save_file(sd, str(folder / "model.safetensors"))
+    src = inspect_hf_folder(f"hf:{folder}")
+    model = GPT(GPTShape(vocab_size=src.vocab_size, **src.arch))
+    with pytest.raises(UsageError, match="lacks model.layers.1.mlp.gate_proj.weight \\+ "
+                                         "model.layers.1.mlp.up_proj.weight"):
+        check_complete(load_hf_weights(src, 32), model.state_dict(), src)
+
+
+def test_the_cli_refuses_grouped_query_attention_before_writing_anything(
+        llama_folder, tmp_path, monkeypatch, capsys):
+    from llm_trainer.cli import main
+    from tests.helpers import corpus_text
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "corpus.txt").write_text(corpus_text(2_000))
+    bad = edited(llama_folder, tmp_path, num_key_value_heads=1)
+    monkeypatch.setenv("LLM_TRAINER_HOME", str(home))  # the CLI's entry point, in-process
+    monkeypatch.chdir(home)
+    assert main(["train", "--init-from", f"hf:{bad}", "--dataset", "corpus.txt", "--preset",
+                 "tiny", "--foreground"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: --init-from: ") and "grouped-query attention" in err[0]
+    assert len(err) == 1 or err[1].startswith("hint: ")
+    assert sorted(p.name for p in home.iterdir()) == ["corpus.txt"]
+
+
+@pytest.mark.slow
+def test_a_llama_folder_fine_tunes_through_the_cli(llama_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.helpers import corpus_text, run_cli
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "corpus.txt").write_text(corpus_text(20_000))
+    proc = run_cli("train", "--init-from", f"hf:{llama_folder}", "--name", "llama-ft",
+                   "--dataset", "corpus.txt", "--preset", "tiny", "--max-steps", "4",
+                   "--batch-size", "2", "--seq-len", "16", "--set", "train.eval_interval=4",
+                   "--foreground", "--sample", "0", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg = json.loads((home / "checkpoints" / "llama-ft" / "step-00000004" / "config.json")
+                     .read_text())["config"]["model"]
+    assert (cfg["pos"], cfg["norm"], cfg["activation"], cfg["tie_embeddings"]) == \
+        ("rope", "rmsnorm", "swiglu", False)
+    after = load_file(str(home / "checkpoints" / "llama-ft" / "step-00000004" /
+                          "model.safetensors"))
+    before = imported(llama_folder, block_size=16).state_dict()
+    assert after.keys() <= before.keys()
+    # fine-tuned from the folder's weights: close to them, not equal
+    w = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(after[w], before[w])
+    assert (after[w] - before[w]).abs().max() < 0.05
