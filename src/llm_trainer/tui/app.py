@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
 from llm_trainer.errors import LLMTrainerError
-from llm_trainer.service import Service, TrainRequest
+from llm_trainer.service import Service, TrainRequest, parse_lora
 from llm_trainer.tui.modals import ConfirmScreen, RunDetailScreen
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
@@ -269,18 +269,24 @@ class TrainerApp(App):
         self.call_from_thread(self.refresh_data)
 
     def _train_request(self, form: TrainForm) -> TrainRequest:
+        """The request `llm-trainer train` builds from the same options (its --lora,
+        --freeze-layers and --init-from included); the planner checks them all."""
         from llm_trainer.config import load_config
 
         preset_cfg = load_config(preset=form.preset, home=self.home)
         overrides: dict[str, Any] = {
+            **(parse_lora(form.lora) if form.lora is not None else {}),
             "train.epochs": form.epochs, "train.batch_size": form.batch_size,
             "runtime.device": form.device, "runtime.precision": form.precision}
-        if form.model is None:
+        if form.freeze_layers is not None:
+            overrides["finetune.freeze_layers"] = form.freeze_layers
+        if form.model is None and form.seq_len is not None:
             overrides["model.block_size"] = form.seq_len
         if form.dataset != preset_cfg.data.dataset or form.model is not None:
             overrides["data.dataset"] = form.dataset
         return TrainRequest(overrides=overrides, preset=None if form.model else form.preset,
-                            name=form.name, model=form.model, command=["llm-trainer", "tui"])
+                            name=form.name, model=form.model, init_from=form.init_from,
+                            command=["llm-trainer", "tui"])
 
     # ------------------------------------------------------------------ D: generate
     def on_generate_panel_generate(self, message: GeneratePanel.Generate) -> None:

@@ -1,4 +1,8 @@
-"""Panel C — Train Selected Model: options, validation, confirmation, Start / Resume."""
+"""Panel C — Train Selected Model: options, validation, confirmation, Start / Resume.
+
+The fine-tuning fields (init from, LoRA, frozen layers) are passed on as typed, exactly as
+`llm-trainer train --init-from / --lora / --freeze-layers` pass them: the planner decides what
+they mean and refuses what it cannot do, in one line shown under the form."""
 
 from __future__ import annotations
 
@@ -26,12 +30,15 @@ class TrainForm:
     model: str | None  # None: a new model
     epochs: int
     batch_size: int
-    seq_len: int
+    seq_len: int | None  # None: left empty, the default (the preset's, or the folder's)
     device: str
     precision: str
     preset: str
     dataset: str
     name: str | None
+    init_from: str | None = None  # as typed: hf:FOLDER (the planner checks it)
+    lora: str | None = None  # as typed: r=8,alpha=16,... (service.parse_lora reads it)
+    freeze_layers: str | None = None  # as typed: the config checks it is a whole number >= 0
 
     def summary(self) -> str:
         target = f"model {self.model}" if self.model else (
@@ -40,10 +47,17 @@ class TrainForm:
             return (f"Resume {target} from its latest checkpoint ({self.epochs} more epoch"
                     f"{'s' if self.epochs != 1 else ''} if its plan is finished), device "
                     f"{self.device}, precision {self.precision}?")
-        return (f"Train {target} on {self.dataset} for {self.epochs} epoch"
+        what = f"Fine-tune {self.init_from} as {target}" if self.init_from else \
+            f"Train {target}"
+        seq = f"sequence length {self.seq_len}" if self.seq_len else \
+            "the default sequence length"
+        tuning = "".join((f", LoRA {self.lora}" if self.lora else "",
+                          f", freeze layers {self.freeze_layers}"
+                          if self.freeze_layers else ""))
+        return (f"{what} on {self.dataset} for {self.epochs} epoch"
                 f"{'s' if self.epochs != 1 else ''}: preset {self.preset}, batch "
-                f"{self.batch_size}, sequence length {self.seq_len}, device {self.device}, "
-                f"precision {self.precision}?")
+                f"{self.batch_size}, {seq}{tuning}, device "
+                f"{self.device}, precision {self.precision}?")
 
 
 def _size(n: float) -> str:
@@ -61,7 +75,8 @@ def estimate_text(est: dict) -> str:
         f"Estimate: {est['steps']:,} steps ({est['start_step']:,} -> {est['total_steps']:,}), "
         f"{est['steps_per_epoch']:,} per epoch of {est['tokens_per_step']:,} tokens",
         f"data {ds['train_tokens']:,} train / {ds['val_tokens']:,} val tokens; "
-        f"{est['parameters']:,} parameters; device {est['device'].get('selected')}",
+        f"{est['parameters']:,} parameters ({est['trainable_parameters']:,} trainable), "
+        f"context {est['architecture']['block_size']:,}; device {est['device'].get('selected')}",
         f"memory ~{_size(mem['total'])} (weights {_size(mem['weights'])}, AdamW "
         f"{_size(mem['optimizer'])}, gradients {_size(mem['gradients'])}, activations "
         f"{_size(mem['activations'])}) of {_size(mem['available'])} available",
@@ -110,7 +125,8 @@ class TrainPanel(Panel):
                 yield Label("Batch")
                 yield Field("12", id="batch", type="integer", compact=True, classes="num")
                 yield Label("Seq len")
-                yield Field("128", id="seq", type="integer", compact=True, classes="num")
+                yield Field("128", id="seq", type="integer", compact=True, classes="num",
+                            placeholder="default")
             with Horizontal(classes="row"):
                 yield Label("Device")
                 yield Select([(d, d) for d in DEVICES], value="auto", id="device",
@@ -126,11 +142,24 @@ class TrainPanel(Panel):
                 yield Label("Dataset")
                 yield Field("wikitext-2", id="dataset", compact=True)
             with Horizontal(classes="row"):
+                yield Label("Init from")
+                yield Field("", id="init-from", compact=True,
+                            placeholder="hf:FOLDER: a local Hugging Face model to fine-tune "
+                                        "(empty: train from scratch)")
+            with Horizontal(classes="row"):
+                yield Label("LoRA")
+                yield Field("", id="lora", compact=True,
+                            placeholder="r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
+                yield Label("Freeze layers")
+                yield Field("", id="freeze", type="integer", compact=True, classes="num",
+                            placeholder="N")
+            with Horizontal(classes="row"):
                 yield Label("Name")
                 yield Field("", id="name", placeholder="(automatic)", compact=True)
                 yield Button("Start", id="start", compact=True, variant="success")
                 yield Button("Resume", id="resume", compact=True, variant="primary")
-            yield Static(Text(""), id="train-result")
+        # outside the scrolling form: an error stays in sight on a short terminal
+        yield Static(Text(""), id="train-result")
 
     # ------------------------------------------------------------------ state from the app
     def set_model(self, model: ModelView | None) -> None:
@@ -141,9 +170,10 @@ class TrainPanel(Panel):
         label = self.query_one("#train-model", Static)
         seq = self.query_one("#seq", Input)
         name = self.query_one("#name", Input)
+        init_from = self.query_one("#init-from", Input)
         if model is None or self.new_model:
             label.update(Text("Selected Model: new model"))
-            seq.disabled = name.disabled = False
+            seq.disabled = name.disabled = init_from.disabled = False
             self.query_one("#resume", Button).disabled = True
         else:
             arch = model.architecture or {}
@@ -154,7 +184,8 @@ class TrainPanel(Panel):
                     seq.value = str(arch["block_size"])
                 if model.datasets:
                     self.query_one("#dataset", Input).value = model.datasets[-1]["spec"]
-            seq.disabled = name.disabled = True  # the architecture of a model is fixed
+            # the architecture of a model is fixed; a fine-tune starts a new model (press n)
+            seq.disabled = name.disabled = init_from.disabled = True
             self.query_one("#resume", Button).disabled = False
 
     def show_result(self, text: str, *, error: bool = False) -> None:
@@ -227,11 +258,18 @@ class TrainPanel(Panel):
                 return None
             return value
 
+        def text(field: str) -> str | None:  # None: left empty
+            return self.query_one(f"#{field}", Input).value.strip() or None
+
         epochs = number("epochs", "Epochs", 1)
         batch = number("batch", "Batch size", 1) if epochs else None
-        seq = number("seq", "Sequence length", 2) if batch else None
-        if seq is None:
+        if batch is None:
             return None
+        seq = None  # empty: not asked for, as when `llm-trainer train` has no --seq-len
+        if text("seq") is not None:
+            seq = number("seq", "Sequence length", 2)
+            if seq is None:
+                return None
         dataset = self.query_one("#dataset", Input).value.strip()
         if not dataset:
             self.show_result("Dataset cannot be empty: wikitext-2, builtin:python-docs, "
@@ -242,9 +280,10 @@ class TrainPanel(Panel):
             self.show_result("Resume needs a trained model: pick one in Model Selection (5)",
                              error=True)
             return None
-        name = self.query_one("#name", Input).value.strip() or None
         return TrainForm(action=action, model=existing, epochs=epochs, batch_size=batch,
                          seq_len=seq, device=str(self.query_one("#device", Select).value),
                          precision=str(self.query_one("#precision", Select).value),
                          preset=str(self.query_one("#preset", Select).value), dataset=dataset,
-                         name=None if existing else name)
+                         name=None if existing else text("name"),
+                         init_from=None if existing else text("init-from"),
+                         lora=text("lora"), freeze_layers=text("freeze"))
