@@ -246,8 +246,9 @@ def train(
     data_from: Annotated[str | None, typer.Option(
         help="with --model: train on the dataset this other model was trained on")] = None,
     init_from: Annotated[str | None, typer.Option(
-        help="hf:FOLDER: fine-tune a Hugging Face GPT-2 folder on disk (config.json, "
-             "model.safetensors or pytorch_model.bin, tokenizer.json) as a new model")] = None,
+        help="hf:FOLDER: fine-tune a Hugging Face GPT-2, Llama or Qwen3 folder on disk "
+             "(config.json, model.safetensors or pytorch_model.bin, tokenizer.json) as a new "
+             "model")] = None,
     lora: Annotated[str | None, typer.Option(
         help="with --init-from: train LoRA adapters only, e.g. "
              "r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")] = None,
@@ -1009,8 +1010,8 @@ def models_export(
                                                         "folder, or replace a .gguf file")
                      ] = False,
 ) -> None:
-    """Write a model for other tools: a Hugging Face GPT-2 folder, bare safetensors, a GGUF
-    file for llama.cpp, or an Ollama folder (model.gguf + Modelfile)."""
+    """Write a model for other tools: a Hugging Face folder (GPT-2, Llama or Qwen3), bare
+    safetensors, a GGUF file for llama.cpp, or an Ollama folder (model.gguf + Modelfile)."""
     import shlex
 
     if not out:

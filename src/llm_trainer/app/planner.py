@@ -39,7 +39,7 @@ class TrainRequest:
     name: str | None = None  # name of a new model
     model: str | None = None  # continue this existing model instead
     data_from: str | None = None  # train on the dataset model B was trained on
-    init_from: str | None = None  # hf:FOLDER: a new model from a Hugging Face GPT-2 folder
+    init_from: str | None = None  # hf:FOLDER: a new model from a Hugging Face folder
     foreground: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     dist: DistLaunch | None = None

@@ -39,7 +39,7 @@ from llm_trainer.training.state import TrainState
 
 RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
 CONTINUE = "continue"  # weights and tokenizer only: new data, fresh optimizer and schedule
-IMPORT = "import"  # weights from a Hugging Face GPT-2 folder (finetune.init_from), step 0
+IMPORT = "import"  # weights from a Hugging Face folder (finetune.init_from), step 0
 
 
 @dataclass
