@@ -25,7 +25,8 @@ DEFAULT_PRESET = "default"
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
 # model.* keys that define the architecture: a checkpoint's weights fit no other values
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation", "pos",
-             "rope_theta", "norm", "qk_norm", "tie_embeddings")
+             "rope_theta", "norm", "qk_norm", "tie_embeddings", "n_kv_head", "head_size",
+             "mlp_width", "norm_eps")
 # every LayerNorm and RMSNorm of the model: nn.LayerNorm's default, GPT-2's layer_norm_epsilon;
 # the HF and GGUF exports write it and the HF import requires it
 NORM_EPS = 1e-5
@@ -33,13 +34,36 @@ NORM_EPS = 1e-5
 # option existed, so GPT-2's block (model.gpt.GPTShape's defaults are these)
 STORED_SHAPE_DEFAULTS: dict[str, Any] = {
     "bias": True, "activation": "gelu_tanh", "pos": "learned", "rope_theta": 10000.0,
-    "norm": "layernorm", "qk_norm": False, "tie_embeddings": True}
+    "norm": "layernorm", "qk_norm": False, "tie_embeddings": True, "n_kv_head": None,
+    "head_size": None, "mlp_width": None, "norm_eps": NORM_EPS}
 
 
-def mlp_hidden(n_embd: int, activation: str) -> int:
-    """The MLP's inner width (c_proj's input): 4 x n_embd; for swiglu 8/3 n_embd (the same
-    parameters as a 4 x n_embd MLP) rounded up to a multiple of 32, i.e. 32 * ceil(n_embd/12)."""
+def mlp_hidden(n_embd: int, activation: str, width: int | None = None) -> int:
+    """The MLP's inner width (c_proj's input): ``width`` when given (model.mlp_width), else
+    4 x n_embd; for swiglu 8/3 n_embd (the same parameters as a 4 x n_embd MLP) rounded up to
+    a multiple of 32, i.e. 32 * ceil(n_embd / 12)."""
+    if width:
+        return width
     return 32 * -(-n_embd // 12) if activation == "swiglu" else 4 * n_embd
+
+
+def attention_problem(*, n_embd: int, n_head: int, n_kv_head: int | None,
+                      head_size: int | None, pos: str) -> tuple[str, str] | None:
+    """What is wrong with these attention sizes (a message and a hint), or None: the one
+    rule behind ModelConfig.check and GPTShape."""
+    if head_size is None and n_embd % n_head:
+        return (f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})",
+                "pick n_head among the divisors of n_embd, e.g. 4 for 128, or set "
+                "model.head_size")
+    if n_kv_head is not None and (n_kv_head > n_head or n_head % n_kv_head):
+        return (f"model.n_kv_head ({n_kv_head}) must divide model.n_head ({n_head})",
+                "each key/value head serves n_head / n_kv_head query heads, e.g. 2 for 4")
+    head = head_size or n_embd // n_head
+    if pos == "rope" and head % 2:
+        return (f"model.pos rope needs an even head size, not {head}",
+                "pick an even model.head_size (or n_head so that n_embd / n_head is even), "
+                "or use model.pos learned")
+    return None
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -65,21 +89,25 @@ class ModelConfig:
                    "embeddings applied to queries and keys")
     rope_theta: float = _opt(10000.0, "rotary base frequency (pos: rope only)", min=1.0)
     norm: Literal["layernorm", "rmsnorm"] = _opt("layernorm", "normalisation layers")
-    qk_norm: bool = _opt(False, "normalise queries and keys per head (RMSNorm) before attention")
+    qk_norm: bool = _opt(False, "normalise queries and keys per head (the model's norm) "
+                                "before attention")
     tie_embeddings: bool = _opt(True, "share the token embedding with the output head (GPT-2); "
                                       "false gives the head its own weights")
+    n_kv_head: int | None = _opt(None, "key/value heads (grouped-query attention; must divide "
+                                       "n_head); empty: one per query head", min=1, max=256)
+    head_size: int | None = _opt(None, "width of each attention head; empty: n_embd / n_head",
+                                 min=2, max=4096)
+    mlp_width: int | None = _opt(None, "the MLP's inner width; empty: 4 x n_embd, or 8/3 "
+                                       "n_embd rounded up to 32 for swiglu", min=1)
+    norm_eps: float = _opt(NORM_EPS, "epsilon of every LayerNorm / RMSNorm", min=0.0, max=0.1,
+                           min_exclusive=True)
 
     def check(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})",
-                hint="pick n_head among the divisors of n_embd, e.g. 4 for 128",
-            )
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ConfigError(
-                f"model.pos rope needs an even head size; n_embd / n_head = "
-                f"{self.n_embd // self.n_head}",
-                hint="pick n_head so that n_embd / n_head is even, or use model.pos learned")
+        problem = attention_problem(n_embd=self.n_embd, n_head=self.n_head,
+                                    n_kv_head=self.n_kv_head, head_size=self.head_size,
+                                    pos=self.pos)
+        if problem:
+            raise ConfigError(problem[0], hint=problem[1])
 
 
 @dataclass(frozen=True, kw_only=True)

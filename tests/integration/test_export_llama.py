@@ -24,8 +24,8 @@ def checkpoint(root, name: str, **options):
     from llm_trainer.training.checkpoint import read_checkpoint, save_checkpoint
 
     tok = TextTokenizer.build_byte()
-    shape = GPTShape(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32,
-                     **options)
+    shape = GPTShape(**(dict(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
+                             n_embd=32) | options))
     torch.manual_seed(0)
     model = GPT(shape)
     with torch.no_grad():
@@ -45,7 +45,14 @@ CASES = {
     "qwen3-untied": ("Qwen3ForCausalLM", dict(**LLAMA, qk_norm=True, bias=False,
                                               tie_embeddings=False)),
     "qwen3-tied": ("Qwen3ForCausalLM", dict(**LLAMA, qk_norm=True, bias=False)),
+    # grouped-query attention, another MLP width and norm eps (heads of 8)
+    "llama-gqa": ("LlamaForCausalLM", dict(**LLAMA, bias=False, n_head=4, n_kv_head=2,
+                                           mlp_width=80, norm_eps=1e-6)),
+    # heads wider than n_embd / n_head: q_dim 64 for n_embd 32, one key/value head
+    "qwen3-gqa-wide-heads": ("Qwen3ForCausalLM", dict(**LLAMA, qk_norm=True, bias=False,
+                                                      n_head=4, n_kv_head=1, head_size=16)),
     "gpt2": ("GPT2LMHeadModel", {}),
+    "gpt2-inner-eps": ("GPT2LMHeadModel", dict(mlp_width=48, norm_eps=1e-6)),
     "gpt2-untied-gelu-nobias": ("GPT2LMHeadModel", dict(activation="gelu", bias=False,
                                                         tie_embeddings=False)),
 }
@@ -67,9 +74,13 @@ def test_hf_export_loads_in_transformers_with_our_logits(tmp_path, case):
     assert type(hf).__name__ == cls
     if cls != "GPT2LMHeadModel":
         assert config["intermediate_size"] == ckpt.shape.mlp_hidden
-        assert hf.config.rms_norm_eps == 1e-5
+        assert hf.config.rms_norm_eps == ckpt.shape.norm_eps
+        assert hf.config.num_key_value_heads == ckpt.shape.kv_heads
         assert hf.model.rotary_emb.inv_freq[1].item() == pytest.approx(
-            1 / ckpt.shape.rope_theta ** (2 / 16))
+            1 / ckpt.shape.rope_theta ** (2 / ckpt.shape.head_dim))
+    else:
+        assert hf.config.layer_norm_epsilon == ckpt.shape.norm_eps
+        assert hf.transformer.h[0].mlp.c_fc.nf == ckpt.shape.mlp_hidden
     tied = hf.lm_head.weight.data_ptr() == hf.get_input_embeddings().weight.data_ptr()
     assert tied == ckpt.shape.tie_embeddings
     ours = load_model(ckpt).eval()
@@ -85,6 +96,8 @@ def test_hf_export_loads_in_transformers_with_our_logits(tmp_path, case):
     (dict(qk_norm=True), "qk_norm true", "GPT-2"),
     (dict(**LLAMA, qk_norm=True, bias=True), "bias true", "Qwen3"),
     (dict(pos="rope", activation="swiglu"), "norm layernorm", "Llama"),
+    (dict(n_head=4, n_kv_head=2), "n_kv_head 2", "GPT-2"),
+    (dict(head_size=8), "head_size 8", "GPT-2"),
 ])
 def test_hf_export_refuses_what_no_class_represents_in_one_line(tmp_path, options, named,
                                                                nearest):
@@ -103,7 +116,8 @@ def test_hf_export_refuses_what_no_class_represents_in_one_line(tmp_path, option
 
 @pytest.mark.parametrize("options", [dict(pos="rope"), dict(norm="rmsnorm", bias=False),
                                      dict(qk_norm=True), dict(activation="relu2"),
-                                     dict(activation="swiglu"), LLAMA])
+                                     dict(activation="swiglu"), LLAMA,
+                                     dict(n_head=4, n_kv_head=1)])
 @pytest.mark.parametrize("fmt", ["gguf", "ollama"])
 def test_gguf_refuses_every_block_but_gpt2s_in_one_line(tmp_path, options, fmt):
     from llm_trainer.inference import gguf_export

@@ -152,8 +152,8 @@ def _broken(folder, tmp_path, what):
         cfg["model_type"] = "mistral"
     elif what == "small-vocab":
         cfg["vocab_size"] = 100
-    elif what == "inner":
-        cfg["n_inner"] = 100
+    elif what == "relu":
+        cfg["activation_function"] = "relu"
     elif what == "no-weights":
         (bad / "model.safetensors").unlink()
     elif what == "no-tokenizer":
@@ -165,7 +165,7 @@ def _broken(folder, tmp_path, what):
 @pytest.mark.parametrize("what, message", [
     ("mistral", "holds a mistral model, which this trainer cannot import"),
     ("small-vocab", "the tokenizer does not belong to this model"),
-    ("inner", "uses n_inner 100"),
+    ("relu", "uses activation_function 'relu'"),
     ("no-weights", "has no weights"),
     ("no-tokenizer", "has no tokenizer.json"),
 ])

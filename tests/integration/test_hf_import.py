@@ -39,6 +39,11 @@ ROUND_TRIPS = {
                                    rope_theta=500.0)),
     "qwen3-untied": ("Qwen3", dict(**LLAMA, qk_norm=True, bias=False, tie_embeddings=False)),
     "qwen3-tied": ("Qwen3", dict(**LLAMA, qk_norm=True, bias=False)),
+    "llama-gqa": ("Llama", dict(**LLAMA, bias=False, n_head=4, n_kv_head=2, mlp_width=80,
+                                norm_eps=1e-6)),
+    "qwen3-gqa-wide-heads": ("Qwen3", dict(**LLAMA, qk_norm=True, bias=False, n_head=4,
+                                           n_kv_head=1, head_size=16)),
+    "gpt2-inner-eps": ("GPT-2", dict(mlp_width=48, norm_eps=1e-6)),
 }
 
 
@@ -109,7 +114,14 @@ def save_hf(folder, cls: str, **config):
                               rope_theta=500.0)),
     ("Qwen3ForCausalLM", {}),
     ("GPT2LMHeadModel", dict(tie_word_embeddings=False)),
-], ids=["llama", "llama-tied-bias", "qwen3", "gpt2-untied"])
+    # what hub models have: grouped-query attention, their own MLP width and norm eps
+    ("LlamaForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                              intermediate_size=128, rms_norm_eps=1e-6)),
+    ("Qwen3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                              rms_norm_eps=1e-6)),
+    ("GPT2LMHeadModel", dict(n_inner=48, layer_norm_epsilon=1e-6)),
+], ids=["llama", "llama-tied-bias", "qwen3", "gpt2-untied", "llama-gqa", "qwen3-gqa-wide",
+        "gpt2-inner-eps"])
 def test_a_folder_transformers_saved_imports_with_its_logits(tmp_path, cls, config):
     hf = save_hf(tmp_path / "hf", cls, **config)
     ours = imported(tmp_path / "hf")
@@ -145,29 +157,24 @@ def edited(folder, tmp_path, **changes):
 
 
 @pytest.mark.parametrize(("changes", "named"), [
-    (dict(num_key_value_heads=1), "uses grouped-query attention (2 query heads, 1 key/value "
-                                  "heads): this trainer's GPT needs num_key_value_heads == "
-                                  "num_attention_heads"),
+    (dict(num_key_value_heads=3), "uses 3 key/value heads for 2 query heads: this trainer's "
+                                  "GPT needs num_attention_heads a multiple of "
+                                  "num_key_value_heads"),
     (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
      "uses rope scaling (linear): this trainer's GPT needs plain rotary embeddings"),
     (dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}),
      "uses rope scaling (yarn)"),
-    (dict(intermediate_size=128), "uses intermediate_size 128: this trainer's GPT needs "
-                                  "intermediate_size 96 for hidden_size 32"),
     (dict(hidden_act="gelu"), "uses hidden_act 'gelu': this trainer's GPT needs silu"),
-    (dict(rms_norm_eps=1e-6), "uses rms_norm_eps 1e-06: this trainer's GPT needs rms_norm_eps "
-                              "1e-05"),
-    (dict(head_dim=8), "uses head_dim 8: this trainer's GPT needs head_dim hidden_size / "
-                       "num_attention_heads = 16"),
+    (dict(head_dim=7), "uses heads of 7: this trainer's GPT needs an even head size"),
     (dict(attention_bias=True), "uses attention_bias true with mlp_bias false"),
     (dict(model_type="qwen3", attention_bias=True), "attention_bias false (its Qwen3 has no "
                                                     "MLP biases)"),
     (dict(model_type="qwen3", use_sliding_window=True), "uses sliding-window attention"),
-    (dict(num_key_value_heads=1, hidden_act="relu"), "(also hidden_act 'relu')"),
+    (dict(num_key_value_heads=3, hidden_act="relu"), "(also hidden_act 'relu')"),
     (dict(model_type="mistral"), "holds a mistral model, which this trainer cannot import"),
     (dict(hidden_size=None), "has no hidden_size: not a complete LlamaForCausalLM config"),
-], ids=["gqa", "rope-scaling", "rope-parameters", "intermediate", "act", "eps", "head-dim",
-        "bias", "qwen3-bias", "sliding", "two", "mistral", "incomplete"])
+], ids=["kv-heads", "rope-scaling", "rope-parameters", "act", "head-dim", "bias",
+        "qwen3-bias", "sliding", "two", "mistral", "incomplete"])
 def test_a_folder_that_does_not_fit_is_refused_in_one_line(llama_folder, tmp_path, changes,
                                                            named):
     with pytest.raises(UsageError) as err:
@@ -198,7 +205,7 @@ def test_a_missing_llama_tensor_is_named_by_its_hf_name(llama_folder, tmp_path):
         check_complete(load_hf_weights(src, 32), model.state_dict(), src)
 
 
-def test_the_cli_refuses_grouped_query_attention_before_writing_anything(
+def test_the_cli_refuses_a_folder_that_does_not_fit_before_writing_anything(
         llama_folder, tmp_path, monkeypatch, capsys):
     from llm_trainer.cli import main
     from tests.helpers import corpus_text
@@ -206,40 +213,62 @@ def test_the_cli_refuses_grouped_query_attention_before_writing_anything(
     home = tmp_path / "home"
     home.mkdir()
     (home / "corpus.txt").write_text(corpus_text(2_000))
-    bad = edited(llama_folder, tmp_path, num_key_value_heads=1)
+    bad = edited(llama_folder, tmp_path, num_key_value_heads=3)  # for 2 query heads
     monkeypatch.setenv("LLM_TRAINER_HOME", str(home))  # the CLI's entry point, in-process
     monkeypatch.chdir(home)
     assert main(["train", "--init-from", f"hf:{bad}", "--dataset", "corpus.txt", "--preset",
                  "tiny", "--foreground"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("error: --init-from: ") and "grouped-query attention" in err[0]
+    assert err[0].startswith("error: --init-from: ") and "3 key/value heads" in err[0]
     assert len(err) == 1 or err[1].startswith("hint: ")
     assert sorted(p.name for p in home.iterdir()) == ["corpus.txt"]
 
 
 @pytest.mark.slow
-def test_a_llama_folder_fine_tunes_through_the_cli(llama_folder, tmp_path):
+def test_a_gqa_llama_folder_fine_tunes_generates_and_exports_through_the_cli(tmp_path):
+    """A hub-shaped Llama (grouped-query attention, its own MLP width and norm eps): import,
+    train, generate with the KV cache, export back to transformers."""
     from safetensors.torch import load_file
 
     from tests.helpers import corpus_text, run_cli
 
+    folder = tmp_path / "smol"
+    save_hf(folder, "LlamaForCausalLM", num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, intermediate_size=128, rms_norm_eps=1e-6)
     home = tmp_path / "home"
     home.mkdir()
     (home / "corpus.txt").write_text(corpus_text(20_000))
-    proc = run_cli("train", "--init-from", f"hf:{llama_folder}", "--name", "llama-ft",
+    proc = run_cli("train", "--init-from", f"hf:{folder}", "--name", "llama-ft",
                    "--dataset", "corpus.txt", "--preset", "tiny", "--max-steps", "4",
                    "--batch-size", "2", "--seq-len", "16", "--set", "train.eval_interval=4",
                    "--foreground", "--sample", "0", home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cfg = json.loads((home / "checkpoints" / "llama-ft" / "step-00000004" / "config.json")
-                     .read_text())["config"]["model"]
+    step = home / "checkpoints" / "llama-ft" / "step-00000004"
+    cfg = json.loads((step / "config.json").read_text())["config"]["model"]
     assert (cfg["pos"], cfg["norm"], cfg["activation"], cfg["tie_embeddings"]) == \
         ("rope", "rmsnorm", "swiglu", False)
-    after = load_file(str(home / "checkpoints" / "llama-ft" / "step-00000004" /
-                          "model.safetensors"))
-    before = imported(llama_folder, block_size=16).state_dict()
+    assert (cfg["n_kv_head"], cfg["head_size"], cfg["mlp_width"], cfg["norm_eps"]) == \
+        (2, None, 128, 1e-6)
+    shown = run_cli("models", "show", "llama-ft", home=home).stdout
+    assert "4 heads sharing 2 key/value heads" in shown and "MLP width 128" in shown
+    after = load_file(str(step / "model.safetensors"))
+    before = imported(folder, block_size=16).state_dict()
     assert after.keys() <= before.keys()
     # fine-tuned from the folder's weights: close to them, not equal
     w = "transformer.h.0.attn.c_attn.weight"
+    assert after[w].shape == (32 + 2 * 16, 32)  # q 4 x 8, k and v 2 x 8
     assert not torch.equal(after[w], before[w])
     assert (after[w] - before[w]).abs().max() < 0.05
+
+    gen = run_cli("generate", "--model", "llama-ft", "--prompt", "the", "--max-new-tokens",
+                  "12", "--seed", "1", home=home)
+    assert gen.returncode == 0, gen.stderr
+    out = tmp_path / "back"
+    assert run_cli("models", "export", "llama-ft", "--format", "hf", "--out", str(out),
+                   home=home).returncode == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    assert hf.config.num_key_value_heads == 2 and hf.config.rms_norm_eps == 1e-6
+    ours = imported(out)
+    x = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        assert (hf(x).logits - ours(x)[0]).abs().max().item() <= 1e-4

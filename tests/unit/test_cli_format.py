@@ -19,6 +19,16 @@ def test_a_modern_shape_names_each_option():
                                           "no biases")
 
 
+def test_the_size_options_are_named_when_set():
+    arch = {"vocab_size": 300, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32,
+            "bias": False, "activation": "swiglu", "pos": "rope", "norm": "rmsnorm",
+            "qk_norm": True, "tie_embeddings": True, "n_kv_head": 2, "head_size": 16,
+            "mlp_width": 128, "norm_eps": 1e-6}
+    assert _describe_shape(arch) == (
+        "2 layers x 32 dims, 4 heads sharing 2 key/value heads of 16, context 32, vocab 300; "
+        "rope, rmsnorm, QK-norm, swiglu, MLP width 128, norm eps 1e-06, tied head, no biases")
+
+
 def test_the_optimizer_line_shows_muon_only():
     assert _optimizer_lines({"train": {"optimizer": "adamw", "lr": 1e-3}}) == []
     assert _optimizer_lines(None) == []

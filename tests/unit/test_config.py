@@ -100,6 +100,26 @@ def test_bad_values_name_the_key_and_what_is_allowed(key, value, expected):
 def test_heads_must_divide_width():
     with pytest.raises(ConfigError, match="divisible by model.n_head"):
         RunConfig().replace(**{"model.n_embd": 100, "model.n_head": 3})
+    # unless the heads have their own width
+    cfg = RunConfig().replace(**{"model.n_embd": 100, "model.n_head": 3, "model.head_size": 32})
+    assert (cfg.model.head_size, cfg.model.n_kv_head, cfg.model.mlp_width) == (32, None, None)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"model.n_head": 4, "model.n_kv_head": 3}, "model.n_kv_head (3) must divide model.n_head (4)"),
+    ({"model.n_head": 4, "model.n_kv_head": 8}, "model.n_kv_head (8) must divide model.n_head (4)"),
+    ({"model.pos": "rope", "model.head_size": 15},
+     "model.pos rope needs an even head size, not 15"),
+    ({"model.norm_eps": 0}, "model.norm_eps must be a number > 0"),
+    ({"model.mlp_width": 0}, "model.mlp_width must be an integer >= 1"),
+])
+def test_attention_and_size_options_are_checked(changes, message):
+    with pytest.raises(ConfigError) as info:
+        RunConfig().replace(**changes)
+    assert message in str(info.value)
+    cfg = RunConfig().replace(**{"model.n_head": 4, "model.n_kv_head": "2",
+                                 "model.mlp_width": "", "model.norm_eps": "1e-6"})
+    assert (cfg.model.n_kv_head, cfg.model.mlp_width, cfg.model.norm_eps) == (2, None, 1e-6)
 
 
 def test_set_needs_an_equals_sign():

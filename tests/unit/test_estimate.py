@@ -22,15 +22,6 @@ def test_candidates_halve_and_divide_the_global_batch():
         assert all(g % b == 0 for b in est.micro_batch_candidates(g))
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_parameter_formula_matches_the_model(bias):
-    from llm_trainer.model.gpt import GPT, GPTShape
-
-    shape = GPTShape(vocab_size=97, block_size=24, n_layer=3, n_head=2, n_embd=16, bias=bias)
-    assert est.gpt_params(vocab=97, block_size=24, n_layer=3, n_embd=16, bias=bias) == \
-        GPT(shape).num_params(non_embedding=False)
-
-
 def _mem(**kw):
     args = dict(params=1000, trainable=1000, batch=4, seq=64, n_layer=2, n_embd=32, n_head=2,
                 vocab=100, precision="fp32", dropout=0.0, device_type="cuda")

@@ -45,7 +45,8 @@ def test_imported_weights_compute_what_transformers_computes(tmp_path):
     assert src.arch == {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64,
                         "bias": True, "activation": "gelu_tanh", "pos": "learned",
                         "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
-                        "tie_embeddings": True}
+                        "tie_embeddings": True, "n_kv_head": None, "head_size": None,
+                        "mlp_width": None, "norm_eps": 1e-5}
     ids = torch.randint(0, src.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
     expected = hf_logits(folder, ids)
     with torch.no_grad():

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.generate import GenerationSettings
@@ -37,6 +36,7 @@ from llm_trainer.model.hf_layout import (
     GPT2_ACTIVATIONS,
     GPT2_CONV1D,
     HF_FAMILIES,
+    llama_rows,
     llama_weight_names,
     misfits,
 )
@@ -76,7 +76,7 @@ def state_dict_with_biases(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
             p = f"transformer.h.{i}."
             sd[p + "ln_1.bias"] = torch.zeros(shape.n_embd)
             sd[p + "ln_2.bias"] = torch.zeros(shape.n_embd)
-            sd[p + "attn.c_attn.bias"] = torch.zeros(3 * shape.n_embd)
+            sd[p + "attn.c_attn.bias"] = torch.zeros(shape.q_dim + 2 * shape.kv_dim)
             sd[p + "attn.c_proj.bias"] = torch.zeros(shape.n_embd)
             sd[p + "mlp.c_fc.bias"] = torch.zeros(shape.mlp_hidden)
             sd[p + "mlp.c_proj.bias"] = torch.zeros(shape.n_embd)
@@ -93,16 +93,19 @@ def hf_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
 
 
 def llama_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
-    """Our weights by Llama / Qwen3 name (``hf_layout.llama_weight_names``): c_attn (3C, C)
-    -> q/k/v_proj (its row thirds), swiglu c_fc (2H, C) -> gate_proj, up_proj (its halves)."""
+    """Our weights by Llama / Qwen3 name (``hf_layout.llama_weight_names``): c_attn
+    (q_dim + 2 kv_dim, C) -> q/k/v_proj, swiglu c_fc (2H, C) -> gate_proj, up_proj (its
+    halves)."""
     shape = ckpt.shape
     ours = load_model(ckpt, "cpu").state_dict()
     sd = {}
     for name, theirs in llama_weight_names(shape.n_layer, qk_norm=shape.qk_norm,
                                            bias=shape.bias,
                                            tie_embeddings=shape.tie_embeddings):
-        for hf_name, rows in zip(theirs, ours[name].detach().chunk(len(theirs), dim=0),
-                                 strict=True):
+        weight = ours[name].detach()
+        sizes = llama_rows(name, len(theirs), q_dim=shape.q_dim, kv_dim=shape.kv_dim,
+                           rows=weight.shape[0])
+        for hf_name, rows in zip(theirs, weight.split(sizes, dim=0), strict=True):
             sd[hf_name] = rows.clone().contiguous()
     return sd
 
@@ -120,15 +123,15 @@ def hf_config(shape: GPTShape, family: str, eos_id: int | None) -> dict:
         return {
             **common, "n_positions": shape.block_size, "n_ctx": shape.block_size,
             "n_embd": shape.n_embd, "n_layer": shape.n_layer, "n_head": shape.n_head,
-            "n_inner": None, "activation_function": activation,
+            "n_inner": shape.mlp_width, "activation_function": activation,
             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "layer_norm_epsilon": NORM_EPS, "scale_attn_weights": True}
+            "layer_norm_epsilon": shape.norm_eps, "scale_attn_weights": True}
     config = {
         **common, "hidden_size": shape.n_embd,
         "intermediate_size": shape.mlp_hidden, "num_hidden_layers": shape.n_layer,
-        "num_attention_heads": shape.n_head, "num_key_value_heads": shape.n_head,
+        "num_attention_heads": shape.n_head, "num_key_value_heads": shape.kv_heads,
         "head_dim": shape.head_dim, "hidden_act": "silu",
-        "max_position_embeddings": shape.block_size, "rms_norm_eps": NORM_EPS,
+        "max_position_embeddings": shape.block_size, "rms_norm_eps": shape.norm_eps,
         # rope_theta: transformers 4.x; rope_parameters: 5.x
         "rope_theta": shape.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": shape.rope_theta},

@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.sampling import apply_repetition_penalty, sample_next
-from llm_trainer.model.gpt import GPT, KVCache, activate, apply_rope
+from llm_trainer.model.gpt import GPT, KVCache, activate, apply_rope, attend
 from llm_trainer.training.device import one_cpu_thread
 
 
@@ -55,11 +54,11 @@ class GenerationSettings:
 SINGLE_THREAD_MAX_PARAMS = 30_000_000
 
 
-def _norm(x, dims, weight, bias, rms: bool):
+def _norm(x, dims, weight, bias, rms: bool, eps: float):
     """The model's norm as a function (model.gpt.make_norm's modules)."""
     if rms:
-        return F.rms_norm(x, dims, weight, NORM_EPS)
-    return F.layer_norm(x, dims, weight, bias, NORM_EPS)
+        return F.rms_norm(x, dims, weight, eps)
+    return F.layer_norm(x, dims, weight, bias, eps)
 
 
 class OneTokenStep:
@@ -71,7 +70,9 @@ class OneTokenStep:
 
     def __init__(self, model: GPT) -> None:
         s = model.shape
-        self.n_embd, self.n_head, self.head_dim = s.n_embd, s.n_head, s.n_embd // s.n_head
+        self.n_embd, self.n_head, self.n_kv_head, self.head_dim = \
+            s.n_embd, s.n_head, s.kv_heads, s.head_dim
+        self.eps = s.norm_eps
         self.activation = s.activation
         self.approximate = "tanh" if s.activation == "gelu_tanh" else "none"
         self.rms = s.norm == "rmsnorm"
@@ -93,7 +94,7 @@ class OneTokenStep:
 
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
         """Logits (V,) for ``token`` at position ``cache.length``; appends its keys/values."""
-        C, nh, hd = self.n_embd, self.n_head, self.head_dim
+        C, nh, nkv, hd, eps = self.n_embd, self.n_head, self.n_kv_head, self.head_dim, self.eps
         rms, qk_norm, rope, act = self.rms, self.qk_norm, self.rope, self.activation
         gelu = act in ("gelu", "gelu_tanh")
         pos = cache.length
@@ -102,26 +103,29 @@ class OneTokenStep:
         if rope is not None:
             cos, sin = rope[0][pos], rope[1][pos]  # (1, hd)
         for i, (g1, b1, wa, ba, wp, bp, g2, b2, wf, bf, wo, bo) in enumerate(self.layers):
-            h = _norm(x, (C,), g1, b1, rms)
-            q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
+            h = _norm(x, (C,), g1, b1, rms, eps)
+            if nkv == nh:
+                q, k, v = F.linear(h, wa, ba).view(3, nh, hd).unbind(0)  # 3 x (nh, hd)
+            else:  # grouped-query attention: (nh | nkv | nkv) x hd
+                q, k, v = F.linear(h, wa, ba).view(nh + 2 * nkv, hd).split((nh, nkv, nkv))
             if qk_norm is not None:
                 gq, bq, gk, bk = qk_norm[i]
-                q = _norm(q, (hd,), gq, bq, rms)
-                k = _norm(k, (hd,), gk, bk, rms)
+                q = _norm(q, (hd,), gq, bq, rms, eps)
+                k = _norm(k, (hd,), gk, bk, rms, eps)
             if rope is not None:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             cache.k[i, 0, :, pos] = k
             cache.v[i, 0, :, pos] = v
-            y = F.scaled_dot_product_attention(
+            y = attend(
                 q.view(1, nh, 1, hd), cache.k[i, :1, :, :pos + 1], cache.v[i, :1, :, :pos + 1])
-            x = x + F.linear(y.view(1, 1, C), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
-            h = _norm(x, (C,), g2, b2, rms)
+            x = x + F.linear(y.view(1, 1, nh * hd), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
+            h = _norm(x, (C,), g2, b2, rms, eps)
             h = F.linear(h, wf, bf)
             h = F.gelu(h, approximate=self.approximate) if gelu else activate(h, act)
             x = x + F.linear(h, wo, bo)
         cache.length = pos + 1
         g, b = self.ln_f
-        x = _norm(x, (C,), g, b, rms)
+        x = _norm(x, (C,), g, b, rms, eps)
         return F.linear(x.view(C), self.head)
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_trainer.config import NORM_EPS
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.export import check_out_folder, hf_family, state_dict_with_biases
@@ -184,7 +183,7 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
     w.add_feed_forward_length(shape.mlp_hidden)
     w.add_block_count(shape.n_layer)
     w.add_head_count(shape.n_head)
-    w.add_layer_norm_eps(NORM_EPS)
+    w.add_layer_norm_eps(shape.norm_eps)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16"
                     else gguf.LlamaFileType.ALL_F32)
     # sampling defaults llama.cpp reads: the ones `llm-trainer generate` uses

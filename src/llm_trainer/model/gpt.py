@@ -10,7 +10,13 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
 - ``pos="rope"``: no ``transformer.wpe`` table; rotary embeddings on queries and keys in HF
   Llama's convention (``rotate_half``, the two halves of a head not interleaved,
   ``inv_freq = 1 / theta^(2i/d)``), cos/sin precomputed for ``block_size`` positions.
-- ``norm="rmsnorm"``: ``nn.RMSNorm`` (eps ``config.NORM_EPS``, no bias) for ln_1, ln_2, ln_f.
+- ``norm="rmsnorm"``: ``nn.RMSNorm`` (no bias) for ln_1, ln_2, ln_f; every norm's eps is
+  ``norm_eps`` (1e-5, GPT-2's).
+- ``n_kv_head``: grouped-query attention (fewer key/value heads, each serving
+  n_head / n_kv_head query heads); ``head_size``: heads of another width than
+  n_embd / n_head. ``c_attn`` then holds q, k and v of widths ``q_dim``, ``kv_dim``,
+  ``kv_dim`` (rows in that order), and ``c_proj`` reads ``q_dim``.
+- ``mlp_width``: the MLP's inner width instead of 4 x n_embd (swiglu: 8/3 n_embd).
 - ``qk_norm``: the model's norm per head (weights of ``head_dim``, ``attn.q_norm`` /
   ``attn.k_norm``) on queries and keys, before the rotary embedding: RMSNorm as Qwen3 does
   with ``norm="rmsnorm"``, LayerNorm (OLMo-style) with ``norm="layernorm"``.
@@ -33,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_trainer.config import NORM_EPS, mlp_hidden
 from llm_trainer.config import STORED_SHAPE_DEFAULTS as _D
+from llm_trainer.config import attention_problem, mlp_hidden
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
 POSITIONS = ("learned", "rope")
@@ -59,25 +65,44 @@ class GPTShape:
     norm: str = _D["norm"]  # layernorm | rmsnorm
     qk_norm: bool = _D["qk_norm"]
     tie_embeddings: bool = _D["tie_embeddings"]
+    n_kv_head: int | None = _D["n_kv_head"]  # None: one key/value head per query head
+    head_size: int | None = _D["head_size"]  # None: n_embd // n_head
+    mlp_width: int | None = _D["mlp_width"]  # None: config.mlp_hidden's default
+    norm_eps: float = _D["norm_eps"]
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        problem = attention_problem(n_embd=self.n_embd, n_head=self.n_head,
+                                    n_kv_head=self.n_kv_head, head_size=self.head_size,
+                                    pos=self.pos)
+        if problem:
+            raise ValueError(problem[0])
         for key, value, allowed in (("activation", self.activation, ACTIVATIONS),
                                     ("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS)):
             if value not in allowed:
                 raise ValueError(f"{key} {value!r} is not one of {', '.join(allowed)}")
-        if self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(f"rotary embeddings need an even head size, not {self.head_dim}")
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def q_dim(self) -> int:
+        """The queries' width: c_attn's first rows, c_proj's input."""
+        return self.n_head * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """The keys' width, and the values' (grouped-query attention: less than q_dim)."""
+        return self.kv_heads * self.head_dim
 
     @property
     def mlp_hidden(self) -> int:
         """The MLP's inner width (``config.mlp_hidden``)."""
-        return mlp_hidden(self.n_embd, self.activation)
+        return mlp_hidden(self.n_embd, self.activation, self.mlp_width)
 
 
 def rope_tables(shape: GPTShape) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +124,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def make_norm(shape: GPTShape, dim: int) -> nn.Module:
     if shape.norm == "rmsnorm":
-        return nn.RMSNorm(dim, eps=NORM_EPS)
-    return nn.LayerNorm(dim, eps=NORM_EPS, bias=shape.bias)
+        return nn.RMSNorm(dim, eps=shape.norm_eps)
+    return nn.LayerNorm(dim, eps=shape.norm_eps, bias=shape.bias)
 
 
 class KVCache:
@@ -108,7 +133,7 @@ class KVCache:
     Keys are stored after the rotary embedding (rope), at their absolute positions."""
 
     def __init__(self, shape: GPTShape, batch: int, device, dtype) -> None:
-        buf = (shape.n_layer, batch, shape.n_head, shape.block_size, shape.head_dim)
+        buf = (shape.n_layer, batch, shape.kv_heads, shape.block_size, shape.head_dim)
         self.k = torch.empty(buf, device=device, dtype=dtype)
         self.v = torch.empty(buf, device=device, dtype=dtype)
         self.length = 0  # positions filled (shared by all layers)
@@ -121,14 +146,29 @@ class KVCache:
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (T, 1, hd) for this call's positions
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` for q (B, nh, T, hd) and k, v (B, n_kv, S, hd):
+    with fewer key/value heads (grouped-query attention) each serves nh / n_kv consecutive
+    query heads, as in HF Llama's ``repeat_kv``."""
+    if k.shape[1] != q.shape[1]:
+        if _SDPA_GQA:
+            kwargs["enable_gqa"] = True
+        else:  # torch < 2.5
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, shape: GPTShape) -> None:
         super().__init__()
-        self.n_head = shape.n_head
-        self.n_embd = shape.n_embd
+        self.n_head, self.n_kv_head, self.head_dim = shape.n_head, shape.kv_heads, shape.head_dim
         self.dropout = shape.dropout
-        self.c_attn = nn.Linear(shape.n_embd, 3 * shape.n_embd, bias=shape.bias)
-        self.c_proj = nn.Linear(shape.n_embd, shape.n_embd, bias=shape.bias)
+        self.c_attn = nn.Linear(shape.n_embd, shape.q_dim + 2 * shape.kv_dim, bias=shape.bias)
+        self.c_proj = nn.Linear(shape.q_dim, shape.n_embd, bias=shape.bias)
         self.resid_dropout = nn.Dropout(shape.dropout)
         self.qk_norm = shape.qk_norm
         if shape.qk_norm:  # the model's norm, per head (LayerNorm's fused kernels are ~4x
@@ -138,8 +178,8 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, rope: Rope = None
     ) -> torch.Tensor:
-        B, T, C = x.shape
-        hd = C // self.n_head
+        B, T, _ = x.shape
+        nh, nkv, hd = self.n_head, self.n_kv_head, self.head_dim
         qkv = self.c_attn(x)
         # bf16 autocast on a CPU: the attention kernels are far slower in bf16 than in fp32
         # (backward 13 ms vs 4 ms per step for shakespeare-char), so everything between the
@@ -149,39 +189,47 @@ class CausalSelfAttention(nn.Module):
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             if fp32:
                 qkv = qkv.float()
-            qkv = qkv.view(B, T, 3, self.n_head, hd)  # (B, T, 3, nh, hd)
-            if rope is None and not self.qk_norm:  # GPT-2
+            if nkv == nh:
+                qkv = qkv.view(B, T, 3, nh, hd)  # (B, T, 3, nh, hd)
+            if nkv == nh and rope is None and not self.qk_norm:  # GPT-2
                 q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
             else:
-                if self.qk_norm:
-                    q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
-                    q, k = self.q_norm(q), self.k_norm(k)
-                    if rope is not None:
-                        cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
-                        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                else:  # rope on queries and keys together: (B, T, 2, nh, hd), cos (T,1,1,hd)
+                if nkv == nh and rope is not None and not self.qk_norm:
+                    # rope on queries and keys together: (B, T, 2, nh, hd), cos (T,1,1,hd)
                     cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
                     q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
                     v = qkv[:, :, 2]
-                q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B,nh,T,hd)
+                else:
+                    if nkv == nh:
+                        q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
+                    else:  # grouped-query attention: (B, T, nh | nkv | nkv, hd)
+                        q, k, v = qkv.split((nh * hd, nkv * hd, nkv * hd), dim=-1)
+                        q, k, v = q.view(B, T, nh, hd), k.view(B, T, nkv, hd), \
+                            v.view(B, T, nkv, hd)
+                    if self.qk_norm:
+                        q, k = self.q_norm(q), self.k_norm(k)
+                    if rope is not None:
+                        cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
+                        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B,h,T,hd)
             if cache is None:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+                y = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                           is_causal=True)
             else:
                 start = cache.length
                 end = start + T
                 cache.k[layer, :B, :, start:end] = k
                 cache.v[layer, :B, :, start:end] = v
-                keys = cache.k[layer, :B, :, :end]  # (B, nh, end, hd)
+                keys = cache.k[layer, :B, :, :end]  # (B, nkv, end, hd)
                 values = cache.v[layer, :B, :, :end]
                 if T == 1:
-                    y = F.scaled_dot_product_attention(q, keys, values)
+                    y = attend(q, keys, values)
                 else:
                     # queries at absolute positions start..end-1 see keys 0..their own position
                     mask = torch.ones(T, end, dtype=torch.bool,
                                       device=x.device).tril(diagonal=start)
-                    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+                    y = attend(q, keys, values, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, q_dim)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -274,7 +322,7 @@ class GPT(nn.Module):
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B style."""
         s = self.shape
-        return 6 * self.num_params() + 12 * s.n_layer * s.n_embd * s.block_size
+        return 6 * self.num_params() + 12 * s.n_layer * s.q_dim * s.block_size
 
     def forward(
         self,

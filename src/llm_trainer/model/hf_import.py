@@ -1,11 +1,11 @@
 """Import a Hugging Face folder on disk to fine-tune: the inverse of ``models export --format
 hf``. A folder imports when every part of it maps exactly onto our GPT (``model.hf_layout``):
 
-  GPT2LMHeadModel   GPT-2 / DistilGPT2: MLP 4 x n_embd, gelu_new or gelu, layer_norm_epsilon
-                    1e-5; tied or untied head
-  LlamaForCausalLM  as many key/value heads as query heads, no rope scaling, hidden_act silu,
-                    head_dim hidden_size / heads, intermediate_size our swiglu width,
-                    rms_norm_eps 1e-5, attention_bias == mlp_bias; tied or untied head
+  GPT2LMHeadModel   GPT-2 / DistilGPT2: gelu_new or gelu; any n_inner, layer_norm_epsilon;
+                    tied or untied head
+  LlamaForCausalLM  no rope scaling, hidden_act silu, attention_bias == mlp_bias; any
+                    key/value heads (grouped-query attention), head_dim, intermediate_size,
+                    rms_norm_eps; tied or untied head
   Qwen3ForCausalLM  Llama's, with qk_norm, without biases or sliding windows
 
 ``inspect_hf_folder`` checks the folder with JSON and the tokenizers library (the launch
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ARCH_KEYS, NORM_EPS, mlp_hidden
+from llm_trainer.config import ARCH_KEYS, mlp_hidden
 from llm_trainer.errors import UsageError
 from llm_trainer.model.hf_layout import (
     BY_MODEL_TYPE,
@@ -128,9 +128,6 @@ def _gpt2_arch(hf: dict) -> tuple[int, int, dict[str, Any], list[Problem]]:
     if n_embd % n_head:
         problems.append((f"n_embd {n_embd} with n_head {n_head}",
                          "n_embd divisible by n_head"))
-    if n_inner not in (None, mlp_hidden(n_embd, ours)):
-        problems.append((f"n_inner {n_inner}", f"null or 4 x n_embd = "
-                                               f"{mlp_hidden(n_embd, ours)}"))
     if act not in GPT2_ACTIVATIONS:
         problems.append((f"activation_function {act!r}", ", ".join(GPT2_ACTIVATIONS)))
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
@@ -138,15 +135,15 @@ def _gpt2_arch(hf: dict) -> tuple[int, int, dict[str, Any], list[Problem]]:
             problems.append((f"{flag} true", f"{flag} false"))
     if not hf.get("scale_attn_weights", True):
         problems.append(("scale_attn_weights false", "attention scaled by 1/sqrt(head size)"))
-    eps = hf.get("layer_norm_epsilon", NORM_EPS)
-    if not _close(eps, NORM_EPS):
-        problems.append((f"layer_norm_epsilon {eps}", f"layer_norm_epsilon {NORM_EPS:g}"))
     n_pos = int(hf.get("n_positions", hf.get("n_ctx", 1024)))
     arch = {"n_layer": int(hf.get("n_layer", 12)), "n_head": n_head, "n_embd": n_embd,
             "block_size": n_pos, "bias": True, "activation": ours,
             # GPT-2's block: nothing else (a preset, a config file) may change these
             "pos": "learned", "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
-            "tie_embeddings": bool(hf.get("tie_word_embeddings", True))}
+            "tie_embeddings": bool(hf.get("tie_word_embeddings", True)), "n_kv_head": None,
+            "head_size": None,
+            "mlp_width": None if n_inner in (None, mlp_hidden(n_embd, ours)) else int(n_inner),
+            "norm_eps": float(hf.get("layer_norm_epsilon", 1e-5))}
     return int(hf.get("vocab_size", 50257)), n_pos, arch, problems
 
 
@@ -160,9 +157,12 @@ def _llama_arch(hf: dict, family: HFFamily,
     C, n_head = hf["hidden_size"], hf["num_attention_heads"]
     problems: list[Problem] = []
     n_kv = hf.get("num_key_value_heads") or n_head
-    if n_kv != n_head:
-        problems.append((f"grouped-query attention ({n_head} query heads, {n_kv} key/value "
-                         "heads)", "num_key_value_heads == num_attention_heads"))
+    head_dim = hf.get("head_dim") or C // n_head  # transformers' own default
+    if n_kv > n_head or n_head % n_kv:
+        problems.append((f"{n_kv} key/value heads for {n_head} query heads",
+                         "num_attention_heads a multiple of num_key_value_heads"))
+    if head_dim % 2:
+        problems.append((f"heads of {head_dim}", "an even head size (rotary embeddings)"))
     scaling = hf.get("rope_scaling") or {}
     params = hf.get("rope_parameters") or {}
     rope_type = scaling.get("rope_type", scaling.get("type")) if scaling else \
@@ -173,23 +173,8 @@ def _llama_arch(hf: dict, family: HFFamily,
     act = hf.get("hidden_act", "silu")
     if act != "silu":
         problems.append((f"hidden_act {act!r}", "silu (its MLP is swiglu)"))
-    head_dim = C // n_head
-    if C % n_head:
-        problems.append((f"hidden_size {C} with {n_head} heads",
-                         "hidden_size divisible by num_attention_heads"))
-    elif hf.get("head_dim") not in (None, head_dim):
-        problems.append((f"head_dim {hf['head_dim']}",
-                         f"head_dim hidden_size / num_attention_heads = {head_dim}"))
-    elif head_dim % 2:
-        problems.append((f"heads of {head_dim}", "an even head size (rotary embeddings)"))
-    width = mlp_hidden(C, "swiglu")
-    if hf["intermediate_size"] != width:
-        problems.append((f"intermediate_size {hf['intermediate_size']}",
-                         f"intermediate_size {width} for hidden_size {C} (its swiglu width, "
-                         "32 x ceil(hidden_size / 12))"))
-    eps = hf.get("rms_norm_eps", 1e-6)  # transformers' default for both
-    if not _close(eps, NORM_EPS):
-        problems.append((f"rms_norm_eps {eps}", f"rms_norm_eps {NORM_EPS:g}"))
+    width = hf["intermediate_size"]
+    eps = float(hf.get("rms_norm_eps", 1e-6))  # transformers' default for both
     bias = bool(hf.get("attention_bias", False))
     if family.name == "Llama" and bool(hf.get("mlp_bias", False)) != bias:
         problems.append((f"attention_bias {show(bias)} with mlp_bias {show(not bias)}",
@@ -203,18 +188,14 @@ def _llama_arch(hf: dict, family: HFFamily,
             "block_size": hf["max_position_embeddings"], "bias": bias,
             **{k: v[0] for k, v in family.requires.items() if k != "bias"},
             "rope_theta": float(theta),
-            "tie_embeddings": bool(hf.get("tie_word_embeddings", False))}
+            "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
+            "n_kv_head": None if n_kv == n_head else n_kv,
+            "head_size": None if head_dim * n_head == C else head_dim,
+            "mlp_width": None if width == mlp_hidden(C, "swiglu") else width, "norm_eps": eps}
     if misfits(arch, family.name):  # Qwen3 with attention_bias: its MLP has none
         problems.append((f"attention_bias {show(bias)}", f"attention_bias false (its "
                                                          f"{family.name} has no MLP biases)"))
     return hf["vocab_size"], hf["max_position_embeddings"], arch, problems
-
-
-def _close(value: Any, want: float) -> bool:
-    try:
-        return abs(float(value) - want) <= 1e-12
-    except (TypeError, ValueError):
-        return False
 
 
 def _tokenizer_size(path: Path) -> int:

@@ -27,12 +27,13 @@ class HFFamily:
     model_type: str  # config.json's model_type
     architecture: str  # the transformers class
     requires: dict[str, tuple]  # model option -> the values this class represents
+    gqa: bool = True  # key/value heads fewer than query heads, heads of any width
 
 
 HF_FAMILIES: dict[str, HFFamily] = {f.name: f for f in (
     HFFamily("GPT-2", "gpt2", "GPT2LMHeadModel",
              {"pos": ("learned",), "norm": ("layernorm",), "activation": ("gelu", "gelu_tanh"),
-              "qk_norm": (False,)}),
+              "qk_norm": (False,)}, gqa=False),
     HFFamily("Llama", "llama", "LlamaForCausalLM",
              {"pos": ("rope",), "norm": ("rmsnorm",), "activation": ("swiglu",),
               "qk_norm": (False,)}),
@@ -56,22 +57,34 @@ def option(shape: Any, key: str) -> Any:
 def misfits(shape: Any, family: str) -> list[str]:
     """The options of ``shape`` (a GPTShape or an arch dict) that ``family`` cannot represent,
     as "key value" (e.g. ``["pos rope", "qk_norm true"]``); empty when it fits."""
-    return [f"{key} {show(option(shape, key))}"
-            for key, allowed in HF_FAMILIES[family].requires.items()
-            if option(shape, key) not in allowed]
+    fam = HF_FAMILIES[family]
+    out = [f"{key} {show(option(shape, key))}" for key, allowed in fam.requires.items()
+           if option(shape, key) not in allowed]
+    if not fam.gqa:  # one key/value head per query head, each n_embd / n_head wide
+        n_head, n_embd = option(shape, "n_head"), option(shape, "n_embd")
+        kv, size = option(shape, "n_kv_head"), option(shape, "head_size")
+        if kv not in (None, n_head):
+            out.append(f"n_kv_head {kv}")
+        if size is not None and size * n_head != n_embd:
+            out.append(f"head_size {size}")
+    return out
 
 
 def requirements(family: str) -> str:
     """What ``family`` needs, in words: "pos learned, norm layernorm, activation gelu or ..."."""
-    return ", ".join(f"{key} {' or '.join(show(v) for v in allowed)}"
-                     for key, allowed in HF_FAMILIES[family].requires.items())
+    fam = HF_FAMILIES[family]
+    needs = [f"{key} {' or '.join(show(v) for v in allowed)}"
+             for key, allowed in fam.requires.items()]
+    if not fam.gqa:
+        needs.append("one key/value head per query head, n_embd / n_head wide")
+    return ", ".join(needs)
 
 
 def llama_weight_names(n_layer: int, *, qk_norm: bool, bias: bool,
                        tie_embeddings: bool) -> list[tuple[str, tuple[str, ...]]]:
     """(our weight, the Llama / Qwen3 tensors it is, stacked by rows in this order) for every
-    weight of such a model: export splits ours into equal row blocks, import concatenates
-    theirs (equal blocks: no grouped-query attention, and gate and up are equally wide)."""
+    weight of such a model: export splits ours into row blocks (``llama_rows``), import
+    concatenates theirs."""
     names = [("transformer.wte.weight", ("model.embed_tokens.weight",)),
              ("transformer.ln_f.weight", ("model.norm.weight",))]
     if not tie_embeddings:
@@ -92,3 +105,12 @@ def llama_weight_names(n_layer: int, *, qk_norm: bool, bias: bool,
                 (f"{p}mlp.c_fc.{part}", (f"{h}mlp.gate_proj.{part}", f"{h}mlp.up_proj.{part}")),
                 (f"{p}mlp.c_proj.{part}", (f"{h}mlp.down_proj.{part}",))]
     return names
+
+
+def llama_rows(name: str, n_parts: int, *, q_dim: int, kv_dim: int, rows: int) -> list[int]:
+    """How many rows of our weight ``name`` (``rows`` in all) each of its ``n_parts`` Llama
+    tensors takes: q, k, v of c_attn are q_dim, kv_dim, kv_dim (grouped-query attention:
+    fewer key/value rows); swiglu's gate and up are halves."""
+    if n_parts == 3:
+        return [q_dim, kv_dim, kv_dim]
+    return [rows // n_parts] * n_parts

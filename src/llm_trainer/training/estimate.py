@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import mlp_hidden
 from llm_trainer.training.callbacks import Callback
 
 WARMUP_STEPS = 2  # not timed: the first steps allocate buffers and warm caches
@@ -96,26 +95,6 @@ def memory_estimate(*, params: int, trainable: int, batch: int, seq: int, n_laye
         activations=activation_bytes(batch=batch, seq=seq, n_layer=n_layer, n_embd=n_embd,
                                      n_head=n_head, vocab=vocab, precision=precision,
                                      dropout=dropout, fused_attention=fused))
-
-
-def gpt_params(*, vocab: int, block_size: int, n_layer: int, n_embd: int, bias: bool,
-               n_head: int = 1, activation: str = "gelu", pos: str = "learned",
-               norm: str = "layernorm", qk_norm: bool = False,
-               tie_embeddings: bool = True) -> int:
-    """Parameters of ``model.gpt.GPT`` for any of its architecture options (the defaults:
-    GPT-2's block, lm_head tied to the token embedding)."""
-    h = n_embd
-    hidden = mlp_hidden(h, activation)
-    fc_out = 2 * hidden if activation == "swiglu" else hidden  # swiglu: gate and up
-    b = 1 if bias else 0
-    norm_p = 2 * h if norm == "layernorm" and bias else h  # RMSNorm has no bias
-    # qk_norm: a norm of the same kind per head on q and k (head_dim weights, + biases)
-    per_layer = (3 * h * h + 3 * h * b + h * h + h * b  # attention c_attn, c_proj
-                 + h * fc_out + fc_out * b + hidden * h + h * b  # MLP c_fc, c_proj
-                 + 2 * norm_p + (2 * norm_p // h * (h // n_head) if qk_norm else 0))
-    embeddings = vocab * h * (1 if tie_embeddings else 2) + (block_size * h
-                                                              if pos == "learned" else 0)
-    return embeddings + n_layer * per_layer + norm_p
 
 
 def micro_batch_candidates(global_batch: int) -> list[int]:
