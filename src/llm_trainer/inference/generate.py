@@ -73,6 +73,8 @@ class OneTokenStep:
         self.n_embd, self.n_head, self.n_kv_head, self.head_dim = \
             s.n_embd, s.n_head, s.kv_heads, s.head_dim
         self.eps = s.norm_eps
+        # grouped-query attention needs attend(); else SDPA itself (one call less per layer)
+        self.sdpa = F.scaled_dot_product_attention if s.kv_heads == s.n_head else attend
         self.activation = s.activation
         self.approximate = "tanh" if s.activation == "gelu_tanh" else "none"
         self.rms = s.norm == "rmsnorm"
@@ -95,7 +97,8 @@ class OneTokenStep:
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
         """Logits (V,) for ``token`` at position ``cache.length``; appends its keys/values."""
         C, nh, nkv, hd, eps = self.n_embd, self.n_head, self.n_kv_head, self.head_dim, self.eps
-        rms, qk_norm, rope, act = self.rms, self.qk_norm, self.rope, self.activation
+        rms, qk_norm, rope, act, sdpa = \
+            self.rms, self.qk_norm, self.rope, self.activation, self.sdpa
         gelu = act in ("gelu", "gelu_tanh")
         pos = cache.length
         x = self.wte[token] if self.wpe is None else self.wte[token] + self.wpe[pos]
@@ -116,7 +119,7 @@ class OneTokenStep:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             cache.k[i, 0, :, pos] = k
             cache.v[i, 0, :, pos] = v
-            y = attend(
+            y = sdpa(
                 q.view(1, nh, 1, hd), cache.k[i, :1, :, :pos + 1], cache.v[i, :1, :, :pos + 1])
             x = x + F.linear(y.view(1, 1, nh * hd), wp, bp)  # (1, nh, 1, hd) -> (1, 1, C)
             h = _norm(x, (C,), g2, b2, rms, eps)
