@@ -95,7 +95,7 @@ async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_f
         assert app.query_one("#init-from", Input).value == f"hf:{hf_folder}"
 
 
-SLOW = pytest.mark.slow  # the fast suite keeps two of these (30 s budget)
+SLOW = pytest.mark.slow  # the fast suite keeps one of these (its 30 s budget)
 
 
 @pytest.mark.parametrize(("init_from", "lora", "freeze", "error"), [
@@ -105,7 +105,7 @@ SLOW = pytest.mark.slow  # the fast suite keeps two of these (30 s budget)
                              "need --init-from"),
     pytest.param("", "", "2", "LoRA and frozen layers fine-tune a pretrained model: they "
                  "need --init-from", marks=SLOW),
-    ("", "rank=8", "", "--lora: unknown setting 'rank'"),
+    pytest.param("", "rank=8", "", "--lora: unknown setting 'rank'", marks=SLOW),
     pytest.param("hf:/no/such/folder", "r=8", "", "--init-from: /no/such/folder is not a "
                  "folder", marks=SLOW),
     pytest.param("", "", "-1", "finetune.freeze_layers must be an integer >= 0", marks=SLOW),
