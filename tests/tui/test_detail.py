@@ -1,6 +1,7 @@
 """The run detail text: the early-stop reason, anomalies and the latest sample are shown."""
 
 import inspect
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,57 @@ async def test_run_detail_without_metrics_says_so():
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
         assert str(app.screen.query_one("#curve", Static).render()) == "no loss recorded yet"
+
+
+async def test_the_detail_of_an_active_run_follows_it_live(tmp_path):
+    """A run's records on disk, kept alive by this process's pid: the open detail moves on
+    as they change, stays at the end of the log, and stops following once the run ends."""
+    import os
+
+    from llm_trainer.launcher import process_start_time
+    from llm_trainer.store.atomic import append_jsonl
+    from llm_trainer.store.records import RunMeta, RunState
+    from llm_trainer.store.runs import RunStore
+    from tests.helpers import wait_until
+
+    runs = RunStore(tmp_path)
+    run_id = "20261130-120000-live"
+    now = time.time()
+    state = RunState(run_id=run_id, status="running", model_name="live", model_id="m-1",
+                     created_at=now, started_at=now, pid=os.getpid(),
+                     create_time=process_start_time(os.getpid()), step=10, total_steps=100,
+                     loss=3.0)
+    paths = runs.create(RunMeta(run_id=run_id, created_at=now, kind="train", config={},
+                                model={"id": "m-1", "name": "live"}), state)
+    paths.log.write_text("".join(f"12:00:{i:02d} step {i}\n" for i in range(40)))
+    runs.append_metrics(run_id, {"kind": "train", "step": 10, "loss": 3.0})
+
+    def body(app) -> str:
+        return str(app.screen.query_one("#detail-body", Static).render())
+
+    app = TrainerApp(tmp_path, refresh_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
+        await pilot.press("1", "enter")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunDetailScreen")
+        assert "step 10/100" in body(app)
+        dialog = app.screen.query_one("#detail-dialog")
+        assert "following the run live" in str(dialog.border_subtitle)
+        scroll = app.screen.query_one("#detail-scroll")
+        scroll.scroll_end(animate=False)
+        await pilot.pause(0.1)
+
+        runs.write_state(RunState(**{**state.__dict__, "step": 55, "loss": 2.5}))
+        with open(paths.log, "a") as fh:
+            fh.write("12:01:00 the newest line\n")
+        append_jsonl(paths.metrics, {"kind": "train", "step": 55, "loss": 2.5})
+        await wait_until(pilot, lambda: "step 55/100" in body(app) and
+                         "12:01:00 the newest line" in body(app))
+        await pilot.pause(0.3)
+        assert scroll.scroll_y == scroll.max_scroll_y > 0  # still at the end
+        assert app.screen.curve.train_steps == [10, 55]
+
+        runs.write_state(RunState(**{**state.__dict__, "step": 100, "status": "completed"}))
+        await wait_until(pilot, lambda: "Status     completed" in body(app))
+        assert "following" not in str(dialog.border_subtitle)
+        assert app.screen.timer is None

@@ -31,7 +31,7 @@ from llm_trainer.tui.panels.models import ModelsPanel
 from llm_trainer.tui.panels.runs import RunsPanel
 from llm_trainer.tui.panels.system import SystemPanel
 from llm_trainer.tui.panels.train import TrainForm, TrainPanel, estimate_text
-from llm_trainer.views import ModelView, RunView
+from llm_trainer.views import LossCurve, ModelView, RunDetail, RunView
 
 REFRESH_S = 1.0
 
@@ -180,13 +180,16 @@ class TrainerApp(App):
 
     @work(thread=True, group="io")
     def load_details(self, run_id: str) -> None:
+        def reload() -> tuple[RunDetail, LossCurve]:
+            return self.service.run_detail(run_id, log_lines=20), self.service.loss_curve(run_id)
+
         try:
-            detail = self.service.run_detail(run_id, log_lines=20)
-            curve = self.service.loss_curve(run_id)
+            detail, curve = reload()
         except Exception as exc:
             self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
             return
-        self.call_from_thread(self.push_screen, RunDetailScreen(detail, curve))
+        self.call_from_thread(self.push_screen, RunDetailScreen(detail, curve, reload,
+                                                                every=self.refresh_s))
 
     def on_runs_panel_stop_run(self, message: RunsPanel.StopRun) -> None:
         if not message.active:

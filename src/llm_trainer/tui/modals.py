@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
-from textual import events
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -105,16 +106,30 @@ class LossPlot(Static):
         text = render_plot(curve_series(self.curve), width, height, title="loss by step")
         self.update(Text.from_ansi(text) if text else Text("no loss recorded yet"))
 
+    def set_curve(self, curve: LossCurve) -> None:
+        self.curve = curve
+        if self.size.width and self.size.height:
+            self.draw(self.size.width, self.size.height)
+
+
+Reload = Callable[[], tuple[RunDetail, LossCurve]]
+
 
 class RunDetailScreen(ModalScreen[None]):
-    """One run in detail: progress, timing, the loss curves and the end of its log."""
+    """One run in detail: progress, timing, the loss curves and the end of its log. While
+    the run is active it follows it (``reload`` every ``every`` seconds): the figures, the
+    curve and the log move on, and a view scrolled to the end stays at the end."""
 
     BINDINGS = [Binding("escape,q,enter", "close", "close")]
 
-    def __init__(self, detail: RunDetail, curve: LossCurve) -> None:
+    def __init__(self, detail: RunDetail, curve: LossCurve, reload: Reload | None = None,
+                 every: float = 1.0) -> None:
         super().__init__()
         self.detail = detail
         self.curve = curve
+        self.reload = reload
+        self.every = every
+        self.timer = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog"):
@@ -126,8 +141,39 @@ class RunDetailScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         box = self.query_one("#detail-dialog")
         box.border_title = "Run detail"
-        box.border_subtitle = "esc close"
         self.query_one("#detail-scroll").focus()
+        if self.reload is not None and self.detail.active:
+            self.timer = self.set_interval(self.every, self.follow)
+        self.subtitle()
+
+    def subtitle(self) -> None:
+        live = "following the run live · " if self.timer is not None else ""
+        self.query_one("#detail-dialog").border_subtitle = f"{live}esc close"
+
+    @work(thread=True, exclusive=True, group="detail")
+    def follow(self) -> None:
+        try:
+            detail, curve = self.reload()
+        except Exception:  # the run's files mid-rename, a removed run: keep what is shown
+            return
+        self.app.call_from_thread(self.show, detail, curve)
+
+    def show(self, detail: RunDetail, curve: LossCurve) -> None:
+        if not self.is_attached:
+            return
+        scroll = self.query_one("#detail-scroll", VerticalScroll)
+        at_end = scroll.scroll_y >= scroll.max_scroll_y
+        self.detail, self.curve = detail, curve
+        self.query_one("#detail-body", Static).update(detail_text(detail))
+        self.query_one("#curve", LossPlot).set_curve(curve)
+        if at_end:
+            scroll.call_after_refresh(scroll.scroll_end, animate=False)
+        if not detail.active and self.timer is not None:  # ended: this is its last state
+            self.timer.stop()
+            self.timer = None
+            self.subtitle()
 
     def action_close(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
         self.dismiss(None)
