@@ -246,9 +246,10 @@ def train(
     data_from: Annotated[str | None, typer.Option(
         help="with --model: train on the dataset this other model was trained on")] = None,
     init_from: Annotated[str | None, typer.Option(
-        help="hf:FOLDER: fine-tune a Hugging Face GPT-2, Llama or Qwen3 folder on disk "
-             "(config.json, model.safetensors or pytorch_model.bin, tokenizer.json) as a new "
-             "model")] = None,
+        help="start a new model from another: a model of this home (its latest checkpoint), "
+             "a checkpoint folder, or hf:FOLDER, a Hugging Face GPT-2, Llama or Qwen3 folder "
+             "on disk (config.json, model.safetensors or pytorch_model.bin, tokenizer.json)"
+        )] = None,
     lora: Annotated[str | None, typer.Option(
         help="with --init-from: train LoRA adapters only, e.g. "
              "r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")] = None,

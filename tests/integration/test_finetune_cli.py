@@ -182,7 +182,8 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_refused_in_one_line(env, tmp_path
 
 @pytest.mark.parametrize("args, message", [
     (["--init-from", "hf:/nowhere/at/all"], "is not a folder"),
-    (["--init-from", "gpt2"], "expected hf:PATH"),
+    (["--init-from", "gpt2"], "is not a model of this home, a checkpoint folder or hf:PATH"),
+    (["--init-from", "{path}"], "a Hugging Face folder is given as hf:"),
     (["--init-from", "{folder}", "--set", "model.n_layer=3"],
      "model.n_layer=3 (the folder's model has 2)"),
     (["--init-from", "{folder}", "--set", "model.block_size=128"], "model.block_size=128"),
@@ -196,7 +197,8 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_refused_in_one_line(env, tmp_path
 ])
 def test_bad_fine_tuning_options_are_refused_in_one_line(env, args, message):
     home, folder = env
-    args = [a.replace("{folder}", f"hf:{folder}") for a in args]
+    args = [a.replace("{folder}", f"hf:{folder}").replace("{path}", str(folder))
+            for a in args]
     proc = run_cli("train", *args, *FAST, home=home)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr.splitlines()[0], proc.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from llm_trainer.store.models import ModelStore
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_for
@@ -193,3 +194,47 @@ def test_export_hf_round_trip_matches_our_logits(zoo, tmp_path):
     bare = run_cli("models", "export", "alpha", "--format", "safetensors", "--out",
                    str(tmp_path / "bare"), home=zoo)
     assert bare.returncode == 0 and (tmp_path / "bare" / "model.safetensors").is_file()
+
+
+def test_init_from_a_model_of_this_home_starts_a_new_model_from_its_weights(zoo):
+    from safetensors.torch import load_file
+
+    from llm_trainer.store.checkpoints import resolve_checkpoint
+
+    alpha_dir = zoo / "checkpoints" / "alpha"
+    alpha = resolve_checkpoint(alpha_dir, "latest").path
+    alpha_weights = load_file(str(alpha / "model.safetensors"))
+    proc = run_cli("train", "--init-from", "alpha", "--lora", "r=2,alpha=4", "--dataset",
+                   "two.txt", "--max-steps", "6", "--foreground", "--sample", "0", home=zoo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "completed: model alpha-lora-" in proc.stdout
+    name = re.search(r"completed: model (alpha-lora-\d+)", proc.stdout).group(1)
+    shown = run_cli("models", "show", name, home=zoo).stdout
+    assert f"imported:    alpha ({alpha.name}) (LoRA r=2 alpha=4" in shown
+    base = load_file(str(zoo / "checkpoints" / name / "base" / "model.safetensors"))
+    for key, value in base.items():  # the new model starts from alpha's weights
+        assert torch.equal(value, alpha_weights[key]), key
+    assert load_file(str(alpha / "model.safetensors")).keys() == alpha_weights.keys()
+    assert resolve_checkpoint(alpha_dir, "latest").path == alpha  # alpha itself untouched
+
+    # a checkpoint folder (here: the LoRA model's, adapters folded in) -> a full fine-tune
+    lora_ckpt = resolve_checkpoint(zoo / "checkpoints" / name, "latest").path
+    proc = run_cli("train", "--init-from", str(lora_ckpt), "--name", "grandchild",
+                   "--dataset", "one.txt", "--max-steps", "4", "--freeze-layers", "1",
+                   "--foreground", "--sample", "0", home=zoo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "embeddings and the first 1 blocks frozen" in proc.stdout
+    child = load_file(str(resolve_checkpoint(zoo / "checkpoints" / "grandchild",
+                                             "latest").path / "model.safetensors"))
+    from llm_trainer.training.checkpoint import load_model, read_checkpoint
+
+    merged = load_model(read_checkpoint(lora_ckpt)).state_dict()
+    assert torch.equal(child["transformer.h.0.attn.c_attn.weight"],  # frozen: as imported
+                       merged["transformer.h.0.attn.c_attn.weight"])
+
+    for spec, message in (("alpah", "hint: models like it: alpha"),
+                          (str(zoo / "one.txt"), "is not a model of this home")):
+        bad = run_cli("train", "--init-from", spec, "--dataset", "one.txt", home=zoo)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    bad = run_cli("train", "--init-from", "alpha", "--set", "model.n_layer=5", home=zoo)
+    assert bad.returncode == 2 and "takes the architecture from alpha" in bad.stderr

@@ -181,20 +181,21 @@ class LaunchPlanner:
     def _plan_import(self, req: TrainRequest, notes: list[str],
                      dist: DistLaunch | None) -> LaunchPlan:
         """A new model whose weights, architecture and tokenizer come from a Hugging Face
-        folder (GPT-2, or a Llama / Qwen3 that maps onto this GPT; ``model.hf_import``); the
-        preset or config file gives the training settings."""
-        from llm_trainer.model.hf_import import arch_changes, inspect_hf_folder
+        folder (GPT-2, or a Llama / Qwen3 that maps onto this GPT; ``model.hf_import``) or
+        from a model of this home (its latest checkpoint) or a checkpoint folder; the preset
+        or config file gives the training settings."""
+        from llm_trainer.model.hf_import import arch_changes
 
         for given, flag in ((req.model, "--model"), (req.data_from, "--data-from")):
             if given:
                 raise UsageError(f"--init-from starts a new model; {flag} trains an existing "
                                  "one: use one of them")
-        src = inspect_hf_folder(req.init_from)
+        src = self._init_source(req.init_from, notes)
         overrides = user_overrides(req.overrides)
         own_file = self._file_values(req) if req.config_file else {}
         changes = arch_changes(src, {**own_file, **overrides})
         if changes:
-            raise UsageError(f"--init-from takes the architecture from {src.path.name}: "
+            raise UsageError(f"--init-from takes the architecture from {src.name}: "
                              f"{changes[0]}", hint="drop the model.* options (a shorter "
                                                    "--seq-len is allowed)")
         if "data.tokenizer" in overrides:
@@ -215,18 +216,43 @@ class LaunchPlanner:
             require("lora", option="--lora", load=False)  # planning imports no torch
         most = src.arch["n_layer"] - (1 if cfg.finetune.lora_r else 0)
         if cfg.finetune.freeze_layers > most:
-            raise UsageError(f"--freeze-layers {cfg.finetune.freeze_layers}: {src.path.name} "
+            raise UsageError(f"--freeze-layers {cfg.finetune.freeze_layers}: {src.name} "
                              f"has {src.arch['n_layer']} blocks" + (
                                  "; with --lora at least one must keep its adapters"
                                  if cfg.finetune.lora_r else ""))
         if req.name is not None:
             validate_name(req.name)
         check_dataset_spec(cfg.data.dataset)
-        base = f"{slug(src.path.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
+        base = f"{slug(src.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
         init = {"checkpoint": str(src.path), "mode": "import", "more_epochs": None,
                 "restart_schedule": False}
         return LaunchPlan("train", cfg, None, req.name, base, init,
                           self._dataset_explicit(req), req.foreground, req.command, dist, notes)
+
+    def _init_source(self, spec: str, notes: list[str]):
+        """``--init-from``: ``hf:PATH``, a checkpoint folder, or a model name (its latest
+        usable checkpoint; a model being trained gives the newest one it has saved)."""
+        from llm_trainer.model.hf_import import PREFIX, inspect_hf_folder, inspect_own_checkpoint
+        from llm_trainer.store.checkpoints import MANIFEST
+
+        if spec.startswith(PREFIX):
+            return inspect_hf_folder(spec)
+        path = Path(spec).expanduser()
+        if (path / MANIFEST).is_file():
+            info = self.admin.checkpoint_at(spec)
+            return inspect_own_checkpoint(info.path, label=str(info.path.resolve()))
+        if path.is_dir() and (path / "config.json").is_file():
+            raise UsageError(f"--init-from {spec!r}: a Hugging Face folder is given as "
+                             f"hf:{spec}", hint=f"--init-from hf:{spec}")
+        if not self.admin.models.exists(spec):
+            close = difflib.get_close_matches(spec, self.admin.models.names(), n=3)
+            raise UsageError(f"--init-from {spec!r} is not a model of this home, a checkpoint "
+                             "folder or hf:PATH to a Hugging Face folder",
+                             hint=f"models like it: {', '.join(close)}" if close else
+                             "e.g. --init-from my-model, or --init-from hf:~/models/distilgpt2")
+        rec = self.admin.resolve_model(spec)
+        info = self.admin.checkpoint_of(rec, "latest", notes)
+        return inspect_own_checkpoint(info.path, label=f"{rec.name} ({info.path.name})")
 
     def _plan_continue(self, req: TrainRequest, notes: list[str],
                        dist: DistLaunch | None) -> LaunchPlan:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ARCH_KEYS, mlp_hidden
+from llm_trainer.config import ARCH_KEYS, STORED_SHAPE_DEFAULTS, mlp_hidden
 from llm_trainer.errors import UsageError
 from llm_trainer.model.hf_layout import (
     BY_MODEL_TYPE,
@@ -45,6 +45,7 @@ LLAMA_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_lay
                "num_attention_heads", "max_position_embeddings")
 
 Problem = tuple[str, str]  # what the folder has, what this model needs instead
+OWN = "llm-trainer"  # the family of a checkpoint of this trainer used as a source
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,57 @@ class HFSource:
     vocab_size: int  # rows of the embedding (may exceed the tokenizer's size: padding)
     n_positions: int
     arch: dict[str, Any]  # our model.* keys: n_layer, n_head, n_embd, block_size, bias, ...
-    family: str = "GPT-2"  # a key of hf_layout.HF_FAMILIES
+    family: str = "GPT-2"  # a key of hf_layout.HF_FAMILIES, or OWN
+    label: str | None = None  # how an OWN source is recorded: "MODEL (step N)"
 
     @property
     def spec(self) -> str:
-        return f"{PREFIX}{self.path}"
+        """What the new model records as its origin (finetune.init_from)."""
+        if self.label:
+            return self.label
+        return str(self.path) if self.family == OWN else f"{PREFIX}{self.path}"
+
+    @property
+    def name(self) -> str:
+        """A short name for messages and the new model's default name."""
+        return self.path.parent.name if self.family == OWN else self.path.name
+
+
+def inspect_source(path: Path) -> HFSource:
+    """The source an import run recorded (its ``init.checkpoint``): a checkpoint folder of
+    this trainer (it has a manifest) or a Hugging Face folder."""
+    from llm_trainer.store.checkpoints import MANIFEST
+
+    if (path / MANIFEST).is_file():
+        return inspect_own_checkpoint(path)
+    return inspect_hf_folder(f"{PREFIX}{path}")
+
+
+def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
+    """A checkpoint of this trainer as the start of a new model: its stored architecture,
+    tokenizer and weights (a LoRA checkpoint's with the adapters folded in: see
+    ``training.checkpoint.weights_for_import``). Its manifest (and a LoRA checkpoint's base)
+    must be intact."""
+    from llm_trainer.store.checkpoints import inspect_checkpoint
+
+    info = inspect_checkpoint(path, verify=False)
+    if not info.valid:
+        raise UsageError(f"--init-from: checkpoint {info.problem}",
+                         hint="pick another checkpoint folder, or a model name")
+    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    stored = {**STORED_SHAPE_DEFAULTS, **meta["architecture"]}
+    arch = {key: stored[key] for key in ARCH_KEYS}
+    weights = path / ("model.safetensors" if meta.get("lora") is None else "adapter.safetensors")
+    return HFSource(path, weights, path / "tokenizer.json", int(stored["vocab_size"]),
+                    int(stored["block_size"]), arch, OWN, label)
 
 
 def parse_init_from(spec: str) -> Path:
     if not spec.startswith(PREFIX) or not spec[len(PREFIX):].strip():
-        raise UsageError(f"--init-from {spec!r}: expected hf:PATH to a local Hugging Face "
-                         "folder", hint="e.g. --init-from hf:~/models/distilgpt2 (config.json, "
-                                        "model.safetensors, tokenizer.json)")
+        raise UsageError(f"--init-from {spec!r}: expected a model name, a checkpoint folder, "
+                         "or hf:PATH to a local Hugging Face folder",
+                         hint="e.g. --init-from my-model, or --init-from hf:~/models/distilgpt2 "
+                              "(config.json, model.safetensors, tokenizer.json)")
     return Path(spec[len(PREFIX):].strip()).expanduser().resolve()
 
 

@@ -194,3 +194,13 @@ def load_optimizer_state(ckpt: LoadedCheckpoint, device) -> dict:
 
 def load_rng_state(ckpt: LoadedCheckpoint) -> dict:
     return torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=True)
+
+
+def weights_for_import(path: Path, block_size: int) -> dict[str, torch.Tensor]:
+    """A checkpoint's whole model (a LoRA checkpoint's adapters folded in) as the weights a
+    new model starts from (``--init-from MODEL``), the position table cut to ``block_size``."""
+    model = load_model(read_checkpoint(path), "cpu")
+    sd = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    if "transformer.wpe.weight" in sd:
+        sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:block_size].contiguous()
+    return sd

@@ -39,7 +39,7 @@ from llm_trainer.training.state import TrainState
 
 RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
 CONTINUE = "continue"  # weights and tokenizer only: new data, fresh optimizer and schedule
-IMPORT = "import"  # weights from a Hugging Face folder (finetune.init_from), step 0
+IMPORT = "import"  # weights from a Hugging Face folder or our checkpoint (--init-from), step 0
 
 
 @dataclass
@@ -588,18 +588,24 @@ class Trainer:
         self.no_sync = getattr(self.train_model, "no_sync", None) if dist.enabled else None
 
     def import_source(self):
-        """The checked Hugging Face folder of an ``--init-from`` run (None otherwise)."""
-        from llm_trainer.model.hf_import import inspect_hf_folder
+        """The checked source of an ``--init-from`` run (None otherwise): a Hugging Face
+        folder or a checkpoint of this trainer."""
+        from llm_trainer.model.hf_import import inspect_source
 
         init = self.job.init
         if init is None or init.mode != IMPORT:
             return None
-        return inspect_hf_folder(f"hf:{init.checkpoint}")
+        return inspect_source(Path(init.checkpoint))
 
     def import_weights(self, source) -> None:
-        from llm_trainer.model.hf_import import check_complete, load_hf_weights
+        from llm_trainer.model.hf_import import OWN, check_complete, load_hf_weights
 
-        sd = load_hf_weights(source, self.shape.block_size)
+        if source.family == OWN:
+            from llm_trainer.training.checkpoint import weights_for_import
+
+            sd = weights_for_import(source.path, self.shape.block_size)
+        else:
+            sd = load_hf_weights(source, self.shape.block_size)
         check_complete(sd, self.model.state_dict(), source)
         self.model.load_state_dict(sd, strict=True)
         if self.cfg.finetune.lora_r and self.dist.is_main:
