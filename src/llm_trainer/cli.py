@@ -473,6 +473,15 @@ def _follow(svc, launch) -> RunView:
     return final if final is not None else svc.run_view(launch.run_id)
 
 
+def _describe_tokenizer(tok: dict[str, Any] | None) -> str:
+    """'char, 66 tokens' (a model's recorded tokenizer)."""
+    if not tok:
+        return "-"
+    size = tok.get("vocab_size")
+    return f"{tok.get('kind', '?')}, {size:,} tokens" if isinstance(size, int) else \
+        str(tok.get("kind", "?"))
+
+
 def _describe_shape(arch: dict[str, Any] | None) -> str:
     """'4 layers x 128 dims, 4 heads, context 64, vocab 66; rope, layernorm, ...' (keys an
     older checkpoint lacks read as GPT-2's)."""
@@ -941,7 +950,7 @@ def models_show(
              f"{_num(view.latest_val_loss)}",
              f"shape:       {_describe_shape(view.architecture)}",
              *_optimizer_lines(view.config),
-             f"tokenizer:   {json.dumps(view.tokenizer) if view.tokenizer else '-'}",
+             f"tokenizer:   {_describe_tokenizer(view.tokenizer)}",
              *_finetune_lines(view.config),
              f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
              f"runs:        {', '.join(view.runs) or '-'}",

@@ -1,6 +1,6 @@
 """How the CLI words a model's architecture and optimizer (`models show`)."""
 
-from llm_trainer.cli import _describe_shape, _optimizer_lines
+from llm_trainer.cli import _describe_shape, _describe_tokenizer, _optimizer_lines
 
 
 def test_an_old_checkpoints_shape_reads_as_gpt2():
@@ -35,3 +35,9 @@ def test_the_optimizer_line_shows_muon_only():
     line, = _optimizer_lines({"train": {"optimizer": "muon", "muon_lr": 0.02,
                                         "muon_ns_steps": 4, "lr": 0.005}})
     assert line == "optimizer:   muon (lr 0.02, 4 Newton-Schulz steps) + adamw (lr 0.005)"
+
+
+def test_the_tokenizer_line_is_words_not_json():
+    assert _describe_tokenizer({"kind": "char", "vocab_size": 66}) == "char, 66 tokens"
+    assert _describe_tokenizer({"kind": "bpe", "vocab_size": 8192}) == "bpe, 8,192 tokens"
+    assert _describe_tokenizer(None) == "-"
