@@ -98,3 +98,33 @@ def test_home_option_moves_everything(tmp_path, corpus):
     assert (elsewhere / "runs").is_dir() and (elsewhere / "checkpoints").is_dir()
     assert (elsewhere / "data" / "tokens").is_dir()
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_relative_paths_are_the_callers_not_the_homes(tmp_path):
+    """A detached run works in the home; --dataset and a tokenizer file given relative to the
+    folder the command was typed in must still be found (they are made absolute)."""
+    import os
+
+    from tests.helpers import corpus_text
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    (work / "sub").mkdir(parents=True)
+    (work / "sub" / "notes.txt").write_text(corpus_text(20_000))
+    from llm_trainer.data.tokenizer import TextTokenizer
+
+    TextTokenizer.build_byte().save(work / "sub" / "tok.json")
+    env = {**os.environ, "LLM_TRAINER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_trainer", "train", *TINY, "--dataset", "sub/notes.txt",
+         "--set", "data.tokenizer=sub/tok.json", "--max-steps", "3", "--name", "rel",
+         "--foreground", "--sample", "0"], cwd=work, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from llm_trainer.store.runs import RunStore
+
+    runs = RunStore(home)
+    data = runs.read_meta(runs.run_ids()[0]).config["data"]
+    assert data["dataset"] == str(work / "sub" / "notes.txt")
+    assert data["tokenizer"] == str(work / "sub" / "tok.json")

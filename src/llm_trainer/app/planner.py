@@ -139,7 +139,7 @@ class LaunchPlanner:
                           home=self.home)
         if req.name is not None:
             validate_name(req.name)
-        check_dataset_spec(cfg.data.dataset)
+        cfg = self._local_paths_absolute(cfg)
         if cfg.finetune.lora_r or cfg.finetune.freeze_layers:
             raise UsageError("LoRA and frozen layers fine-tune a pretrained model: they need "
                              "--init-from", hint="e.g. llm-trainer train --init-from "
@@ -222,7 +222,7 @@ class LaunchPlanner:
                                  if cfg.finetune.lora_r else ""))
         if req.name is not None:
             validate_name(req.name)
-        check_dataset_spec(cfg.data.dataset)
+        cfg = self._local_paths_absolute(cfg)
         base = f"{slug(src.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
         init = {"checkpoint": str(src.path), "mode": "import", "more_epochs": None,
                 "restart_schedule": False}
@@ -254,6 +254,17 @@ class LaunchPlanner:
         info = self.admin.checkpoint_of(rec, "latest", notes)
         return inspect_own_checkpoint(info.path, label=f"{rec.name} ({info.path.name})")
 
+    @staticmethod
+    def _local_paths_absolute(cfg: RunConfig) -> RunConfig:
+        """The dataset checked, and it and a tokenizer file as absolute paths: the training
+        process runs in the home, not in the folder the command was given in."""
+        from llm_trainer.data.tokenizer import tokenizer_kind
+
+        changes: dict[str, Any] = {"data.dataset": check_dataset_spec(cfg.data.dataset)}
+        if tokenizer_kind(cfg.data.tokenizer) == "file":
+            changes["data.tokenizer"] = str(Path(cfg.data.tokenizer).expanduser().resolve())
+        return cfg.replace(**changes)
+
     def _plan_continue(self, req: TrainRequest, notes: list[str],
                        dist: DistLaunch | None) -> LaunchPlan:
         if req.name:
@@ -276,7 +287,7 @@ class LaunchPlanner:
                               "data.val_fraction": other_cfg["data"]["val_fraction"]})
         overrides.pop("data.tokenizer", None)  # the model keeps its own tokenizer
         if "data.dataset" in overrides:
-            check_dataset_spec(str(overrides["data.dataset"]))
+            overrides["data.dataset"] = check_dataset_spec(str(overrides["data.dataset"]))
         cfg = self._from_checkpoint(rec, info, overrides, what=f"model {rec.name}",
                                     hint="drop the model.* options, or train a new model "
                                          "with --name")

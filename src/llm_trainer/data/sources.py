@@ -214,18 +214,22 @@ def choose_text_column(columns: list[str], features, wanted: str | None,
 # --------------------------------------------------------------------------- resolvers
 
 
-def check_dataset_spec(spec: str) -> None:
-    """Fail fast (before any run is created) on a spec that cannot possibly work."""
+def check_dataset_spec(spec: str) -> str:
+    """Fail fast (before any run is created) on a spec that cannot possibly work; else the
+    spec as a training process must see it: a local path (or ``hf:`` local folder) made
+    absolute, since the process runs in the home, not in the caller's folder."""
     spec = spec.strip()
     if spec in ("wikitext-2", "wikitext2", "wikitext", BUILTIN_PYDOCS):
-        return
+        return spec
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in corpus {spec!r}",
                         hint=f"the built-in corpus is {BUILTIN_PYDOCS}")
     if spec.startswith("hf:"):
-        if not spec[3:].partition(":")[0]:
+        name, sep, config = spec[3:].partition(":")
+        if not name:
             raise DataError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
-        return
+        folder = Path(name).expanduser()
+        return f"hf:{folder.resolve()}{sep}{config}" if folder.is_dir() else spec
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(
@@ -236,6 +240,7 @@ def check_dataset_spec(spec: str) -> None:
         raise DataError(f"cannot read {path.name}: unsupported file type {suffix or '(none)'}",
                         hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a "
                              "folder")
+    return str(path.resolve())
 
 
 def resolve_dataset(spec: str, *, data_dir: Path, val_fraction: float,
