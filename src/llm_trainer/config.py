@@ -127,6 +127,9 @@ class TrainConfig:
                                  min=1)
     batch_size: int = _opt(12, "sequences per micro-batch (per process)", min=1)
     grad_accum: int = _opt(1, "micro-batches per optimizer step", min=1)
+    auto_batch: bool = _opt(False, "measure before training, then split each step's "
+                                   "batch_size x grad_accum sequences into the largest "
+                                   "micro-batches that fit (what --batch-size auto does)")
     lr: float = _opt(1e-3, "peak learning rate", min=0.0, min_exclusive=True, max=10.0)
     min_lr_ratio: float = _opt(0.1, "final learning rate as a fraction of lr", min=0.0, max=1.0)
     warmup_steps: int = _opt(100, "linear warm-up steps", min=0)

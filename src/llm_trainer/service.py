@@ -22,10 +22,12 @@ from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.views import (
     CompareView,
+    DatasetChoices,
     EvalResult,
     LossCurve,
     ModelDetail,
     ModelView,
+    RecentDataset,
     RerunCommand,
     RunDetail,
     RunView,
@@ -102,7 +104,7 @@ class Service:
     def train(self, req: TrainRequest) -> Launch:
         """A new model, or ``req.model`` continued (new data, fresh optimizer)."""
         plan = self.planner.plan_train(req)
-        if req.auto_batch:
+        if req.auto_batch or plan.config.train.auto_batch:
             plan = self._auto_batch(plan)
         return self.control.start(plan)
 
@@ -111,8 +113,9 @@ class Service:
         """What ``train(req)`` would do, resolved without training or writing a run or
         checkpoint: config, data, model, steps, memory and (``timed_steps`` > 0, default 5
         after 2 warm-up steps) the time, measured on this machine. Imports torch."""
-        return self._estimate(self.planner.plan_train(req), timed_steps,
-                              auto_batch=req.auto_batch)
+        plan = self.planner.plan_train(req)
+        return self._estimate(plan, timed_steps,
+                              auto_batch=req.auto_batch or plan.config.train.auto_batch)
 
     def estimate_resume(self, target: str | None, *, timed_steps: int | None = None,
                         **kwargs: Any) -> dict[str, Any]:
@@ -135,15 +138,17 @@ class Service:
         return {"kind": plan.kind, "model": name, "notes": notes, **out}
 
     def _auto_batch(self, plan):
-        """--batch-size auto: measure, then train with the chosen micro-batch and a raised
-        accumulation (same global batch); the choice goes into the run's meta.json."""
+        """--batch-size auto (train.auto_batch): measure, then train with the chosen
+        micro-batch and a raised accumulation (same global batch); the choice goes into the
+        run's meta.json and its config keeps the numbers (a resume does not measure again)."""
         from llm_trainer.training.estimate import choose_batch_for, job_for
 
         job = job_for(plan.config, self.home, plan.init, dataset_explicit=plan.dataset_explicit,
                       model_dir=self.home)
         choice = choose_batch_for(job)
         plan.config = plan.config.replace(**{"train.batch_size": choice.batch_size,
-                                             "train.grad_accum": choice.grad_accum})
+                                             "train.grad_accum": choice.grad_accum,
+                                             "train.auto_batch": False})
         plan.batch_choice = choice.to_json()
         return plan
 
@@ -236,3 +241,17 @@ class Service:
         return self.admin.evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
                                    batch_size=batch_size, device=device,
                                    data_dir=self.home / "data")
+
+    # ================================================================== datasets
+    def recent_datasets(self) -> list[RecentDataset]:
+        """The datasets this home has trained on, most recently used first, deduplicated."""
+        return self.queries.recent_datasets()
+
+    def dataset_choices(self, folder: str | os.PathLike | None = None) -> DatasetChoices:
+        """What a dataset picker offers: the built-in datasets, the recent ones and the
+        dataset files of ``folder`` (default: the current folder)."""
+        from llm_trainer.app.datasets import BUILTIN_DATASETS, dataset_files
+
+        where = Path(folder or ".").resolve()
+        return DatasetChoices(builtins=list(BUILTIN_DATASETS), recent=self.recent_datasets(),
+                              files=dataset_files(where, home=self.home), folder=str(where))

@@ -216,3 +216,59 @@ class EvalResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset every home can name without a file: its spec and what it is."""
+
+    spec: str
+    description: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecentDataset:
+    """A dataset this home has trained on: one per dataset however often it was used."""
+
+    spec: str  # as training recorded it (a relative path is relative to the home)
+    last_used_at: float | None  # the start of the latest run on it (or the model's record)
+    models: list[str]  # the models trained on it, most recent first (current names)
+    runs: int  # how many runs read it
+    train_tokens: int | None  # its training split in tokens, as the latest run tokenized it
+    missing: bool  # a local file or folder that is no longer there
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """A file or folder in a folder that training could read as a dataset."""
+
+    spec: str  # what to pass as --dataset
+    name: str
+    is_dir: bool
+    files: int  # the dataset files it holds (1 for a file)
+    size_bytes: int  # of those files
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetChoices:
+    """What a dataset picker offers: the built-in datasets, the ones this home has used (most
+    recent first) and the dataset files of ``folder``."""
+
+    builtins: list[BuiltinDataset]
+    recent: list[RecentDataset]
+    files: list[DatasetFile]
+    folder: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"builtins": [b.to_json() for b in self.builtins],
+                "recent": [r.to_json() for r in self.recent],
+                "files": [f.to_json() for f in self.files], "folder": self.folder}

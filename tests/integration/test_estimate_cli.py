@@ -96,6 +96,24 @@ def test_batch_size_auto_on_cpu_keeps_the_global_batch_and_records_it(tmp_path, 
 
 
 @pytest.mark.slow
+def test_auto_batch_in_a_config_file_chooses_the_micro_batch_too(tmp_path, corpus):
+    (tmp_path / "mine.yaml").write_text(
+        "model: {n_layer: 2, n_head: 2, n_embd: 32, block_size: 32}\n"
+        "data: {tokenizer: char}\n"
+        "train: {batch_size: 8, grad_accum: 2, auto_batch: true, eval_interval: 0}\n")
+    proc = run_cli("train", "--config", str(tmp_path / "mine.yaml"), "--dataset", str(corpus),
+                   "--max-steps", "5", "--foreground", "--sample", "0", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "batch size auto: micro-batch" in proc.stdout
+    meta, state = _only_run(tmp_path)
+    choice, cfg = meta["batch_choice"], meta["config"]["train"]
+    assert choice["global_batch"] == 16 == choice["batch_size"] * choice["grad_accum"]
+    assert (cfg["batch_size"], cfg["grad_accum"], cfg["auto_batch"]) == (
+        choice["batch_size"], choice["grad_accum"], False)  # a resume keeps these numbers
+    assert state["status"] == "completed"
+
+
+@pytest.mark.slow
 def test_the_estimate_error_is_recorded_after_a_run(tmp_path, corpus):
     train_tiny(tmp_path, "--dataset", str(corpus), "--max-steps", "20")
     _meta, state = _only_run(tmp_path)

@@ -58,7 +58,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+FAST_CASES = ("llama-gqa", "gpt2")  # the rest: slow (the fast suite's 30 s budget)
+
+
+@pytest.mark.parametrize("case", [c if c in FAST_CASES else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in CASES])
 def test_hf_export_loads_in_transformers_with_our_logits(tmp_path, case):
     transformers = pytest.importorskip("transformers")
     from llm_trainer.inference.export import export

@@ -180,19 +180,28 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_refused_in_one_line(env, tmp_path
     assert "hint" in proc.stderr or len(proc.stderr.splitlines()) == 1
 
 
+SLOW = pytest.mark.slow  # the fast suite keeps a few of these (its 30 s budget)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--init-from", "hf:/nowhere/at/all"], "is not a folder"),
-    (["--init-from", "gpt2"], "is not a model of this home, a checkpoint folder or hf:PATH"),
-    (["--init-from", "{path}"], "a Hugging Face folder is given as hf:"),
+    pytest.param(["--init-from", "gpt2"],
+                 "is not a model of this home, a checkpoint folder or hf:PATH", marks=SLOW),
+    pytest.param(["--init-from", "{path}"], "a Hugging Face folder is given as hf:",
+                 marks=SLOW),
     (["--init-from", "{folder}", "--set", "model.n_layer=3"],
      "model.n_layer=3 (the folder's model has 2)"),
-    (["--init-from", "{folder}", "--set", "model.block_size=128"], "model.block_size=128"),
-    (["--init-from", "{folder}", "--set", "data.tokenizer=char"], "keeps the folder's tokenizer"),
+    pytest.param(["--init-from", "{folder}", "--set", "model.block_size=128"],
+                 "model.block_size=128", marks=SLOW),
+    pytest.param(["--init-from", "{folder}", "--set", "data.tokenizer=char"],
+                 "keeps the folder's tokenizer", marks=SLOW),
     (["--init-from", "{folder}", "--lora", "rank=4"], "--lora: unknown setting 'rank'"),
-    (["--init-from", "{folder}", "--lora", "r=4,targets=wte"], "no module named 'wte'"),
-    (["--init-from", "{folder}", "--freeze-layers", "3"], "has 2 blocks"),
-    (["--init-from", "{folder}", "--freeze-layers", "2", "--lora", "r=2"],
-     "with --lora at least one must keep its adapters"),
+    pytest.param(["--init-from", "{folder}", "--lora", "r=4,targets=wte"],
+                 "no module named 'wte'", marks=SLOW),
+    pytest.param(["--init-from", "{folder}", "--freeze-layers", "3"], "has 2 blocks",
+                 marks=SLOW),
+    pytest.param(["--init-from", "{folder}", "--freeze-layers", "2", "--lora", "r=2"],
+                 "with --lora at least one must keep its adapters", marks=SLOW),
     (["--lora", "r=4"], "need --init-from"),
 ])
 def test_bad_fine_tuning_options_are_refused_in_one_line(env, args, message):

@@ -55,7 +55,8 @@ async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_f
             await pilot.press("tab")
             order.append(app.focused.id)
         assert order == ["init-from", "lora", "freeze", "name"]
-        for field, hint in (("init-from", "hf:FOLDER"), ("lora", "r=8,alpha=16"),
+        for field, hint in (("init-from", "a model, a checkpoint folder or hf:FOLDER"),
+                            ("lora", "r=8,alpha=16"),
                             ("freeze", "N")):
             assert app.query_one(f"#{field}", Input).placeholder.startswith(hint)
         await pilot.press("shift+tab", "shift+tab", "shift+tab")
@@ -95,14 +96,14 @@ async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_f
         assert app.query_one("#init-from", Input).value == f"hf:{hf_folder}"
 
 
-SLOW = pytest.mark.slow  # the fast suite keeps one of these (its 30 s budget)
+SLOW = pytest.mark.slow  # a Pilot app each: kept out of the fast suite (its 30 s budget)
 
 
 @pytest.mark.parametrize(("init_from", "lora", "freeze", "error"), [
     pytest.param("HF", "", "", "--init-from takes the architecture from my-gpt2: "
                  "model.block_size=128 (the folder's model has 64)", marks=SLOW),
-    ("", "r=8,alpha=16", "", "LoRA and frozen layers fine-tune a pretrained model: they "
-                             "need --init-from"),
+    pytest.param("", "r=8,alpha=16", "", "LoRA and frozen layers fine-tune a pretrained "
+                 "model: they need --init-from", marks=SLOW),
     pytest.param("", "", "2", "LoRA and frozen layers fine-tune a pretrained model: they "
                  "need --init-from", marks=SLOW),
     pytest.param("", "rank=8", "", "--lora: unknown setting 'rank'", marks=SLOW),

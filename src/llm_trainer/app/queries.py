@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from llm_trainer import launcher
+from llm_trainer.data.sources import WIKITEXT_NAMES
 from llm_trainer.errors import BusyError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.locks import lock_holder, read_holder
@@ -19,7 +21,7 @@ from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.records import RunState, RunStatus
 from llm_trainer.store.runs import RunStore
 from llm_trainer.store.schema import SchemaError
-from llm_trainer.views import LossCurve, RunDetail, RunView
+from llm_trainer.views import LossCurve, RecentDataset, RunDetail, RunView
 
 QUEUED_GRACE_S = 60.0
 STOPPED_NOW = "killed without a checkpoint (--now)"
@@ -172,3 +174,69 @@ class RunQueries:
                 curve.val_steps.append(int(step))
                 curve.val_loss.append(float(m["val_loss"]))
         return curve
+
+    # ------------------------------------------------------------------ datasets
+    def recent_datasets(self) -> list[RecentDataset]:
+        """The datasets this home has trained on, most recently used first, one entry each.
+
+        A run counts once its worker has read the data (its meta.json names the dataset it
+        resolved, after any fallback): a run that failed on a mistyped path suggests nothing.
+        The models' own records add what their runs no longer show (runs deleted by hand).
+        Two spellings of one local path are one dataset, shown as the latest run spelled it.
+        """
+        home = self.runs.root.parent
+        names = self._model_names()
+        found: dict[str, dict[str, Any]] = {}
+
+        def key_of(spec: str) -> tuple[str, Path | None]:
+            local = _local_path(spec, home)
+            return (str(local.resolve()) if local is not None else spec), local
+
+        for run_id in self.runs.run_ids():  # newest first: the first use seen is the latest
+            try:
+                meta = self.runs.read_meta(run_id)
+            except Exception:  # unreadable or from a newer release: `status` says so
+                continue
+            dataset = meta.dataset or {}
+            if not dataset.get("spec"):
+                continue
+            spec = str(dataset["spec"])
+            key, local = key_of(spec)
+            entry = found.setdefault(key, {"spec": spec, "when": meta.created_at, "models": [],
+                                           "runs": 0, "tokens": None, "local": local})
+            entry["runs"] += 1
+            if (meta.created_at or 0) > (entry["when"] or 0):  # ids sort by time; be sure
+                entry.update(spec=spec, when=meta.created_at, local=local)
+            if entry["tokens"] is None:
+                entry["tokens"] = dataset.get("train_tokens")
+            model = meta.model or {}
+            name = names.get(model.get("id") or "", model.get("name"))
+            if name and name not in entry["models"]:
+                entry["models"].append(name)
+        # models whose runs are gone: their record still names what they were trained on
+        for rec in sorted(self.models.list(),
+                          key=lambda m: -(m.last_trained_at or m.created_at or 0)):
+            for d in rec.datasets:
+                if not d.get("spec"):
+                    continue
+                key, local = key_of(str(d["spec"]))
+                entry = found.setdefault(key, {"spec": str(d["spec"]), "models": [], "runs": 0,
+                                               "when": rec.last_trained_at or rec.created_at,
+                                               "tokens": None, "local": local})
+                if rec.name not in entry["models"]:
+                    entry["models"].append(rec.name)
+
+        out = [RecentDataset(spec=e["spec"], last_used_at=e["when"], models=e["models"],
+                             runs=e["runs"], train_tokens=e["tokens"],
+                             missing=e["local"] is not None and not e["local"].exists())
+               for e in found.values()]
+        return sorted(out, key=lambda r: -(r.last_used_at or 0))
+
+
+def _local_path(spec: str, home: Path) -> Path | None:
+    """Where a local dataset spec points (workers run in the home: a relative path is relative
+    to it); None for the built-in and Hugging Face datasets."""
+    if spec in WIKITEXT_NAMES or spec.startswith(("builtin:", "hf:")):
+        return None
+    path = Path(spec).expanduser()
+    return path if path.is_absolute() else home / path

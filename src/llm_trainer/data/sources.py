@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from llm_trainer.errors import DataError, UsageError
 
 WIKITEXT = ("Salesforce/wikitext", "wikitext-2-raw-v1")
+WIKITEXT_NAMES = ("wikitext-2", "wikitext2", "wikitext")  # what --dataset accepts for it
 BUILTIN_PYDOCS = "builtin:python-docs"
 TEXT_SUFFIXES = {".txt", ".md", ".tokens", ".text"}
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -219,7 +220,7 @@ def check_dataset_spec(spec: str) -> str:
     spec as a training process must see it: a local path (or ``hf:`` local folder) made
     absolute, since the process runs in the home, not in the caller's folder."""
     spec = spec.strip()
-    if spec in ("wikitext-2", "wikitext2", "wikitext", BUILTIN_PYDOCS):
+    if spec in (*WIKITEXT_NAMES, BUILTIN_PYDOCS):
         return spec
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in corpus {spec!r}",
@@ -249,7 +250,7 @@ def resolve_dataset(spec: str, *, data_dir: Path, val_fraction: float,
     """Turn ``--dataset`` into a TextSource. ``explicit`` is False when the user did not name
     a dataset: then an unreachable WikiText-2 falls back to the built-in corpus."""
     spec = spec.strip()
-    if spec in ("wikitext-2", "wikitext2", "wikitext"):
+    if spec in WIKITEXT_NAMES:
         return _wikitext(spec, data_dir, val_fraction, text_column, explicit,
                          reachable or hub_reachable)
     if spec == BUILTIN_PYDOCS:

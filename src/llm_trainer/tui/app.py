@@ -24,14 +24,14 @@ from textual.widgets import Footer, Input, Static
 
 from llm_trainer.errors import LLMTrainerError
 from llm_trainer.service import Service, TrainRequest, parse_lora
-from llm_trainer.tui.modals import ConfirmScreen, RunDetailScreen
+from llm_trainer.tui.modals import ConfirmScreen, DatasetPickerScreen, RunDetailScreen
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
 from llm_trainer.tui.panels.models import ModelsPanel
 from llm_trainer.tui.panels.runs import RunsPanel
 from llm_trainer.tui.panels.system import SystemPanel
 from llm_trainer.tui.panels.train import TrainForm, TrainPanel, estimate_text
-from llm_trainer.views import LossCurve, ModelView, RunDetail, RunView
+from llm_trainer.views import DatasetChoices, LossCurve, ModelView, RunDetail, RunView
 
 REFRESH_S = 1.0
 
@@ -218,6 +218,25 @@ class TrainerApp(App):
     def on_train_panel_launch(self, message: TrainPanel.Launch) -> None:
         self.train_panel.show_result("estimating...")
         self.estimate_training(message.form)
+
+    def on_train_panel_pick_dataset(self, message: TrainPanel.PickDataset) -> None:
+        self.load_dataset_choices(message.current)
+
+    @work(thread=True, exclusive=True, group="datasets")
+    def load_dataset_choices(self, current: str) -> None:
+        try:
+            choices = self.service.dataset_choices()
+        except Exception as exc:
+            self.call_from_thread(self.train_panel.show_result, error_text(exc), error=True)
+            return
+        self.call_from_thread(self.pick_dataset, choices, current)
+
+    def pick_dataset(self, choices: DatasetChoices, current: str) -> None:
+        def picked(spec: str | None) -> None:
+            if spec is not None:
+                self.train_panel.set_dataset(spec)
+
+        self.push_screen(DatasetPickerScreen(choices, current), picked)
 
     @work(thread=True, group="launch")
     def estimate_training(self, form: TrainForm) -> None:

@@ -1,24 +1,37 @@
-"""Modal screens: a yes/no confirmation and the run detail view."""
+"""Modal screens: a yes/no confirmation, the run detail view and the dataset picker."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Footer, OptionList, Static
+from textual.widgets.option_list import Option
 
 from llm_trainer.plots import curve_series, render_plot
 from llm_trainer.progress import format_clock, format_duration
-from llm_trainer.views import LossCurve, RunDetail
+from llm_trainer.tui.panels.train import _size
+from llm_trainer.views import DatasetChoices, LossCurve, RecentDataset, RunDetail
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class DashboardModal(ModalScreen):
+    """A modal over the dashboard: when it closes, the mode line names the panel that has
+    the keys again (the dashboard's focus comes back without a focus event)."""
+
+    def on_unmount(self) -> None:
+        app = self.app
+        if hasattr(app, "update_mode_line"):
+            app.call_later(app.update_mode_line)
+
+
+class ConfirmScreen(DashboardModal, ModalScreen[bool]):
     """Ask a yes/no question; dismisses with True or False."""
 
     BINDINGS = [
@@ -115,7 +128,7 @@ class LossPlot(Static):
 Reload = Callable[[], tuple[RunDetail, LossCurve]]
 
 
-class RunDetailScreen(ModalScreen[None]):
+class RunDetailScreen(DashboardModal, ModalScreen[None]):
     """One run in detail: progress, timing, the loss curves and the end of its log. While
     the run is active it follows it (``reload`` every ``every`` seconds): the figures, the
     curve and the log move on, and a view scrolled to the end stays at the end."""
@@ -176,4 +189,99 @@ class RunDetailScreen(ModalScreen[None]):
     def action_close(self) -> None:
         if self.timer is not None:
             self.timer.stop()
+        self.dismiss(None)
+
+
+def _recent_text(r: RecentDataset) -> str:
+    models = ", ".join(r.models[:2]) + (f" +{len(r.models) - 2}" if len(r.models) > 2
+                                         else "")
+    parts = [f"used by {'model' if len(r.models) == 1 else 'models'} {models}" if models
+             else "used by a deleted model"]
+    if r.runs:
+        parts.append(f"{r.runs} run{'s' if r.runs != 1 else ''}")
+    if r.train_tokens is not None:
+        parts.append(f"{r.train_tokens:,} train tokens")
+    if r.last_used_at:
+        parts.append(f"last {format_clock(r.last_used_at)}")
+    text = " · ".join(parts)
+    return f"MISSING: no longer there · {text}" if r.missing else text
+
+
+class DatasetOptions(OptionList):
+    """The picker's list: Enter picks; j / k move as in the dashboard's lists."""
+
+    BINDINGS = [
+        Binding("enter", "select", "pick"),
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+    ]
+
+
+class DatasetPickerScreen(DashboardModal, ModalScreen[str | None]):
+    """Pick a dataset: the built-in ones, those this home has trained on (most recent first)
+    and the dataset files of the current folder, as the service lists them. Dismisses with
+    the chosen spec, or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    SPEC_WIDTH = 40  # the spec column at most; longer specs fold inside it
+
+    def __init__(self, choices: DatasetChoices, current: str = "") -> None:
+        super().__init__()
+        self.choices = choices
+        self.current = current.strip()
+        self.specs: dict[str, str] = {}  # option id -> spec
+
+    def compose(self) -> ComposeResult:
+        c = self.choices
+        # each entry: (what the list shows, the spec it fills in, what it is, missing)
+        sections: list[tuple[str, list[tuple[str, str, str, bool]], str]] = [
+            ("Built in", [(b.spec, b.spec, b.description, False) for b in c.builtins], ""),
+            ("Used in this home, most recent first",
+             [(r.spec, r.spec, _recent_text(r), r.missing) for r in c.recent],
+             "none yet: the datasets you train on are listed here"),
+            (f"Files in {c.folder}",
+             [(f.name + ("/" if f.is_dir else ""), f.spec,
+               (f"folder of {f.files} file{'s' if f.files != 1 else ''}, " if f.is_dir
+                else "") + _size(f.size_bytes), False) for f in c.files],
+             "no dataset files or folders here"),
+        ]
+        labels = [label for _t, entries, _e in sections for label, *_ in entries]
+        width = min(max(map(len, labels), default=10), self.SPEC_WIDTH)
+        options: list[Option | None] = []
+        for title, entries, empty in sections:
+            if options:
+                options.append(None)  # a separator line between sections
+            options.append(Option(Text(title, style="bold"), disabled=True))
+            if not entries:
+                options.append(Option(Text(f"  ({empty})", style="dim"), disabled=True))
+            for label, spec, what, missing in entries:
+                option_id = f"ds-{len(self.specs)}"
+                self.specs[option_id] = spec
+                grid = Table.grid(padding=(0, 2))
+                grid.add_column(width=width + 2, overflow="fold")
+                grid.add_column(ratio=1, style="red" if missing else "dim")
+                grid.add_row(Text("  " + label), Text(what))
+                options.append(Option(grid, id=option_id))
+        with Vertical(id="picker-dialog"):
+            yield DatasetOptions(*options, id="dataset-options")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        box = self.query_one("#picker-dialog")
+        box.border_title = "Pick a dataset"
+        box.border_subtitle = "enter pick · esc cancel"
+        options = self.query_one(DatasetOptions)
+        wanted = next((oid for oid, spec in self.specs.items() if spec == self.current),
+                      next(iter(self.specs), None))
+        if wanted is not None:
+            options.highlighted = options.get_option_index(wanted)
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        spec = self.specs.get(event.option_id or "")
+        if spec is not None:
+            self.dismiss(spec)
+
+    def action_cancel(self) -> None:
         self.dismiss(None)

@@ -36,7 +36,7 @@ class TrainForm:
     preset: str
     dataset: str
     name: str | None
-    init_from: str | None = None  # as typed: hf:FOLDER (the planner checks it)
+    init_from: str | None = None  # as typed: MODEL, a checkpoint folder or hf:FOLDER
     lora: str | None = None  # as typed: r=8,alpha=16,... (service.parse_lora reads it)
     freeze_layers: str | None = None  # as typed: the config checks it is a whole number >= 0
 
@@ -103,12 +103,20 @@ class TrainPanel(Panel):
         Binding("b", "bump('batch', -1)", "batch-"),
         Binding("B", "bump('batch', 1)", "batch+"),
         Binding("n", "new_model", "new model"),
+        Binding("d", "pick_dataset", "dataset"),
     ]
 
     class Launch(Message):
         def __init__(self, form: TrainForm) -> None:
             super().__init__()
             self.form = form
+
+    class PickDataset(Message):
+        """Open the dataset picker (the app reads the choices from the service)."""
+
+        def __init__(self, current: str) -> None:
+            super().__init__()
+            self.current = current
 
     def __init__(self, presets: list[str]) -> None:
         super().__init__(id="train")
@@ -144,8 +152,8 @@ class TrainPanel(Panel):
             with Horizontal(classes="row"):
                 yield Label("Init from")
                 yield Field("", id="init-from", compact=True,
-                            placeholder="hf:FOLDER: a local Hugging Face model to fine-tune "
-                                        "(empty: train from scratch)")
+                            placeholder="a model, a checkpoint folder or hf:FOLDER to start "
+                                        "from (empty: train from scratch)")
             with Horizontal(classes="row"):
                 yield Label("LoRA")
                 yield Field("", id="lora", compact=True,
@@ -222,6 +230,16 @@ class TrainPanel(Panel):
         self.set_model(model)
         if self.new_model:
             self.apply_preset(str(self.query_one("#preset", Select).value))
+
+    def action_pick_dataset(self) -> None:
+        self.post_message(self.PickDataset(self.query_one("#dataset", Input).value))
+
+    def set_dataset(self, spec: str) -> None:
+        """The picker's choice, in the Dataset field (typed over like anything typed there)."""
+        box = self.query_one("#dataset", Input)
+        box.value = spec
+        box.cursor_position = len(spec)
+        self.show_result(f"dataset: {spec}")
 
     def action_bump(self, field: str, delta: int) -> None:
         box = self.query_one(f"#{field}", Input)
