@@ -174,6 +174,8 @@ def _detail_text(d: RunDetail) -> str:
         f"checkpoint: {d.checkpoint or '-'}",
         f"log:        {d.log_path}",
     ]
+    if d.estimate_line():
+        lines.append(f"step time:  {d.estimate_line()}")
     if d.anomalies:
         lines.append(f"anomalies:  {d.anomalies} ({d.rollbacks or 0} rollbacks); "
                      f"last: {d.last_anomaly}")

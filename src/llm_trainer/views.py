@@ -44,10 +44,27 @@ class RunView:
     started_at: float | None = None
     ended_at: float | None = None
     telemetry: dict[str, Any] | None = None
+    # the step time estimated from the run's first steps, and at its end the actual mean and
+    # how far off the estimate was (actual / estimated - 1)
+    estimated_step_s: float | None = None
+    actual_step_s: float | None = None
+    estimate_error: float | None = None
 
     @property
     def active(self) -> bool:
         return self.status in ("queued", "running")
+
+    def estimate_line(self) -> str | None:
+        """'31.2 ms per step (estimated from its first steps); actual 33.0 ms (+6%)', or
+        None before the estimate exists."""
+        if self.estimated_step_s is None:
+            return None
+        line = f"{self.estimated_step_s * 1000:.1f} ms per step (estimated from its first steps)"
+        if self.actual_step_s is not None:
+            line += f"; actual {self.actual_step_s * 1000:.1f} ms"
+            if self.estimate_error is not None:
+                line += f" ({self.estimate_error:+.0%})"
+        return line
 
     def sample_lines(self, limit: int = 8) -> list[str]:
         """The latest sample (prompt + continuation), its last ``limit`` lines."""

@@ -123,3 +123,8 @@ def test_the_estimate_error_is_recorded_after_a_run(tmp_path, corpus):
     assert state["actual_step_time_s"] > 0
     assert state["estimate_error"] == pytest.approx(
         state["actual_step_time_s"] / e["step_time_s"] - 1)
+    shown = run_cli("status", _meta["run_id"], home=tmp_path).stdout
+    line = next(ln for ln in shown.splitlines() if ln.startswith("step time:"))
+    assert f"{e['step_time_s'] * 1000:.1f} ms per step (estimated from its first steps); " \
+           f"actual {state['actual_step_time_s'] * 1000:.1f} ms " \
+           f"({state['estimate_error']:+.0%})" in line

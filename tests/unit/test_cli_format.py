@@ -41,3 +41,16 @@ def test_the_tokenizer_line_is_words_not_json():
     assert _describe_tokenizer({"kind": "char", "vocab_size": 66}) == "char, 66 tokens"
     assert _describe_tokenizer({"kind": "bpe", "vocab_size": 8192}) == "bpe, 8,192 tokens"
     assert _describe_tokenizer(None) == "-"
+
+
+def test_the_step_time_line_says_estimate_then_actual():
+    from llm_trainer.views import RunView
+
+    view = RunView(run_id="r", model="m", model_id=None, status="running")
+    assert view.estimate_line() is None
+    early = RunView(run_id="r", model="m", model_id=None, status="running",
+                    estimated_step_s=0.0312)
+    assert early.estimate_line() == "31.2 ms per step (estimated from its first steps)"
+    done = RunView(run_id="r", model="m", model_id=None, status="completed",
+                   estimated_step_s=0.0312, actual_step_s=0.0330, estimate_error=0.0577)
+    assert done.estimate_line().endswith("; actual 33.0 ms (+6%)")

@@ -134,7 +134,9 @@ class RunQueries:
             last_anomaly=state.last_anomaly, last_sample=state.last_sample,
             gpu_util_pct=tele.get("gpu_util_pct"), pid=state.pid, error=state.error,
             reason=state.reason, checkpoint=state.checkpoint, created_at=state.created_at,
-            started_at=state.started_at, ended_at=state.ended_at, telemetry=tele or None)
+            started_at=state.started_at, ended_at=state.ended_at, telemetry=tele or None,
+            estimated_step_s=(state.estimate or {}).get("step_time_s"),
+            actual_step_s=state.actual_step_time_s, estimate_error=state.estimate_error)
 
     def list_runs(self, *, active_only: bool = False) -> list[RunView]:
         """Running first, then newest first."""

@@ -90,6 +90,8 @@ def detail_text(d: RunDetail) -> Text:
         f"precision {meta.get('precision', '-')}",
         f"Checkpoint {d.checkpoint or '-'}",
     ]
+    if d.estimate_line():
+        lines.append(f"Step time  {d.estimate_line()}")
     if d.anomalies:
         lines.append(f"Anomalies  {d.anomalies} ({d.rollbacks or 0} rollbacks), last: "
                      f"{d.last_anomaly}")
