@@ -46,11 +46,11 @@ TINY = ["--preset", "tiny", "--set", "model.n_embd=32", "--set", "train.log_inte
 
 
 def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "LLM_TRAINER_HOME": str(home), "PYTHONUNBUFFERED": "1",
                 "HF_HUB_OFFLINE": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "llm_trainer", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=str(home))
+                          text=True, timeout=timeout, env=full_env, cwd=str(cwd or home))
     if check and proc.returncode != 0:
         raise AssertionError(f"llm-trainer {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")

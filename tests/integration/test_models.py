@@ -217,11 +217,12 @@ def test_init_from_a_model_of_this_home_starts_a_new_model_from_its_weights(zoo)
     assert load_file(str(alpha / "model.safetensors")).keys() == alpha_weights.keys()
     assert resolve_checkpoint(alpha_dir, "latest").path == alpha  # alpha itself untouched
 
-    # a checkpoint folder (here: the LoRA model's, adapters folded in) -> a full fine-tune
+    # a checkpoint folder (here: the LoRA model's, adapters folded in) -> a full fine-tune;
+    # given relative to a folder that is not the home (the worker runs in the home)
     lora_ckpt = resolve_checkpoint(zoo / "checkpoints" / name, "latest").path
-    proc = run_cli("train", "--init-from", str(lora_ckpt), "--name", "grandchild",
-                   "--dataset", "one.txt", "--max-steps", "4", "--freeze-layers", "1",
-                   "--foreground", "--sample", "0", home=zoo)
+    proc = run_cli("train", "--init-from", f"{name}/{lora_ckpt.name}", "--name", "grandchild",
+                   "--dataset", str(zoo / "one.txt"), "--max-steps", "4", "--freeze-layers",
+                   "1", "--foreground", "--sample", "0", home=zoo, cwd=zoo / "checkpoints")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "embeddings and the first 1 blocks frozen" in proc.stdout
     child = load_file(str(resolve_checkpoint(zoo / "checkpoints" / "grandchild",

@@ -40,22 +40,22 @@ async def test_pick_a_dataset_with_the_keyboard(home, monkeypatch):
     (home / "shards").mkdir()
     (home / "shards" / "train.txt").write_text("text\n")
     (home / "notes.py").write_text("not a dataset\n")
+    corpus = str(home / "corpus.txt")  # training records local datasets as absolute paths
     rec = ModelStore(home).create("m1", default_base="m", last_trained_at=1_800_000_060.0,
-                                  datasets=[{"spec": "corpus.txt", "fingerprint": "fp",
+                                  datasets=[{"spec": corpus, "fingerprint": "fp",
                                              "epochs": 1.0}])
-    run_id = fake_run(home, "20270115-080000-m1", {"data": {"dataset": "corpus.txt"}},
-                      model="m1")
+    run_id = fake_run(home, "20270115-080000-m1", {"data": {"dataset": corpus}}, model="m1")
     runs = RunStore(home)
     runs.write_meta(runs.read_meta(run_id).updated(
         model={"id": rec.id, "name": "m1"},
-        dataset={"spec": "corpus.txt", "fingerprint": "fp", "train_tokens": 4321}))
+        dataset={"spec": corpus, "fingerprint": "fp", "train_tokens": 4321}))
     monkeypatch.chdir(home)  # the picker lists the files of the current folder
 
     app = TrainerApp(home, refresh_s=30)  # the first refresh is all this needs
     async with app.run_test(size=(160, 48)) as pilot:
         dataset = app.query_one("#dataset", Input)
         # m1 is the latest trained model: the panel shows the dataset it was trained on
-        await wait_until(pilot, lambda: dataset.value == "corpus.txt", timeout=10)
+        await wait_until(pilot, lambda: dataset.value == corpus, timeout=10)
         await pilot.press("3")
         assert "d" in {b.binding.key for b in app.active_bindings.values() if b.binding.show}
 
@@ -69,6 +69,7 @@ async def test_pick_a_dataset_with_the_keyboard(home, monkeypatch):
         assert lines.index("Built in") < lines.index("Used in this home, most recent first")
         assert any(ln.startswith("wikitext-2 ") for ln in lines), joined
         assert any(ln.startswith("builtin:python-docs ") for ln in lines), joined
+        # the list shows it relative to the current folder; picking it fills in the path
         recent = next(ln for ln in lines if ln.startswith("corpus.txt used by"))
         assert "used by model m1" in recent and "1 run" in recent and "4,321 train" in recent
         files = lines[lines.index(f"Files in {home}") + 1:]
@@ -78,7 +79,7 @@ async def test_pick_a_dataset_with_the_keyboard(home, monkeypatch):
         assert highlighted_line(app).startswith("corpus.txt used by")
         await pilot.press("up", "escape")
         await wait_until(pilot, lambda: type(app.screen).__name__ != "DatasetPickerScreen")
-        assert dataset.value == "corpus.txt" and app.focused is app.train_panel
+        assert dataset.value == corpus and app.focused is app.train_panel
         await pilot.pause()
         assert "C · Train Selected Model — ready" in text_of(app, "#modeline")
 

@@ -185,6 +185,31 @@ def test_cache_and_one_token_step_match_the_full_forward(name):
     assert cache.length == 16
 
 
+@pytest.mark.parametrize("name", ["gqa", "sizes"])
+def test_a_batch_through_the_cache_matches_the_full_forward(name):
+    model = model_for(COMBOS[name])
+    idx = torch.randint(0, 50, (3, 16))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = KVCache(model.shape, 3, "cpu", torch.float32)
+        first, _ = model(idx[:, :6], cache=cache)
+        rest = [model(idx[:, i:i + 1], cache=cache)[0] for i in range(6, 16)]
+    assert (full - torch.cat([first, *rest], dim=1)).abs().max().item() < 1e-5
+
+
+def test_grouped_query_attention_without_enable_gqa_is_the_same(monkeypatch):
+    """torch < 2.5 has no enable_gqa: the key/value heads are repeated instead."""
+    import llm_trainer.model.gpt as gpt
+
+    model = model_for(COMBOS["sizes"])
+    idx = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        native = model(idx)[0]
+        monkeypatch.setattr(gpt, "_SDPA_GQA", False)
+        repeated = model(idx)[0]
+    assert (native - repeated).abs().max().item() < 1e-6
+
+
 @pytest.mark.parametrize("name", list(COMBOS))
 def test_greedy_with_the_cache_equals_without(name):
     from llm_trainer.data.tokenizer import TextTokenizer

@@ -43,7 +43,7 @@ def test_recent_datasets_newest_first_one_entry_each(home):
     recent = Service(home).recent_datasets()
 
     assert [r.spec for r in recent] == ["builtin:python-docs", str(home / "corpus.txt"),
-                                        "hf:someone/stories", "gone.txt"]
+                                        "hf:someone/stories", str(home / "gone.txt")]
     pydocs, corpus, stories, gone = recent
     assert corpus.models == ["b", "a2"] and corpus.runs == 2 and corpus.train_tokens == 222
     assert corpus.last_used_at == 200.0 and not corpus.missing

@@ -82,7 +82,8 @@ class ModelAdmin:
 
     @staticmethod
     def checkpoint_at(path_text: str) -> CheckpointInfo:
-        path = Path(path_text).expanduser()
+        # absolute: a training process works in the home, not in the caller's folder
+        path = Path(path_text).expanduser().resolve()
         if not path.is_dir():
             raise NotFoundError(f"checkpoint {path_text!r} not found",
                                 hint="use latest, best, a step number, or a checkpoint folder")

@@ -282,7 +282,11 @@ class LaunchPlanner:
             other = self.admin.get(req.data_from)
             other_cfg = self.admin.checkpoint_config(self.admin.checkpoint_of(other, "latest",
                                                                               notes))
-            overrides.update({"data.dataset": other_cfg["data"]["dataset"],
+            spec = other_cfg["data"]["dataset"]
+            recorded = Path(spec).expanduser()  # a local path recorded relative to the home
+            if not recorded.is_absolute() and (self.home / recorded).exists():
+                spec = str(self.home / recorded)
+            overrides.update({"data.dataset": spec,
                               "data.text_column": other_cfg["data"].get("text_column"),
                               "data.val_fraction": other_cfg["data"]["val_fraction"]})
         overrides.pop("data.tokenizer", None)  # the model keeps its own tokenizer

@@ -191,6 +191,8 @@ class RunQueries:
         found: dict[str, dict[str, Any]] = {}
 
         def key_of(spec: str) -> tuple[str, Path | None]:
+            """One key per dataset; a local one as its absolute path, which is also what
+            the picker offers (a path recorded relative to the home means nothing elsewhere)."""
             local = _local_path(spec, home)
             return (str(local.resolve()) if local is not None else spec), local
 
@@ -202,8 +204,8 @@ class RunQueries:
             dataset = meta.dataset or {}
             if not dataset.get("spec"):
                 continue
-            spec = str(dataset["spec"])
-            key, local = key_of(spec)
+            key, local = key_of(str(dataset["spec"]))
+            spec = key if local is not None else str(dataset["spec"])
             entry = found.setdefault(key, {"spec": spec, "when": meta.created_at, "models": [],
                                            "runs": 0, "tokens": None, "local": local})
             entry["runs"] += 1
@@ -222,7 +224,7 @@ class RunQueries:
                 if not d.get("spec"):
                     continue
                 key, local = key_of(str(d["spec"]))
-                entry = found.setdefault(key, {"spec": str(d["spec"]), "models": [], "runs": 0,
+                entry = found.setdefault(key, {"spec": key, "models": [], "runs": 0,
                                                "when": rec.last_trained_at or rec.created_at,
                                                "tokens": None, "local": local})
                 if rec.name not in entry["models"]:

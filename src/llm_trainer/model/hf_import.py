@@ -81,6 +81,9 @@ def inspect_source(path: Path) -> HFSource:
 
     if (path / MANIFEST).is_file():
         return inspect_own_checkpoint(path)
+    if not path.exists():
+        raise UsageError(f"--init-from: {path} no longer exists (pruned or deleted since the "
+                         "run was planned)", hint="start it again from another checkpoint")
     return inspect_hf_folder(f"{PREFIX}{path}")
 
 
@@ -197,7 +200,8 @@ def _llama_arch(hf: dict, family: HFFamily,
     C, n_head = hf["hidden_size"], hf["num_attention_heads"]
     problems: list[Problem] = []
     n_kv = hf.get("num_key_value_heads") or n_head
-    head_dim = hf.get("head_dim") or C // n_head  # transformers' own default
+    # transformers' defaults: Qwen3Config 128, LlamaConfig hidden_size / heads
+    head_dim = hf.get("head_dim") or (128 if family.name == "Qwen3" else C // n_head)
     if n_kv > n_head or n_head % n_kv:
         problems.append((f"{n_kv} key/value heads for {n_head} query heads",
                          "num_attention_heads a multiple of num_key_value_heads"))
@@ -345,7 +349,7 @@ def _llama_weights(raw: dict[str, Any], src: HFSource) -> dict[str, Any]:
 
 def check_complete(sd: dict[str, Any], expected: dict[str, Any], src: HFSource) -> None:
     """Every parameter of ``expected`` (a fresh model's state dict) present with its shape."""
-    theirs = dict(_llama_names(src)) if src.family != "GPT-2" else {}
+    theirs = dict(_llama_names(src)) if src.family in ("Llama", "Qwen3") else {}
     for name, ref in expected.items():
         got = sd.get(name)
         shown = " + ".join(theirs.get(name, (name,)))

@@ -612,7 +612,8 @@ class Trainer:
             from llm_trainer.training.checkpoint import save_base
 
             path = save_base(self.job.model_dir, model=self.model, config=self.cfg,
-                             shape=self.shape, tokenizer=self.tokenizer, source=source.spec)
+                             shape=self.shape, tokenizer=self.tokenizer,
+                             source=self.cfg.finetune.init_from or source.spec)
             self.log(f"base weights for the LoRA adapters: {path}")
 
     def setup_finetune(self) -> None:

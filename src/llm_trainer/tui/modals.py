@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -219,6 +220,18 @@ class DatasetOptions(OptionList):
     ]
 
 
+def _short_path(spec: str) -> str:
+    """A local dataset's absolute path as the list shows it: relative to the current folder
+    when inside it, else with ~ for the user's home (the spec filled in stays absolute)."""
+    path = Path(spec)
+    if not path.is_absolute():
+        return spec
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        if path.is_relative_to(base) and path != base:
+            return prefix + str(path.relative_to(base))
+    return spec
+
+
 class DatasetPickerScreen(DashboardModal, ModalScreen[str | None]):
     """Pick a dataset: the built-in ones, those this home has trained on (most recent first)
     and the dataset files of the current folder, as the service lists them. Dismisses with
@@ -239,7 +252,7 @@ class DatasetPickerScreen(DashboardModal, ModalScreen[str | None]):
         sections: list[tuple[str, list[tuple[str, str, str, bool]], str]] = [
             ("Built in", [(b.spec, b.spec, b.description, False) for b in c.builtins], ""),
             ("Used in this home, most recent first",
-             [(r.spec, r.spec, _recent_text(r), r.missing) for r in c.recent],
+             [(_short_path(r.spec), r.spec, _recent_text(r), r.missing) for r in c.recent],
              "none yet: the datasets you train on are listed here"),
             (f"Files in {c.folder}",
              [(f.name + ("/" if f.is_dir else ""), f.spec,
