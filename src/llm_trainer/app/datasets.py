@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llm_trainer.data.sources import BUILTIN_PYDOCS, TABLE_SUFFIXES, TEXT_SUFFIXES
+from llm_trainer.data.sources import BUILTIN_PYDOCS, is_data_file
 from llm_trainer.views import BuiltinDataset, DatasetFile
 
 BUILTIN_DATASETS = (
@@ -17,11 +17,6 @@ BUILTIN_DATASETS = (
     BuiltinDataset(BUILTIN_PYDOCS, "Python's own documentation topics (works offline)"),
 )
 HOME_FOLDERS = ("runs", "checkpoints", "data")  # the home's own records, never a dataset
-
-
-def is_dataset_file(name: str) -> bool:
-    suffix = os.path.splitext(name)[1].lower()
-    return not name.startswith(".") and (suffix in TEXT_SUFFIXES or suffix in TABLE_SUFFIXES)
 
 
 def dataset_files(folder: Path, *, home: Path | None = None) -> list[DatasetFile]:
@@ -44,11 +39,11 @@ def dataset_files(folder: Path, *, home: Path | None = None) -> list[DatasetFile
                 if in_home and entry.name in HOME_FOLDERS:
                     continue
                 sizes = [e.stat().st_size for e in os.scandir(entry.path)
-                         if is_dataset_file(e.name) and e.is_file()]
+                         if is_data_file(e.name) and e.is_file()]
                 if not sizes:
                     continue
                 count, size, is_dir = len(sizes), sum(sizes), True
-            elif entry.is_file() and is_dataset_file(entry.name):
+            elif entry.is_file() and is_data_file(entry.name):
                 count, size, is_dir = 1, entry.stat().st_size, False
             else:
                 continue

@@ -295,14 +295,18 @@ def _python_docs(val_fraction: float) -> TextSource:
     )
 
 
+def is_data_file(name: str) -> bool:
+    """A file training reads from a folder: a text or table suffix, not hidden."""
+    suffix = Path(name).suffix.lower()
+    return not name.startswith(".") and (suffix in TEXT_SUFFIXES or suffix in TABLE_SUFFIXES)
+
+
 def local_files(path: Path) -> tuple[list[Path], Path]:
     """The readable files of a local dataset (a file, or a folder searched recursively) and
     the folder their names are relative to."""
     path = path.resolve()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                       and (p.suffix.lower() in TEXT_SUFFIXES or p.suffix.lower() in
-                            TABLE_SUFFIXES))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.name))
         if not files:
             raise DataError(f"folder {path} has no .txt/.md/.tokens/.jsonl/.json/.csv/.parquet "
                             "files", hint=LOCAL_HINT)
