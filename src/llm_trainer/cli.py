@@ -18,7 +18,7 @@ import typer
 
 from llm_trainer import __version__
 from llm_trainer.errors import LLMTrainerError, UsageError
-from llm_trainer.progress import format_clock, format_duration
+from llm_trainer.progress import format_bytes, format_clock, format_duration
 
 if TYPE_CHECKING:
     from llm_trainer.views import RunDetail, RunView
@@ -332,16 +332,6 @@ def _batch_size_option(value: str | None) -> tuple[bool, int | None]:
     return False, number
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _batch_choice_line(choice: dict[str, Any]) -> str:
     tried = ", ".join(
         f"{t['batch_size']}" + ("" if t.get("fits") else " (too big)") +
@@ -375,10 +365,10 @@ def _report_estimate(est: dict[str, Any], json_out: bool) -> None:
          f"= {est['global_batch']} sequences = {est['tokens_per_step']:,} tokens per step")
     _out(f"  steps:       {est['steps_per_epoch']:,} per epoch; {est['start_step']:,} -> "
          f"{est['total_steps']:,} ({est['steps']:,} to train)")
-    _out(f"  memory (estimate, {mem['device_type']}): {_bytes(mem['total'])} = weights "
-         f"{_bytes(mem['weights'])} + gradients {_bytes(mem['gradients'])} + AdamW "
-         f"{_bytes(mem['optimizer'])} + activations {_bytes(mem['activations'])}; "
-         f"{_bytes(mem['available'])} available")
+    _out(f"  memory (estimate, {mem['device_type']}): {format_bytes(mem['total'])} = weights "
+         f"{format_bytes(mem['weights'])} + gradients {format_bytes(mem['gradients'])} + AdamW "
+         f"{format_bytes(mem['optimizer'])} + activations {format_bytes(mem['activations'])}; "
+         f"{format_bytes(mem['available'])} available")
     t = est.get("time")
     if t is None:
         _out("  time:        not measured")
@@ -884,15 +874,6 @@ def tui() -> None:
 # ============================================================================ models
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
 
@@ -922,7 +903,7 @@ def models_list(
         status_text = v.status + (f" ({v.problem})" if v.problem else "")
         table.add_row(*(Text(str(x)) for x in (
             mark, v.name, status_text, _num(v.epochs_completed, "{:.2f}"),
-            f"{v.steps_completed:,}", _num(v.best_val_loss), _size(v.disk_bytes),
+            f"{v.steps_completed:,}", _num(v.best_val_loss), format_bytes(v.disk_bytes),
             _when(v.last_trained_at))))
     _console().print(table)
     latest = next((v.name for v in views if v.latest), None)
@@ -956,7 +937,7 @@ def models_show(
              *_finetune_lines(view.config),
              f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
              f"runs:        {', '.join(view.runs) or '-'}",
-             f"size:        {_size(view.disk_bytes)}   path: {view.path}",
+             f"size:        {format_bytes(view.disk_bytes)}   path: {view.path}",
              "checkpoints:"]
     for c in view.checkpoints:
         lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {_num(c.val_loss)}  "
@@ -1000,7 +981,7 @@ def models_delete(
             raise UsageError(f"refusing to delete {name} without confirmation",
                              hint="pass --yes to delete from a script")
         answer = input(f"delete model {name} and its {view.checkpoint_count} "
-                       f"checkpoints ({_size(view.disk_bytes)})? [y/N] ")
+                       f"checkpoints ({format_bytes(view.disk_bytes)})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             _out("kept")
             raise typer.Exit(1)

@@ -97,3 +97,17 @@ def format_clock(timestamp: float | None) -> str:
         return "n/a"
     same_day = time.strftime("%Y%m%d", time.localtime(t)) == time.strftime("%Y%m%d")
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def format_bytes(n: float | None, *, compact: bool = False) -> str:
+    """'1.1 MiB' (binary units), or '1.1M' with ``compact`` for narrow table columns; 'n/a'
+    when unknown. Every front end writes sizes with this."""
+    if n is None:
+        return "n/a"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    number = f"{value:.0f}" if unit == "B" else f"{value:.1f}"
+    return f"{number}{unit[0]}" if compact else f"{number} {unit}"

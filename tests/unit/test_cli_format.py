@@ -54,3 +54,12 @@ def test_the_step_time_line_says_estimate_then_actual():
     done = RunView(run_id="r", model="m", model_id=None, status="completed",
                    estimated_step_s=0.0312, actual_step_s=0.0330, estimate_error=0.0577)
     assert done.estimate_line().endswith("; actual 33.0 ms (+6%)")
+
+
+def test_sizes_are_written_one_way_everywhere():
+    from llm_trainer.progress import format_bytes
+
+    assert format_bytes(20) == "20 B" and format_bytes(None) == "n/a"
+    assert format_bytes(1536) == "1.5 KiB" and format_bytes(6.3 * 2**20) == "6.3 MiB"
+    assert format_bytes(6.3 * 2**20, compact=True) == "6.3M"
+    assert format_bytes(3 * 2**40) == "3.0 TiB"

@@ -17,8 +17,7 @@ from textual.widgets import Button, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from llm_trainer.plots import curve_series, render_plot
-from llm_trainer.progress import format_clock, format_duration
-from llm_trainer.tui.panels.train import _size
+from llm_trainer.progress import format_bytes, format_clock, format_duration
 from llm_trainer.views import DatasetChoices, LossCurve, RecentDataset, RunDetail
 
 
@@ -257,7 +256,7 @@ class DatasetPickerScreen(DashboardModal, ModalScreen[str | None]):
             (f"Files in {c.folder}",
              [(f.name + ("/" if f.is_dir else ""), f.spec,
                (f"folder of {f.files} file{'s' if f.files != 1 else ''}, " if f.is_dir
-                else "") + _size(f.size_bytes), False) for f in c.files],
+                else "") + format_bytes(f.size_bytes), False) for f in c.files],
              "no dataset files or folders here"),
         ]
         labels = [label for _t, entries, _e in sections for label, *_ in entries]

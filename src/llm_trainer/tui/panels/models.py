@@ -10,20 +10,12 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from llm_trainer.progress import format_bytes
 from llm_trainer.tui.panels.base import Panel, RenameField
 from llm_trainer.views import ModelView
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
            ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
-
-
-def _size(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return "?"  # pragma: no cover
 
 
 def model_cells(m: ModelView, active_id: str | None) -> dict[str, Text]:
@@ -41,7 +33,7 @@ def model_cells(m: ModelView, active_id: str | None) -> dict[str, Text]:
         "trained": Text(trained),
         "epochs": Text(f"{m.epochs_completed or 0:.2f}"),
         "loss": Text("-" if loss is None else f"{loss:.3f}"),
-        "size": Text(_size(m.disk_bytes)),
+        "size": Text(format_bytes(m.disk_bytes, compact=True)),
         "status": Text(m.status, style=style),
     }
 

@@ -15,6 +15,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
+from llm_trainer.progress import format_bytes
 from llm_trainer.tui.panels.base import Field, FormScroll, Panel
 from llm_trainer.views import ModelView
 
@@ -60,14 +61,6 @@ class TrainForm:
                 f"{self.device}, precision {self.precision}?")
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def estimate_text(est: dict) -> str:
     """The service's dry-run estimate, for the confirmation (labelled as an estimate)."""
     mem, ds = est["memory"], est["dataset"]
@@ -77,9 +70,10 @@ def estimate_text(est: dict) -> str:
         f"data {ds['train_tokens']:,} train / {ds['val_tokens']:,} val tokens; "
         f"{est['parameters']:,} parameters ({est['trainable_parameters']:,} trainable), "
         f"context {est['architecture']['block_size']:,}; device {est['device'].get('selected')}",
-        f"memory ~{_size(mem['total'])} (weights {_size(mem['weights'])}, AdamW "
-        f"{_size(mem['optimizer'])}, gradients {_size(mem['gradients'])}, activations "
-        f"{_size(mem['activations'])}) of {_size(mem['available'])} available",
+        f"memory ~{format_bytes(mem['total'])} (weights {format_bytes(mem['weights'])}, "
+        f"AdamW {format_bytes(mem['optimizer'])}, gradients {format_bytes(mem['gradients'])}, "
+        f"activations {format_bytes(mem['activations'])}) of {format_bytes(mem['available'])} "
+        "available",
     ]
     t = est.get("time")
     if t:
