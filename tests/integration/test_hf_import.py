@@ -272,3 +272,17 @@ def test_a_gqa_llama_folder_fine_tunes_generates_and_exports_through_the_cli(tmp
     x = torch.randint(0, 300, (2, 16))
     with torch.no_grad():
         assert (hf(x).logits - ours(x)[0]).abs().max().item() <= 1e-4
+
+
+def test_a_sharded_folder_imports(tmp_path):
+    """Bigger hub models ship model.safetensors.index.json and several shards."""
+    hf = save_hf(tmp_path / "one", "LlamaForCausalLM", num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8)
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shutil.copy(tmp_path / "one" / "tokenizer.json", tmp_path / "sharded" / "tokenizer.json")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    ours = imported(tmp_path / "sharded")
+    x = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        assert (hf(x).logits - ours(x)[0]).abs().max().item() <= 1e-4
