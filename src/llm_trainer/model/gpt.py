@@ -179,7 +179,7 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, rope: Rope = None
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        nh, nkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        nh, hd = self.n_head, self.head_dim
         qkv = self.c_attn(x)
         # bf16 autocast on a CPU: the attention kernels are far slower in bf16 than in fp32
         # (backward 13 ms vs 4 ms per step for shakespeare-char), so everything between the
@@ -189,29 +189,7 @@ class CausalSelfAttention(nn.Module):
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             if fp32:
                 qkv = qkv.float()
-            if nkv == nh:
-                qkv = qkv.view(B, T, 3, nh, hd)  # (B, T, 3, nh, hd)
-            if nkv == nh and rope is None and not self.qk_norm:  # GPT-2
-                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
-            else:
-                if nkv == nh and rope is not None and not self.qk_norm:
-                    # rope on queries and keys together: (B, T, 2, nh, hd), cos (T,1,1,hd)
-                    cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
-                    q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
-                    v = qkv[:, :, 2]
-                else:
-                    if nkv == nh:
-                        q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
-                    else:  # grouped-query attention: (B, T, nh | nkv | nkv, hd)
-                        q, k, v = qkv.split((nh * hd, nkv * hd, nkv * hd), dim=-1)
-                        q, k, v = q.view(B, T, nh, hd), k.view(B, T, nkv, hd), \
-                            v.view(B, T, nkv, hd)
-                    if self.qk_norm:
-                        q, k = self.q_norm(q), self.k_norm(k)
-                    if rope is not None:
-                        cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
-                        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B,h,T,hd)
+            q, k, v = self.heads(qkv, B, T, rope)  # (B, nh | nkv | nkv, T, hd)
             if cache is None:
                 y = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                            is_causal=True)
@@ -231,6 +209,29 @@ class CausalSelfAttention(nn.Module):
                     y = attend(q, keys, values, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, q_dim)
         return self.resid_dropout(self.c_proj(y))
+
+    def heads(self, qkv: torch.Tensor, B: int, T: int, rope: Rope):
+        """c_attn's output (B, T, q_dim + 2 kv_dim) -> queries, keys and values per head,
+        (B, heads, T, hd), with QK-norm and the rotary embedding applied."""
+        nh, nkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        if nkv == nh:
+            qkv = qkv.view(B, T, 3, nh, hd)  # (B, T, 3, nh, hd)
+            if rope is None and not self.qk_norm:  # GPT-2: one permute
+                return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+            if not self.qk_norm:  # rope on queries and keys together; cos (T, 1, 1, hd)
+                cos, sin = rope[0].to(qkv.dtype)[:, None], rope[1].to(qkv.dtype)[:, None]
+                q, k = apply_rope(qkv[:, :, :2], cos, sin).unbind(2)
+                return q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+            q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hd)
+        else:  # grouped-query attention: nh query heads, nkv key/value heads
+            q, k, v = qkv.split((nh * hd, nkv * hd, nkv * hd), dim=-1)
+            q, k, v = q.view(B, T, nh, hd), k.view(B, T, nkv, hd), v.view(B, T, nkv, hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            cos, sin = rope[0].to(q.dtype), rope[1].to(q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class MLP(nn.Module):
