@@ -104,7 +104,7 @@ async def test_focus_keys_and_footer_follow_the_panel_and_mode(home):
         await pilot.pause(0.5)
         footer = shown_bindings(app)
         assert footer["f"] == "finished runs" and footer["x"] == "stop run"
-        assert footer["tab"] == "next" and footer["shift+tab"] == "previous"
+        assert footer["tab"] == "next" and footer["shift+tab"] == "back"
         assert "q" not in footer and "1" not in footer  # globals: only Tab / Shift-Tab
         await pilot.press("3")
         footer = shown_bindings(app)

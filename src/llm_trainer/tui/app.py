@@ -59,7 +59,7 @@ class TrainerApp(App):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("tab", "app.focus_next", "next", show=True),
-        Binding("shift+tab", "app.focus_previous", "previous", show=True),
+        Binding("shift+tab", "app.focus_previous", "back", show=True),
         Binding("1", "focus_panel('runs')", "runs", show=False),
         Binding("2", "focus_panel('system')", "system", show=False),
         Binding("3", "focus_panel('train')", "train", show=False),
@@ -98,7 +98,7 @@ class TrainerApp(App):
             yield self.models_panel  # grid order: it takes rows 2-3 of the right column
             yield self.generate_panel
         yield Static(Text(""), id="modeline")
-        yield Footer()
+        yield Footer(compact=True)  # every key of the train panel fits 100 columns
 
     def on_mount(self) -> None:
         self.runs_panel.focus_target().focus()

@@ -10,7 +10,7 @@ from textual.widgets import Input
 
 NAVIGATION = [
     Binding("tab", "app.focus_next", "next", show=True),
-    Binding("shift+tab", "app.focus_previous", "previous", show=True),
+    Binding("shift+tab", "app.focus_previous", "back", show=True),
 ]
 
 
