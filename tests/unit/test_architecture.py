@@ -276,3 +276,5 @@ def test_hf_import_keeps_gpt2_options_and_refuses_changes(tmp_path):
     assert arch_changes(src, {"model.pos": "rope", "model.norm": "rmsnorm"}) == [
         "model.pos=rope (the folder's model has learned)",
         "model.norm=rmsnorm (the folder's model has layernorm)"]
+    assert arch_changes(src, {"model.n_kv_head": "1", "model.norm_eps": "1e-5"}) == [
+        "model.n_kv_head=1 (unset in the folder's model)"]

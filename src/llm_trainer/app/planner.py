@@ -106,6 +106,11 @@ def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _arch_value(value: Any) -> str:
+    """A model.* value in a refusal: an option left unset (its default) says so."""
+    return "unset" if value is None else repr(value)
+
+
 def check_optimizer(cfg: RunConfig) -> None:
     """Muon trains full block matrices; LoRA adapters stay with AdamW."""
     from llm_trainer.training.optim import lora_refusal  # no torch at import
@@ -308,8 +313,8 @@ class LaunchPlanner:
         saved = RunConfig.from_dict(ckpt_cfg, source=str(info.path))
         cfg = apply_overrides(saved, overrides, source="option")
         # a key the checkpoint's config lacks (older than the option) has its default
-        changes = [f"{k}: checkpoint {getattr(saved.model, k)!r}, requested "
-                   f"{getattr(cfg.model, k)!r}"
+        changes = [f"{k}: checkpoint {_arch_value(getattr(saved.model, k))}, requested "
+                   f"{_arch_value(getattr(cfg.model, k))}"
                    for k in ARCH_KEYS if getattr(saved.model, k) != getattr(cfg.model, k)]
         # a LoRA model's adapters are part of its shape (rank, scale, targets); a resume
         # also keeps the frozen layers (the optimizer state holds the trainable ones)

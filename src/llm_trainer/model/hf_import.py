@@ -282,7 +282,9 @@ def arch_changes(src: HFSource, overrides: dict[str, Any]) -> list[str]:
             continue
         if key == "block_size" and 2 <= int(value) <= src.n_positions:
             continue
-        out.append(f"model.{key}={value} (the folder's model has {src.arch[key]})")
+        where = "the folder's model" if src.family != OWN else src.name
+        shown = f"unset in {where}" if src.arch[key] is None else f"{where} has {src.arch[key]}"
+        out.append(f"model.{key}={value} ({shown})")
     return out
 
 
