@@ -312,14 +312,8 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def write_results(res: dict[str, Any], rows, argv: list[str]) -> None:
-    m = res["machine"]
-    lines = [f"## {m['date']}: modern recipe vs nanoGPT (issue 13); {m['cpu']}, {m['cores']} "
-             f"cores, torch {m['torch']}, commit {m['commit']}", "",
-             "`" + " ".join(["python", "benchmarks/bench_recipe.py", *argv]) + "`",
-             f"(load average {bs._fmt(res['load_before'], '.2f')} before, "
-             f"{bs._fmt(res['load_after'], '.2f')} after; CPU used by other processes per part: "
-             + ", ".join(f"{k} {v['other_pct']:.0f}%" for k, v in res.get("noise", {}).items())
-             + ")", "", bs.render_table(rows, markdown=True)]
+    lines = bs.results_head(res, rows, "bench_recipe.py", argv,
+                            title="modern recipe vs nanoGPT (issue 13)")
     for key, runs in (res.get("quality") or {}).items():
         for i, r in enumerate(runs, start=1):
             lines += ["", f"{key} run {i}: checkpoints (step, on disk at s, full-split val): "
@@ -330,9 +324,7 @@ def write_results(res: dict[str, Any], rows, argv: list[str]) -> None:
     sp = res.get("speed")
     if sp:
         lines += ["", f"nanoGPT: `python {sp['nanogpt_command']}`"]
-    with bs.RESULTS_MD.open("a", encoding="utf-8") as fh:
-        fh.write("\n" + "\n".join(lines) + "\n")
-    bs.say(f"results appended to {bs.RESULTS_MD}")
+    bs.append_results(lines)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

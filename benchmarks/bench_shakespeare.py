@@ -711,16 +711,34 @@ def machine_info() -> dict[str, Any]:
             "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
 
+def results_head(res: dict[str, Any], rows: list[tuple[str, str, str, str]], script: str,
+                 argv: list[str], title: str = "") -> list[str]:
+    """What every RESULTS.md entry starts with: the machine, the command, the load and the
+    summary table (``script``: the benchmark's file name; ``title``: what it compares)."""
+    m = res["machine"]
+    return [f"## {m['date']}: {title + '; ' if title else ''}{m['cpu']}, {m['cores']} cores, "
+            f"torch {m['torch']}, commit {m['commit']}", "",
+            "`" + " ".join(["python", f"benchmarks/{script}", *argv]) + "`",
+            f"(load average {_fmt(res['load_before'], '.2f')} before, "
+            f"{_fmt(res['load_after'], '.2f')} after; CPU used by other processes per part: "
+            + ", ".join(f"{k} {v['other_pct']:.0f}%" for k, v in res.get("noise", {}).items())
+            + ")", "", render_table(rows, markdown=True)]
+
+
+def append_results(lines: list[str]) -> None:
+    new = not RESULTS_MD.exists()
+    with RESULTS_MD.open("a", encoding="utf-8") as fh:
+        if new:
+            fh.write("# Benchmark results\n\nAppended by `benchmarks/bench_shakespeare.py "
+                     "--write-results`. Only ratios measured within one run are comparable: "
+                     "the machines are shared and noisy.\n")
+        fh.write("\n" + "\n".join(lines) + "\n")
+    say(f"results appended to {RESULTS_MD}")
+
+
 def write_results(res: dict[str, Any], rows: list[tuple[str, str, str, str]], argv: list[str]
                   ) -> None:
-    m = res["machine"]
-    lines = [f"## {m['date']}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-             f"commit {m['commit']}", "",
-             "`" + " ".join(["python", "benchmarks/bench_shakespeare.py", *argv]) + "`",
-             f"(load average {_fmt(res['load_before'], '.2f')} before, "
-             f"{_fmt(res['load_after'], '.2f')} after; CPU used by other processes per part: "
-             + ", ".join(f"{k} {v['other_pct']:.0f}%" for k, v in res.get("noise", {}).items())
-             + ")", "", render_table(rows, markdown=True)]
+    lines = results_head(res, rows, "bench_shakespeare.py", argv)
     for i, tt in enumerate(res.get("target") or [], start=1):
         lines += ["", f"Time-to-target run {i}: " + ", ".join(
             f"{k}={v}" for k, v in tt["config"].items()) + "; evaluations (step, full-split "
@@ -730,14 +748,7 @@ def write_results(res: dict[str, Any], rows: list[tuple[str, str, str, str]], ar
     tp = res.get("throughput")
     if tp and tp.get("nanogpt_command"):
         lines += ["", f"nanoGPT: `python {tp['nanogpt_command']}`"]
-    new = not RESULTS_MD.exists()
-    with RESULTS_MD.open("a", encoding="utf-8") as fh:
-        if new:
-            fh.write("# Benchmark results\n\nAppended by `benchmarks/bench_shakespeare.py "
-                     "--write-results`. Only ratios measured within one run are comparable: "
-                     "the machines are shared and noisy.\n")
-        fh.write("\n" + "\n".join(lines) + "\n")
-    say(f"results appended to {RESULTS_MD}")
+    append_results(lines)
 
 
 # ============================================================================ main
