@@ -272,3 +272,17 @@ async def wait_until(pilot, predicate, timeout=60.0):
             return
         await pilot.pause(0.1)
     raise AssertionError(f"timed out waiting for {predicate}")
+
+
+def imported_model(src, block_size: int | None = None):
+    """The model an ``--init-from`` run starts from: ``src`` (an inspected HF folder) read the
+    way the trainer reads it, every tensor checked, in eval mode."""
+    from llm_trainer.model.gpt import GPT, GPTShape
+    from llm_trainer.model.hf_import import check_complete, load_hf_weights
+
+    arch = src.arch | ({"block_size": block_size} if block_size else {})
+    model = GPT(GPTShape(vocab_size=src.vocab_size, **arch))
+    sd = load_hf_weights(src, arch["block_size"])
+    check_complete(sd, model.state_dict(), src)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()

@@ -16,19 +16,14 @@ from llm_trainer.config import ARCH_KEYS
 from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
+from tests.helpers import imported_model
 from tests.integration.test_export_llama import LLAMA, checkpoint
 
 transformers = pytest.importorskip("transformers")
 
 
 def imported(folder, block_size: int | None = None) -> GPT:
-    src = inspect_hf_folder(f"hf:{folder}")
-    arch = src.arch | ({"block_size": block_size} if block_size else {})
-    model = GPT(GPTShape(vocab_size=src.vocab_size, **arch))
-    sd = load_hf_weights(src, arch["block_size"])
-    check_complete(sd, model.state_dict(), src)
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+    return imported_model(inspect_hf_folder(f"hf:{folder}"), block_size)
 
 
 ROUND_TRIPS = {

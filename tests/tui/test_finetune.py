@@ -4,6 +4,7 @@ come back as the panel's one error line."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -31,6 +32,16 @@ def text_of(app, selector: str) -> str:
     return str(app.query_one(selector, Static).render())
 
 
+@contextlib.asynccontextmanager
+async def train_panel(home, size=(160, 48)):
+    """The dashboard at ``size`` with panel C filled in (fill_training_fields): (app, pilot)."""
+    app = TrainerApp(home, refresh_s=0.2)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.3)
+        await fill_training_fields(app, pilot, home)
+        yield app, pilot
+
+
 async def fill_training_fields(app, pilot, home) -> None:
     """Panel C with the tiny preset, the test corpus and a short context."""
     await pilot.press("3")
@@ -44,10 +55,7 @@ async def fill_training_fields(app, pilot, home) -> None:
 @pytest.mark.slow  # a real LoRA run on a tiny imported model
 async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_folder):
     home = ft_home
-    app = TrainerApp(home, refresh_s=0.2)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.pause(0.5)
-        await fill_training_fields(app, pilot, home)
+    async with train_panel(home) as (app, pilot):
         app.query_one("#dataset", Input).focus()
         # the fine-tune fields come after the dataset in the Tab order, before the name
         order = []
@@ -116,10 +124,7 @@ async def test_refusals_are_the_planners_one_line(ft_home, init_from, lora, free
     home = ft_home
     if init_from == "HF":
         init_from = f"hf:{request.getfixturevalue('hf_folder')}"
-    app = TrainerApp(home, refresh_s=0.2)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause(0.3)
-        await fill_training_fields(app, pilot, home)
+    async with train_panel(home, size=(100, 30)) as (app, pilot):
         app.query_one("#seq", Input).value = "128"
         app.query_one("#init-from", Input).value = init_from
         app.query_one("#lora", Input).value = lora
@@ -136,10 +141,7 @@ async def test_refusals_are_the_planners_one_line(ft_home, init_from, lora, free
 @pytest.mark.slow  # the estimate loads the imported weights
 async def test_an_empty_seq_len_takes_the_folders_context(ft_home, hf_folder):
     home = ft_home
-    app = TrainerApp(home, refresh_s=0.2)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.pause(0.3)
-        await fill_training_fields(app, pilot, home)
+    async with train_panel(home) as (app, pilot):
         app.query_one("#seq", Input).value = ""
         app.query_one("#init-from", Input).value = f"hf:{hf_folder}"
         await pilot.press("s")

@@ -169,18 +169,25 @@ def test_parameter_count_and_flops(name):
     assert model.flops_per_token() == 6 * model.num_params() + 12 * 2 * shape.q_dim * 16
 
 
+def through_the_cache(model: GPT, idx: torch.Tensor, chunk: int, end: int):
+    """The logits of ``idx[:, :chunk]`` at once, then of each token up to ``end``, through
+    one KV cache (returned, to go on with)."""
+    cache = KVCache(model.shape, idx.shape[0], "cpu", torch.float32)
+    first, _ = model(idx[:, :chunk], cache=cache)
+    rest = [model(idx[:, i:i + 1], cache=cache)[0] for i in range(chunk, end)]
+    return torch.cat([first, *rest], dim=1), cache
+
+
 @pytest.mark.parametrize("name", list(COMBOS))
 def test_cache_and_one_token_step_match_the_full_forward(name):
     model = model_for(COMBOS[name])
     idx = torch.randint(0, 50, (1, 16))
     with torch.no_grad():
         full, _ = model(idx)
-        cache = KVCache(model.shape, 1, "cpu", torch.float32)
-        first, _ = model(idx[:, :5], cache=cache)  # a chunk...
-        rest = [model(idx[:, i:i + 1], cache=cache)[0] for i in range(5, 9)]  # ...tokens
+        cached, cache = through_the_cache(model, idx, 5, 9)  # a chunk, then tokens...
         step = OneTokenStep(model)  # ...and the hand-written decode path
         fast = [step(int(idx[0, i]), cache).view(1, 1, -1) for i in range(9, 16)]
-    stepped = torch.cat([first, *rest, *fast], dim=1)
+    stepped = torch.cat([cached, *fast], dim=1)
     assert (full - stepped).abs().max().item() < 1e-5
     assert cache.length == 16
 
@@ -191,10 +198,8 @@ def test_a_batch_through_the_cache_matches_the_full_forward(name):
     idx = torch.randint(0, 50, (3, 16))
     with torch.no_grad():
         full, _ = model(idx)
-        cache = KVCache(model.shape, 3, "cpu", torch.float32)
-        first, _ = model(idx[:, :6], cache=cache)
-        rest = [model(idx[:, i:i + 1], cache=cache)[0] for i in range(6, 16)]
-    assert (full - torch.cat([first, *rest], dim=1)).abs().max().item() < 1e-5
+        cached, _ = through_the_cache(model, idx, 6, 16)
+    assert (full - cached).abs().max().item() < 1e-5
 
 
 def test_grouped_query_attention_without_enable_gqa_is_the_same(monkeypatch):

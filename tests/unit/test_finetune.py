@@ -13,7 +13,7 @@ from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.training.checkpoint import load_model, read_checkpoint
 from llm_trainer.training.trainer import CONTINUE, IMPORT, InitFrom, Trainer, TrainingJob
-from tests.helpers import Flag, Recorder, corpus_text, make_hf_gpt2
+from tests.helpers import Flag, Recorder, corpus_text, imported_model, make_hf_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,7 @@ def hf_folder(tmp_path_factory):
     return make_hf_gpt2(tmp_path_factory.mktemp("gpt2"), corpus_text(30_000))
 
 
-def imported(src, block_size=None) -> GPT:
-    arch = src.arch | ({"block_size": block_size} if block_size else {})
-    model = GPT(GPTShape(vocab_size=src.vocab_size, **arch))
-    sd = load_hf_weights(src, arch["block_size"])
-    check_complete(sd, model.state_dict(), src)
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+imported = imported_model
 
 
 def hf_logits(folder, ids):
