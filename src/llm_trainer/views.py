@@ -10,8 +10,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+class JsonView:
+    """A view whose JSON (``--json``) is its fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class RunView:
+class RunView(JsonView):
     """One run as `status` lists it: the worker's state, reconciled with process liveness."""
 
     run_id: str
@@ -73,9 +80,6 @@ class RunView:
         text = self.last_sample.get("prompt", "") + self.last_sample.get("text", "")
         return text.splitlines()[-limit:]
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class RunDetail(RunView):
@@ -88,7 +92,7 @@ class RunDetail(RunView):
 
 
 @dataclass(frozen=True)
-class CheckpointView:
+class CheckpointView(JsonView):
     name: str
     step: int
     epoch: float
@@ -97,12 +101,9 @@ class CheckpointView:
     problem: str | None
     created_at: float
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ModelView:
+class ModelView(JsonView):
     """One named model: its record, and what the service derived (status, size, flags)."""
 
     id: str
@@ -128,9 +129,6 @@ class ModelView:
     checkpoint_count: int  # how many checkpoint folders it has
     active: bool  # the model commands use when none is named
     latest: bool  # the most recently trained one
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ class RerunCommand:
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(JsonView):
     """A checkpoint scored over a whole dataset split (`llm-trainer eval`)."""
 
     model: str
@@ -231,23 +229,17 @@ class EvalResult:
     seconds: float  # the forward passes, not loading
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class BuiltinDataset:
+class BuiltinDataset(JsonView):
     """A dataset every home can name without a file: its spec and what it is."""
 
     spec: str
     description: str
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class RecentDataset:
+class RecentDataset(JsonView):
     """A dataset this home has trained on: one per dataset however often it was used."""
 
     spec: str  # as training recorded it (a relative path is relative to the home)
@@ -257,12 +249,9 @@ class RecentDataset:
     train_tokens: int | None  # its training split in tokens, as the latest run tokenized it
     missing: bool  # a local file or folder that is no longer there
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DatasetFile:
+class DatasetFile(JsonView):
     """A file or folder in a folder that training could read as a dataset."""
 
     spec: str  # what to pass as --dataset
@@ -271,12 +260,9 @@ class DatasetFile:
     files: int  # the dataset files it holds (1 for a file)
     size_bytes: int  # of those files
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DatasetChoices:
+class DatasetChoices(JsonView):
     """What a dataset picker offers: the built-in datasets, the ones this home has used (most
     recent first) and the dataset files of ``folder``."""
 
@@ -284,8 +270,3 @@ class DatasetChoices:
     recent: list[RecentDataset]
     files: list[DatasetFile]
     folder: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"builtins": [b.to_json() for b in self.builtins],
-                "recent": [r.to_json() for r in self.recent],
-                "files": [f.to_json() for f in self.files], "folder": self.folder}
