@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -137,6 +138,18 @@ def test_a_lora_checkpoint_is_usable_only_with_intact_base_weights(tmp_path):
     opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
     step = _save(rec.path, lora, opt, 10)
     assert not (step / "model.safetensors").exists() and inspect_checkpoint(step).valid
+    _save(rec.path, lora, opt, 20)
+    import llm_trainer.store.checkpoints as store
+
+    hashed = []
+    real = store.sha256_file
+    store.sha256_file = lambda p, *a: hashed.append(p.name) or real(p, *a)
+    try:
+        assert all(c.valid for c in list_checkpoints(rec.path, verify=True))
+    finally:
+        store.sha256_file = real
+    assert hashed.count("model.safetensors") == 1  # the shared base: hashed once, not per step
+    shutil.rmtree(rec.path / "step-00000020")
     assert read_checkpoint(step).base_path == base
     service = Service(home)  # one instance, as the TUI holds one: its cache must notice
     assert service.model_detail("adapted").status == "ready"

@@ -92,8 +92,11 @@ def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float
     return final
 
 
-def inspect_checkpoint(path: Path, *, verify: bool = True) -> CheckpointInfo:
-    """Read the manifest and (with ``verify``) check every file's size and sha256."""
+def inspect_checkpoint(path: Path, *, verify: bool = True,
+                       bases: dict[Path, CheckpointInfo] | None = None) -> CheckpointInfo:
+    """Read the manifest and (with ``verify``) check every file's size and sha256; a LoRA
+    checkpoint's base too (``bases``: the bases already checked, when listing a model's
+    checkpoints, which share one)."""
     m = STEP_DIR.match(path.name)
     step_from_name = int(m.group(1)) if m else -1
     manifest = read_json(path / MANIFEST)
@@ -124,7 +127,11 @@ def inspect_checkpoint(path: Path, *, verify: bool = True) -> CheckpointInfo:
                                   problem=f"{path.name}/{name} does not match its sha256")
     base = base_of(path)
     if base is not None:  # a LoRA checkpoint is usable only with the base weights it refers to
-        checked = inspect_checkpoint(base, verify=verify)
+        checked = bases.get(base) if bases is not None else None
+        if checked is None:
+            checked = inspect_checkpoint(base, verify=verify)
+            if bases is not None:
+                bases[base] = checked
         if not checked.valid:
             return CheckpointInfo(path, **info, valid=False,
                                   problem=f"{path.name} needs its base weights, and "
@@ -145,7 +152,8 @@ def list_checkpoints(model_dir: Path, *, verify: bool = False) -> list[Checkpoin
     makes newer ones than a higher step of the abandoned branch). ``verify`` hashes files."""
     if not model_dir.is_dir():
         return []
-    found = [inspect_checkpoint(p, verify=verify) for p in model_dir.iterdir()
+    bases: dict[Path, CheckpointInfo] = {}  # a LoRA model's base: hashed once, not per step
+    found = [inspect_checkpoint(p, verify=verify, bases=bases) for p in model_dir.iterdir()
              if p.is_dir() and STEP_DIR.match(p.name)]
     return sorted(found, key=lambda c: (c.created_at, c.step))
 
