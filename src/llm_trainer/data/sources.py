@@ -187,10 +187,6 @@ class ColumnChoice:
     reason: str  # why this one, in plain words
 
 
-def pick_text_column(columns: list[str], features, wanted: str | None, where: str) -> str:
-    return choose_text_column(columns, features, wanted, where).column
-
-
 def choose_text_column(columns: list[str], features, wanted: str | None,
                        where: str) -> ColumnChoice:
     text_cols = [c for c in columns if getattr(features.get(c), "dtype", None) in
