@@ -95,9 +95,9 @@ def compare(home: Path, name: str, args, text: str) -> dict:
     import torch
     from llama_cpp import Llama
 
+    from llm_trainer.checkpoint_io import read_checkpoint
     from llm_trainer.inference.generate import GenerationSettings, TextGenerator
     from llm_trainer.store.checkpoints import resolve_checkpoint
-    from llm_trainer.training.checkpoint import read_checkpoint
 
     info = resolve_checkpoint(home / "checkpoints" / name, "latest")
     ckpt = read_checkpoint(info.path)

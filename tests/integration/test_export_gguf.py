@@ -33,8 +33,8 @@ def home(tmp_path_factory):
 
 
 def checkpoint(home, name):
+    from llm_trainer.checkpoint_io import read_checkpoint
     from llm_trainer.store.checkpoints import resolve_checkpoint
-    from llm_trainer.training.checkpoint import read_checkpoint
 
     return read_checkpoint(resolve_checkpoint(home / "checkpoints" / name, "latest").path)
 
@@ -78,7 +78,7 @@ def retokenize(tokens: list[str], types: list[int], merges: list[str], text: str
 @pytest.mark.parametrize(("name", "dtype"), [("bpe", "f32"), ("bpe", "f16"), ("nobias", "f32"),
                                              ("bytes", "f16")])
 def test_gguf_matches_the_checkpoint(home, tmp_path, name, dtype):
-    from llm_trainer.training.checkpoint import load_model
+    from llm_trainer.checkpoint_io import load_model
 
     out = tmp_path / f"{name}.gguf"
     proc = run_cli("models", "export", name, "--format", "gguf", "--dtype", dtype,

@@ -19,9 +19,9 @@ LLAMA = dict(pos="rope", norm="rmsnorm", activation="swiglu")
 
 def checkpoint(root, name: str, **options):
     """A checkpoint of a tiny model whose every weight (norms, biases) is away from its init."""
+    from llm_trainer.checkpoint_io import read_checkpoint, save_checkpoint
     from llm_trainer.config import RunConfig
     from llm_trainer.data.tokenizer import TextTokenizer
-    from llm_trainer.training.checkpoint import read_checkpoint, save_checkpoint
 
     tok = TextTokenizer.build_byte()
     shape = GPTShape(**(dict(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
@@ -65,8 +65,8 @@ FAST_CASES = ("llama-gqa", "gpt2")  # the rest: slow (the fast suite's 30 s budg
                                   for c in CASES])
 def test_hf_export_loads_in_transformers_with_our_logits(tmp_path, case):
     transformers = pytest.importorskip("transformers")
+    from llm_trainer.checkpoint_io import load_model
     from llm_trainer.inference.export import export
-    from llm_trainer.training.checkpoint import load_model
 
     cls, options = CASES[case]
     ckpt = checkpoint(tmp_path, case, **options)
@@ -142,8 +142,8 @@ def test_gguf_refuses_every_block_but_gpt2s_in_one_line(tmp_path, options, fmt):
 
 def test_gguf_writes_an_untied_head_as_output(tmp_path):
     pytest.importorskip("gguf")
+    from llm_trainer.checkpoint_io import load_model
     from llm_trainer.inference.gguf_export import gguf_tensors
-    from llm_trainer.training.checkpoint import load_model
 
     ckpt = checkpoint(tmp_path, "untied", tie_embeddings=False)
     tensors = gguf_tensors(ckpt)

@@ -90,8 +90,8 @@ def test_lora_model_saves_adapters_resumes_generates_and_exports_merged(env, tmp
     assert exp.returncode == 0, exp.stderr
     from transformers import GPT2LMHeadModel
 
+    from llm_trainer.checkpoint_io import load_model, read_checkpoint
     from llm_trainer.store.checkpoints import resolve_checkpoint
-    from llm_trainer.training.checkpoint import load_model, read_checkpoint
 
     ckpt = read_checkpoint(resolve_checkpoint(model_dir, "latest").path)
     ids = torch.randint(0, ckpt.shape.vocab_size, (1, 12),

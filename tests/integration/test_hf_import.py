@@ -44,8 +44,8 @@ ROUND_TRIPS = {
 
 @pytest.mark.parametrize("case", list(ROUND_TRIPS))
 def test_export_then_import_gives_the_same_model(tmp_path, case):
+    from llm_trainer.checkpoint_io import load_model
     from llm_trainer.inference.export import export
-    from llm_trainer.training.checkpoint import load_model
 
     family, options = ROUND_TRIPS[case]
     ckpt = checkpoint(tmp_path, case, **options)
@@ -67,8 +67,8 @@ def test_export_then_import_gives_the_same_model(tmp_path, case):
 
 def test_a_gpt2_trained_without_biases_comes_back_with_zero_biases(tmp_path):
     """GPT-2 always has biases: the export writes zeros, the import keeps them (trainable)."""
+    from llm_trainer.checkpoint_io import load_model
     from llm_trainer.inference.export import export
-    from llm_trainer.training.checkpoint import load_model
 
     ckpt = checkpoint(tmp_path, "nobias", bias=False, tie_embeddings=False)
     back = imported(export(ckpt, tmp_path / "hf", "hf"))

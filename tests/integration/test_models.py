@@ -165,8 +165,8 @@ def test_export_hf_round_trip_matches_our_logits(zoo, tmp_path):
     transformers = pytest.importorskip("transformers")
     import torch
 
+    from llm_trainer.checkpoint_io import load_model, read_checkpoint
     from llm_trainer.store.checkpoints import resolve_checkpoint
-    from llm_trainer.training.checkpoint import load_model, read_checkpoint
 
     for name, bias_args in (("alpha", []), ("nobias", ["--set", "model.bias=false"])):
         if name == "nobias":
@@ -227,7 +227,7 @@ def test_init_from_a_model_of_this_home_starts_a_new_model_from_its_weights(zoo)
     assert "embeddings and the first 1 blocks frozen" in proc.stdout
     child = load_file(str(resolve_checkpoint(zoo / "checkpoints" / "grandchild",
                                              "latest").path / "model.safetensors"))
-    from llm_trainer.training.checkpoint import load_model, read_checkpoint
+    from llm_trainer.checkpoint_io import load_model, read_checkpoint
 
     merged = load_model(read_checkpoint(lora_ckpt)).state_dict()
     assert torch.equal(child["transformer.h.0.attn.c_attn.weight"],  # frozen: as imported

@@ -5,6 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from llm_trainer.checkpoint_io import (
+    capture_rng,
+    load_model,
+    load_optimizer_state,
+    load_rng_state,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from llm_trainer.config import RunConfig
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
@@ -14,15 +23,6 @@ from llm_trainer.store.checkpoints import (
     list_checkpoints,
     prune_checkpoints,
     resolve_checkpoint,
-)
-from llm_trainer.training.checkpoint import (
-    capture_rng,
-    load_model,
-    load_optimizer_state,
-    load_rng_state,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
 )
 
 SHAPE = GPTShape(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -123,10 +123,10 @@ def test_retention_keeps_latest_best_and_every_n(tmp_path):
 
 
 def test_a_lora_checkpoint_is_usable_only_with_intact_base_weights(tmp_path):
+    from llm_trainer.checkpoint_io import save_base
     from llm_trainer.model.lora import apply_lora
     from llm_trainer.service import Service
     from llm_trainer.store.models import ModelStore
-    from llm_trainer.training.checkpoint import save_base
 
     home = tmp_path / "home"
     rec = ModelStore(home).create("adapted", default_base="x")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from llm_trainer.checkpoint_io import save_checkpoint
 from llm_trainer.config import RunConfig
 from llm_trainer.data.sources import hold_out
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError, UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
-from llm_trainer.training.checkpoint import save_checkpoint
 from llm_trainer.training.evaluate import (
     _byte_of_char,
     evaluate_checkpoint,

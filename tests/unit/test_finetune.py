@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from llm_trainer.checkpoint_io import load_model, read_checkpoint
 from llm_trainer.config import load_config
 from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
 from llm_trainer.store.checkpoints import resolve_checkpoint
-from llm_trainer.training.checkpoint import load_model, read_checkpoint
 from llm_trainer.training.trainer import CONTINUE, IMPORT, InitFrom, Trainer, TrainingJob
 from tests.helpers import Flag, Recorder, corpus_text, imported_model, make_hf_gpt2
 

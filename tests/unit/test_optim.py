@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from llm_trainer.app.planner import LaunchPlanner, check_optimizer
+from llm_trainer.checkpoint_io import load_model, load_optimizer_state, read_checkpoint
 from llm_trainer.config import load_config
 from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.store.checkpoints import resolve_checkpoint
-from llm_trainer.training.checkpoint import load_model, load_optimizer_state, read_checkpoint
 from llm_trainer.training.estimate import memory_estimate
 from llm_trainer.training.optim import (
     MuonWithAdamW,

@@ -189,8 +189,8 @@ class ModelAdmin:
     def export(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
                overwrite: bool = False, dtype: str | None = None
                ) -> tuple[Path, CheckpointInfo, list[str]]:
+        from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.inference.export import GGUF_FORMATS, export
-        from llm_trainer.training.checkpoint import read_checkpoint
 
         notes: list[str] = []
         info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)

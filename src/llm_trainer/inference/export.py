@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.generate import GenerationSettings
@@ -40,7 +41,6 @@ from llm_trainer.model.hf_layout import (
     llama_weight_names,
     misfits,
 )
-from llm_trainer.training.checkpoint import LoadedCheckpoint, load_model
 
 FORMATS = ("hf", "safetensors", "gguf", "ollama")
 GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to

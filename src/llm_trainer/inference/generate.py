@@ -143,7 +143,7 @@ class TextGenerator:
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str = "cpu") -> TextGenerator:
-        from llm_trainer.training.checkpoint import load_model, read_checkpoint
+        from llm_trainer.checkpoint_io import load_model, read_checkpoint
 
         ckpt = read_checkpoint(path)
         return cls(load_model(ckpt, device), ckpt.tokenizer, device)

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_trainer.checkpoint_io import LoadedCheckpoint
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.export import check_out_folder, hf_family, state_dict_with_biases
 from llm_trainer.inference.generate import GenerationSettings
 from llm_trainer.model.hf_layout import misfits, requirements
-from llm_trainer.training.checkpoint import LoadedCheckpoint
 
 DTYPES = ("f32", "f16")
 PRE_TOKENIZER = "gpt-2"

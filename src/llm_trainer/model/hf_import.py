@@ -90,7 +90,7 @@ def inspect_source(path: Path) -> HFSource:
 def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
     """A checkpoint of this trainer as the start of a new model: its stored architecture,
     tokenizer and weights (a LoRA checkpoint's with the adapters folded in: see
-    ``training.checkpoint.weights_for_import``). Its manifest (and a LoRA checkpoint's base)
+    ``checkpoint_io.weights_for_import``). Its manifest (and a LoRA checkpoint's base)
     must be intact."""
     from llm_trainer.store.checkpoints import inspect_checkpoint
 

@@ -208,7 +208,7 @@ the dataset has one: a test file among a folder's files, or a Hugging Face test 
 def load_for_eval(path: Path, device: str = "cpu"):
     """The checkpoint's metadata and its model in fp32 on ``device`` (a LoRA checkpoint with
     its adapters merged, as generate loads it)."""
-    from llm_trainer.training.checkpoint import load_model, read_checkpoint
+    from llm_trainer.checkpoint_io import load_model, read_checkpoint
 
     ckpt = read_checkpoint(Path(path))
     model = load_model(ckpt, device).float().eval()

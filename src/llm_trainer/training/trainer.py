@@ -346,12 +346,12 @@ class Trainer:
     def rollback(self) -> None:
         """Back to the last good checkpoint's weights and optimizer with a lower peak LR; the
         data position stays where it is, so the batches that caused the anomaly are skipped."""
-        from llm_trainer.training.checkpoint import load_weights, read_checkpoint
+        from llm_trainer.checkpoint_io import load_weights, read_checkpoint
 
         s, good = self.state, self.last_good
         load_weights(self.model, good.path, self.device.device)
         if good.with_optimizer:
-            from llm_trainer.training.checkpoint import load_optimizer_state
+            from llm_trainer.checkpoint_io import load_optimizer_state
 
             load_optimizer(self.optimizer, load_optimizer_state(read_checkpoint(
                 good.path, verify=False), self.device.device), where=good.path.name)
@@ -386,7 +386,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint; every rank takes part (its RNG state is gathered)."""
-        from llm_trainer.training.checkpoint import capture_rng, save_checkpoint
+        from llm_trainer.checkpoint_io import capture_rng, save_checkpoint
 
         s = self.state
         t0 = time.perf_counter()
@@ -430,7 +430,7 @@ class Trainer:
         self.setup_callbacks(ckpt)
         self.announce()
         if ckpt is not None and self.job.init.mode == RESUME:
-            from llm_trainer.training.checkpoint import load_rng_state, restore_rng
+            from llm_trainer.checkpoint_io import load_rng_state, restore_rng
 
             restore_rng(load_rng_state(ckpt), rank=self.dist.rank,
                         world_size=self.dist.world_size)
@@ -500,9 +500,9 @@ class Trainer:
     def setup_data(self):
         """Read the starting checkpoint's metadata, then the data (tokenized with its
         tokenizer when there is one). Returns the checkpoint (or None)."""
+        from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.data.batches import Batches, BatchPlan, eval_windows
         from llm_trainer.data.prepare import prepare_data
-        from llm_trainer.training.checkpoint import read_checkpoint
 
         cfg, dist, job = self.cfg, self.dist, self.job
         ckpt = None
@@ -538,8 +538,8 @@ class Trainer:
 
     def setup_model(self, ckpt) -> None:
         torch = self._torch
+        from llm_trainer.checkpoint_io import load_model
         from llm_trainer.model.gpt import GPT, GPTShape
-        from llm_trainer.training.checkpoint import load_model
 
         cfg, dist, device = self.cfg, self.dist, self.device
         source = self.import_source()
@@ -601,7 +601,7 @@ class Trainer:
         from llm_trainer.model.hf_import import OWN, check_complete, load_hf_weights
 
         if source.family == OWN:
-            from llm_trainer.training.checkpoint import weights_for_import
+            from llm_trainer.checkpoint_io import weights_for_import
 
             sd = weights_for_import(source.path, self.shape.block_size)
         else:
@@ -609,7 +609,7 @@ class Trainer:
         check_complete(sd, self.model.state_dict(), source)
         self.model.load_state_dict(sd, strict=True)
         if self.cfg.finetune.lora_r and self.dist.is_main:
-            from llm_trainer.training.checkpoint import save_base
+            from llm_trainer.checkpoint_io import save_base
 
             path = save_base(self.job.model_dir, model=self.model, config=self.cfg,
                              shape=self.shape, tokenizer=self.tokenizer,
@@ -636,7 +636,7 @@ class Trainer:
     def setup_state(self, ckpt) -> None:
         """A fresh plan, or the checkpoint's state: all of it for resume; the step count,
         losses and a new schedule for continue; a stretched schedule for --more-epochs."""
-        from llm_trainer.training.checkpoint import load_optimizer_state
+        from llm_trainer.checkpoint_io import load_optimizer_state
         from llm_trainer.training.schedule import LRSchedule
 
         t, job, plan = self.cfg.train, self.job, self.plan

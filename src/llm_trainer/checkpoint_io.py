@@ -1,4 +1,6 @@
-"""Checkpoint files (torch side). Folder layout and manifests live in ``store.checkpoints``.
+"""Checkpoint files (torch side), below both training and inference (as nanochat's checkpoint
+manager sits): both read and write checkpoints through this module, neither through the other.
+Folder layout and manifests live in ``store.checkpoints``.
 
     model.safetensors   weights of the unwrapped model (tied lm_head stored once)
     adapter.safetensors instead of model.safetensors for a LoRA model: the adapters only;
