@@ -442,20 +442,20 @@ class TimedReporter(Callback):
     def on_log(self, message: str) -> None:
         self.inner.on_log(message)
 
-    def on_start(self, trainer, info: dict[str, Any]) -> None:
+    def on_start(self, trainer, info) -> None:
         self.inner.on_start(trainer, info)
         self.t_start = time.perf_counter()
 
-    def on_progress(self, trainer, progress: dict[str, Any]) -> None:
+    def on_progress(self, trainer, progress) -> None:
         self.inner.on_progress(trainer, progress)
-        if progress["step"] >= progress["total_steps"]:
+        if progress.step >= progress.total_steps:
             self.t_end = time.perf_counter()
-            self.step_time = progress["train_time_s"]
+            self.step_time = progress.train_time_s
 
-    def on_eval(self, trainer, result: dict[str, Any]) -> None:
+    def on_eval(self, trainer, result) -> None:
         self.inner.on_eval(trainer, result)
 
-    def on_checkpoint(self, trainer, result: dict[str, Any]) -> None:
+    def on_checkpoint(self, trainer, result) -> None:
         self.inner.on_checkpoint(trainer, result)
 
     @property
@@ -478,11 +478,11 @@ class AlternatingReporter(TimedReporter):
         self.count = 0
         self.last: float | None = None
 
-    def on_start(self, trainer, info: dict[str, Any]) -> None:
+    def on_start(self, trainer, info) -> None:
         super().on_start(trainer, info)
         self.last = time.perf_counter()
 
-    def on_progress(self, trainer, progress: dict[str, Any]) -> None:
+    def on_progress(self, trainer, progress) -> None:
         active = self.count % 2 == 0
         if active:
             self.inner.on_progress(trainer, progress)
@@ -491,16 +491,17 @@ class AlternatingReporter(TimedReporter):
             self.windows["on" if active else "off"].append(now - self.last)
         self.last = now
         self.count += 1
-        if progress["step"] >= progress["total_steps"]:
+        if progress.step >= progress.total_steps:
             self.t_end = now
-            self.step_time = progress["train_time_s"]
+            self.step_time = progress.train_time_s
 
 
 def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool,
                       alternate: bool = False) -> TimedReporter:
     from llm_trainer.store.models import ModelStore
     from llm_trainer.store.runs import RunStore
-    from llm_trainer.training.trainer import Trainer, TrainingJob
+    from llm_trainer.training.parts import TrainingJob
+    from llm_trainer.training.trainer import train
     from llm_trainer.worker import RunReporter
 
     models, runs = ModelStore(home), RunStore(home)
@@ -515,8 +516,8 @@ def _train_in_process(home: Path, cfg, name: str, worker_reporter: bool,
         inner = RunReporter(run_id, runs, models, rec.id, dict(state))
     reporter = AlternatingReporter(inner) if alternate else TimedReporter(inner)
     try:
-        Trainer(TrainingJob(config=cfg, home=home, model_dir=rec.path, run_id=run_id),
-                [reporter]).fit()
+        train(TrainingJob(config=cfg, home=home, model_dir=rec.path, run_id=run_id),
+              [reporter])
     finally:
         if worker_reporter:
             inner.close()

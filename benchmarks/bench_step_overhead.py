@@ -53,7 +53,8 @@ class Timer:
     on_log = log
     def on_start(self, *a): pass
     def on_progress(self, *a):
-        marks.append(a[-1]["train_time_s"])
+        p = a[-1]  # a dict before the typed events, a Progress since
+        marks.append(p["train_time_s"] if isinstance(p, dict) else p.train_time_s)
     def on_eval(self, *a): pass
     def on_checkpoint(self, *a): pass
     def on_step_end(self, *a): pass
@@ -64,8 +65,14 @@ class Timer:
     def state_dict(self): return {}
     def load_state_dict(self, s): pass
 
-job = T.TrainingJob(config=cfg, home=home, model_dir=home / name, run_id=name)
-if hasattr(T, "Trainer"):
+if hasattr(T, "TrainingJob"):
+    Job = T.TrainingJob
+else:  # since TrainingParts
+    from llm_trainer.training.parts import TrainingJob as Job
+job = Job(config=cfg, home=home, model_dir=home / name, run_id=name)
+if hasattr(T, "train"):
+    T.train(job, [Timer()])
+elif hasattr(T, "Trainer"):
     T.Trainer(job, [Timer()]).fit()
 else:
     T.run_training(job, Timer())

@@ -96,7 +96,8 @@ def wait_for(predicate, timeout=60.0, interval=0.05):
 
 
 class Recorder(Callback):
-    """Keeps every training event; sets ``flag`` once progress reaches ``stop_after``."""
+    """Keeps every training event (as its JSON dict); sets ``flag`` once progress reaches
+    ``stop_after``."""
 
     def __init__(self, stop_after: int | None = None, flag=None):
         self.progress, self.evals, self.ckpts, self.lines = [], [], [], []
@@ -107,24 +108,24 @@ class Recorder(Callback):
         self.lines.append(message)
 
     def on_start(self, trainer, info):
-        self.info = info
+        self.info = info.to_json()
 
     def on_progress(self, trainer, p):
-        self.progress.append(p)
-        if self.stop_after is not None and p["step"] >= self.stop_after:
+        self.progress.append(p.to_json())
+        if self.stop_after is not None and p.step >= self.stop_after:
             self.flag.set()
 
     def on_eval(self, trainer, r):
-        self.evals.append(r)
+        self.evals.append(r.to_json())
 
     def on_checkpoint(self, trainer, r):
-        self.ckpts.append(r)
+        self.ckpts.append(r.to_json())
 
     def on_sample(self, trainer, s):
-        self.samples.append(s)
+        self.samples.append(s.to_json())
 
     def on_anomaly(self, trainer, e):
-        self.anomalies.append(e)
+        self.anomalies.append(e.to_json())
 
 
 class Flag:

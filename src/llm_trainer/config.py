@@ -185,6 +185,22 @@ class TrainConfig:
                                      min=0.0, min_exclusive=True, max=1.0)
     max_rollbacks: int = _opt(3, "rollbacks allowed in one run before it fails", min=0)
 
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """How many optimizer steps a fresh schedule spans: ``max_steps`` when set (it wins),
+        else ``epochs`` passes of ``steps_per_epoch``. The one place for this rule; its other
+        half, an explicitly asked ``epochs`` clearing a preset's or checkpoint's ``max_steps``,
+        is ``epochs_clear_max_steps``."""
+        return self.max_steps or self.epochs * steps_per_epoch
+
+    @staticmethod
+    def epochs_clear_max_steps(overrides: dict[str, Any]) -> dict[str, Any]:
+        """The user's own values: an explicit ``train.epochs`` without ``train.max_steps``
+        clears a preset's or checkpoint's ``max_steps`` (the epochs asked for win)."""
+        out = dict(overrides)
+        if "train.epochs" in out and "train.max_steps" not in out:
+            out["train.max_steps"] = None
+        return out
+
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:

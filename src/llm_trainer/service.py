@@ -124,12 +124,10 @@ class Service:
                               auto_batch=False)
 
     def _estimate(self, plan, timed_steps: int | None, *, auto_batch: bool) -> dict[str, Any]:
-        from llm_trainer.training.estimate import TIMED_STEPS, estimate_run, job_for
+        from llm_trainer.training.estimate import TIMED_STEPS, estimate_run
 
-        job = job_for(plan.config, self.home, plan.init, dataset_explicit=plan.dataset_explicit,
-                      model_dir=self.home)
-        out = estimate_run(job, timed=TIMED_STEPS if timed_steps is None else timed_steps,
-                           auto_batch=auto_batch)
+        timed = TIMED_STEPS if timed_steps is None else timed_steps
+        out = estimate_run(self._job_of(plan), timed=timed, auto_batch=auto_batch)
         name = plan.model.name if plan.model is not None else plan.new_model_name
         notes = list(plan.notes)
         if plan.dist is not None and plan.dist.enabled:
@@ -137,15 +135,22 @@ class Service:
                          "global batch, steps per epoch and time per step differ")
         return {"kind": plan.kind, "model": name, "notes": notes, **out}
 
+    def _job_of(self, plan):
+        """The ``TrainingJob`` a launch plan would give the worker, for measuring it (no run
+        record; the estimator points ``model_dir`` at a temporary folder)."""
+        from llm_trainer.training.parts import TrainingJob
+
+        return TrainingJob(config=plan.config, home=self.home, model_dir=self.home,
+                           run_id="estimate", init=plan.init,
+                           dataset_explicit=plan.dataset_explicit)
+
     def _auto_batch(self, plan):
         """--batch-size auto (train.auto_batch): measure, then train with the chosen
         micro-batch and a raised accumulation (same global batch); the choice goes into the
         run's meta.json and its config keeps the numbers (a resume does not measure again)."""
-        from llm_trainer.training.estimate import choose_batch_for, job_for
+        from llm_trainer.training.estimate import choose_batch_for
 
-        job = job_for(plan.config, self.home, plan.init, dataset_explicit=plan.dataset_explicit,
-                      model_dir=self.home)
-        choice = choose_batch_for(job)
+        choice = choose_batch_for(self._job_of(plan))
         plan.config = plan.config.replace(**{"train.batch_size": choice.batch_size,
                                              "train.grad_accum": choice.grad_accum,
                                              "train.auto_batch": False})

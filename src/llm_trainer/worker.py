@@ -28,6 +28,14 @@ from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
 from llm_trainer.training.callbacks import Callback, CpuShare
 from llm_trainer.training.device import tune_allocator
+from llm_trainer.training.events import (
+    Anomaly,
+    CheckpointSaved,
+    EvalDone,
+    Progress,
+    Sample,
+    StartInfo,
+)
 
 TELEMETRY_EVERY_S = 2.0
 PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
@@ -85,7 +93,7 @@ class RunReporter(Callback):
         self.telemetry: Telemetry | None = None
         self.last_sample = 0.0
         self.last_progress_line = 0.0
-        self.start_info: dict[str, Any] = {}
+        self.start_info: StartInfo | None = None
         self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     # -------------------------------------------------------------- plumbing
@@ -113,139 +121,118 @@ class RunReporter(Callback):
         self.state.telemetry = snap
         return snap
 
-    def _update_model(self, **changes: Any) -> None:
-        rec = self.models.find_by_id(self.model_id)
-        if rec is None:
-            return
-        for key, value in changes.items():
-            setattr(rec, key, value)
-        self.models.save(rec)
-
     # -------------------------------------------------------------- Callback protocol
-    def on_start(self, trainer, info: dict[str, Any]) -> None:
+    def on_start(self, trainer, info: StartInfo) -> None:
         self.start_info = info
-        dev = info["device"]["selected"]
+        dev = info.device["selected"]
         self.telemetry = Telemetry(gpu_index=int(dev.split(":")[1]) if dev.startswith("cuda:")
                                    else 0)
         meta = self.runs.read_meta(self.run_id).updated(
-            selected_device=info["device"], precision=info["precision"], config=info["config"],
-            parameters=info["parameters"], architecture=info["architecture"],
-            dataset=info["dataset"], global_batch=info["global_batch"],
-            world_size=info["world_size"], tokens_per_step=info["tokens_per_step"],
-            steps_per_epoch=info["steps_per_epoch"], versions=package_versions())
+            selected_device=info.device, precision=info.precision, config=info.config,
+            parameters=info.parameters, architecture=info.architecture,
+            dataset=info.dataset.to_json(), global_batch=info.global_batch,
+            world_size=info.world_size, tokens_per_step=info.tokens_per_step,
+            steps_per_epoch=info.steps_per_epoch, versions=package_versions())
         self.runs.write_meta(meta)
         self._sample(force=True)
-        self.write_state(durable=True, step=info["start_step"], start_step=info["start_step"],
-                         total_steps=info["total_steps"], device=dev,
-                         steps_per_epoch=info["steps_per_epoch"])
+        self.write_state(durable=True, step=info.start_step, start_step=info.start_step,
+                         total_steps=info.total_steps, device=dev,
+                         steps_per_epoch=info.steps_per_epoch)
         rec = self.models.find_by_id(self.model_id)
         if rec is not None:
-            ds = info["dataset"]
-            if not any(d.get("fingerprint") == ds["fingerprint"] for d in rec.datasets):
-                rec.datasets.append({"spec": ds["spec"], "fingerprint": ds["fingerprint"],
+            ds = info.dataset
+            if not any(d.get("fingerprint") == ds.fingerprint for d in rec.datasets):
+                rec.datasets.append({"spec": ds.spec, "fingerprint": ds.fingerprint,
                                      "epochs": 0.0, "first_run": self.run_id})
             if self.run_id not in rec.runs:
                 rec.runs.append(self.run_id)
-                init = meta.init or {}  # the meta read (and rewritten) above
+                init = meta.init  # the meta read (and rewritten) above
                 rec.lineage.append({
-                    "run_id": self.run_id, "kind": meta.kind, "dataset": ds["spec"],
-                    "from_checkpoint": init.get("checkpoint"), "data_from": init.get(
-                        "data_from"), "start_step": info["start_step"],
-                    "started_at": time.time()})
-            rec.architecture = info["architecture"]
-            rec.tokenizer = info["tokenizer"]
-            rec.config = info["config"]
+                    "run_id": self.run_id, "kind": meta.kind, "dataset": ds.spec,
+                    "from_checkpoint": str(init.checkpoint) if init else None,
+                    "data_from": init.data_from if init else None,
+                    "start_step": info.start_step, "started_at": time.time()})
+            rec.architecture = info.architecture
+            rec.tokenizer = info.tokenizer
+            rec.config = info.config
             self.models.save(rec)
 
-    def on_progress(self, trainer, p: dict[str, Any]) -> None:
+    def on_progress(self, trainer, p: Progress) -> None:
         snap = self._sample()
-        self.write_state(step=p["step"], total_steps=p["total_steps"], epoch=p["epoch"],
-                         loss=p["loss"], lr=p["lr"], grad_norm=p["grad_norm"],
-                         tokens_per_s=p["tokens_per_s"], elapsed_s=p["elapsed_s"],
-                         eta_seconds=p["eta_seconds"], finish_at=p["finish_at"],
-                         step_time_s=p["step_time_s"])
-        record = {"time": time.time(), "kind": "train", **{k: p[k] for k in (
-            "step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s",
-            "eta_seconds")}}
+        self.write_state(step=p.step, total_steps=p.total_steps, epoch=p.epoch, loss=p.loss,
+                         lr=p.lr, grad_norm=p.grad_norm, tokens_per_s=p.tokens_per_s,
+                         elapsed_s=p.elapsed_s, eta_seconds=p.eta_seconds,
+                         finish_at=p.finish_at, step_time_s=p.step_time_s)
+        record = {"time": time.time(), "kind": "train", "step": p.step, "epoch": p.epoch,
+                  "loss": p.loss, "lr": p.lr, "grad_norm": p.grad_norm,
+                  "tokens_per_s": p.tokens_per_s, "elapsed_s": p.elapsed_s,
+                  "eta_seconds": p.eta_seconds}
         if snap is not None:
             record["telemetry"] = {k: v for k, v in snap.items() if k not in ("gpus", "na")}
         self.runs.append_metrics(self.run_id, record)
         now = time.monotonic()
-        if now - self.last_progress_line >= PROGRESS_LOG_EVERY_S or \
-                p["step"] >= p["total_steps"]:
+        if now - self.last_progress_line >= PROGRESS_LOG_EVERY_S or p.step >= p.total_steps:
             self.last_progress_line = now
-            eta = format_duration(p["eta_seconds"])
-            self.log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']:.2f} loss "
-                     f"{p['loss']:.4f} lr {p['lr']:.2e} {p['tokens_per_s']:,.0f} tok/s ETA {eta}")
+            eta = format_duration(p.eta_seconds)
+            self.log(f"step {p.step}/{p.total_steps} epoch {p.epoch:.2f} loss {p.loss:.4f} "
+                     f"lr {p.lr:.2e} {p.tokens_per_s:,.0f} tok/s ETA {eta}")
 
-    def on_eval(self, trainer, r: dict[str, Any]) -> None:
-        self.write_state(val_loss=r["val_loss"], best_val_loss=r["best_val_loss"],
-                         perplexity=r["perplexity"])
-        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "eval", **{
-            k: r[k] for k in ("step", "epoch", "val_loss", "perplexity", "seconds")}})
-        self.log(f"step {r['step']}: val loss {r['val_loss']:.4f} "
-                 f"(perplexity {r['perplexity']:.2f}, best {r['best_val_loss']:.4f})")
+    def on_eval(self, trainer, r: EvalDone) -> None:
+        self.write_state(val_loss=r.val_loss, best_val_loss=r.best_val_loss,
+                         perplexity=r.perplexity)
+        self.runs.append_metrics(self.run_id, {
+            "time": time.time(), "kind": "eval", "step": r.step, "epoch": r.epoch,
+            "val_loss": r.val_loss, "perplexity": r.perplexity, "seconds": r.seconds})
+        self.log(f"step {r.step}: val loss {r.val_loss:.4f} "
+                 f"(perplexity {r.perplexity:.2f}, best {r.best_val_loss:.4f})")
 
-    def on_sample(self, trainer, s: dict[str, Any]) -> None:
-        record = {"time": time.time(), "step": s["step"], "prompt": s["prompt"],
-                  "text": s["text"]}
+    def on_sample(self, trainer, s: Sample) -> None:
+        record = {"time": time.time(), "step": s.step, "prompt": s.prompt, "text": s.text}
         self.runs.append_sample(self.run_id, record)
         self.write_state(last_sample=record)
-        self.log(f"step {s['step']}: sample written to samples.jsonl")
+        self.log(f"step {s.step}: sample written to samples.jsonl")
 
-    def on_anomaly(self, trainer, e: dict[str, Any]) -> None:
-        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "anomaly", **e})
-        what = {"rollback": f"rolling back (rollback {e['rollbacks']} of "
-                            f"{e['max_rollbacks']})",
-                "exhausted": f"no rollbacks left (train.max_rollbacks {e['max_rollbacks']})",
-                "stop": "stopping (train.on_anomaly stop, or no checkpoint yet)"}[e["action"]]
-        self.log(f"anomaly at step {e['step']}: {e['reason']}; {what}")
+    def on_anomaly(self, trainer, e: Anomaly) -> None:
+        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "anomaly",
+                                               **e.to_json()})
+        what = {"rollback": f"rolling back (rollback {e.rollbacks} of {e.max_rollbacks})",
+                "exhausted": f"no rollbacks left (train.max_rollbacks {e.max_rollbacks})",
+                "stop": "stopping (train.on_anomaly stop, or no checkpoint yet)"}[e.action]
+        self.log(f"anomaly at step {e.step}: {e.reason}; {what}")
         self.write_state(durable=True, anomalies=self.state.anomalies + 1,
-                         rollbacks=e["rollbacks"],
-                         last_anomaly=f"step {e['step']}: {e['reason']} ({e['action']})")
+                         rollbacks=e.rollbacks,
+                         last_anomaly=f"step {e.step}: {e.reason} ({e.action})")
 
-    def on_checkpoint(self, trainer, r: dict[str, Any]) -> None:
-        self.write_state(durable=True, checkpoint=r["path"])
-        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "checkpoint", **{
-            k: r[k] for k in ("step", "path", "seconds")}})
+    def on_checkpoint(self, trainer, r: CheckpointSaved) -> None:
+        self.write_state(durable=True, checkpoint=r.path)
+        self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "checkpoint",
+                                               "step": r.step, "path": r.path,
+                                               "seconds": r.seconds})
         rec = self.models.find_by_id(self.model_id)
         if rec is not None:
-            fingerprint = self.start_info.get("dataset", {}).get("fingerprint")
+            fingerprint = self.start_info.dataset.fingerprint if self.start_info else None
             for d in rec.datasets:
                 if d.get("fingerprint") == fingerprint:
-                    d["epochs"] = r["epoch"]
-                    d["last_step"] = r["step"]
-            rec.steps_completed = r["step"]
+                    d["epochs"] = r.epoch
+                    d["last_step"] = r.step
+            rec.steps_completed = r.step
             rec.epochs_completed = round(sum(float(d.get("epochs") or 0) for d in rec.datasets),
                                          4)
-            if r["val_loss"] is not None:
-                rec.latest_val_loss = r["val_loss"]
-            if r["best_val_loss"] is not None:
-                rec.best_val_loss = (r["best_val_loss"] if rec.best_val_loss is None
-                                     else min(rec.best_val_loss, r["best_val_loss"]))
+            if r.val_loss is not None:
+                rec.latest_val_loss = r.val_loss
+            if r.best_val_loss is not None:
+                rec.best_val_loss = (r.best_val_loss if rec.best_val_loss is None
+                                     else min(rec.best_val_loss, r.best_val_loss))
             rec.last_trained_at = time.time()
             self.models.save(rec)
-        self.log(f"checkpoint saved: {r['path']}")
-
-
-def _job(meta: RunMeta, home: Path, run_id: str, model_dir: Path, flag: StopFlag):
-    from llm_trainer.config import RunConfig
-    from llm_trainer.training.trainer import InitFrom, TrainingJob
-
-    init = meta.init
-    return TrainingJob(
-        config=RunConfig.from_dict(meta.config, source="meta.json"), home=home,
-        model_dir=model_dir, run_id=run_id,
-        init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
-                      bool(init.get("restart_schedule"))) if init else None,
-        dataset_explicit=meta.dataset_explicit, stop=flag,
-        extra_state={"model_id": meta.model["id"]})
+        self.log(f"checkpoint saved: {r.path}")
 
 
 def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     """A rank other than 0: train, and on failure leave ``runs/<id>/rank-N.error`` for rank 0
     and ``status`` to report."""
-    from llm_trainer.training.trainer import Trainer
+    from llm_trainer.training.parts import TrainingJob
+    from llm_trainer.training.trainer import train
 
     runs, models = RunStore(home), ModelStore(home)
     meta = runs.read_meta(run_id)
@@ -255,7 +242,7 @@ def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     model_dir = rec.path if rec is not None else home / "checkpoints" / meta.model["name"]
     try:
         # rank 0 alone writes state, metrics and checkpoints; this rank only reports failure
-        Trainer(_job(meta, home, run_id, model_dir, flag)).fit()
+        train(TrainingJob.from_meta(meta, home=home, model_dir=model_dir, stop=flag))
         return 0
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -298,35 +285,11 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
     code = 1
     lock: ModelLock | None = None
     try:
-        from llm_trainer.training.trainer import Trainer
-
         rec = models.find_by_id(meta.model["id"])
         if rec is None:
             raise LLMTrainerError(f"model {meta.model['name']} no longer exists")
         lock = hold_training_lock(rec.path, run_id, rec.name)
-        job = _job(meta, home, run_id, rec.path, flag)
-        from llm_trainer.training.estimate import EstimateCheck
-
-        callbacks: list[Callback] = [reporter, CpuShare(
-            home, run_id, fixed_threads=job.config.runtime.num_threads),
-            EstimateCheck(lambda **fields: reporter.write_state(durable=True, **fields))]
-        if job.config.runtime.tensorboard:
-            from llm_trainer.training.callbacks import TensorBoardLogger
-
-            callbacks.append(TensorBoardLogger(runs.paths(run_id).tensorboard))
-        result = Trainer(job, callbacks).fit()
-        status = result.status
-        if status == "paused":
-            reporter.log(f"paused at step {result.step} after a stop request; continue with "
-                         f"`llm-trainer resume {rec.name}`")
-        else:
-            reporter.log(f"completed: step {result.step}, {result.reason}; val loss "
-                         f"{_fmt_loss(result.val_loss)}")
-        reporter.write_state(durable=True, status=status, ended_at=time.time(),
-                             reason=result.reason, step=result.step, epoch=result.epoch,
-                             eta_seconds=0.0 if status == "completed" else None,
-                             finish_at=None, checkpoint=str(result.checkpoint)
-                             if result.checkpoint else reporter.state.checkpoint)
+        _train_run(meta, home, rec, reporter, flag)
         code = 0
     except LLMTrainerError as exc:
         message = str(exc) + (f" ({exc.hint})" if exc.hint else "")
@@ -342,18 +305,9 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         code = 130
     except BaseException as exc:  # the run must end in a terminal status whatever happened
         reporter.log("".join(traceback.format_exception(exc)).rstrip())
-        peers = peer_errors(runs, run_id)
-        if peers:  # a collective failed because another rank died: say which and why
-            error = f"{peers[0]}; rank 0 then stopped ({type(exc).__name__})"
-        elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_collective_error(exc):
-            error = ("a peer process died or stopped answering "
-                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
-        else:
-            kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
-                exc).lower() else f"internal error ({type(exc).__name__})"
-            error = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        reporter.write_state(durable=True, status="failed", ended_at=time.time(), error=error,
-                             eta_seconds=None, finish_at=None)
+        reporter.write_state(durable=True, status="failed", ended_at=time.time(),
+                             error=_failure(exc, runs, run_id), eta_seconds=None,
+                             finish_at=None)
         code = 1
         if isinstance(exc, SystemExit | GeneratorExit):
             raise
@@ -363,6 +317,53 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         if lock is not None:
             lock.release()  # the kernel would too, at exit
     return code
+
+
+def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: StopFlag) -> None:
+    """The job of ``meta`` trained with the run's callbacks; the end written to the run."""
+    from llm_trainer.inference.samples import Sampler
+    from llm_trainer.training.estimate import EstimateCheck
+    from llm_trainer.training.parts import TrainingJob
+    from llm_trainer.training.trainer import train
+
+    job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag)
+    runtime = job.config.runtime
+    callbacks: list[Callback] = [reporter, CpuShare(
+        home, meta.run_id, fixed_threads=runtime.num_threads),
+        EstimateCheck(lambda **fields: reporter.write_state(durable=True, **fields))]
+    sampler = Sampler.from_config(job.config.train)
+    if sampler is not None:
+        callbacks.append(sampler)
+    if runtime.tensorboard:
+        from llm_trainer.training.callbacks import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(reporter.runs.paths(meta.run_id).tensorboard))
+    result = train(job, callbacks)
+    status = result.status
+    if status == "paused":
+        reporter.log(f"paused at step {result.step} after a stop request; continue with "
+                     f"`llm-trainer resume {rec.name}`")
+    else:
+        reporter.log(f"completed: step {result.step}, {result.reason}; val loss "
+                     f"{_fmt_loss(result.val_loss)}")
+    reporter.write_state(durable=True, status=status, ended_at=time.time(),
+                         reason=result.reason, step=result.step, epoch=result.epoch,
+                         eta_seconds=0.0 if status == "completed" else None,
+                         finish_at=None, checkpoint=str(result.checkpoint)
+                         if result.checkpoint else reporter.state.checkpoint)
+
+
+def _failure(exc: BaseException, runs: RunStore, run_id: str) -> str:
+    """An unexpected failure in one line: a dead peer, an out-of-memory, or the error."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    peers = peer_errors(runs, run_id)
+    if peers:  # a collective failed because another rank died: say which and why
+        return f"{peers[0]}; rank 0 then stopped ({type(exc).__name__})"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_collective_error(exc):
+        return f"a peer process died or stopped answering ({first or type(exc).__name__})"
+    kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
+        exc).lower() else f"internal error ({type(exc).__name__})"
+    return f"{kind}: {first}"
 
 
 def hold_training_lock(model_dir: Path, run_id: str, model_name: str) -> ModelLock:

@@ -110,7 +110,7 @@ def test_an_old_checkpoint_loads_strict_and_computes_gpt2(activation):
 
 
 def test_architecture_diff_reads_missing_keys_as_the_defaults():
-    from llm_trainer.training.trainer import architecture_diff
+    from llm_trainer.training.parts import architecture_diff
 
     old = dict(**TINY, dropout=0.0, bias=True, activation="gelu_tanh")
     assert architecture_diff(old, GPTShape(**TINY).__dict__) == []

@@ -13,10 +13,13 @@ from safetensors.torch import load_file
 from llm_trainer.config import load_config
 from llm_trainer.data.batches import DataPosition
 from llm_trainer.errors import TrainingError
+from llm_trainer.inference.samples import Sampler
 from llm_trainer.store.checkpoints import list_checkpoints, resolve_checkpoint
+from llm_trainer.store.records import InitFrom
+from llm_trainer.training.parts import TrainingJob
 from llm_trainer.training.schedule import LRSchedule
 from llm_trainer.training.state import TrainState
-from llm_trainer.training.trainer import InitFrom, Trainer, TrainingJob
+from llm_trainer.training.trainer import train
 from tests.helpers import Flag, Recorder
 
 
@@ -28,8 +31,10 @@ def _cfg(corpus, **extra):
 
 
 def _fit(cfg, home, name, *callbacks, **job):
-    return Trainer(TrainingJob(config=cfg, home=home, model_dir=home / name, **job),
-                   list(callbacks)).fit()
+    """Train as the worker does: with the sampler when the config asks for samples."""
+    sampler = Sampler.from_config(cfg.train)
+    return train(TrainingJob(config=cfg, home=home, model_dir=home / name, **job),
+                 [*callbacks, *([sampler] if sampler else [])])
 
 
 def _resume(cfg, home, name, *callbacks, **init):

@@ -3,9 +3,9 @@ out-of-memory), and the in-run check of the estimate."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -77,32 +77,39 @@ def test_cuda_probe_halves_on_out_of_memory(monkeypatch):
 
 
 def test_cuda_choice_keeps_the_global_batch(monkeypatch):
-    """choose_batch's CUDA branch on a fake trainer: the real steps OOM above 4 sequences."""
+    """choose_batch's CUDA branch on fake parts: the real steps OOM above 4 sequences."""
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    plan = BatchPlan(n_tokens=20_000, seq_len=16, batch_size=12, grad_accum=2)
-    state = TrainState()
-    trainer = SimpleNamespace(
-        cfg=SimpleNamespace(train=SimpleNamespace(batch_size=12, grad_accum=2)),
-        shape=SimpleNamespace(block_size=16), plan=plan, accum=2,
-        data=SimpleNamespace(train=np.zeros(20_000, dtype=np.uint16)),
-        dist=SimpleNamespace(rank=0), state=state,
-        device=SimpleNamespace(type="cuda", device="cuda:0"),
-        _torch=SimpleNamespace(cuda=SimpleNamespace(synchronize=lambda d: None)))
     sizes = []
 
-    def train_step(read):
-        sizes.append(trainer.plan.batch_size)
-        trainer.state.step += 1  # as the real step does
-        if trainer.plan.batch_size > 4:
-            raise torch.cuda.OutOfMemoryError("fake")
+    @dataclasses.dataclass
+    class FakeParts:
+        plan: BatchPlan
+        state: TrainState
+        config = SimpleNamespace(train=SimpleNamespace(batch_size=12, grad_accum=2))
+        shape = SimpleNamespace(block_size=16)
+        device = SimpleNamespace(type="cuda", device="cuda:0")
 
-    trainer.train_step = train_step
-    choice = est.choose_batch(trainer)
+        def with_micro_batch(self, batch, accum):
+            plan = dataclasses.replace(self.plan, batch_size=batch, grad_accum=accum)
+            return dataclasses.replace(self, plan=plan)
+
+        def train_step(self, read):
+            sizes.append(self.plan.batch_size)
+            self.state.step += 1  # as the real step does
+            if self.plan.batch_size > 4:
+                raise torch.cuda.OutOfMemoryError("fake")
+
+        def sync(self):
+            pass
+
+    parts = FakeParts(BatchPlan(n_tokens=20_000, seq_len=16, batch_size=12, grad_accum=2),
+                      TrainState())
+    choice, chosen = est.choose_batch(parts)
     assert sizes == [24, 12, 6, 3]  # global batch 24: 24, 12, 6 do not fit, 3 does
     assert (choice.batch_size, choice.grad_accum, choice.global_batch) == (3, 8, 24)
     assert choice.method == "cuda probe"
-    assert (trainer.plan.batch_size, trainer.plan.grad_accum, trainer.accum) == (3, 8, 8)
-    assert trainer.state.step == 0  # the probe steps do not count
+    assert (chosen.plan.batch_size, chosen.plan.grad_accum) == (3, 8)
+    assert chosen.state.step == 0  # the probe steps do not count
 
 
 def test_cpu_pick_fits_memory_then_wants_real_speedups():
@@ -132,7 +139,7 @@ def test_cpu_pick_fits_memory_then_wants_real_speedups():
 
 def test_measure_step_time_skips_warmup():
     ticks = iter(range(1000))
-    trainer = SimpleNamespace(train_step=lambda read: None, device=SimpleNamespace(type="cpu"))
+    trainer = SimpleNamespace(train_step=lambda read: None, sync=lambda: None)
     # each clock() call advances 1 s: per timed step two reads (before and after)
     t = est.measure_step_time(trainer, warmup=2, timed=5, clock=lambda: float(next(ticks)))
     assert t == pytest.approx(11 / 5)  # start + 2 per step, read at the end
@@ -143,7 +150,7 @@ def test_measure_step_time_skips_warmup():
 
 def test_short_steps_are_timed_for_at_least_min_seconds():
     ticks = iter(range(10_000))
-    trainer = SimpleNamespace(train_step=lambda read: None, device=SimpleNamespace(type="cpu"))
+    trainer = SimpleNamespace(train_step=lambda read: None, sync=lambda: None)
     times, total = est.time_steps(trainer, warmup=1, timed=2, min_seconds=20.0,
                                   clock=lambda: float(next(ticks)))
     assert len(times) > 2 and total >= 20.0 and all(t == 1.0 for t in times)
@@ -154,8 +161,8 @@ def test_short_steps_are_timed_for_at_least_min_seconds():
 
 
 def _trainer(total_steps: int, steps_per_epoch: int) -> SimpleNamespace:
-    return SimpleNamespace(train_time=0.0, total_steps=total_steps,
-                           plan=SimpleNamespace(steps_per_epoch=steps_per_epoch))
+    return SimpleNamespace(train_time=0.0, total_steps=total_steps, parts=SimpleNamespace(
+        plan=SimpleNamespace(steps_per_epoch=steps_per_epoch)))
 
 
 def test_estimate_check_records_the_estimate_and_its_error():
@@ -163,7 +170,7 @@ def test_estimate_check_records_the_estimate_and_its_error():
     check = est.EstimateCheck(lambda **kw: reports.append(kw), warmup=2, timed=5,
                               min_seconds=0.0)
     trainer = _trainer(110, 50)
-    check.on_start(trainer, {"start_step": 10})
+    check.on_start(trainer, SimpleNamespace(start_step=10))
     for step in range(11, 111):
         trainer.train_time += 1.0 if step <= 17 else 1.5  # slower after the estimate
         check.on_step_end(trainer, SimpleNamespace(step=step))
@@ -181,7 +188,7 @@ def test_estimate_check_without_enough_steps_records_nothing():
     reports = []
     check = est.EstimateCheck(lambda **kw: reports.append(kw))
     trainer = _trainer(4, 4)
-    check.on_start(trainer, {"start_step": 0})
+    check.on_start(trainer, SimpleNamespace(start_step=0))
     for step in range(1, 5):
         trainer.train_time += 1.0
         check.on_step_end(trainer, SimpleNamespace(step=step))
@@ -195,7 +202,7 @@ def test_estimate_check_times_at_least_min_seconds():
     check = est.EstimateCheck(lambda **kw: reports.append(kw), warmup=2, timed=5,
                               min_seconds=7.5)
     trainer = _trainer(50, 50)
-    check.on_start(trainer, {"start_step": 0})
+    check.on_start(trainer, SimpleNamespace(start_step=0))
     for step in range(1, 51):
         trainer.train_time += 1.0
         check.on_step_end(trainer, SimpleNamespace(step=step))

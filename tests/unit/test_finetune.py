@@ -12,7 +12,9 @@ from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
 from llm_trainer.store.checkpoints import resolve_checkpoint
-from llm_trainer.training.trainer import CONTINUE, IMPORT, InitFrom, Trainer, TrainingJob
+from llm_trainer.store.records import InitFrom, InitMode
+from llm_trainer.training.parts import TrainingJob
+from llm_trainer.training.trainer import train
 from tests.helpers import Flag, Recorder, corpus_text, imported_model, make_hf_gpt2
 
 
@@ -92,16 +94,16 @@ def test_lora_trains_adapters_only_and_resumes_bitwise(hf_folder, home, corpus):
     src = inspect_hf_folder(f"hf:{hf_folder}")
     cfg = _cfg(src, corpus, **{"finetune.lora_r": 4, "finetune.lora_alpha": 8,
                                "finetune.lora_dropout": 0.1, "train.lr": 1e-2})
-    init = InitFrom(src.path, IMPORT)
-    straight = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "a", init=init),
-                       [Recorder()]).fit()
+    init = InitFrom(src.path, InitMode.IMPORT)
+    straight = train(TrainingJob(config=cfg, home=home, model_dir=home / "a", init=init),
+                       [Recorder()])
     assert straight.status == "completed" and straight.step == 30
     flag = Flag()
-    paused = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "b", init=init,
-                                 stop=flag), [Recorder(stop_after=15, flag=flag)]).fit()
+    paused = train(TrainingJob(config=cfg, home=home, model_dir=home / "b", init=init,
+                                 stop=flag), [Recorder(stop_after=15, flag=flag)])
     assert paused.status == "paused" and paused.step == 15
-    resumed = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "b", init=InitFrom(
-        resolve_checkpoint(home / "b", "latest").path)), [Recorder()]).fit()
+    resumed = train(TrainingJob(config=cfg, home=home, model_dir=home / "b", init=InitFrom(
+        resolve_checkpoint(home / "b", "latest").path)), [Recorder()])
     assert resumed.status == "completed" and resumed.step == 30
 
     last = {m: resolve_checkpoint(home / m, "latest").path for m in ("a", "b")}
@@ -138,8 +140,8 @@ def test_full_fine_tuning_learns_and_frozen_layers_stay(hf_folder, home, corpus,
     src = inspect_hf_folder(f"hf:{hf_folder}")
     cfg = _cfg(src, corpus, **{"finetune.freeze_layers": frozen_blocks,
                                "train.max_steps": 20})
-    Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "f",
-                        init=InitFrom(src.path, IMPORT)), [Recorder()]).fit()
+    train(TrainingJob(config=cfg, home=home, model_dir=home / "f",
+                        init=InitFrom(src.path, InitMode.IMPORT)), [Recorder()])
     after = load_file(str(resolve_checkpoint(home / "f", "latest").path / "model.safetensors"))
     before = imported(src, block_size=32).state_dict()
     kept = ("transformer.wte", "transformer.wpe", "lm_head",  # lm_head is tied to wte
@@ -157,12 +159,12 @@ def test_a_padded_embedding_imports_and_resumes(tmp_path, home, corpus):
     src = inspect_hf_folder(f"hf:{folder}")
     assert src.vocab_size == 320
     cfg = _cfg(src, corpus, **{"train.max_steps": 10})
-    first = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "p",
-                                init=InitFrom(src.path, IMPORT)), [Recorder()]).fit()
+    first = train(TrainingJob(config=cfg, home=home, model_dir=home / "p",
+                                init=InitFrom(src.path, InitMode.IMPORT)), [Recorder()])
     assert first.status == "completed"
     ckpt = read_checkpoint(resolve_checkpoint(home / "p", "latest").path)
     assert ckpt.shape.vocab_size == 320 and ckpt.tokenizer.vocab_size == 300
-    more = Trainer(TrainingJob(config=cfg.replace(**{"train.max_steps": 20}), home=home,
-                               model_dir=home / "p", init=InitFrom(ckpt.path, CONTINUE)),
-                   [Recorder()]).fit()
+    more = train(TrainingJob(config=cfg.replace(**{"train.max_steps": 20}), home=home,
+                               model_dir=home / "p", init=InitFrom(ckpt.path, InitMode.CONTINUE)),
+                   [Recorder()])
     assert more.status == "completed" and more.step == 30  # continue: 20 more

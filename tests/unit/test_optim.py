@@ -16,6 +16,7 @@ from llm_trainer.config import load_config
 from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.store.checkpoints import resolve_checkpoint
+from llm_trainer.store.records import InitFrom
 from llm_trainer.training.estimate import memory_estimate
 from llm_trainer.training.optim import (
     MuonWithAdamW,
@@ -24,7 +25,8 @@ from llm_trainer.training.optim import (
     muon_param_count,
     split_params,
 )
-from llm_trainer.training.trainer import InitFrom, Trainer, TrainingJob
+from llm_trainer.training.parts import TrainingJob, build_parts
+from llm_trainer.training.trainer import Trainer, train
 from tests.helpers import Flag, Recorder, corpus_text
 
 MUON = {"train.optimizer": "muon", "train.muon_lr": 0.02, "train.embed_lr": 0.006}
@@ -170,12 +172,12 @@ def paused(tmp_path_factory):
     corpus.write_text(corpus_text(), encoding="utf-8")
     cfg = _cfg(corpus)
     straight = Recorder()
-    result = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "a"),
-                     [straight]).fit()
+    result = train(TrainingJob(config=cfg, home=home, model_dir=home / "a"),
+                     [straight])
     assert result.status == "completed" and result.step == 8
     flag = Flag()
-    paused = Trainer(TrainingJob(config=cfg, home=home, model_dir=home / "b", stop=flag),
-                     [Recorder(stop_after=4, flag=flag)]).fit()
+    paused = train(TrainingJob(config=cfg, home=home, model_dir=home / "b", stop=flag),
+                     [Recorder(stop_after=4, flag=flag)])
     assert paused.status == "paused" and paused.step == 4
     return SimpleNamespace(home=home, cfg=cfg, straight=straight,
                            ckpt=resolve_checkpoint(home / "b", "latest").path)
@@ -191,8 +193,8 @@ def test_a_muon_run_learns_and_logs_its_optimizer(paused):
 
 def test_muon_resume_equals_an_uninterrupted_run_bitwise(paused):
     home = paused.home
-    resumed = Trainer(TrainingJob(config=paused.cfg, home=home, model_dir=home / "c",
-                                  init=InitFrom(paused.ckpt)), [Recorder()]).fit()
+    resumed = train(TrainingJob(config=paused.cfg, home=home, model_dir=home / "c",
+                                  init=InitFrom(paused.ckpt)), [Recorder()])
     assert resumed.status == "completed" and resumed.step == 8
     a = load_file(str(resolve_checkpoint(home / "a", "latest").path / "model.safetensors"))
     c = load_file(str(resolve_checkpoint(home / "c", "latest").path / "model.safetensors"))
@@ -219,19 +221,19 @@ def test_muon_state_round_trips_through_a_checkpoint(paused):
 
 def test_each_group_follows_the_schedule_at_its_own_peak_through_a_rollback(paused):
     cfg = paused.cfg
-    trainer = Trainer(TrainingJob(config=cfg, home=paused.home, model_dir=paused.home / "d",
-                                  init=InitFrom(paused.ckpt)))
-    trainer.setup()
+    parts = build_parts(TrainingJob(config=cfg, home=paused.home,
+                                    model_dir=paused.home / "d", init=InitFrom(paused.ckpt)))
+    trainer = Trainer(parts)
     t = cfg.train
     peaks = {"muon": t.muon_lr, "embed": t.embed_lr, "rest": t.lr}
 
     def check(factor):
-        step = trainer.state.step
-        trainer.train_step(read=True)
-        base = trainer.state.schedule(step)
+        step = parts.state.step
+        parts.train_step(read=True)
+        base = parts.state.schedule(step)
         assert base == pytest.approx(factor * paused.straight.progress[step]["lr"])
-        opt = trainer.optimizer
-        wte = trainer.model.transformer.wte.weight
+        opt = parts.optimizer
+        wte = parts.model.transformer.wte.weight
         for group in opt.param_groups:
             kind = ("muon" if any(group is g for g in opt.muon.param_groups) else
                     "embed" if any(p is wte for p in group["params"]) else "rest")
@@ -240,5 +242,5 @@ def test_each_group_follows_the_schedule_at_its_own_peak_through_a_rollback(paus
     check(1.0)
     check(1.0)
     trainer.rollback()  # back to step 4 with the peak lowered by rollback_lr_factor
-    assert trainer.state.step == 4
+    assert parts.state.step == 4
     check(t.rollback_lr_factor)

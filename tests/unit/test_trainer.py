@@ -9,13 +9,15 @@ from safetensors.torch import load_file
 from llm_trainer.config import load_config
 from llm_trainer.errors import TrainingError, UsageError
 from llm_trainer.store.checkpoints import list_checkpoints, resolve_checkpoint
+from llm_trainer.store.records import InitFrom, InitMode
+from llm_trainer.training.parts import TrainingJob
 from llm_trainer.training.schedule import LRSchedule
-from llm_trainer.training.trainer import CONTINUE, InitFrom, Trainer, TrainingJob
+from llm_trainer.training.trainer import train
 from tests.helpers import Flag, Recorder
 
 
 def run_training(job, *callbacks):
-    return Trainer(job, list(callbacks)).fit()
+    return train(job, list(callbacks))
 
 
 def _cfg(corpus, **extra):
@@ -110,7 +112,7 @@ def test_continue_refuses_a_different_architecture(home, corpus):
     deeper = cfg.replace(**{"model.n_layer": 3})
     with pytest.raises(UsageError, match="n_layer 2 vs 3"):
         run_training(TrainingJob(config=deeper, home=home, model_dir=home / "m",
-                                 init=InitFrom(ckpt, mode=CONTINUE)), Recorder())
+                                 init=InitFrom(ckpt, mode=InitMode.CONTINUE)), Recorder())
 
 
 def test_target_val_loss_stops_early(home, corpus):

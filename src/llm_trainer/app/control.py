@@ -122,7 +122,7 @@ class ProcessControl:
         if not plan.foreground:
             self._children.append(proc)
         return Launch(run_id, proc.pid, rec.name, rec.id, plan.foreground, proc, plan.notes,
-                      plan.init["checkpoint"] if plan.init else None, plan.batch_choice)
+                      str(plan.init.checkpoint) if plan.init else None, plan.batch_choice)
 
     # ------------------------------------------------------------------ stop
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,

@@ -17,6 +17,7 @@ from llm_trainer.app.admin import ModelAdmin
 from llm_trainer.config import (
     ARCH_KEYS,
     RunConfig,
+    TrainConfig,
     apply_overrides,
     load_config,
     load_yaml,
@@ -28,6 +29,7 @@ from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import CheckpointInfo, plan_finished
 from llm_trainer.store.models import ModelRecord, slug, validate_name
+from llm_trainer.store.records import InitFrom, InitMode, RunKind
 from llm_trainer.store.runs import RunStore
 
 
@@ -50,12 +52,12 @@ class TrainRequest:
 class LaunchPlan:
     """Everything process control needs to start a run."""
 
-    kind: str  # train | continue | resume
+    kind: RunKind
     config: RunConfig
     model: ModelRecord | None  # the existing model it trains (None: a new one)
     new_model_name: str | None  # for a new model: its name (None: generated from the base)
     new_model_base: str  # the base of a generated name
-    init: dict[str, Any] | None  # the checkpoint it starts from, and how
+    init: InitFrom | None  # the checkpoint it starts from, and how
     dataset_explicit: bool
     foreground: bool
     command: list[str]
@@ -100,10 +102,8 @@ def parse_lora(spec: str) -> dict[str, Any]:
 def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """The rules that come with the user's options: an explicit ``train.epochs`` without
     ``train.max_steps`` clears a preset's or checkpoint's ``max_steps`` (epochs asked for win)."""
-    out = {k: v for k, v in overrides.items() if v is not None}
-    if "train.epochs" in out and "train.max_steps" not in out:
-        out["train.max_steps"] = None
-    return out
+    return TrainConfig.epochs_clear_max_steps(
+        {k: v for k, v in overrides.items() if v is not None})
 
 
 def _arch_value(value: Any) -> str:
@@ -149,7 +149,7 @@ class LaunchPlanner:
             raise UsageError("LoRA and frozen layers fine-tune a pretrained model: they need "
                              "--init-from", hint="e.g. llm-trainer train --init-from "
                                                  "hf:FOLDER --lora r=8 --dataset my.txt")
-        return LaunchPlan("train", cfg, None, req.name, _default_base(cfg, req), None,
+        return LaunchPlan(RunKind.TRAIN, cfg, None, req.name, _default_base(cfg, req), None,
                           self._dataset_explicit(req), req.foreground, req.command, dist, notes)
 
     def plan_resume(self, target: str | None, *, checkpoint: str = "latest",
@@ -177,9 +177,9 @@ class LaunchPlanner:
                 raise UsageError(
                     f"model {rec.name} already {finished} at {info.path.name}",
                     hint=f"train further with `llm-trainer resume {rec.name} --more-epochs N`")
-        init = {"checkpoint": str(info.path), "mode": "resume", "more_epochs": more_epochs,
-                "restart_schedule": restart_schedule}
-        return LaunchPlan("resume", cfg, rec, None, rec.name, init, True, foreground,
+        init = InitFrom(info.path, InitMode.RESUME, more_epochs=more_epochs,
+                        restart_schedule=restart_schedule)
+        return LaunchPlan(RunKind.RESUME, cfg, rec, None, rec.name, init, True, foreground,
                           command or list(sys.argv), dist, notes)
 
     # ------------------------------------------------------------------ pipeline parts
@@ -229,9 +229,8 @@ class LaunchPlanner:
             validate_name(req.name)
         cfg = self._local_paths_absolute(cfg)
         base = f"{slug(src.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
-        init = {"checkpoint": str(src.path), "mode": "import", "more_epochs": None,
-                "restart_schedule": False}
-        return LaunchPlan("train", cfg, None, req.name, base, init,
+        init = InitFrom(src.path, InitMode.IMPORT)
+        return LaunchPlan(RunKind.TRAIN, cfg, None, req.name, base, init,
                           self._dataset_explicit(req), req.foreground, req.command, dist, notes)
 
     def _init_source(self, spec: str, notes: list[str]):
@@ -300,9 +299,8 @@ class LaunchPlanner:
         cfg = self._from_checkpoint(rec, info, overrides, what=f"model {rec.name}",
                                     hint="drop the model.* options, or train a new model "
                                          "with --name")
-        init = {"checkpoint": str(info.path), "mode": "continue", "more_epochs": None,
-                "restart_schedule": False, "data_from": req.data_from}
-        return LaunchPlan("continue", cfg, rec, None, rec.name, init, True, req.foreground,
+        init = InitFrom(info.path, InitMode.CONTINUE, data_from=req.data_from)
+        return LaunchPlan(RunKind.CONTINUE, cfg, rec, None, rec.name, init, True, req.foreground,
                           req.command, dist, notes)
 
     def _from_checkpoint(self, rec: ModelRecord, info: CheckpointInfo,

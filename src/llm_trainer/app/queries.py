@@ -18,7 +18,7 @@ from llm_trainer.errors import BusyError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.locks import lock_holder, read_holder
 from llm_trainer.store.models import ModelRecord, ModelStore
-from llm_trainer.store.records import RunState, RunStatus
+from llm_trainer.store.records import RunKind, RunState, RunStatus
 from llm_trainer.store.runs import RunStore
 from llm_trainer.store.schema import SchemaError
 from llm_trainer.views import LossCurve, RecentDataset, RunDetail, RunView
@@ -29,7 +29,7 @@ STOPPED_NOW = "killed without a checkpoint (--now)"
 
 def busy_error(model: str, run: str, action: str) -> BusyError:
     """One message for "this model is training", whichever check found it."""
-    if action in ("train", "continue", "resume"):
+    if action in tuple(RunKind):  # a launch
         return BusyError(f"model {model} is already training in run {run}",
                          hint=f"follow it with `llm-trainer status {run}` or stop it with "
                               f"`llm-trainer stop {run}`")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from llm_trainer.store.schema import SchemaError, upgrade
@@ -35,6 +36,57 @@ class RunStatus(StrEnum):
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
+class RunKind(StrEnum):
+    """What a launch does with the model: a new one, an existing one on (new) data, or the
+    exact continuation of a checkpoint."""
+
+    TRAIN = "train"
+    CONTINUE = "continue"
+    RESUME = "resume"
+
+
+class InitMode(StrEnum):
+    """How a run starts from a checkpoint (``InitFrom.mode``)."""
+
+    RESUME = "resume"  # restore everything: optimizer, schedule, RNG, data position, callbacks
+    CONTINUE = "continue"  # weights and tokenizer only: new data, fresh optimizer and schedule
+    IMPORT = "import"  # weights from a Hugging Face folder or our checkpoint (--init-from)
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    """The checkpoint (or Hugging Face folder) a run starts from, and how. Decided by the
+    launch planner, stored in meta.json (``RunMeta.init``), read by the trainer."""
+
+    checkpoint: Path
+    mode: InitMode = InitMode.RESUME
+    more_epochs: int | None = None  # resume: train this many epochs past the checkpoint
+    restart_schedule: bool = False  # with more_epochs: a fresh warm-up + decay
+    data_from: str | None = None  # continue: the model whose dataset it trains on
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        try:
+            object.__setattr__(self, "mode", InitMode(self.mode))
+        except ValueError:
+            raise SchemaError(f"unknown init mode {self.mode!r} (known: "
+                              f"{', '.join(InitMode)})") from None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> InitFrom | None:
+        if not data:
+            return None
+        return cls(checkpoint=Path(data["checkpoint"]), mode=data.get("mode", "resume"),
+                   more_epochs=data.get("more_epochs"),
+                   restart_schedule=bool(data.get("restart_schedule")),
+                   data_from=data.get("data_from"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "mode": str(self.mode),
+                "more_epochs": self.more_epochs, "restart_schedule": self.restart_schedule,
+                "data_from": self.data_from}
+
+
 def _state_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {"grad_norm": None, "anomalies": 0, "rollbacks": 0, "last_anomaly": None,
             "last_sample": None, **data}
@@ -42,6 +94,11 @@ def _state_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 def _meta_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {"distributed": None, **data}
+
+
+def _plain(value: Any) -> Any:
+    """A field as JSON: typed parts of a record (``InitFrom``) by their own ``to_json``."""
+    return value.to_json() if hasattr(value, "to_json") else value
 
 
 class _Record:
@@ -56,7 +113,7 @@ class _Record:
         return cls(**known, extra=extra)  # type: ignore[call-arg]
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
                if f.name != "extra"}
         return {**self.extra, **out}  # type: ignore[attr-defined]
 
@@ -70,12 +127,12 @@ class RunMeta(_Record):
 
     run_id: str
     created_at: float | None = None
-    kind: str = "train"  # train | continue | resume
+    kind: str = RunKind.TRAIN  # a RunKind
     command: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)  # {"id", "name"} at launch
     config: dict[str, Any] = field(default_factory=dict)
     requested_device: str | None = None
-    init: dict[str, Any] | None = None  # the checkpoint it starts from, and how
+    init: InitFrom | None = None  # the checkpoint it starts from, and how
     dataset_explicit: bool = True
     created_model: bool = False
     foreground: bool = False
@@ -95,6 +152,10 @@ class RunMeta(_Record):
     # --batch-size auto: the micro-batch and accumulation chosen before the run started
     batch_choice: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.init, dict):
+            self.init = InitFrom.from_json(self.init)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "meta.json") -> RunMeta:

@@ -2,14 +2,16 @@
 
 One small protocol (``Callback``): the ``Trainer`` calls ``on_start``, ``on_step_end`` (a
 step that stands), ``on_progress`` (log intervals), ``on_eval``, ``on_checkpoint``,
-``on_sample``, ``on_anomaly``, ``on_end`` and ``on_log`` (a line for the run's log). A
+``on_sample``, ``on_anomaly``, ``on_end`` and ``on_log`` (a line for the run's log), each
+with a frozen event of ``training.events``. A
 callback with state names itself (``name``) and implements ``state_dict`` /
 ``load_state_dict``; the trainer stores that state in ``TrainState.callbacks`` and so in every
 checkpoint.
 
 Callbacks that take decisions (``EarlyStopping``, ``AnomalyGuard``) run on every rank of a
 multi-process run, and the trainer combines their decisions across ranks; the others (run
-reporter, sampler, TensorBoard) run on rank 0 only.
+reporter, sampler, TensorBoard) run on rank 0 only. The sampler writes text with the
+generator, which sits above training: it lives in ``inference.samples``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_trainer.errors import UsageError
+from llm_trainer.training.events import (
+    Anomaly,
+    CheckpointSaved,
+    EvalDone,
+    Progress,
+    Sample,
+    StartInfo,
+)
 
 if TYPE_CHECKING:
     from llm_trainer.config import TrainConfig
@@ -46,15 +56,16 @@ class Callback:
     name = ""  # key of this callback's state in trainer.json ("" = no state)
 
     def on_log(self, message: str) -> None: ...
-    def on_start(self, trainer: Trainer, info: dict[str, Any]) -> None: ...
+    def on_start(self, trainer: Trainer, info: StartInfo) -> None: ...
     def on_step_end(self, trainer: Trainer, stats: StepStats) -> None: ...
-    def on_progress(self, trainer: Trainer, progress: dict[str, Any]) -> None: ...
-    def on_eval(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
-    def on_checkpoint(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
-    def on_sample(self, trainer: Trainer, sample: dict[str, Any]) -> None: ...
-    def on_anomaly(self, trainer: Trainer, event: dict[str, Any]) -> None: ...
-    def on_end(self, trainer: Trainer, result: TrainingResult | None) -> None:
-        """Always called; ``result`` is None when training raised."""
+    def on_progress(self, trainer: Trainer, progress: Progress) -> None: ...
+    def on_eval(self, trainer: Trainer, result: EvalDone) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, result: CheckpointSaved) -> None: ...
+    def on_sample(self, trainer: Trainer, sample: Sample) -> None: ...
+    def on_anomaly(self, trainer: Trainer, event: Anomaly) -> None: ...
+    def on_end(self, trainer: Trainer | None, result: TrainingResult | None) -> None:
+        """Always called; ``result`` is None when training raised (and ``trainer`` too
+        when it failed before the loop was set up)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -133,9 +144,9 @@ class EarlyStopping(Callback):
         self.bad_evals = 0
 
     def on_eval(self, trainer, result) -> None:
-        val = result["val_loss"]
+        val = result.val_loss
         if self.best is None or val < self.best - self.min_delta:
-            self.best, self.best_step, self.bad_evals = val, result["step"], 0
+            self.best, self.best_step, self.bad_evals = val, result.step, 0
             return
         self.bad_evals += 1
         if self.bad_evals >= self.patience:
@@ -149,56 +160,6 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_step = state.get("best"), state.get("best_step")
         self.bad_evals = int(state.get("bad_evals", 0))
-
-
-# ============================================================================ samples
-
-
-class Sampler(Callback):
-    """Every ``interval`` steps, continues each prompt with the KV-cache generator and emits
-    ``on_sample``. Its randomness comes from a generator seeded by (seed, step, prompt), never
-    from the global RNG, and the model is in eval mode (no dropout) while it samples: a run
-    with samples on trains exactly as one with them off."""
-
-    name = "sampler"
-
-    def __init__(self, interval: int, prompts: tuple[str, ...], tokens: int,
-                 temperature: float, seed: int) -> None:
-        self.interval, self.prompts, self.tokens = interval, prompts, tokens
-        self.temperature, self.seed = temperature, seed
-        self.written = 0
-        self.last_step: int | None = None
-
-    def seed_for(self, step: int, index: int) -> int:
-        return (self.seed * 1_000_003 + step * 101 + index) % (2**63)
-
-    def on_step_end(self, trainer, stats) -> None:
-        if stats.step % self.interval == 0:
-            self.sample(trainer, stats.step)
-
-    def sample(self, trainer, step: int) -> None:
-        from llm_trainer.inference.generate import GenerationSettings, TextGenerator
-
-        generator = TextGenerator(trainer.model, trainer.tokenizer, trainer.device.device)
-        try:
-            for i, prompt in enumerate(self.prompts):
-                settings = GenerationSettings(max_new_tokens=self.tokens,
-                                              temperature=self.temperature,
-                                              seed=self.seed_for(step, i))
-                text = generator.generate(prompt, settings)
-                self.written += 1
-                trainer.callbacks.on_sample(trainer, {"step": step, "prompt": prompt,
-                                                      "text": text})
-        finally:
-            trainer.model.train()
-        self.last_step = step
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "written": self.written, "last_step": self.last_step}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.written = int(state.get("written", 0))
-        self.last_step = state.get("last_step")
 
 
 # ============================================================================ anomalies
@@ -217,7 +178,6 @@ class AnomalyGuard(Callback):
         self.mode = cfg.on_anomaly
         self.spike_factor = cfg.spike_factor
         self.window: deque[float] = deque(maxlen=cfg.spike_window)
-        self.lr_factor = cfg.rollback_lr_factor
         self.max_rollbacks = cfg.max_rollbacks
         self.warmup_steps = warmup_steps
         self.gradients_may_overflow = gradients_may_overflow  # fp16: the scaler skips those
@@ -242,7 +202,7 @@ class AnomalyGuard(Callback):
         self.window.append(loss)
         return None
 
-    def decide(self, step: int, reason: str, *, can_rollback: bool) -> dict[str, Any]:
+    def decide(self, step: int, reason: str, *, can_rollback: bool) -> Anomaly:
         """The event to record, with ``action``: rollback | stop | exhausted (stop when there
         is no checkpoint to go back to yet)."""
         if self.mode == "stop" or not can_rollback:
@@ -252,9 +212,9 @@ class AnomalyGuard(Callback):
         else:
             action = "rollback"
             self.rollbacks += 1
-        event = {"step": step, "reason": reason, "action": action, "rollbacks": self.rollbacks,
-                 "max_rollbacks": self.max_rollbacks}
-        self.history = [*self.history, event][-20:]
+        event = Anomaly(step=step, reason=reason, action=action, rollbacks=self.rollbacks,
+                        max_rollbacks=self.max_rollbacks)
+        self.history = [*self.history, event.to_json()][-20:]
         return event
 
     def state_dict(self) -> dict[str, Any]:
@@ -324,12 +284,12 @@ class CpuShare(Callback):
 
         from llm_trainer import cpu_share
 
-        if trainer.device.type != "cpu":
+        if trainer.parts.device.type != "cpu":
             return
         self.active = True
         me = psutil.Process()
         cpu_share.register(self.home, self.run_id, pid=me.pid, create_time=me.create_time(),
-                           processes=trainer.dist.local_world_size)
+                           processes=trainer.parts.dist.local_world_size)
         self.next_check = time.monotonic()
         self.rebalance(trainer, first=True)
 
@@ -344,7 +304,7 @@ class CpuShare(Callback):
         if now < self.next_check:
             return
         self.next_check = now + self.every_s
-        if self.fixed or trainer.dist.enabled:  # set by the user / shared by torchrun already
+        if self.fixed or trainer.parts.dist.enabled:  # set by the user / shared by torchrun already
             if first:
                 trainer.log(f"CPU threads: {torch.get_num_threads()} "
                             f"({'runtime.num_threads' if self.fixed else 'per process'})")
@@ -387,7 +347,7 @@ class TensorBoardLogger(Callback):
     def on_start(self, trainer, info) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        start = info["start_step"]  # a resumed run replaces what was logged past its start
+        start = info.start_step  # a resumed run replaces what was logged past its start
         self.writer = SummaryWriter(str(self.log_dir), purge_step=start + 1 if start else None)
 
     def _scalars(self, step: int, values: dict[str, float | None]) -> None:
@@ -398,21 +358,21 @@ class TensorBoardLogger(Callback):
                 self.writer.add_scalar(tag, value, step)
 
     def on_progress(self, trainer, p) -> None:
-        self._scalars(p["step"], {"train/loss": p["loss"], "train/lr": p["lr"],
-                                  "train/tokens_per_s": p["tokens_per_s"],
-                                  "train/grad_norm": p.get("grad_norm")})
+        self._scalars(p.step, {"train/loss": p.loss, "train/lr": p.lr,
+                               "train/tokens_per_s": p.tokens_per_s,
+                               "train/grad_norm": p.grad_norm})
 
     def on_eval(self, trainer, r) -> None:
-        self._scalars(r["step"], {"val/loss": r["val_loss"], "val/perplexity": r["perplexity"]})
+        self._scalars(r.step, {"val/loss": r.val_loss, "val/perplexity": r.perplexity})
 
     def on_sample(self, trainer, s) -> None:
         if self.writer is not None:
-            body = "\n".join("    " + line for line in (s["prompt"] + s["text"]).splitlines())
-            self.writer.add_text("samples", body or "    (empty)", s["step"])
+            body = "\n".join("    " + line for line in (s.prompt + s.text).splitlines())
+            self.writer.add_text("samples", body or "    (empty)", s.step)
 
     def on_anomaly(self, trainer, e) -> None:
         if self.writer is not None:
-            self.writer.add_text("anomalies", f"{e['reason']} -> {e['action']}", e["step"])
+            self.writer.add_text("anomalies", f"{e.reason} -> {e.action}", e.step)
 
     def on_checkpoint(self, trainer, r) -> None:
         if self.writer is not None:

@@ -193,147 +193,114 @@ def pick_cpu_batch(candidates: list[int], *, memory_for: Callable[[int], int],
 
 
 # ============================================================================ measuring
-def job_for(config, home: Path, init: dict[str, Any] | None, *, dataset_explicit: bool,
-            model_dir: Path):
-    """The ``TrainingJob`` a launch plan would give the worker (``worker._job``'s twin for a
-    plan that has no run record)."""
-    from llm_trainer.training.trainer import InitFrom, TrainingJob
-
-    return TrainingJob(
-        config=config, home=home, model_dir=model_dir, run_id="estimate",
-        init=InitFrom(Path(init["checkpoint"]), init["mode"], init.get("more_epochs"),
-                      bool(init.get("restart_schedule"))) if init else None,
-        dataset_explicit=dataset_explicit)
-
-
-def _sync(trainer) -> None:
-    if trainer.device.type == "cuda":
-        trainer._torch.cuda.synchronize(trainer.device.device)
-
-
-def time_steps(trainer, *, warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS,
+def time_steps(parts, *, warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS,
                min_seconds: float = 0.0, max_steps: int = MAX_TIMED_STEPS,
                clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], float]:
-    """Run ``warmup`` untimed real optimizer steps (``Trainer.train_step``: every
+    """Run ``warmup`` untimed real optimizer steps (``TrainingParts.train_step``: every
     micro-batch, backward, clip, AdamW), then ``timed`` timed ones, and more (up to
     ``max_steps``) while they took less than ``min_seconds`` in all. Returns each timed
     step's seconds and the seconds of them all."""
     for _ in range(warmup):
-        trainer.train_step(read=False)
-    _sync(trainer)
+        parts.train_step(read=False)
+    parts.sync()
     start, times = clock(), []
     while len(times) < timed or (min_seconds > 0 and len(times) < max_steps and
                                  clock() - start < min_seconds):
         t0 = clock()
-        trainer.train_step(read=False)
-        _sync(trainer)
+        parts.train_step(read=False)
+        parts.sync()
         times.append(clock() - t0)
     return times, clock() - start
 
 
-def measure_step_time(trainer, *, warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS,
+def measure_step_time(parts, *, warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS,
                       min_seconds: float = 0.0, max_steps: int = MAX_TIMED_STEPS,
                       median: bool = False,
                       clock: Callable[[], float] = time.perf_counter) -> float:
     """Mean seconds per step of ``time_steps``; ``median``: the median step instead, for
     comparing micro-batches on a busy machine (one descheduled step does not decide)."""
-    times, total = time_steps(trainer, warmup=warmup, timed=timed, min_seconds=min_seconds,
+    times, total = time_steps(parts, warmup=warmup, timed=timed, min_seconds=min_seconds,
                               max_steps=max_steps, clock=clock)
     return statistics.median(times) if median else total / max(1, len(times))
 
 
-def measure_eval_time(trainer, clock: Callable[[], float] = time.perf_counter) -> float:
+def measure_eval_time(parts, clock: Callable[[], float] = time.perf_counter) -> float:
     t0 = clock()
-    trainer.evaluate()
-    _sync(trainer)
+    parts.evaluate()
+    parts.sync()
     return clock() - t0
 
 
-def use_micro_batch(trainer, batch: int, accum: int) -> None:
-    """Point a set-up trainer at another micro-batch / accumulation (same data)."""
-    import dataclasses
-
-    from llm_trainer.data.batches import Batches
-
-    plan = dataclasses.replace(trainer.plan, batch_size=batch, grad_accum=accum)
-    plan.check()
-    trainer.plan, trainer.accum = plan, accum
-    trainer.batches = Batches(trainer.data.train, plan, rank=trainer.dist.rank)
-
-
-def trainer_memory(trainer, batch: int) -> MemoryEstimate:
+def parts_memory(parts, batch: int) -> MemoryEstimate:
     from llm_trainer.model.lora import trainable
     from llm_trainer.training.optim import muon_param_count
 
-    n_train, n_all = trainable(trainer.model)
-    s = trainer.shape
+    n_train, n_all = trainable(parts.model)
+    s = parts.shape
     return memory_estimate(params=n_all, trainable=n_train, batch=batch, seq=s.block_size,
                            n_layer=s.n_layer, n_embd=s.n_embd, n_head=s.n_head,
-                           vocab=s.vocab_size, precision=trainer.precision.name,
-                           dropout=s.dropout, device_type=trainer.device.type,
-                           muon=muon_param_count(trainer.optimizer))
+                           vocab=s.vocab_size, precision=parts.precision.name,
+                           dropout=s.dropout, device_type=parts.device.type,
+                           muon=muon_param_count(parts.optimizer))
 
 
-def available_memory(trainer) -> int:
+def available_memory(parts) -> int:
     """Free bytes where the activations live: the GPU's free memory plus what torch already
     holds of it, or the available RAM."""
-    if trainer.device.type == "cuda":
-        torch = trainer._torch
-        free, _total = torch.cuda.mem_get_info(trainer.device.device)
-        return int(free + torch.cuda.memory_reserved(trainer.device.device))
+    if parts.device.type == "cuda":
+        torch = parts.torch
+        free, _total = torch.cuda.mem_get_info(parts.device.device)
+        return int(free + torch.cuda.memory_reserved(parts.device.device))
     import psutil
 
     return int(psutil.virtual_memory().available)
 
 
-def choose_batch(trainer) -> BatchChoice:
+def choose_batch(parts) -> tuple[BatchChoice, Any]:
     """The largest micro-batch that fits, keeping the configured global batch
     (``batch_size x grad_accum``) with a raised accumulation. CUDA: real steps, halving on
     out-of-memory. CPU (and others): the memory estimate against the available RAM, then
-    measured tokens/s. Leaves the trainer on the chosen micro-batch."""
+    measured tokens/s. Returns the choice and the parts on it (at the step they started:
+    the probe steps do not move the plan)."""
     import copy
 
-    cfg = trainer.cfg.train
-    saved_state = copy.deepcopy(trainer.state)  # the probe steps must not move the plan
+    cfg = parts.config.train
+    saved_state = copy.deepcopy(parts.state)  # the probe steps must not move the plan
     global_batch = cfg.batch_size * cfg.grad_accum
     candidates = micro_batch_candidates(global_batch)
-    seq = trainer.shape.block_size
-    if trainer.device.type == "cuda":
+    seq = parts.shape.block_size
+    if parts.device.type == "cuda":
         def try_step(b: int) -> None:
-            use_micro_batch(trainer, b, 1)
-            trainer.train_step(read=False)
-            _sync(trainer)
+            probe = parts.with_micro_batch(b, 1)
+            probe.train_step(read=False)
+            probe.sync()
 
         batch, tried = probe_cuda_batch(candidates, try_step)
         method = "cuda probe"
     else:
         def rate(b: int) -> float:
-            use_micro_batch(trainer, b, 1)
-            return b * seq / measure_step_time(trainer, warmup=PROBE_WARMUP,
-                                               timed=PROBE_TIMED, min_seconds=PROBE_SECONDS,
-                                               median=True)
+            return b * seq / measure_step_time(parts.with_micro_batch(b, 1),
+                                               warmup=PROBE_WARMUP, timed=PROBE_TIMED,
+                                               min_seconds=PROBE_SECONDS, median=True)
 
-        held = trainer_memory(trainer, 0).weights  # already allocated (AdamW's state is not)
+        held = parts_memory(parts, 0).weights  # already allocated (AdamW's state is not)
         batch, tried = pick_cpu_batch(
-            candidates, memory_for=lambda b: trainer_memory(trainer, b).total,
-            available=available_memory(trainer) + held, tokens_per_s=rate)
-        method = f"{trainer.device.type} memory and throughput"
+            candidates, memory_for=lambda b: parts_memory(parts, b).total,
+            available=available_memory(parts) + held, tokens_per_s=rate)
+        method = f"{parts.device.type} memory and throughput"
     choice = BatchChoice(batch, global_batch // batch, global_batch, method, tried)
-    use_micro_batch(trainer, choice.batch_size, choice.grad_accum)
-    trainer.state = saved_state
-    return choice
+    parts.state = saved_state
+    return choice, parts.with_micro_batch(choice.batch_size, choice.grad_accum)
 
 
-def prepared_trainer(job):
-    """A ``Trainer`` set up exactly as for training (device, data, model, optimizer, state)
-    but with no callbacks, nothing announced and nothing written."""
+def prepared_parts(job):
+    """``build_parts(job)`` exactly as for training (device, data, model, optimizer, state),
+    with nothing announced and nothing written."""
     from llm_trainer.training.device import tune_allocator
-    from llm_trainer.training.trainer import Trainer
+    from llm_trainer.training.parts import build_parts
 
     tune_allocator()  # as the worker does: it changes a CPU step's time by ~25%
-    trainer = Trainer(job)
-    trainer.setup_core()
-    return trainer
+    return build_parts(job)
 
 
 def estimate_run(job, *, timed: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
@@ -344,67 +311,62 @@ def estimate_run(job, *, timed: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
     import dataclasses
 
     with tempfile.TemporaryDirectory(prefix="llm-trainer-estimate-") as tmp:
-        job = dataclasses.replace(job, model_dir=Path(tmp))
-        trainer = prepared_trainer(job)
+        parts = prepared_parts(dataclasses.replace(job, model_dir=Path(tmp)))
         try:
-            choice = choose_batch(trainer) if auto_batch else None
-            if choice is not None:  # the run will use it: so does everything below
-                trainer.cfg = trainer.cfg.replace(**{"train.batch_size": choice.batch_size,
-                                                     "train.grad_accum": choice.grad_accum})
-            return describe(trainer, choice, timed=timed, warmup=warmup)
+            choice = None
+            if auto_batch:  # the run will use it: so does everything below
+                choice, parts = choose_batch(parts)
+            return describe(parts, choice, timed=timed, warmup=warmup)
         finally:
-            if trainer.dist is not None:
-                trainer.dist.shutdown()
+            parts.dist.shutdown()
 
 
 def choose_batch_for(job) -> BatchChoice:
-    """``choose_batch`` on a trainer set up for ``job`` (then thrown away; nothing written)."""
+    """``choose_batch`` on parts built for ``job`` (then thrown away; nothing written)."""
     import dataclasses
 
     with tempfile.TemporaryDirectory(prefix="llm-trainer-estimate-") as tmp:
-        trainer = prepared_trainer(dataclasses.replace(job, model_dir=Path(tmp)))
+        parts = prepared_parts(dataclasses.replace(job, model_dir=Path(tmp)))
         try:
-            return choose_batch(trainer)
+            return choose_batch(parts)[0]
         finally:
-            if trainer.dist is not None:
-                trainer.dist.shutdown()
-            if trainer.device.type == "cuda":  # leave the GPU to the worker
-                del trainer
-                import torch
-
+            parts.dist.shutdown()
+            if parts.device.type == "cuda":  # leave the GPU to the worker
+                torch = parts.torch
+                del parts
                 torch.cuda.empty_cache()
 
 
-def describe(trainer, choice: BatchChoice | None, *, timed: int, warmup: int
+def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int
              ) -> dict[str, Any]:
     from llm_trainer.model.lora import trainable
 
-    plan, s, cfg = trainer.plan, trainer.state, trainer.cfg
-    start, total = s.step, trainer.total_steps
-    n_train, n_all = trainable(trainer.model)
-    mem = trainer_memory(trainer, plan.batch_size)
+    plan, s, cfg = parts.plan, parts.state, parts.config
+    start, total = s.step, parts.total_steps
+    n_train, n_all = trainable(parts.model)
+    mem = parts_memory(parts, plan.batch_size)
     out: dict[str, Any] = {
         "config": cfg.to_dict(),
-        "device": trainer.device.to_json(), "precision": trainer.precision.name,
-        "dataset": {"spec": trainer.data.source.spec, "train_tokens": len(trainer.data.train),
-                    "val_tokens": len(trainer.data.val)},
+        "device": parts.device.to_json(), "precision": parts.precision.name,
+        "dataset": {"spec": parts.data.source.spec, "train_tokens": len(parts.data.train),
+                    "val_tokens": len(parts.data.val)},
         "parameters": n_all, "trainable_parameters": n_train,
-        "architecture": dict(trainer.shape.__dict__),
+        "architecture": dict(parts.shape.__dict__),
         "batch_size": plan.batch_size, "grad_accum": plan.grad_accum,
         "global_batch": plan.seqs_per_step, "tokens_per_step": plan.tokens_per_step,
         "steps_per_epoch": plan.steps_per_epoch, "start_step": start, "total_steps": total,
         "steps": total - start, "batch_choice": choice.to_json() if choice else None,
-        "memory": {**mem.to_json(), "device_type": trainer.device.type,
-                   "available": available_memory(trainer)},
+        "memory": {**mem.to_json(), "device_type": parts.device.type,
+                   "available": available_memory(parts)},
         "time": None,
     }
     if timed > 0 and total > start:
-        times, seconds = time_steps(trainer, warmup=warmup, timed=timed,
+        times, seconds = time_steps(parts, warmup=warmup, timed=timed,
                                     min_seconds=MIN_TIMED_S)
         step_time = seconds / len(times)
         evals = evals_in_run(start_step=start, total_steps=total,
                              eval_interval=cfg.train.eval_interval)
-        eval_time = measure_eval_time(trainer) if evals else None
+        eval_time = measure_eval_time(parts) if evals else None
         out["time"] = {**run_times(step_time_s=step_time, steps=total - start,
                                    steps_per_epoch=plan.steps_per_epoch,
                                    eval_time_s=eval_time, evals=evals),
@@ -430,8 +392,8 @@ class EstimateCheck(Callback):
         self.mark: float | None = None
         self.estimate: dict[str, Any] | None = None
 
-    def on_start(self, trainer, info: dict[str, Any]) -> None:
-        self.start_step = info["start_step"]
+    def on_start(self, trainer, info) -> None:
+        self.start_step = info.start_step
 
     def on_step_end(self, trainer, stats) -> None:
         if self.start_step is None or self.estimate is not None:
@@ -448,7 +410,7 @@ class EstimateCheck(Callback):
             self.estimate = {
                 "step_time_s": step_time, "run_steps": steps,
                 "train_time_s": step_time * steps,
-                "epoch_time_s": step_time * trainer.plan.steps_per_epoch,
+                "epoch_time_s": step_time * trainer.parts.plan.steps_per_epoch,
                 "warmup_steps": self.warmup, "timed_steps": timed}
             self.report(estimate=self.estimate)
 
