@@ -31,10 +31,13 @@ from llm_trainer.errors import NotFoundError
 from llm_trainer.model.gpt import GPT, GPTShape
 from llm_trainer.store.checkpoints import (
     BASE_DIR,
+    CHECKPOINT_CONFIG_SCHEMA,
+    CONFIG,
     CheckpointInfo,
     commit_checkpoint,
     inspect_checkpoint,
     new_staging_dir,
+    read_checkpoint_config,
 )
 
 
@@ -109,8 +112,9 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
     states = rng or [capture_rng()]
     torch.save({**states[0], "ranks": states if len(states) > 1 else []}, staging / "rng.pt")
     (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
-    (staging / "config.json").write_text(json.dumps(
-        {"config": config.to_dict(), "architecture": shape_to_json(shape), **extra}, indent=2))
+    (staging / CONFIG).write_text(json.dumps(
+        {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
+         "architecture": shape_to_json(shape), **extra}, indent=2))
     tokenizer.save(staging / "tokenizer.json")
     return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
 
@@ -123,9 +127,9 @@ def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, sha
 
     staging = new_staging_dir(model_dir, 0)
     save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    (staging / "config.json").write_text(json.dumps(
-        {"config": config.to_dict(), "architecture": shape_to_json(shape), "source": source},
-        indent=2))
+    (staging / CONFIG).write_text(json.dumps(
+        {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
+         "architecture": shape_to_json(shape), "source": source}, indent=2))
     tokenizer.save(staging / "tokenizer.json")
     return commit_checkpoint(staging, step=0, epoch=0.0, val_loss=None, name=BASE_DIR)
 
@@ -142,7 +146,9 @@ def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
     if not info.valid:
         raise NotFoundError(f"checkpoint {info.problem}",
                             hint="use another checkpoint: --checkpoint latest|best|STEP")
-    meta = json.loads((path / "config.json").read_text())
+    meta = read_checkpoint_config(path)
+    if meta is None:
+        raise NotFoundError(f"checkpoint {path} has no readable {CONFIG}")
     trainer = json.loads((path / "trainer.json").read_text())
     tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
                                         kind=meta["config"]["data"]["tokenizer"])

@@ -11,12 +11,12 @@ from typing import Any
 
 from llm_trainer.app.queries import RunQueries, busy_error
 from llm_trainer.errors import NotFoundError, UsageError
-from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import (
     BASE_DIR,
     CheckpointInfo,
     inspect_checkpoint,
     list_checkpoints,
+    read_checkpoint_config,
     resolve_checkpoint,
 )
 from llm_trainer.store.locks import LockHeld, ModelLock
@@ -95,7 +95,7 @@ class ModelAdmin:
 
     @staticmethod
     def checkpoint_config(info: CheckpointInfo) -> dict[str, Any]:
-        data = read_json(info.path / "config.json")
+        data = read_checkpoint_config(info.path)
         if not data or "config" not in data:
             raise NotFoundError(f"checkpoint {info.path} has no readable config.json")
         return data["config"]

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.store.atomic import atomic_write_json, fsync_dir, read_json
+from llm_trainer.store.schema import SchemaError, upgrade
 
 MANIFEST = "manifest.json"
+CONFIG = "config.json"  # the run config and the model's shape (and a LoRA model's adapters)
+# schema_version of manifest.json and of a checkpoint's config.json; a newer file is refused
+# (the checkpoint counts as unusable), an older one migrated. History: 1, the first release
+# (config.json without schema_version reads as 1)
+MANIFEST_SCHEMA = 1
+CHECKPOINT_CONFIG_SCHEMA = 1
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STAGING_PREFIX = ".staging-"
 BASE_DIR = "base"  # a LoRA model's frozen base weights, beside its step-N checkpoints
@@ -78,7 +85,7 @@ def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float
         "created_at": time.time(),
         "files": files,
         **(extra or {}),
-    })
+    }, schema_version=MANIFEST_SCHEMA)
     fsync_dir(staging)
     final = staging.parent / (name or step_dir_name(step))
     if final.exists():  # re-saving the same step (e.g. a resumed run stopped at once)
@@ -100,13 +107,20 @@ def inspect_checkpoint(path: Path, *, verify: bool = True,
     m = STEP_DIR.match(path.name)
     step_from_name = int(m.group(1)) if m else -1
     manifest = read_json(path / MANIFEST)
+    problem = None
+    try:
+        if manifest is not None:
+            manifest = upgrade(manifest, current=MANIFEST_SCHEMA, migrations={},
+                               source=f"{path.name}/{MANIFEST}")
+    except SchemaError as exc:
+        manifest, problem = None, str(exc)
     if manifest is None:
         try:
             mtime = path.stat().st_mtime
         except OSError:
             mtime = 0.0
         return CheckpointInfo(path, step_from_name, 0.0, None, mtime, False,
-                              f"{path.name}: manifest.json is missing or unreadable")
+                              problem or f"{path.name}: manifest.json is missing or unreadable")
     files = manifest.get("files") or {}
     step = int(manifest.get("step", step_from_name))
     info = dict(step=step, epoch=float(manifest.get("epoch") or 0.0),
@@ -139,10 +153,23 @@ def inspect_checkpoint(path: Path, *, verify: bool = True,
     return CheckpointInfo(path, **info, valid=True)
 
 
+def read_checkpoint_config(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's config.json, migrated to ``CHECKPOINT_CONFIG_SCHEMA`` (None: missing or
+    unreadable; ``SchemaError``: written by a newer llm-trainer)."""
+    data = read_json(path / CONFIG)
+    if data is None:
+        return None
+    return upgrade(data, current=CHECKPOINT_CONFIG_SCHEMA, migrations={},
+                   source=f"{path.name}/{CONFIG}")
+
+
 def base_of(path: Path) -> Path | None:
     """The folder with the frozen base weights a (LoRA) checkpoint's config.json names, or
     None for a checkpoint that holds its whole model."""
-    data = read_json(path / "config.json")
+    try:
+        data = read_checkpoint_config(path)
+    except SchemaError:
+        return None
     base = data.get("base") if isinstance(data, dict) else None
     return (path / base).resolve() if isinstance(base, str) and base else None
 

@@ -25,6 +25,9 @@ from llm_trainer.store.atomic import (
     read_jsonl,
 )
 from llm_trainer.store.records import ACTIVE, RUN_SCHEMA, RunMeta, RunState
+from llm_trainer.store.schema import upgrade
+
+CONTROL_SCHEMA = 1  # control.json (a front end's requests of a run); history: 1, the first
 
 __all__ = ["ACTIVE", "RunPaths", "RunStore"]
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9_.-]+$")
@@ -147,10 +150,18 @@ class RunStore:
     def write_control(self, run_id: str, **intent: Any) -> None:
         """What a front end asked of a run (e.g. ``stop --now``); views combine it with the
         worker's state, which only the worker writes."""
-        atomic_write_json(self.paths(run_id).control, {"run_id": run_id, **intent})
+        atomic_write_json(self.paths(run_id).control, {"run_id": run_id, **intent},
+                          schema_version=CONTROL_SCHEMA)
 
     def read_control(self, run_id: str) -> dict[str, Any]:
-        return read_json(self.paths(run_id).control) or {}
+        """control.json migrated to ``CONTROL_SCHEMA`` ({} when there is none); a file from
+        a newer llm-trainer raises ``SchemaError``."""
+        path = self.paths(run_id).control
+        data = read_json(path)
+        if data is None:
+            return {}
+        return upgrade(data, current=CONTROL_SCHEMA, migrations={},
+                       source=f"{run_id}/{path.name}")
 
     def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.paths(run_id).metrics, record)
