@@ -1,109 +1,101 @@
 """Where text comes from: WikiText-2, any Hugging Face dataset, local files, a built-in corpus.
 
-``resolve_dataset(spec)`` returns a ``TextSource`` with a cheap fingerprint (for cache keys),
-a lazy ``splits()`` that yields the train and validation text, and a lazy ``test()`` with the
-test split's text where the data has one (``llm-trainer eval --split test``).
+``resolve_dataset(spec)`` is the one place a ``DatasetSpec``'s kind picks its reader; it
+returns a ``TextSource`` (``data.spec``) with a cheap fingerprint (for cache keys) whose
+``documents(split)`` stream the train, validation and test documents. Text files are read
+1 MB at a time and cut into paragraphs at blank lines; table rows (.jsonl/.json/.csv/.parquet,
+Hugging Face datasets) come from Arrow in batches. Nothing here holds a corpus in a string
+(``TextSource.text`` joins one split, for the token cache).
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import itertools
 import os
+import re
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from llm_trainer.errors import DataError, UsageError
+from llm_trainer.data.spec import (  # noqa: F401 - re-exported: callers import them from here
+    BUILTIN_PYDOCS,
+    LOCAL_HINT,
+    SPLIT_WORDS,
+    TABLE_SUFFIXES,
+    TEXT_SUFFIXES,
+    WIKITEXT,
+    WIKITEXT_NAMES,
+    ColumnChoice,
+    DatasetKind,
+    DatasetSpec,
+    Document,
+    Gap,
+    Layout,
+    SourceFile,
+    Splits,
+    TextSource,
+    check_dataset_spec,
+    check_split,
+    file_format,
+    hold_out,
+    is_data_file,
+    split_of,
+)
+from llm_trainer.errors import DataError
 
-WIKITEXT = ("Salesforce/wikitext", "wikitext-2-raw-v1")
-WIKITEXT_NAMES = ("wikitext-2", "wikitext2", "wikitext")  # what --dataset accepts for it
-BUILTIN_PYDOCS = "builtin:python-docs"
-TEXT_SUFFIXES = {".txt", ".md", ".tokens", ".text"}
-TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story", "article")
-SPLIT_WORDS = {
-    "train": ("train", "training"),
-    "val": ("valid", "validation", "val", "dev"),
-    "test": ("test",),
-}
-EVAL_SPLITS = ("val", "test")  # what `eval --split` scores
-LOCAL_HINT = ("point --dataset at local text: a .txt/.md file, a .jsonl/.csv/.parquet file with "
-              "a text column, or a folder with train.txt and valid.txt")
+READ_BYTES = 1 << 20  # text files are read this much at a time
+PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")  # what separates the documents of a text
+ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
 
-@dataclass
-class Splits:
-    train: str
-    val: str
-    val_source: str  # "split" (the data has one) or "held out" (last val_fraction)
+def resolve_dataset(spec: str | DatasetSpec, *, data_dir: Path, val_fraction: float,
+                    text_column: str | None, explicit: bool = True,
+                    reachable: Callable[[], bool] | None = None) -> TextSource:
+    """Turn ``--dataset`` into a TextSource. ``explicit`` is False when the user did not name
+    a dataset: then an unreachable WikiText-2 falls back to the built-in corpus."""
+    dataset = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    reachable = reachable or hub_reachable
+    if dataset.kind is DatasetKind.WIKITEXT:
+        return _wikitext(dataset, data_dir, val_fraction, text_column, explicit, reachable)
+    if dataset.kind is DatasetKind.BUILTIN:
+        return BuiltinSource(dataset, val_fraction)
+    if dataset.kind is DatasetKind.HF:
+        return HFSource(dataset, _load_hf(dataset, data_dir, reachable), val_fraction,
+                        text_column)
+    return LocalSource(dataset, data_dir, val_fraction, text_column)
 
 
-@dataclass
-class TextSource:
-    spec: str  # as recorded with the run (after any fallback)
-    kind: str  # "hf" | "local" | "builtin"
-    description: str
-    fingerprint: str  # identifies the text; part of every cache key
-    _load: Callable[[], Splits] = field(repr=False)
-    _cached: Splits | None = field(default=None, repr=False)
-    notice: str | None = None  # a one-line message for the user (e.g. the offline fallback)
-    _load_test: Callable[[], str | None] = field(default=lambda: None, repr=False)
-
-    def splits(self) -> Splits:
-        if self._cached is None:
-            self._cached = self._load()
-            for name, text in (("training", self._cached.train),
-                               ("validation", self._cached.val)):
-                if not text.strip():
-                    raise DataError(f"the {name} split of {self.description} is empty",
-                                    hint=LOCAL_HINT)
-        return self._cached
-
-    def test(self) -> str | None:
-        """The test split's text (read on each call: only ``eval`` asks), None when the data
-        has none: a test file among a folder's files, or a Hugging Face test split."""
-        text = self._load_test()
-        if text is not None and not text.strip():
-            raise DataError(f"the test split of {self.description} is empty")
-        return text
+# --------------------------------------------------------------------------- text
 
 
-def check_split(split: str) -> str:
-    """``split`` if it is one that ``eval`` scores; else a usage error naming the choices."""
-    if split not in EVAL_SPLITS:
-        raise UsageError(f"unknown split {split!r}", hint="use --split val or --split test")
-    return split
-
-
-# --------------------------------------------------------------------------- text helpers
-
-
-def join_rows(rows) -> str:
-    """Rows of a table (lines or documents) as one text, one row per line."""
-    return "\n".join(r.rstrip("\n") for r in rows if isinstance(r, str))
-
-
-def join_files(parts: list[str]) -> str:
-    """Concatenate file contents, each starting on a fresh line; a single file is unchanged."""
-    out: list[str] = []
-    for part in parts:
-        if out and not out[-1].endswith("\n"):
-            out.append("\n")
-        out.append(part)
-    return "".join(out)
-
-
-def hold_out(text: str, fraction: float) -> tuple[str, str]:
-    """The last ``fraction`` of the text (by position, not shuffled) becomes validation,
-    cut at a line break when one is near, so no line is split in two."""
-    cut = int(len(text) * (1 - fraction))
-    nl = text.rfind("\n", max(0, cut - 2000), cut)
-    if nl > 0:
-        cut = nl + 1
-    return text[:cut], text[cut:]
+def text_pieces(path: Path, lenient: bool = False) -> Iterator[str]:
+    """The text of a file, read ``READ_BYTES`` at a time. Strict (training): a binary or
+    non-UTF-8 file is refused, saying where; lenient: its bad bytes come as lone surrogates
+    (``paragraphs`` counts them)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    try:
+        with open(path, "rb") as fh:
+            if not lenient and b"\x00" in fh.read(8192):
+                read_text_file(path)  # raises: binary
+            fh.seek(0)
+            final = False
+            while not final:
+                block = fh.read(READ_BYTES)
+                final = not block
+                text = decoder.decode(block, final=final)
+                if not lenient and ESCAPED.search(text):
+                    read_text_file(path)  # raises, naming the byte and its offset
+                    raise DataError(f"{path} is not UTF-8 text")  # pragma: no cover
+                if text or final:
+                    yield text
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def read_text_file(path: Path) -> str:
@@ -124,40 +116,77 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
-def _sha_files(paths: list[Path], root: Path | None = None) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p.relative_to(root) if root else p.name).encode())
-        with open(p, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
+def paragraphs(pieces: Iterable[str]) -> Iterator[Document]:
+    """The paragraphs of a text given in pieces (cut anywhere): text between blank lines, with
+    those blank lines as ``sep`` (a blank paragraph is part of them) and the trailing ones as
+    the last one's ``tail``. A text with no paragraph gives a ``Gap`` (its blanks)."""
+    pending, gap, prev = "", "", None
+    for piece in itertools.chain(pieces, [None]):
+        final = piece is None
+        pending += piece or ""
+        cut, pairs = 0, []
+        for m in PARAGRAPH.finditer(pending):
+            pairs.append((pending[cut:m.start()], m.group()))
+            cut = m.end()
+        if final:
+            pairs.append((pending[cut:], ""))  # what is left: the last paragraph
+        elif not pairs:
+            continue
+        pending = "" if final else pending[cut:]
+        for para, sep in pairs:
+            if para.strip():
+                if prev is not None:
+                    yield prev
+                bad = len(ESCAPED.findall(para))
+                prev = Document(ESCAPED.sub("\ufffd", para) if bad else para, gap, bad=bad)
+                gap = sep
+            else:
+                gap += para + sep
+    yield replace(prev, tail=gap) if prev is not None else Gap("", tail=gap)
 
 
-def split_of(path: Path) -> str | None:
-    """'train' | 'val' | 'test' from a file name like ``wiki.valid.tokens`` or ``train.jsonl``."""
-    words = {w for part in path.name.lower().split(".") for w in part.replace("-", "_")
-             .split("_")}
-    for split, names in SPLIT_WORDS.items():
-        if words & set(names):
-            return split
-    return None
+def batched_text(docs: Iterable[Document], size: int = READ_BYTES) -> Iterator[str]:
+    """The raw text of ``docs`` in pieces of about ``size`` characters."""
+    out: list[str] = []
+    n = 0
+    for d in docs:
+        out.append(d.raw)
+        n += len(out[-1])
+        if n >= size:
+            yield "".join(out)
+            out, n = [], 0
+    yield "".join(out)
 
 
-# --------------------------------------------------------------------------- tables (HF datasets)
+def join_parts(parts: Iterable[Iterable[Document]]) -> Iterator[Document]:
+    """The documents of several files (or tables) in turn, each starting on a fresh line: a
+    newline goes between two when the first does not end with one."""
+    lead = carry = ""  # what goes before the next part's text
+    for part in parts:
+        carry, last = lead, ""
+        for d in part:
+            last = d.tail or d.text or d.sep or last  # the end of this part's own text
+            yield replace(d, sep=carry + d.sep) if carry else d
+            carry = ""
+        lead = carry + ("" if last.endswith("\n") else "\n")
+    if carry:  # the last part had no documents: the newline before it still counts
+        yield Gap("", sep=carry)
 
 
-def _load_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path) -> str:
-    """Rows of .jsonl/.json/.csv/.parquet files through HF ``datasets``, as one text."""
-    rows, _ = table_rows(files, fmt, text_column, cache_dir)
-    return join_rows(rows)
+# --------------------------------------------------------------------------- tables
 
 
-def table_rows(files: list[Path], fmt: str, text_column: str | None,
-               cache_dir: Path) -> tuple[list, ColumnChoice]:
-    """The text column's rows of .jsonl/.json/.csv/.parquet files, and how it was chosen."""
-    ds, choice = open_table(files, fmt, text_column, cache_dir)
-    return ds[choice.column], choice
+def rows(ds, column: str) -> Iterator[Document]:
+    """The rows of a ``datasets.Dataset`` column, from Arrow in batches, one per line (a row
+    that is not text, e.g. null, is an empty document that adds nothing to the text)."""
+    sep = ""
+    for batch in ds.iter(batch_size=1024):
+        for value in batch[column]:
+            if isinstance(value, str):
+                yield Document(value.rstrip("\n"), sep)
+                sep = "\n"
+            else:
+                yield Document("")
 
 
 def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path):
@@ -178,13 +207,6 @@ def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: 
     choice = choose_text_column(ds.column_names, ds.features, text_column,
                                 where=", ".join(f.name for f in files))
     return ds, choice
-
-
-@dataclass(frozen=True)
-class ColumnChoice:
-    column: str
-    candidates: list[str]  # the columns that hold text
-    reason: str  # why this one, in plain words
 
 
 def choose_text_column(columns: list[str], features, wanted: str | None,
@@ -208,114 +230,42 @@ def choose_text_column(columns: list[str], features, wanted: str | None,
     )
 
 
-# --------------------------------------------------------------------------- resolvers
+# --------------------------------------------------------------------------- the sources
 
 
-def check_dataset_spec(spec: str) -> str:
-    """Fail fast (before any run is created) on a spec that cannot possibly work; else the
-    spec as a training process must see it: a local path (or ``hf:`` local folder) made
-    absolute, since the process runs in the home, not in the caller's folder."""
-    spec = spec.strip()
-    if spec in (*WIKITEXT_NAMES, BUILTIN_PYDOCS):
-        return spec
-    if spec.startswith("builtin:"):
-        raise DataError(f"unknown built-in corpus {spec!r}",
-                        hint=f"the built-in corpus is {BUILTIN_PYDOCS}")
-    if spec.startswith("hf:"):
-        name, sep, config = spec[3:].partition(":")
-        if not name:
-            raise DataError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
-        folder = Path(name).expanduser()
-        return f"hf:{folder.resolve()}{sep}{config}" if folder.is_dir() else spec
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"dataset {spec!r} is not a file or folder, and not one of wikitext-2, "
-            f"{BUILTIN_PYDOCS}, hf:NAME[:CONFIG]", hint=LOCAL_HINT)
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix not in TEXT_SUFFIXES and suffix not in TABLE_SUFFIXES:
-        raise DataError(f"cannot read {path.name}: unsupported file type {suffix or '(none)'}",
-                        hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a "
-                             "folder")
-    return str(path.resolve())
+class BuiltinSource(TextSource):
+    """Python's documentation topics, one text (topics between blank lines)."""
 
-
-def resolve_dataset(spec: str, *, data_dir: Path, val_fraction: float,
-                    text_column: str | None, explicit: bool = True,
-                    reachable: Callable[[], bool] | None = None) -> TextSource:
-    """Turn ``--dataset`` into a TextSource. ``explicit`` is False when the user did not name
-    a dataset: then an unreachable WikiText-2 falls back to the built-in corpus."""
-    spec = spec.strip()
-    if spec in WIKITEXT_NAMES:
-        return _wikitext(spec, data_dir, val_fraction, text_column, explicit,
-                         reachable or hub_reachable)
-    if spec == BUILTIN_PYDOCS:
-        return _python_docs(val_fraction)
-    if spec.startswith("builtin:"):
-        raise DataError(f"unknown built-in corpus {spec!r}",
-                        hint=f"the built-in corpus is {BUILTIN_PYDOCS}")
-    if spec.startswith("hf:"):
-        rest = spec[3:]
-        name, _, config = rest.partition(":")
-        if not name:
-            raise DataError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
-        return _hf(spec, name, config or None, data_dir, val_fraction, text_column,
-                   reachable or hub_reachable)
-    path = Path(spec).expanduser()
-    if path.exists():
-        return _local(spec, path, data_dir, val_fraction, text_column)
-    raise DataError(
-        f"dataset {spec!r} is not a file or folder, and not one of wikitext-2, "
-        f"{BUILTIN_PYDOCS}, hf:NAME[:CONFIG]",
-        hint=LOCAL_HINT,
-    )
-
-
-def _python_docs(val_fraction: float) -> TextSource:
-    def text() -> str:
+    def __init__(self, dataset: DatasetSpec, val_fraction: float) -> None:
         try:
             from pydoc_data.topics import topics
         except ImportError:  # pragma: no cover - every CPython ships it
             raise DataError("this Python has no pydoc_data.topics for the built-in corpus",
                             hint=LOCAL_HINT) from None
-        return "\n\n".join(topics[k].strip() for k in sorted(topics))
+        self.body = "\n\n".join(topics[k].strip() for k in sorted(topics))
+        fp = hashlib.sha256(self.body.encode()).hexdigest()
+        super().__init__(
+            dataset, f"the built-in corpus {BUILTIN_PYDOCS} (Python {sys.version.split()[0]} "
+                     f"documentation topics, {len(self.body) // 1000} KB)",
+            f"builtin-pydocs-{fp[:16]}-v{val_fraction}",
+            Layout("the built-in corpus", "a name this tool knows", "paragraph"),
+            val_fraction, held_out=True)
 
-    body = text()
-    fp = hashlib.sha256(body.encode()).hexdigest()
-    return TextSource(
-        spec=BUILTIN_PYDOCS, kind="builtin",
-        description=f"the built-in corpus {BUILTIN_PYDOCS} (Python {sys.version.split()[0]} "
-                    f"documentation topics, {len(body) // 1000} KB)",
-        fingerprint=f"builtin-pydocs-{fp[:16]}-v{val_fraction}",
-        _load=lambda: Splits(*hold_out(body, val_fraction), "held out"),
-    )
-
-
-def is_data_file(name: str) -> bool:
-    """A file training reads from a folder: a text or table suffix, not hidden."""
-    suffix = Path(name).suffix.lower()
-    return not name.startswith(".") and (suffix in TEXT_SUFFIXES or suffix in TABLE_SUFFIXES)
+    def _read(self, split: str, lenient: bool) -> Iterator[Document]:
+        return paragraphs([self.body])
 
 
 def local_files(path: Path) -> tuple[list[Path], Path]:
     """The readable files of a local dataset (a file, or a folder searched recursively) and
     the folder their names are relative to."""
     path = path.resolve()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.name))
-        if not files:
-            raise DataError(f"folder {path} has no .txt/.md/.tokens/.jsonl/.json/.csv/.parquet "
-                            "files", hint=LOCAL_HINT)
-        root = path
-    else:
-        suffix = path.suffix.lower()
-        if suffix not in TEXT_SUFFIXES and suffix not in TABLE_SUFFIXES:
-            raise DataError(
-                f"cannot read {path.name}: unsupported file type {suffix or '(none)'}",
-                hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a folder",
-            )
-        files, root = [path], path.parent
-    return files, root
+    if not path.is_dir():
+        return [path], path.parent
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.name))
+    if not files:
+        raise DataError(f"folder {path} has no .txt/.md/.tokens/.jsonl/.json/.csv/.parquet "
+                        "files", hint=LOCAL_HINT)
+    return files, path
 
 
 def split_files(files: list[Path]) -> dict[str, list[Path]] | None:
@@ -332,38 +282,130 @@ def split_files(files: list[Path]) -> dict[str, list[Path]] | None:
     return None
 
 
-def _local(spec: str, path: Path, data_dir: Path, val_fraction: float,
-           text_column: str | None) -> TextSource:
-    path = path.resolve()
-    files, root = local_files(path)
-    fp = _sha_files(files, root)
-    key = f"local-{fp[:16]}-v{val_fraction}-c{text_column or ''}"
+def _sha_files(paths: list[Path], root: Path | None = None) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(root) if root else p.name).encode())
+        with open(p, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
 
-    def read(group: list[Path]) -> str:
-        parts = []
-        for suffix_kind in sorted({TABLE_SUFFIXES.get(f.suffix.lower(), "text") for f in group}):
-            members = [f for f in group
-                       if TABLE_SUFFIXES.get(f.suffix.lower(), "text") == suffix_kind]
-            if suffix_kind == "text":
-                parts += [read_text_file(f) for f in members]
+
+class LocalSource(TextSource):
+    """A local file or a folder of files: text files as paragraphs, tables as rows. A folder
+    takes its splits from the file names (train / valid / test)."""
+
+    def __init__(self, dataset: DatasetSpec, data_dir: Path, val_fraction: float,
+                 text_column: str | None) -> None:
+        path = Path(dataset.name)
+        self.files, root = local_files(path)
+        self.groups = split_files(self.files)
+        self.text_column, self.cache = text_column, data_dir / "hf"
+        fp = _sha_files(self.files, root)
+        tests = [f for f in self.files if split_of(f) == "test"] if len(self.files) > 1 else []
+        self.groups_of = {"test": tests, **(self.groups or {"train": self.files})}
+        super().__init__(
+            dataset, f"{path.name} ({len(self.files)} files)" if path.is_dir() else path.name,
+            f"local-{fp[:16]}-v{val_fraction}-c{text_column or ''}",
+            self._layout(path, root, val_fraction), val_fraction,
+            held_out=self.groups is None, has_test=bool(tests))
+
+    def _layout(self, path: Path, root: Path, val_fraction: float) -> Layout:
+        kinds = sorted({file_format(f) for f in self.files})
+        if path.is_dir():
+            by_name = ("splits from the file names (train / valid / test)" if self.groups else
+                       f"no validation file: the last {val_fraction:.0%} is held out")
+            fmt, reason = ("folder of " + " + ".join(kinds),
+                           f"a folder with {len(self.files)} readable files; {by_name}")
+        else:
+            fmt, reason = kinds[0], f"the suffix {path.suffix.lower()} " + (
+                "is read as plain text" if kinds == ["text"] else
+                f"is read as {kinds[0]} rows through Hugging Face datasets")
+        unit = ("paragraph" if kinds == ["text"] else "row" if len(kinds) == 1 else
+                "document")
+        files = tuple(SourceFile(str(f.relative_to(root)), file_format(f),
+                                 "both" if self.groups is None else split_of(f) or "train")
+                      for f in self.files)
+        return Layout(fmt, reason, unit, files)
+
+    def origin(self, split: str) -> str:
+        if self.groups is None:
+            return super().origin(split)
+        return ", ".join(f.name for f in self.groups_of[split])
+
+    def _read(self, split: str, lenient: bool) -> Iterator[Document]:
+        return join_parts(self._parts(self.groups_of[split], lenient))
+
+    def _parts(self, group: list[Path], lenient: bool) -> Iterator[Iterator[Document]]:
+        """Per format (in name order: csv, json, parquet, text): the tables of that format
+        as one, each text file on its own."""
+        for fmt in sorted({file_format(f) for f in group}):
+            members = [f for f in group if file_format(f) == fmt]
+            if fmt == "text":
+                yield from (paragraphs(text_pieces(f, lenient)) for f in members)
             else:
-                parts.append(_load_table(members, suffix_kind, text_column, data_dir / "hf"))
-        return join_files(parts)
+                yield self._table(members, fmt)
 
-    def load() -> Splits:
-        groups = split_files(files)
-        if groups is not None:
-            return Splits(read(groups["train"]), read(groups["val"]), "split")
-        train_text, val_text = hold_out(read(files), val_fraction)
-        return Splits(train_text, val_text, "held out")
+    def _table(self, files: list[Path], fmt: str) -> Iterator[Document]:
+        ds, choice = open_table(files, fmt, self.text_column, self.cache)
+        self.columns.append(choice)
+        yield from rows(ds, choice.column)
 
-    def load_test() -> str | None:
-        tests = [f for f in files if split_of(f) == "test"] if len(files) > 1 else []
-        return read(tests) if tests else None
 
-    what = (f"{path.name} ({len(files)} files)" if path.is_dir() else path.name)
-    return TextSource(spec=str(path), kind="local", description=what, fingerprint=key,
-                      _load=load, _load_test=load_test)
+# --------------------------------------------------------------------------- Hugging Face
+
+
+class HFSource(TextSource):
+    """A Hugging Face DatasetDict: its train, validation and test splits' rows."""
+
+    def __init__(self, dataset: DatasetSpec, dsd, val_fraction: float,
+                 text_column: str | None, *, fingerprint: str | None = None,
+                 description: str | None = None, layout: Layout | None = None) -> None:
+        self.dsd, self.text_column = dsd, text_column
+        names = list(dsd.keys())
+        self.names = {
+            "train": next((n for n in names if n in SPLIT_WORDS["train"]),
+                          names[0] if names else None),
+            "val": next((n for n in names if n in SPLIT_WORDS["val"]), None),
+            "test": next((n for n in names if n in SPLIT_WORDS["test"]), None)}
+        super().__init__(
+            dataset, description or dataset.text,
+            fingerprint or (f"hf-{_dsd_fingerprint(dsd)[:16]}-v{val_fraction}-c"
+                            f"{text_column or ''}"),
+            layout or Layout(f"Hugging Face dataset {dataset.text[3:]}",
+                             "the hf: prefix names a dataset on the hub, in its cache, or a "
+                             "local folder", "row"),
+            val_fraction, held_out=self.names["val"] is None,
+            has_test=self.names["test"] is not None)
+
+    def column(self) -> ColumnChoice:
+        """The text column, chosen from the training split's columns."""
+        if not self.columns:
+            if self.names["train"] is None:
+                raise DataError(f"{self.spec} has no splits")
+            train = self.dsd[self.names["train"]]
+            self.columns.append(choose_text_column(train.column_names, train.features,
+                                                   self.text_column, self.spec))
+        return self.columns[0]
+
+    def _read(self, split: str, lenient: bool) -> Iterator[Document]:
+        column = self.column().column
+        return rows(self.dsd[self.names[split]], column)
+
+
+class WikiTextSource(HFSource):
+    """WikiText-2: its rows are the lines of the original files, so its documents are the
+    paragraphs of their text."""
+
+    def _read(self, split: str, lenient: bool) -> Iterator[Document]:
+        return paragraphs(batched_text(super()._read(split, lenient)))
+
+
+def _dsd_fingerprint(dsd) -> str:
+    return hashlib.sha256(
+        "|".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in sorted(dsd.items()))
+        .encode()).hexdigest()
 
 
 def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
@@ -387,76 +429,25 @@ def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
     return datasets.load_dataset(name, config, cache_dir=str(data_dir / "hf"))
 
 
-def hf_splits(dsd, spec: str, text_column: str | None):
-    """The train and validation ``Dataset`` of a loaded DatasetDict (validation None when it
-    has no such split) and the choice of the text column."""
-    names = list(dsd.keys())
-    train_name = next((n for n in names if n in SPLIT_WORDS["train"]), names[0] if names else None)
-    if train_name is None:
-        raise DataError(f"{spec} has no splits")
-    val_name = next((n for n in names if n in SPLIT_WORDS["val"]), None)
-    train_ds = dsd[train_name]
-    choice = choose_text_column(train_ds.column_names, train_ds.features, text_column, spec)
-    return train_ds, (dsd[val_name] if val_name is not None else None), choice
-
-
-def _hf_splits(dsd, spec: str, text_column: str | None, val_fraction: float) -> Splits:
-    train_ds, val_ds, choice = hf_splits(dsd, spec, text_column)
-    train = join_rows(train_ds[choice.column])
-    if val_ds is not None:
-        return Splits(train, join_rows(val_ds[choice.column]), "split")
-    return Splits(*hold_out(train, val_fraction), "held out")
-
-
-def hf_test(dsd, spec: str, text_column: str | None) -> str | None:
-    """The test split of a loaded DatasetDict as one text (its training split's text
-    column), None when it has none."""
-    test_name = next((n for n in dsd if n in SPLIT_WORDS["test"]), None)
-    if test_name is None:
-        return None
-    _train, _val, choice = hf_splits(dsd, spec, text_column)
-    return join_rows(dsd[test_name][choice.column])
-
-
-def load_hf(spec: str, data_dir: Path, reachable: Callable[[], bool] | None = None):
+def _load_hf(dataset: DatasetSpec, data_dir: Path, reachable: Callable[[], bool]):
     """``hf:NAME[:CONFIG]`` as a DatasetDict: from the hub, its cache, or a local folder."""
-    name, _, config = spec[3:].partition(":")
-    return _load_hf(spec, name, config or None, data_dir, reachable or hub_reachable)
-
-
-def _load_hf(spec: str, name: str, config: str | None, data_dir: Path,
-             reachable: Callable[[], bool]):
-    local_folder = Path(name).expanduser().is_dir()
-    online = local_folder or reachable()
+    online = dataset.folder is not None or reachable()
     try:
-        dsd = _hf_load(name, config, data_dir, offline=not online)
+        dsd = _hf_load(dataset.name, dataset.config, data_dir, offline=not online)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not online:
             raise DataError(
-                f"cannot load {spec}: the Hugging Face hub is unreachable and it is not cached "
-                f"under {data_dir / 'hf'}", hint=LOCAL_HINT) from None
-        raise DataError(f"cannot load {spec}: {msg}",
+                f"cannot load {dataset.text}: the Hugging Face hub is unreachable and it is not "
+                f"cached under {data_dir / 'hf'}", hint=LOCAL_HINT) from None
+        raise DataError(f"cannot load {dataset.text}: {msg}",
                         hint="check the dataset name and config on huggingface.co") from None
     return dsd
 
 
-def _hf(spec: str, name: str, config: str | None, data_dir: Path, val_fraction: float,
-        text_column: str | None, reachable: Callable[[], bool]) -> TextSource:
-    dsd = _load_hf(spec, name, config, data_dir, reachable)
-    fp = hashlib.sha256(
-        "|".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in sorted(dsd.items()))
-        .encode()).hexdigest()
-    return TextSource(
-        spec=spec, kind="hf", description=spec,
-        fingerprint=f"hf-{fp[:16]}-v{val_fraction}-c{text_column or ''}",
-        _load=lambda: _hf_splits(dsd, spec, text_column, val_fraction),
-        _load_test=lambda: hf_test(dsd, spec, text_column),
-    )
-
-
-def _wikitext(spec: str, data_dir: Path, val_fraction: float, text_column: str | None,
-              explicit: bool, reachable: Callable[[], bool]) -> TextSource:
+def _wikitext(dataset: DatasetSpec, data_dir: Path, val_fraction: float,
+              text_column: str | None, explicit: bool,
+              reachable: Callable[[], bool]) -> TextSource:
     name, config = WIKITEXT
     online = reachable()
     try:
@@ -467,19 +458,16 @@ def _wikitext(spec: str, data_dir: Path, val_fraction: float, text_column: str |
                f"loading it failed: {str(exc).strip().splitlines()[0] if str(exc) else exc}")
         if explicit:
             raise DataError(f"cannot use wikitext-2: {why}", hint=LOCAL_HINT) from None
-        source = _python_docs(val_fraction)
+        source = BuiltinSource(DatasetSpec.parse(BUILTIN_PYDOCS), val_fraction)
         source.notice = (f"WikiText-2 is not available ({why}); training on {BUILTIN_PYDOCS} "
                          "instead. Pass --dataset to use your own text.")
         return source
-    fp = hashlib.sha256(
-        "|".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in sorted(dsd.items()))
-        .encode()).hexdigest()
-    return TextSource(
-        spec="wikitext-2", kind="hf", description="WikiText-2 (wikitext-2-raw-v1)",
-        fingerprint=f"wikitext2-{fp[:16]}",
-        _load=lambda: _hf_splits(dsd, "wikitext-2", text_column or "text", val_fraction),
-        _load_test=lambda: hf_test(dsd, "wikitext-2", text_column or "text"),
-    )
+    return WikiTextSource(
+        dataset, dsd, val_fraction, text_column or "text",
+        fingerprint=f"wikitext2-{_dsd_fingerprint(dsd)[:16]}",
+        description="WikiText-2 (wikitext-2-raw-v1)",
+        layout=Layout(f"Hugging Face dataset {name} ({config})", "a name this tool knows",
+                      "paragraph"))
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
