@@ -1,7 +1,7 @@
 """What a dataset picker offers besides the home's history: the built-in datasets and the
 files of a folder that training could read. Reads only. No torch.
 
-What counts as a dataset file is what training reads (``data.sources``' suffixes), so a file
+What counts as a dataset file is what training reads (``data.spec``'s suffixes), so a file
 offered here is one `--dataset` accepts."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llm_trainer.data.sources import BUILTIN_PYDOCS, is_data_file
+from llm_trainer.data.spec import BUILTIN_PYDOCS, is_data_file
 from llm_trainer.views import BuiltinDataset, DatasetFile
 
 BUILTIN_DATASETS = (

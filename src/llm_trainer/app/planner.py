@@ -23,7 +23,7 @@ from llm_trainer.config import (
     load_yaml,
     preset_path,
 )
-from llm_trainer.data.sources import check_dataset_spec
+from llm_trainer.data.spec import check_dataset_spec
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.atomic import read_json
