@@ -78,7 +78,8 @@ def text_pieces(path: Path, lenient: bool = False) -> Iterator[str]:
     """The text of a file, read ``READ_BYTES`` at a time. Strict (training): a binary or
     non-UTF-8 file is refused, saying where; lenient: its bad bytes come as lone surrogates
     (``paragraphs`` counts them)."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    decoder = codecs.getincrementaldecoder("utf-8")(
+        errors="surrogateescape" if lenient else "strict")
     try:
         with open(path, "rb") as fh:
             if not lenient and b"\x00" in fh.read(8192):
@@ -88,10 +89,11 @@ def text_pieces(path: Path, lenient: bool = False) -> Iterator[str]:
             while not final:
                 block = fh.read(READ_BYTES)
                 final = not block
-                text = decoder.decode(block, final=final)
-                if not lenient and ESCAPED.search(text):
+                try:
+                    text = decoder.decode(block, final=final)
+                except UnicodeDecodeError:
                     read_text_file(path)  # raises, naming the byte and its offset
-                    raise DataError(f"{path} is not UTF-8 text")  # pragma: no cover
+                    raise  # pragma: no cover
                 if text or final:
                     yield text
     except OSError as exc:
@@ -99,6 +101,8 @@ def text_pieces(path: Path, lenient: bool = False) -> Iterator[str]:
 
 
 def read_text_file(path: Path) -> str:
+    """A whole file as text, or the DataError training refuses it with (binary, not UTF-8:
+    which byte, where)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -116,28 +120,32 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
-def paragraphs(pieces: Iterable[str]) -> Iterator[Document]:
+def paragraphs(pieces: Iterable[str], lenient: bool = False) -> Iterator[Document]:
     """The paragraphs of a text given in pieces (cut anywhere): text between blank lines, with
     those blank lines as ``sep`` (a blank paragraph is part of them) and the trailing ones as
-    the last one's ``tail``. A text with no paragraph gives a ``Gap`` (its blanks)."""
-    pending, gap, prev = "", "", None
+    the last one's ``tail``. A text with no paragraph gives a ``Gap`` (its blanks). Each
+    piece is searched once (a text without blank lines costs no more than one with them).
+    ``lenient``: the text may hold undecodable bytes (``text_pieces``), counted per paragraph."""
+    body: list[str] = []  # the paragraph being read, up to ``edge``
+    edge, gap, prev = "", "", None  # edge: a newline and blanks, where a separator may begin
     for piece in itertools.chain(pieces, [None]):
-        final = piece is None
-        pending += piece or ""
-        cut, pairs = 0, []
-        for m in PARAGRAPH.finditer(pending):
-            pairs.append((pending[cut:m.start()], m.group()))
-            cut = m.end()
-        if final:
-            pairs.append((pending[cut:], ""))  # what is left: the last paragraph
-        elif not pairs:
-            continue
-        pending = "" if final else pending[cut:]
+        window, cut, pairs = edge + (piece or ""), 0, []
+        for m in PARAGRAPH.finditer(window):
+            pairs.append(("".join(body) + window[cut:m.start()], m.group()))
+            body, cut = [], m.end()
+        rest = window[cut:]
+        if piece is None:  # what is left: the last paragraph
+            pairs.append(("".join(body) + rest, ""))
+        else:
+            nl = rest.rfind("\n")
+            open_end = nl >= 0 and not rest[nl + 1:].strip(" \t\r\f\v")
+            body.append(rest[:nl] if open_end else rest)
+            edge = rest[nl:] if open_end else ""
         for para, sep in pairs:
             if para.strip():
                 if prev is not None:
                     yield prev
-                bad = len(ESCAPED.findall(para))
+                bad = len(ESCAPED.findall(para)) if lenient else 0
                 prev = Document(ESCAPED.sub("\ufffd", para) if bad else para, gap, bad=bad)
                 gap = sep
             else:
@@ -343,13 +351,14 @@ class LocalSource(TextSource):
         for fmt in sorted({file_format(f) for f in group}):
             members = [f for f in group if file_format(f) == fmt]
             if fmt == "text":
-                yield from (paragraphs(text_pieces(f, lenient)) for f in members)
+                yield from (paragraphs(text_pieces(f, lenient), lenient) for f in members)
             else:
                 yield self._table(members, fmt)
 
     def _table(self, files: list[Path], fmt: str) -> Iterator[Document]:
         ds, choice = open_table(files, fmt, self.text_column, self.cache)
-        self.columns.append(choice)
+        if choice not in self.columns:
+            self.columns.append(choice)
         yield from rows(ds, choice.column)
 
 

@@ -173,6 +173,8 @@ class Gap(Document):
 
 @dataclass
 class Splits:
+    """Both splits' text at once (what the token cache is built from)."""
+
     train: str
     val: str
     val_source: str  # "split" (the data has one) or "held out" (last val_fraction)
@@ -221,7 +223,8 @@ class TextSource(ABC):
 
     @property
     def spec(self) -> str:
-        """The dataset as recorded with the run and its token cache."""
+        """The dataset as recorded with the run and its token cache (a string: the run's
+        config and meta.json hold it so)."""
         return self.dataset.recorded
 
     @property
@@ -244,23 +247,32 @@ class TextSource(ABC):
         bytes that are not UTF-8 are counted (``Document.bad``) instead of refused."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
+        if split == "test" and not self.has_test:
+            return iter(())
         if split == "test" or not self.held_out:
             return self._read(split, lenient)
         return _split_at(self._read("train", lenient), self._held_out_cut(lenient), split)
 
     def text(self, split: str) -> str:
-        """``split`` as one text: the one place a split is joined into a string (the token
-        cache, the tokenizer and ``eval`` read it so)."""
-        text = "".join(d.raw for d in self.documents(split))
+        """``split`` as one text, checked not to be blank."""
+        return self._checked(split, _join(self.documents(split)))
+
+    def splits(self) -> Splits:
+        """Both splits' text, read in one pass: the one place the data becomes strings (the
+        token cache and the tokenizer are built from them, until preparation streams)."""
+        if self._cached is None:
+            train = _join(self._read("train", False))
+            train, val = (hold_out(train, self.val_fraction) if self.held_out else
+                          (train, _join(self._read("val", False))))
+            self._cached = Splits(self._checked("train", train), self._checked("val", val),
+                                  self.val_source)
+        return self._cached
+
+    def _checked(self, split: str, text: str) -> str:
         if not text.strip():
             raise DataError(f"the {SPLIT_NAMES[split]} split of {self.description} is empty",
                             hint=None if split == "test" else LOCAL_HINT)
         return text
-
-    def splits(self) -> Splits:
-        if self._cached is None:
-            self._cached = Splits(self.text("train"), self.text("val"), self.val_source)
-        return self._cached
 
     def test(self) -> str | None:
         """The test split's text (read on each call: only ``eval`` asks), None when the data
@@ -293,6 +305,10 @@ def hold_out(text: str, fraction: float) -> tuple[str, str]:
     """The text before and after ``hold_out_cut``: training and validation."""
     cut = hold_out_cut(len(text), fraction, lambda lo, hi: text.rfind("\n", lo, hi))
     return text[:cut], text[cut:]
+
+
+def _join(docs: Iterable[Document]) -> str:
+    return "".join(d.raw for d in docs)
 
 
 def _rfind_newline(docs: Iterable[Document], lo: int, hi: int) -> int:
