@@ -43,7 +43,7 @@ def test_a_spec_is_parsed_once_into_its_kind(tmp_path, monkeypatch):
                                                      "wikitext2")
     assert DatasetSpec.parse(BUILTIN_PYDOCS).kind is DatasetKind.BUILTIN
     hub = DatasetSpec.parse("hf:roneneldan/TinyStories:cfg")
-    assert (hub.kind, hub.name, hub.config, hub.folder) == (
+    assert (hub.kind, hub.name, hub.config, hub.path) == (
         DatasetKind.HF, "roneneldan/TinyStories", "cfg", None)
     assert hub.for_launch == hub.recorded == "hf:roneneldan/TinyStories:cfg"
     folder = DatasetSpec.parse("hf:hfset")  # a local folder: absolute for the worker

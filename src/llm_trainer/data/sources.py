@@ -306,7 +306,7 @@ class LocalSource(TextSource):
 
     def __init__(self, dataset: DatasetSpec, data_dir: Path, val_fraction: float,
                  text_column: str | None) -> None:
-        path = Path(dataset.name)
+        path = dataset.path or Path(dataset.name)
         self.files, root = local_files(path)
         self.groups = split_files(self.files)
         self.text_column, self.cache = text_column, data_dir / "hf"
@@ -440,7 +440,7 @@ def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
 
 def _load_hf(dataset: DatasetSpec, data_dir: Path, reachable: Callable[[], bool]):
     """``hf:NAME[:CONFIG]`` as a DatasetDict: from the hub, its cache, or a local folder."""
-    online = dataset.folder is not None or reachable()
+    online = dataset.path is not None or reachable()
     try:
         dsd = _hf_load(dataset.name, dataset.config, data_dir, offline=not online)
     except Exception as exc:

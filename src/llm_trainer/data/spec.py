@@ -11,6 +11,11 @@ stream. Each source has a ``fingerprint`` (part of every cache key), the ``spec`
 with the run, and the split rule: the data's own validation split where it has one, else the
 last ``val_fraction`` of its text held out (nanoGPT's split), cut just after a line break when
 one is within 2,000 characters before, so no line is split in two.
+
+A document's ``text`` is what a streaming preparation tokenizes (with a separator between
+documents); its ``raw`` (``sep + text + tail``) is the exact text around it, so the raw of a
+split's documents joined is the text the token cache has always been built from
+(``TextSource.splits``, the one place the data becomes strings).
 """
 
 from __future__ import annotations
@@ -82,14 +87,14 @@ class DatasetKind(StrEnum):
 @dataclass(frozen=True)
 class DatasetSpec:
     """A parsed ``--dataset``. ``name``: the canonical name (wikitext-2, builtin:NAME), the
-    dataset name of ``hf:`` as typed, or a local path made absolute. ``folder``: an ``hf:``
-    name that is a local folder, made absolute."""
+    dataset name of ``hf:`` as typed, or a local path made absolute. ``path``: where on this
+    machine (absolute): a local file or folder, or an ``hf:`` name that is a local folder."""
 
     kind: DatasetKind
     text: str  # as given (stripped)
     name: str
     config: str | None = None  # hf:NAME:CONFIG
-    folder: Path | None = None
+    path: Path | None = None
 
     @classmethod
     def parse(cls, text: str) -> DatasetSpec:
@@ -119,7 +124,7 @@ class DatasetSpec:
                             f"{path.suffix.lower() or '(none)'}",
                             hint="supported: .txt .md .tokens .jsonl .json .csv .parquet, or a "
                                  "folder")
-        return cls(DatasetKind.LOCAL, text, str(path.resolve()), folder=path.resolve())
+        return cls(DatasetKind.LOCAL, text, str(path.resolve()), path=path.resolve())
 
     @property
     def for_launch(self) -> str:
@@ -127,8 +132,8 @@ class DatasetSpec:
         made absolute, since the process runs in the home, not in the caller's folder."""
         if self.kind is DatasetKind.LOCAL:
             return self.name
-        if self.kind is DatasetKind.HF and self.folder is not None:
-            return f"hf:{self.folder}{self.text[3 + len(self.name):]}"
+        if self.kind is DatasetKind.HF and self.path is not None:
+            return f"hf:{self.path}{self.text[3 + len(self.name):]}"
         return self.text
 
     @property
