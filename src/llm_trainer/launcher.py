@@ -1,4 +1,4 @@
-"""Spawning, signalling and liveness of detached worker processes. No torch.
+"""Spawning, signalling and liveness of detached worker processes. No torch at import time.
 
 A process is identified by its pid *and* its start time, so a pid reused by an unrelated
 process after a crash or reboot is never mistaken for our worker.
@@ -6,11 +6,13 @@ process after a crash or reboot is never mistaken for our worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,71 @@ def spawn_detached(cmd: list[str], *, log_path: Path, cwd: Path,
             start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
             pass_fds=pass_fds,
         )
+
+
+@dataclass(frozen=True)
+class FinishedProcess:
+    """A worker that ran in this process and has returned: read like a ``Popen`` whose
+    child has exited (``poll()`` and ``returncode``)."""
+
+    pid: int
+    returncode: int
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+
+def run_in_process(run_id: str, home: Path, *, log_path: Path, lock_fd: int) -> FinishedProcess:
+    """``python -m llm_trainer.worker RUN_ID --foreground`` without the child process:
+    ``run_worker`` in this process, in the home, its output appended to ``log_path``, the
+    training lock ``lock_fd`` handed over as a child inherits it (a duplicate descriptor named
+    in the environment). What a child would have changed only for itself is put back
+    afterwards: signal handlers, the working folder, the environment, torch's thread count
+    and random state. Training happens before this returns (a debugger or profiler sees it)."""
+    from llm_trainer.store.locks import LOCK_FD_ENV
+    from llm_trainer.worker import run_worker
+
+    handed = os.dup(lock_fd)  # the worker adopts it and closes it when it is done
+    try:
+        with _as_a_child(home, log_path, {LOCK_FD_ENV: str(handed)}):
+            code = run_worker(run_id, home, foreground=True)
+    finally:
+        _close_if_same_file(handed, lock_fd)  # the worker failed before taking it
+    return FinishedProcess(os.getpid(), code)
+
+
+@contextlib.contextmanager
+def _as_a_child(home: Path, log_path: Path, env: dict[str, str]) -> Iterator[None]:
+    import torch  # the worker imports it anyway; read its settings before the run
+
+    sigs = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
+    handlers = {s: signal.getsignal(s) for s in sigs}
+    cwd, environ = os.getcwd(), dict(os.environ)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    os.environ.update(env)
+    os.chdir(home)
+    try:
+        with open(log_path, "a", encoding="utf-8", buffering=1) as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+
+
+def _close_if_same_file(fd: int, other: int) -> None:
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(fd), os.fstat(other)):
+            os.close(fd)
 
 
 def send_signal(pid: int, create_time: float | None, sig: int) -> bool:

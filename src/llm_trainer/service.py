@@ -41,16 +41,26 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
     return Path(home or os.environ.get("LLM_TRAINER_HOME") or ".").expanduser().resolve()
 
 
+IN_PROCESS_ENV = "LLM_TRAINER_IN_PROCESS"
+
+
 class Service:
-    def __init__(self, home: str | os.PathLike | None = None) -> None:
+    def __init__(self, home: str | os.PathLike | None = None, *,
+                 in_process: bool | None = None) -> None:
+        """``in_process``: a ``--foreground`` run on one process trains in this process
+        (the same worker, no child: for a debugger, a profiler, or tests); default: the
+        ``LLM_TRAINER_IN_PROCESS=1`` environment variable, else a child process."""
         from llm_trainer.app.planner import LaunchPlanner
 
+        if in_process is None:
+            in_process = os.environ.get(IN_PROCESS_ENV, "") == "1"
         self.home = resolve_home(home)
         runs, models = RunStore(self.home), ModelStore(self.home)
         self.queries = RunQueries(runs, models)
         self.admin = ModelAdmin(models, self.queries)
         self.planner = LaunchPlanner(self.home, runs, self.admin)
-        self.control = ProcessControl(self.home, runs, models, self.queries)
+        self.control = ProcessControl(self.home, runs, models, self.queries,
+                                      in_process=in_process)
         self.comparison = RunComparison(self.queries, self.home)
         self._telemetry = None
 

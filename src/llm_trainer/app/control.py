@@ -3,7 +3,8 @@ process), stop one, follow one. No torch.
 
 Starting always goes the same way: take the model's training lock, write the run record,
 spawn ``python -m llm_trainer.worker`` (in its own session when detached, attached with
-``--foreground``; through torchrun for several processes) and hand the lock to it.
+``--foreground``; through torchrun for several processes) and hand the lock to it. With
+``in_process``, a one-process foreground run calls the same worker in this process instead.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class Launch:
 
 class ProcessControl:
     def __init__(self, home: Path, runs: RunStore, models: ModelStore,
-                 queries: RunQueries) -> None:
+                 queries: RunQueries, *, in_process: bool = False) -> None:
         self.home, self.runs, self.models, self.queries = home, runs, models, queries
+        self.in_process = in_process  # foreground, one process: no child (see start)
         self._children: list[subprocess.Popen] = []  # detached workers this process started
 
     def reap(self) -> None:
@@ -106,7 +108,10 @@ class ProcessControl:
         else:
             env, fds = {LOCK_FD_ENV: str(lock.fd)}, (lock.fd,)  # inherited by the worker
         try:
-            if plan.foreground:
+            if plan.foreground and self.in_process and handover is None:
+                proc = launcher.run_in_process(run_id, self.home, log_path=paths.log,
+                                               lock_fd=lock.fd)
+            elif plan.foreground:
                 with open(paths.log, "ab") as log:
                     proc = subprocess.Popen(cmd, cwd=str(self.home), stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT,
