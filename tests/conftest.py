@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import corpus_text
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# torch in this process on one thread (read when torch is imported, after this): the models
+# here are tiny, and splitting their small ops across cores costs more than it gains (on a
+# busy machine several times more). Training runs set their own count (runtime.num_threads,
+# or the home's share of the cores) and tests of those counts set it explicitly.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tests.helpers import corpus_text
 
 
 @pytest.fixture

@@ -1,14 +1,17 @@
-"""Helpers the tests share: a synthetic corpus, the real CLI in a subprocess, waiting, and a
-callback that records training events. Fixtures live in conftest.py."""
+"""Helpers the tests share: a synthetic corpus, the real CLI (in this process, or in a child
+for the tests about processes), waiting, and a callback that records training events.
+Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from llm_trainer.training.callbacks import Callback
@@ -41,20 +44,76 @@ def corpus_text(n_chars: int = 60_000, seed: int = 0) -> str:
     return "".join(out)[:n_chars]
 
 
-# tiny, fast settings for end-to-end runs (seconds on a CPU)
-TINY = ["--preset", "tiny", "--set", "model.n_embd=32", "--set", "train.log_interval=5"]
+# tiny, fast settings for end-to-end runs (seconds on a CPU); one thread: a model this small
+# trains several times faster on one than split across cores (more so on a busy machine)
+TINY_ALL_CORES = ["--preset", "tiny", "--set", "model.n_embd=32", "--set",
+                  "train.log_interval=5"]  # for the tests of how runs share the cores
+TINY = [*TINY_ALL_CORES, "--set", "runtime.num_threads=1"]
 
 
 def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
-            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "LLM_TRAINER_HOME": str(home), "PYTHONUNBUFFERED": "1",
-                "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "llm_trainer", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=str(cwd or home))
+            env: dict | None = None, cwd: Path | None = None,
+            process: bool = False) -> subprocess.CompletedProcess:
+    """``llm-trainer ARGS`` with ``home`` as LLM_TRAINER_HOME, run from ``cwd`` (default: the
+    home): its exit code, stdout and stderr. In this process (``cli.main``; a ``--foreground``
+    run trains here too, through ``Service(in_process=True)``) unless ``process``: a real
+    ``python -m llm_trainer`` child, for the tests about processes (and whenever ``env``
+    sets PYTHONPATH, which only a new interpreter reads)."""
+    full_env = {"LLM_TRAINER_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
+    if process or "PYTHONPATH" in full_env:
+        proc = subprocess.run([sys.executable, "-m", "llm_trainer", *args], capture_output=True,
+                              text=True, timeout=timeout, cwd=str(cwd or home),
+                              env={**os.environ, "PYTHONUNBUFFERED": "1", **full_env})
+    else:
+        proc = cli_in_process(list(args), env=full_env, cwd=Path(cwd or home))
     if check and proc.returncode != 0:
         raise AssertionError(f"llm-trainer {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def cli_in_process(args: list[str], *, env: dict[str, str], cwd: Path
+                   ) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` as a child would run it: ``env`` added to the environment, in
+    ``cwd``, ``sys.argv`` as the command line, stdin not a terminal, stdout and stderr
+    captured (not terminals either); all of it put back afterwards. An exception the CLI lets
+    through is exit code 1 and its traceback on stderr, as in a real process."""
+    from llm_trainer.cli import main
+    from llm_trainer.service import IN_PROCESS_ENV
+
+    saved_env, saved_cwd, saved_argv, saved_stdin = dict(os.environ), os.getcwd(), sys.argv, \
+        sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update({IN_PROCESS_ENV: "1", **env})
+    os.chdir(cwd)
+    sys.argv, sys.stdin = ["llm-trainer", *args], io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv, sys.stdin = saved_argv, saved_stdin
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["llm-trainer", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
+def shadow_package(monkeypatch, name: str, where: Path) -> None:
+    """``import name`` in this process fails from now until the test ends, as for a child
+    with a broken package of that name ahead on its PYTHONPATH: such a package in ``where``,
+    first on sys.path, and the real one dropped from sys.modules (both put back after)."""
+    (where / name).mkdir(parents=True)
+    (where / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
+    monkeypatch.syspath_prepend(str(where))
+    for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+        monkeypatch.delitem(sys.modules, module)
 
 
 def train_tiny(home: Path, *args: str) -> subprocess.CompletedProcess:

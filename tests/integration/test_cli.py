@@ -1,4 +1,4 @@
-"""The real command line, in subprocesses, on tiny data."""
+"""The real command line (in this process, as tests.helpers.run_cli runs it), on tiny data."""
 
 import json
 import subprocess
@@ -104,8 +104,6 @@ def test_home_option_moves_everything(tmp_path, corpus):
 def test_relative_paths_are_the_callers_not_the_homes(tmp_path):
     """A detached run works in the home; --dataset and a tokenizer file given relative to the
     folder the command was typed in must still be found (they are made absolute)."""
-    import os
-
     from tests.helpers import corpus_text
 
     home, work = tmp_path / "home", tmp_path / "work"
@@ -115,12 +113,9 @@ def test_relative_paths_are_the_callers_not_the_homes(tmp_path):
     from llm_trainer.data.tokenizer import TextTokenizer
 
     TextTokenizer.build_byte().save(work / "sub" / "tok.json")
-    env = {**os.environ, "LLM_TRAINER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_trainer", "train", *TINY, "--dataset", "sub/notes.txt",
-         "--set", "data.tokenizer=sub/tok.json", "--max-steps", "3", "--name", "rel",
-         "--foreground", "--sample", "0"], cwd=work, env=env, capture_output=True,
-        text=True, timeout=300)
+    proc = run_cli("train", *TINY, "--dataset", "sub/notes.txt", "--set",
+                   "data.tokenizer=sub/tok.json", "--max-steps", "3", "--name", "rel",
+                   "--foreground", "--sample", "0", home=home, cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from llm_trainer.store.runs import RunStore
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from llm_trainer.store.runs import RunStore
-from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_for
+from tests.helpers import TINY, TINY_ALL_CORES, corpus_text, run_cli, stop_all_runs, wait_for
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -88,14 +88,14 @@ def test_kill_9_of_rank_0_of_a_torchrun_run_frees_the_model_at_once(trained):
 
 def test_a_second_run_shares_the_cores_and_the_first_makes_room(trained):
     cores = os.cpu_count() or 1
-    first = run_cli("train", *TINY, "--dataset", "corpus.txt", "--name", "wide",
+    first = run_cli("train", *TINY_ALL_CORES, "--dataset", "corpus.txt", "--name", "wide",
                     "--max-steps", "100000", home=trained, check=True)
     first_id = _started_run(first.stdout)
     log = RunStore(trained).paths(first_id).log
     wait_for(lambda: f"CPU threads: {cores} of {cores} cores" in log.read_text(), timeout=120)
-    second = run_cli("train", "--foreground", *TINY, "--dataset", "corpus.txt", "--name",
-                     "narrow", "--max-steps", "3000", "--sample", "0", home=trained,
-                     check=True)
+    second = run_cli("train", "--foreground", *TINY_ALL_CORES, "--dataset", "corpus.txt",
+                     "--name", "narrow", "--max-steps", "3000", "--sample", "0", home=trained,
+                     check=True, process=True)  # two training processes
     half = max(1, cores // 2)
     assert f"CPU threads: {half} of {cores} cores (1 other training process in this home)" \
         in second.stdout

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from llm_trainer.store.runs import RunStore
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, run_cli, shadow_package
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -80,15 +80,12 @@ def test_early_stop_ends_completed_with_its_reason_and_resume_says_so(tmp_path, 
     assert "--more-epochs" in again.stderr
 
 
-def test_tensorboard_without_its_package_is_one_line_naming_the_extra(tmp_path, corpus):
+def test_tensorboard_without_its_package_is_one_line_naming_the_extra(tmp_path, corpus,
+                                                                       monkeypatch):
     home = tmp_path / "h"
     home.mkdir()
-    fake = tmp_path / "site"
-    (fake / "tensorboard").mkdir(parents=True)
-    (fake / "tensorboard" / "__init__.py").write_text(
-        "raise ImportError('No module named tensorboard')\n")
-    proc = run_cli("train", *TINY, "--dataset", str(corpus), "--tensorboard", home=home,
-                   env={"PYTHONPATH": str(fake)})
+    shadow_package(monkeypatch, "tensorboard", tmp_path / "site")
+    proc = run_cli("train", *TINY, "--dataset", str(corpus), "--tensorboard", home=home)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "error: --tensorboard needs the tensorboard package, which is not installed",
