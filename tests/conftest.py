@@ -1,8 +1,10 @@
-"""Shared fixtures: a temp home and a synthetic corpus (helpers are in tests/helpers.py)."""
+"""Shared fixtures: a temp home, a synthetic corpus and one set of trained tiny models per
+test run (helpers are in tests/helpers.py)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # or the home's share of the cores) and tests of those counts set it explicitly.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.helpers import corpus_text
+from tests.helpers import corpus_text, train_tiny
 
 
 @pytest.fixture
@@ -31,3 +33,29 @@ def corpus(tmp_path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(corpus_text(), encoding="utf-8")
     return p
+
+
+ZOO_BPE = ("--set", "data.tokenizer=bpe", "--set", "data.vocab_size=300")
+
+
+@pytest.fixture(scope="session")
+def trained_zoo(tmp_path_factory) -> Path:
+    """A home with tiny models trained for 10 steps on ``one.txt``, shared by every test that
+    needs some trained model and only reads it (generate, eval, export, show): ``demo`` (the
+    tiny preset's char tokenizer), ``bytes`` (byte-level), ``bpe`` and ``nobias`` (a 300-token
+    BPE; nobias also without biases, with gelu_tanh). Do not change it: take ``zoo_copy``."""
+    home = tmp_path_factory.mktemp("zoo")
+    (home / "one.txt").write_text(corpus_text(30_000, seed=1))
+    common = ("--dataset", "one.txt", "--max-steps", "10")
+    train_tiny(home, *common, "--name", "bpe", *ZOO_BPE)
+    train_tiny(home, *common, "--name", "nobias", *ZOO_BPE, "--set", "model.bias=false",
+               "--set", "model.activation=gelu_tanh")
+    train_tiny(home, *common, "--name", "bytes", "--set", "data.tokenizer=byte")
+    train_tiny(home, *common, "--name", "demo")
+    return home
+
+
+@pytest.fixture
+def zoo_copy(trained_zoo, tmp_path) -> Path:
+    """A copy of ``trained_zoo`` this test may change."""
+    return Path(shutil.copytree(trained_zoo, tmp_path / "zoo"))

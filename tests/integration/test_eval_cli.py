@@ -8,19 +8,17 @@ import sys
 import pytest
 
 from llm_trainer.cli import main
-from tests.helpers import corpus_text, run_cli, train_tiny
+from tests.helpers import corpus_text, run_cli
 
 KEYS = {"model", "checkpoint", "step", "dataset", "dataset_description", "split",
         "split_source", "tokenizer", "tokens", "windows", "bytes", "nats", "loss", "perplexity",
         "bits_per_byte", "block_size", "batch_size", "device", "dtype", "seconds", "notes"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    home = tmp_path_factory.mktemp("eval")
-    (home / "one.txt").write_text(corpus_text(20_000, seed=1))
-    train_tiny(home, "--dataset", "one.txt", "--name", "demo", "--max-steps", "10")
-    return home
+@pytest.fixture
+def trained(zoo_copy):
+    """A home with model demo: the tiny preset's char tokenizer, 10 steps on one.txt."""
+    return zoo_copy
 
 
 def eval_json(home, *args):

@@ -1,8 +1,11 @@
-"""GGUF and Ollama export: tiny models trained through the real CLI, exported, and read back
-with llama.cpp's own Python reader (gguf.GGUFReader): tensor names, ggml shapes, dtypes and
-values against the checkpoint, metadata, the embedded tokenizer, and the refusals."""
+"""GGUF and Ollama export: tiny models trained through the real CLI (the session's
+trained_zoo, tests/conftest.py), exported, and read back with llama.cpp's own Python reader
+(gguf.GGUFReader): tensor names, ggml shapes, dtypes and values against the checkpoint,
+metadata, the embedded tokenizer, and the refusals."""
 
 from __future__ import annotations
+
+import shutil
 
 import gguf
 import numpy as np
@@ -10,26 +13,20 @@ import pytest
 
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from tests.helpers import corpus_text, run_cli, stop_all_runs, train_tiny
+from tests.helpers import corpus_text, run_cli, shadow_package
 
-BPE = ["--set", "data.tokenizer=bpe", "--set", "data.vocab_size=300"]
 TEXT = ("The water was here. <|endoftext|>Then they went away!\n\n  what  number 1234, "
         "don't they'll -- (sound)   \tend")
 CONTROL = 3
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gguf")
-    (home / "one.txt").write_text(corpus_text(30_000, seed=1))
-    common = ("--dataset", "one.txt", "--max-steps", "10")
-    train_tiny(home, *common, "--name", "bpe", *BPE)
-    train_tiny(home, *common, "--name", "nobias", *BPE, "--set", "model.bias=false",
-               "--set", "model.activation=gelu_tanh")
-    train_tiny(home, *common, "--name", "bytes", "--set", "data.tokenizer=byte")
-    train_tiny(home, *common, "--name", "chars")  # the tiny preset's char tokenizer
-    yield home
-    stop_all_runs(home)
+def home(trained_zoo, tmp_path_factory):
+    """bpe, nobias, bytes and chars (the zoo's char model demo), trained for 10 steps."""
+    home = tmp_path_factory.mktemp("gguf") / "home"
+    shutil.copytree(trained_zoo, home)
+    run_cli("models", "rename", "demo", "chars", home=home, check=True)
+    return home
 
 
 def checkpoint(home, name):
@@ -203,12 +200,10 @@ def test_refusals_and_force(home, tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_gguf_package_names_the_extra(home, tmp_path):
-    shadow = tmp_path / "shadow" / "gguf"  # an unimportable gguf ahead of the real one
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+def test_missing_gguf_package_names_the_extra(home, tmp_path, monkeypatch):
+    shadow_package(monkeypatch, "gguf", tmp_path / "shadow")  # unimportable, ahead of the real
     proc = run_cli("models", "export", "bpe", "--format", "gguf", "--out",
-                   str(tmp_path / "m.gguf"), home=home, env={"PYTHONPATH": str(shadow.parent)})
+                   str(tmp_path / "m.gguf"), home=home)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "error: --format gguf needs the gguf package, which is not installed",
