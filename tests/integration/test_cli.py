@@ -60,8 +60,7 @@ def test_train_foreground_then_generate(tmp_path, corpus):
     assert m["name"] == "demo" and m["status"] == "ready" and m["steps_completed"] == 60
 
 
-@pytest.mark.slow
-def test_generate_errors(tmp_path):
+def test_generate_errors(tmp_path):  # in this process: fast
     proc = run_cli("generate", "--model", "nope", home=tmp_path)
     assert proc.returncode == 2 and "no model named 'nope'" in proc.stderr
     proc = run_cli("generate", "--temperature", "-1", home=tmp_path)

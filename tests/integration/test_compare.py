@@ -151,6 +151,7 @@ def test_status_plots_on_a_terminal_sized_to_it(home, two_runs):
     assert "step" in text and "train" in text and "val" in text
 
 
+@pytest.mark.slow  # a terminal per case: the fast suite keeps the status plot
 def test_compare_plots_every_run_on_a_terminal(home, two_runs):
     code, text = run_cli_tty("compare", *two_runs, home=home, columns=100, lines=30)
     assert code == 0 and PLOT_FRAME in text and "#1" in text and "#2" in text
@@ -158,6 +159,7 @@ def test_compare_plots_every_run_on_a_terminal(home, two_runs):
     assert "\x1b[38;5;4m" in text and "\x1b[38;5;1m" in text  # one color per run
 
 
+@pytest.mark.slow  # a terminal per case: the fast suite keeps the status plot
 @pytest.mark.parametrize("args, env", [
     (["status", "20261130-100000-a", "--no-plot"], {}),
     (["compare", "20261130-100000-a", "20261130-100100-b", "--no-plot"], {}),

@@ -58,7 +58,7 @@ CASES = {
 }
 
 
-FAST_CASES = ("llama-gqa", "gpt2")  # the rest: slow (the fast suite's 30 s budget)
+FAST_CASES = ("gpt2",)  # the rest: slow (the fast suite's 30 s budget)
 
 
 @pytest.mark.parametrize("case", [c if c in FAST_CASES else pytest.param(c, marks=pytest.mark.slow)

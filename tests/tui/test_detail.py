@@ -68,6 +68,7 @@ async def test_run_detail_without_metrics_says_so():
         assert str(app.screen.query_one("#curve", Static).render()) == "no loss recorded yet"
 
 
+@pytest.mark.slow  # refresh cycles of a whole dashboard (the fast suite's 30 s budget)
 async def test_the_detail_of_an_active_run_follows_it_live(tmp_path):
     """A run's records on disk, kept alive by this process's pid: the open detail moves on
     as they change, stays at the end of the log, and stops following once the run ends."""

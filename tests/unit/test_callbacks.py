@@ -137,6 +137,7 @@ def test_more_epochs_after_an_early_stop_gives_patience_anew(home, corpus):
 # ============================================================================ samples
 
 
+@pytest.mark.slow  # two runs (the fast suite's 30 s budget; samples: also end to end)
 def test_samples_are_written_at_their_steps_and_do_not_change_training(home, corpus):
     plain = _cfg(corpus)
     sampled = _cfg(corpus, **{"train.sample_interval": 10, "train.sample_tokens": 12,
@@ -234,6 +235,7 @@ def test_spikes_are_measured_against_the_median_after_warm_up():
 # ============================================================================ TensorBoard
 
 
+@pytest.mark.slow  # imports tensorboard (the fast suite's 30 s budget)
 def test_tensorboard_event_files_hold_the_scalars_at_their_steps(home, corpus, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -135,7 +135,7 @@ def test_lora_trains_adapters_only_and_resumes_bitwise(hf_folder, home, corpus):
     assert after < before - 0.05, (before, after)  # and they learned the corpus
 
 
-@pytest.mark.parametrize("frozen_blocks", [0, 1])
+@pytest.mark.parametrize("frozen_blocks", [pytest.param(0, marks=pytest.mark.slow), 1])
 def test_full_fine_tuning_learns_and_frozen_layers_stay(hf_folder, home, corpus, frozen_blocks):
     src = inspect_hf_folder(f"hf:{hf_folder}")
     cfg = _cfg(src, corpus, **{"finetune.freeze_layers": frozen_blocks,
