@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow  # real training processes
 
 BASE = ["--preset", "tiny", "--precision", "fp32", "--set", "model.dropout=0.0",
         "--set", "train.eval_interval=0",
-        "--set", "train.log_interval=5", "--batch-size", "4"]
+        "--set", "train.log_interval=5", "--batch-size", "4",
+        "--set", "runtime.num_threads=1"]  # one thread a process: a tiny model, a busy CPU
 K = 20
 
 

@@ -15,7 +15,8 @@ from llm_trainer.store.runs import RunStore
 from tests.helpers import corpus_text, make_hf_gpt2, run_cli, stop_all_runs
 
 FAST = ["--dataset", "corpus.txt", "--preset", "tiny", "--max-steps", "10", "--batch-size", "4",
-        "--seq-len", "32", "--set", "train.eval_interval=10", "--foreground", "--sample", "0"]
+        "--seq-len", "32", "--set", "train.eval_interval=10", "--foreground", "--sample", "0",
+        "--set", "runtime.num_threads=1"]  # a tiny model trains faster on one thread
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,8 @@ def test_a_v1_home_shows_in_status_and_its_model_resumes(v1_home):
     assert [m["name"] for m in models] == ["v1model"]
     # the fixture's dataset was at /tmp/v1home/corpus.txt when it was written: point at the copy
     run_cli("resume", "v1model", "--more-epochs", "1", "--set", "data.dataset=corpus.txt",
-            "--foreground", "--sample", "0", home=v1_home, check=True)
+            "--set", "runtime.num_threads=1", "--foreground", "--sample", "0", home=v1_home,
+            check=True)
     latest = sorted((v1_home / "checkpoints" / "v1model").glob("step-*"))[-1]
     trainer = json.loads((latest / "trainer.json").read_text())
     assert trainer["schema_version"] == TRAINER_SCHEMA and trainer["step"] > 20
