@@ -143,6 +143,7 @@ def two_runs(home):
     return ["20261130-100000-a", "20261130-100100-b"]
 
 
+@pytest.mark.slow  # a CLI on a pseudo-terminal (the fast suite's 30 s budget)
 def test_status_plots_on_a_terminal_sized_to_it(home, two_runs):
     code, text = run_cli_tty("status", two_runs[0], home=home, columns=100, lines=30)
     assert code == 0 and "run:        20261130-100000-a" in text
@@ -151,7 +152,7 @@ def test_status_plots_on_a_terminal_sized_to_it(home, two_runs):
     assert "step" in text and "train" in text and "val" in text
 
 
-@pytest.mark.slow  # a terminal per case: the fast suite keeps the status plot
+@pytest.mark.slow  # a CLI on a pseudo-terminal (the fast suite's 30 s budget)
 def test_compare_plots_every_run_on_a_terminal(home, two_runs):
     code, text = run_cli_tty("compare", *two_runs, home=home, columns=100, lines=30)
     assert code == 0 and PLOT_FRAME in text and "#1" in text and "#2" in text
@@ -159,7 +160,7 @@ def test_compare_plots_every_run_on_a_terminal(home, two_runs):
     assert "\x1b[38;5;4m" in text and "\x1b[38;5;1m" in text  # one color per run
 
 
-@pytest.mark.slow  # a terminal per case: the fast suite keeps the status plot
+@pytest.mark.slow  # a CLI on a pseudo-terminal per case (the fast suite's 30 s budget)
 @pytest.mark.parametrize("args, env", [
     (["status", "20261130-100000-a", "--no-plot"], {}),
     (["compare", "20261130-100000-a", "20261130-100100-b", "--no-plot"], {}),

@@ -1,11 +1,12 @@
 """The train panel's dataset picker (`d`): built-in datasets, the ones this home has trained
 on and the dataset files of the current folder; Enter fills the Dataset field, Esc leaves it.
-A real Service over real run and model records (written, not trained: this test is fast)."""
+A real Service over real run and model records (written, not trained)."""
 
 from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 from textual.widgets import Input, OptionList, Static
 
@@ -35,6 +36,7 @@ def highlighted_line(app) -> str:
     return picker_lines(app)[options.highlighted]
 
 
+@pytest.mark.slow  # a whole dashboard (the fast suite's 30 s budget)
 async def test_pick_a_dataset_with_the_keyboard(home, monkeypatch):
     (home / "corpus.txt").write_text("To be or not to be.\n")
     (home / "shards").mkdir()
