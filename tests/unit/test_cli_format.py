@@ -1,6 +1,6 @@
 """How the CLI words a model's architecture and optimizer (`models show`)."""
 
-from llm_trainer.cli import _describe_shape, _describe_tokenizer, _optimizer_lines
+from llm_trainer.cli.format import _describe_shape, _describe_tokenizer, _optimizer_lines
 
 
 def test_an_old_checkpoints_shape_reads_as_gpt2():

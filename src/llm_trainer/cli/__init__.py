@@ -1,0 +1,77 @@
+"""The ``llm-trainer`` command line: parse -> one service call -> render -> exit code.
+
+Errors users can cause print one plain line and a hint (exit 2 for usage errors, 1 for
+failures); tracebacks only with ``--debug``. Nothing heavy is imported here: torch, datasets
+and tokenizers load only inside the commands that need them.
+"""
+
+import os
+import sys
+
+import typer
+
+from llm_trainer.cli.common import _out, app, data_app, models_app
+from llm_trainer.cli.data import data_inspect
+from llm_trainer.cli.eval import eval_, generate
+from llm_trainer.cli.export import models_export
+from llm_trainer.cli.models import (
+    models_activate,
+    models_archive,
+    models_delete,
+    models_list,
+    models_rename,
+    models_show,
+    models_unarchive,
+)
+from llm_trainer.cli.runs import compare, status, stop, tui
+from llm_trainer.cli.train import resume, train
+from llm_trainer.errors import LLMTrainerError
+
+# the order here is the order of `llm-trainer --help`
+for command in (train, status, stop, compare, resume, generate):
+    app.command()(command)
+app.command("eval")(eval_)
+app.command()(tui)
+for name, command in (("list", models_list), ("show", models_show),
+                      ("rename", models_rename), ("archive", models_archive),
+                      ("unarchive", models_unarchive), ("delete", models_delete),
+                      ("activate", models_activate), ("export", models_export)):
+    models_app.command(name)(command)
+data_app.command("inspect")(data_inspect)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning known errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="llm-trainer", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except LLMTrainerError as exc:
+        if debug:
+            raise
+        _out(f"error: {exc}", err=True)
+        if exc.hint:
+            _out(f"hint: {exc.hint}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _out("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        _out("interrupted", err=True)
+        return 130
+    except typer.TyperException as exc:  # click usage errors: bad option, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "llm-trainer"
+        _out(f"error: {message}", err=True)
+        _out(f"hint: see `{where} --help`", err=True)
+        return getattr(exc, "exit_code", 2) or 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,89 @@
+"""`data inspect`: look at a dataset before training on it."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from llm_trainer.cli.common import (
+    ConfigOpt,
+    PresetOpt,
+    SetOpt,
+    _console,
+    _out,
+    _overrides,
+    _service,
+)
+
+
+def data_inspect(
+    spec: Annotated[str | None, typer.Argument(
+        help="what --dataset takes: a file, a folder, hf:NAME[:CONFIG], wikitext-2, "
+             "builtin:python-docs (default: the config's dataset)")] = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="bpe, char, byte or a tokenizer.json (default: the config's)")] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="BPE vocabulary size")] = None,
+    seq_len: Annotated[int | None, typer.Option(
+        help="context length the suggestions assume")] = None,
+    text_column: Annotated[str | None, typer.Option(help="text column of a table")] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Format, text column, splits, documents / characters / tokens, lengths, problems and
+    suggestions for a dataset, read the way training would read it."""
+    flags = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
+             "model.block_size": seq_len, "data.text_column": text_column}
+    report = _service().inspect_data(spec, preset=preset, config_file=config,
+                                     overrides=_overrides(flags, set_))
+    if as_json:
+        _out(json.dumps(report.to_json(), indent=2))
+        return
+    _report_data(report)
+
+
+def _report_data(r) -> None:
+    from rich.table import Table
+
+    _out(f"dataset:    {r.spec}")
+    _out(f"format:     {r.format} ({r.format_reason})")
+    if r.files and len(r.files) > 1:
+        for f in r.files[:12]:
+            _out(f"  {f.path:<40} {f.format:<8} {f.split}")
+        if len(r.files) > 12:
+            _out(f"  ... and {len(r.files) - 12} more files")
+    if r.text_column:
+        others = [c for c in r.column_candidates if c != r.text_column]
+        _out(f"text:       column {r.text_column!r} ({r.column_reason})"
+             + (f"; other text columns: {', '.join(others)}" if others else ""))
+    tok = r.tokenizer
+    _out(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
+         f"{tok['used']:,} used in training)")
+    table = Table(title=f"splits (a document is a {r.document_unit})", title_justify="left")
+    for col in ("split", "from", "documents", "characters", "tokens", "median", "p90",
+                "empty", "duplicates", "bad bytes", "control chars"):
+        table.add_column(col, justify="left" if col in ("split", "from") else "right")
+    for s in r.splits:
+        table.add_row(s.name, s.origin, f"{s.documents:,}", f"{s.characters:,}",
+                      f"{s.tokens:,}", f"{s.percentile(0.5):,}", f"{s.percentile(0.9):,}",
+                      f"{s.empty:,}", f"{s.duplicates:,}", f"{s.undecodable_bytes:,}",
+                      f"{s.nonprintable:,}")
+    _console().print(table)
+    if r.histogram:
+        _out(f"document length in tokens (all splits; seq_len {r.seq_len}):")
+        top = max(b["documents"] for b in r.histogram) or 1
+        for b in r.histogram:
+            bar = "#" * max(1 if b["documents"] else 0, round(30 * b["documents"] / top))
+            span = f"{b['from']:,}-{b['to']:,}" if b["to"] != b["from"] else f"{b['from']:,}"
+            mark = "  <- seq_len" if b["from"] <= r.seq_len <= b["to"] else ""
+            _out(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
+    if r.suggestions:
+        _out("suggestions:")
+        for line in r.suggestions:
+            _out(f"  - {line}")
+    else:
+        _out("suggestions: none; the data looks ready")
+    _out(f"(read in {r.seconds:.1f} s)")

@@ -1,0 +1,84 @@
+"""`generate` and `eval`: use a trained model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from llm_trainer.cli.common import _out, _service
+from llm_trainer.cli.format import _num
+
+
+def generate(
+    prompt: Annotated[str, typer.Option(help="text to continue (may be empty)")] = "",
+    model: Annotated[str | None, typer.Option(help="model name (default: the active model)")
+                     ] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="latest, best, a step, or a checkpoint folder")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 200,
+    temperature: Annotated[float, typer.Option(help="0 is greedy")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="sample among the k likeliest")] = 200,
+    top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass")] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="seed for reproducible sampling")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = "auto",
+) -> None:
+    """Generate text from a trained model, streamed as it is produced."""
+    from llm_trainer.inference.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, seed=seed).check()
+    svc = _service()
+    gen, _info, notes = svc.generator(model=model, checkpoint=checkpoint, device=device)
+    for note in notes:
+        _out(note if note.startswith("warning") else f"warning: {note}", err=True)
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    for piece in gen.stream(prompt, settings, on_note=lambda n: _out(n, err=True)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# ============================================================================ eval
+
+
+def eval_(
+    target: Annotated[str | None, typer.Argument(
+        metavar="[MODEL|CHECKPOINT]",
+        help="a model name or a checkpoint folder (default: the active model)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="for a model name: latest (default), best or a step")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="what train --dataset takes (default: the model's own training data)")] = None,
+    split: Annotated[str, typer.Option(help="val or test")] = "val",
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="windows per forward pass (default 32, fewer for a large vocabulary)")
+                          ] = None,
+    device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:N, mps")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Loss, perplexity and bits per byte over a whole split: every token predicted once,
+    in fp32, with the checkpoint's own tokenizer."""
+    r = _service().evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
+                            batch_size=batch_size, device=device)
+    for note in r.notes:
+        _out(note if note.startswith(("warning", "note")) else f"note: {note}", err=True)
+    if json_out:
+        _out(json.dumps(r.to_json(), indent=2))
+        return
+    origin = ("held out: the tail of the text, as training holds it out"
+              if r.split_source == "held out" else "the dataset's own split")
+    rate = f", {r.tokens / r.seconds:,.0f} tokens/s" if r.seconds > 0 else ""
+    _out(f"model:          {r.model} (step {r.step:,}, {r.checkpoint})")
+    _out(f"dataset:        {r.dataset_description}, split {r.split} ({origin})")
+    _out(f"tokens scored:  {r.tokens:,} in {r.windows:,} windows of {r.block_size} "
+         f"({r.tokenizer} tokenizer, batch {r.batch_size}, {r.device}, fp32)")
+    _out(f"loss:           {r.loss:.4f} nats/token")
+    _out(f"perplexity:     {_num(r.perplexity, '{:.3f}')}")
+    _out(f"bits per byte:  {r.bits_per_byte:.4f} ({r.bytes:,} bytes)")
+    _out(f"time:           {r.seconds:.2f} s{rate}")

@@ -1,0 +1,50 @@
+"""`models export`: write a model for other tools."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from llm_trainer.cli.common import _out, _service
+from llm_trainer.errors import UsageError
+
+
+def models_export(
+    name: Annotated[str | None, typer.Argument(help="model name (default: the active one)")
+                    ] = None,
+    out: Annotated[str, typer.Option("--out", help="folder to write (a .gguf file for gguf)")
+                   ] = "",
+    fmt: Annotated[str, typer.Option("--format", help="hf (transformers GPT-2), safetensors, "
+                                                      "gguf (llama.cpp) or ollama")] = "hf",
+    checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
+    dtype: Annotated[str | None, typer.Option(help="gguf/ollama weights: f32 (default) or f16")
+                     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite: write into a non-empty "
+                                                        "folder, or replace a .gguf file")
+                     ] = False,
+) -> None:
+    """Write a model for other tools: a Hugging Face folder (GPT-2, Llama or Qwen3), bare
+    safetensors, a GGUF file for llama.cpp, or an Ollama folder (model.gguf + Modelfile)."""
+    import shlex
+
+    if not out:
+        example = {"gguf": "exports/my-model.gguf"}.get(fmt, "exports/my-model")
+        raise UsageError("--out is required", hint=f"e.g. --out {example}")
+    path, info, notes = _service().export_model(name, out, fmt, checkpoint=checkpoint,
+                                                overwrite=force, dtype=dtype)
+    for note in notes:
+        _out(f"warning: {note}", err=True)
+    model = info.path.parent.name
+    what = f"{fmt} ({dtype or 'f32'})" if fmt in ("gguf", "ollama") else fmt
+    _out(f"exported {model} ({info.path.name}) as {what} to {path}")
+    if fmt == "hf":
+        _out(f"  load it: AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    elif fmt == "gguf":  # learned positions: keep llama.cpp's context at the model's
+        ctx = json.loads((info.path / "config.json").read_text())["architecture"]["block_size"]
+        _out(f"  run it: llama-cli -m {shlex.quote(str(path))} -c {ctx} -n {ctx // 2} "
+             f'-p "Once upon a time"')
+    elif fmt == "ollama":
+        _out(f"  add it to Ollama: ollama create {shlex.quote(model)} -f "
+             f"{shlex.quote(str(path / 'Modelfile'))}")

@@ -1,0 +1,133 @@
+"""`models ...`: list, show, rename, archive, delete and activate named models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from llm_trainer.cli.common import _console, _out, _service
+from llm_trainer.cli.format import (
+    _describe_shape,
+    _describe_tokenizer,
+    _finetune_lines,
+    _num,
+    _optimizer_lines,
+    _when,
+)
+from llm_trainer.errors import UsageError
+from llm_trainer.progress import format_bytes
+
+
+def models_list(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="include archived models")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List models; * marks the latest trained, > the active one."""
+    from rich.table import Table
+    from rich.text import Text
+
+    svc = _service()
+    views = svc.list_models(include_archived=all_)
+    if json_out:
+        _out(json.dumps([v.to_json() for v in views], default=str, indent=2))
+        return
+    if not views:
+        _out("no models yet: train one with `llm-trainer train`")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("", "NAME", "STATUS", "EPOCHS", "STEPS", "BEST VAL", "SIZE", "LAST TRAINED"):
+        table.add_column(col, no_wrap=True)
+    for v in views:
+        mark = (">" if v.active else " ") + ("*" if v.latest else " ")
+        status_text = v.status + (f" ({v.problem})" if v.problem else "")
+        table.add_row(*(Text(str(x)) for x in (
+            mark, v.name, status_text, _num(v.epochs_completed, "{:.2f}"),
+            f"{v.steps_completed:,}", _num(v.best_val_loss), format_bytes(v.disk_bytes),
+            _when(v.last_trained_at))))
+    _console().print(table)
+    latest = next((v.name for v in views if v.latest), None)
+    if latest:
+        _out(f"latest trained model: {latest}")
+
+
+def models_show(
+    name: Annotated[str, typer.Argument(help="model name")],
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Everything known about a model, with its checkpoints."""
+    svc = _service()
+    view = svc.model_detail(name)
+    if json_out:
+        _out(json.dumps(view.to_json(), default=str, indent=2))
+        return
+    lines = [f"name:        {view.name}", f"id:          {view.id}",
+             f"status:      {view.status}" + (f" ({view.problem})" if view.problem
+                                                 else ""),
+             f"created:     {_when(view.created_at)}",
+             f"trained:     {_when(view.last_trained_at)}",
+             f"epochs:      {_num(view.epochs_completed, '{:.2f}')}   steps: "
+             f"{view.steps_completed:,}",
+             f"val loss:    best {_num(view.best_val_loss)}, latest "
+             f"{_num(view.latest_val_loss)}",
+             f"shape:       {_describe_shape(view.architecture)}",
+             *_optimizer_lines(view.config),
+             f"tokenizer:   {_describe_tokenizer(view.tokenizer)}",
+             *_finetune_lines(view.config),
+             f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
+             f"runs:        {', '.join(view.runs) or '-'}",
+             f"size:        {format_bytes(view.disk_bytes)}   path: {view.path}",
+             "checkpoints:"]
+    for c in view.checkpoints:
+        lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {_num(c.val_loss)}  "
+                     + ("ok" if c.valid else f"BROKEN: {c.problem}"))
+    _console().print("\n".join(lines))
+
+
+def models_rename(old: Annotated[str, typer.Argument(help="current name")],
+                  new: Annotated[str, typer.Argument(help="new name")]) -> None:
+    """Rename a model (refused while it trains); runs keep pointing at it."""
+    rec = _service().rename_model(old, new)
+    _out(f"renamed {old} to {rec.name}")
+
+
+def models_archive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Hide a model from lists (its files stay); `models list --all` shows it."""
+    _service().archive_model(name, True)
+    _out(f"archived {name}")
+
+
+def models_unarchive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Bring an archived model back."""
+    _service().archive_model(name, False)
+    _out(f"unarchived {name}")
+
+
+def models_delete(
+    name: Annotated[str, typer.Argument(help="model name")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")
+                   ] = False,
+) -> None:
+    """Delete a model and all its checkpoints (asks first on a terminal)."""
+    svc = _service()
+    view = svc.model_for_change(name, "delete")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete {name} without confirmation",
+                             hint="pass --yes to delete from a script")
+        answer = input(f"delete model {name} and its {view.checkpoint_count} "
+                       f"checkpoints ({format_bytes(view.disk_bytes)})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _out("kept")
+            raise typer.Exit(1)
+    svc.delete_model(name)
+    _out(f"deleted {name}")
+
+
+def models_activate(name: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Make this the model that generate, resume and the TUI use when none is named."""
+    _service().activate_model(name)
+    _out(f"active model: {name}")
+
