@@ -179,7 +179,7 @@ async def test_select_model_train_watch_generate(home):
         await pilot.press("escape", "1", "enter")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunDetailScreen")
         body = str(app.screen.query_one("#detail-body", Static).render())
-        assert run_id in body and "Last log lines:" in body
+        assert run_id in body and "last log lines:" in body
         await pilot.press("escape")
         await pilot.press("x")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")

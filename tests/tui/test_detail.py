@@ -22,9 +22,10 @@ def test_run_detail_shows_reason_anomalies_and_the_latest_sample():
         last_sample={"step": 60, "prompt": "ROMEO:", "text": " what [bold]light\nthrough"},
         log_tail=["a line"])
     text = detail_text(detail).plain
-    assert "Status     completed — early stop: val loss did not improve for 3" in text
-    assert "Anomalies  2 (1 rollbacks), last: step 55: the loss became nan (rollback)" in text
-    assert "Latest sample (step 60):\n  ROMEO: what [bold]light\n  through" in text
+    assert "status:     completed (early stop: val loss did not improve for 3" in text
+    assert "anomalies:  2 (1 rollbacks); last: step 55: the loss became nan (rollback)" in text
+    assert ("sample:     step 60, prompt 'ROMEO:':\n  ROMEO: what [bold]light\n  through"
+            in text)
 
 
 DETAIL = RunDetail(run_id="20261124-120000-m", model="m", model_id="m-1", status="completed",
@@ -57,7 +58,7 @@ async def test_run_detail_plots_train_and_val_loss_to_fit(size):
         assert max(len(line) for line in lines) == plot.size.width
         assert "┌" in lines[1] and "step" in lines[-1]
         assert any("train" in line for line in lines) and any("val" in line for line in lines)
-        assert "Run        20261124-120000-m" in str(app.screen.query_one("#detail-body",
+        assert "run:        20261124-120000-m" in str(app.screen.query_one("#detail-body",
                                                                             Static).render())
 
 
@@ -118,6 +119,6 @@ async def test_the_detail_of_an_active_run_follows_it_live(tmp_path):
         assert app.screen.curve.train_steps == [10, 55]
 
         runs.write_state(RunState(**{**state.__dict__, "step": 100, "status": "completed"}))
-        await wait_until(pilot, lambda: "Status     completed" in body(app))
+        await wait_until(pilot, lambda: "status:     completed" in body(app))
         assert "following" not in str(dialog.border_subtitle)
         assert app.screen.timer is None

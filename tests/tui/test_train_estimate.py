@@ -24,9 +24,9 @@ async def test_start_shows_the_estimate_then_cancel_writes_nothing(home):
         await pilot.press("s")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
         question = str(app.screen.query_one("#question", Static).render())
-        assert "Estimate:" in question and "steps per epoch" not in question
-        assert "per epoch of" in question and "memory ~" in question
-        assert "time: not measured here" in question
+        assert "dry run (train, a new model)" in question and "steps:" in question
+        assert "per epoch" in question and "memory (estimate" in question
+        assert "time:        not measured" in question
         await pilot.press("n")
         await pilot.pause(0.3)
         assert "cancelled" in str(app.query_one("#train-result", Static).render())

@@ -1,21 +1,21 @@
 """How the CLI words a model's architecture and optimizer (`models show`)."""
 
-from llm_trainer.cli.format import _describe_shape, _describe_tokenizer, _optimizer_lines
+from llm_trainer.render import describe_shape, describe_tokenizer, optimizer_lines
 
 
 def test_an_old_checkpoints_shape_reads_as_gpt2():
     old = {"vocab_size": 53, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16,
            "dropout": 0.0, "bias": True, "activation": "gelu"}  # before the new options
-    assert _describe_shape(old) == ("2 layers x 16 dims, 2 heads, context 32, vocab 53; "
+    assert describe_shape(old) == ("2 layers x 16 dims, 2 heads, context 32, vocab 53; "
                                     "learned positions, layernorm, gelu, tied head, biases")
-    assert _describe_shape(None) == "-"
+    assert describe_shape(None) == "-"
 
 
 def test_a_modern_shape_names_each_option():
     arch = {"vocab_size": 66, "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
             "bias": False, "activation": "relu2", "pos": "rope", "norm": "rmsnorm",
             "qk_norm": True, "tie_embeddings": False}
-    assert _describe_shape(arch).endswith("; rope, rmsnorm, QK-norm, relu2, untied head, "
+    assert describe_shape(arch).endswith("; rope, rmsnorm, QK-norm, relu2, untied head, "
                                           "no biases")
 
 
@@ -24,23 +24,23 @@ def test_the_size_options_are_named_when_set():
             "bias": False, "activation": "swiglu", "pos": "rope", "norm": "rmsnorm",
             "qk_norm": True, "tie_embeddings": True, "n_kv_head": 2, "head_size": 16,
             "mlp_width": 128, "norm_eps": 1e-6}
-    assert _describe_shape(arch) == (
+    assert describe_shape(arch) == (
         "2 layers x 32 dims, 4 heads sharing 2 key/value heads of 16, context 32, vocab 300; "
         "rope, rmsnorm, QK-norm, swiglu, MLP width 128, norm eps 1e-06, tied head, no biases")
 
 
 def test_the_optimizer_line_shows_muon_only():
-    assert _optimizer_lines({"train": {"optimizer": "adamw", "lr": 1e-3}}) == []
-    assert _optimizer_lines(None) == []
-    line, = _optimizer_lines({"train": {"optimizer": "muon", "muon_lr": 0.02,
+    assert optimizer_lines({"train": {"optimizer": "adamw", "lr": 1e-3}}) == []
+    assert optimizer_lines(None) == []
+    line, = optimizer_lines({"train": {"optimizer": "muon", "muon_lr": 0.02,
                                         "muon_ns_steps": 4, "lr": 0.005}})
     assert line == "optimizer:   muon (lr 0.02, 4 Newton-Schulz steps) + adamw (lr 0.005)"
 
 
 def test_the_tokenizer_line_is_words_not_json():
-    assert _describe_tokenizer({"kind": "char", "vocab_size": 66}) == "char, 66 tokens"
-    assert _describe_tokenizer({"kind": "bpe", "vocab_size": 8192}) == "bpe, 8,192 tokens"
-    assert _describe_tokenizer(None) == "-"
+    assert describe_tokenizer({"kind": "char", "vocab_size": 66}) == "char, 66 tokens"
+    assert describe_tokenizer({"kind": "bpe", "vocab_size": 8192}) == "bpe, 8,192 tokens"
+    assert describe_tokenizer(None) == "-"
 
 
 def test_the_step_time_line_says_estimate_then_actual():

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llm_trainer.cli.common import _out, _service
-from llm_trainer.cli.format import _num
+from llm_trainer.render import num
 
 
 def generate(
@@ -79,6 +79,6 @@ def eval_(
     _out(f"tokens scored:  {r.tokens:,} in {r.windows:,} windows of {r.block_size} "
          f"({r.tokenizer} tokenizer, batch {r.batch_size}, {r.device}, fp32)")
     _out(f"loss:           {r.loss:.4f} nats/token")
-    _out(f"perplexity:     {_num(r.perplexity, '{:.3f}')}")
+    _out(f"perplexity:     {num(r.perplexity, '{:.3f}')}")
     _out(f"bits per byte:  {r.bits_per_byte:.4f} ({r.bytes:,} bytes)")
     _out(f"time:           {r.seconds:.2f} s{rate}")

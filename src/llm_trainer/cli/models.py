@@ -9,16 +9,16 @@ from typing import Annotated
 import typer
 
 from llm_trainer.cli.common import _console, _out, _service
-from llm_trainer.cli.format import (
-    _describe_shape,
-    _describe_tokenizer,
-    _finetune_lines,
-    _num,
-    _optimizer_lines,
-    _when,
-)
+from llm_trainer.cli.format import when
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_bytes
+from llm_trainer.render import (
+    describe_shape,
+    describe_tokenizer,
+    finetune_lines,
+    num,
+    optimizer_lines,
+)
 
 
 def models_list(
@@ -44,9 +44,9 @@ def models_list(
         mark = (">" if v.active else " ") + ("*" if v.latest else " ")
         status_text = v.status + (f" ({v.problem})" if v.problem else "")
         table.add_row(*(Text(str(x)) for x in (
-            mark, v.name, status_text, _num(v.epochs_completed, "{:.2f}"),
-            f"{v.steps_completed:,}", _num(v.best_val_loss), format_bytes(v.disk_bytes),
-            _when(v.last_trained_at))))
+            mark, v.name, status_text, num(v.epochs_completed, "{:.2f}"),
+            f"{v.steps_completed:,}", num(v.best_val_loss), format_bytes(v.disk_bytes),
+            when(v.last_trained_at))))
     _console().print(table)
     latest = next((v.name for v in views if v.latest), None)
     if latest:
@@ -66,22 +66,22 @@ def models_show(
     lines = [f"name:        {view.name}", f"id:          {view.id}",
              f"status:      {view.status}" + (f" ({view.problem})" if view.problem
                                                  else ""),
-             f"created:     {_when(view.created_at)}",
-             f"trained:     {_when(view.last_trained_at)}",
-             f"epochs:      {_num(view.epochs_completed, '{:.2f}')}   steps: "
+             f"created:     {when(view.created_at)}",
+             f"trained:     {when(view.last_trained_at)}",
+             f"epochs:      {num(view.epochs_completed, '{:.2f}')}   steps: "
              f"{view.steps_completed:,}",
-             f"val loss:    best {_num(view.best_val_loss)}, latest "
-             f"{_num(view.latest_val_loss)}",
-             f"shape:       {_describe_shape(view.architecture)}",
-             *_optimizer_lines(view.config),
-             f"tokenizer:   {_describe_tokenizer(view.tokenizer)}",
-             *_finetune_lines(view.config),
+             f"val loss:    best {num(view.best_val_loss)}, latest "
+             f"{num(view.latest_val_loss)}",
+             f"shape:       {describe_shape(view.architecture)}",
+             *optimizer_lines(view.config),
+             f"tokenizer:   {describe_tokenizer(view.tokenizer)}",
+             *finetune_lines(view.config),
              f"datasets:    {', '.join(d['spec'] for d in view.datasets) or '-'}",
              f"runs:        {', '.join(view.runs) or '-'}",
              f"size:        {format_bytes(view.disk_bytes)}   path: {view.path}",
              "checkpoints:"]
     for c in view.checkpoints:
-        lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {_num(c.val_loss)}  "
+        lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {num(c.val_loss)}  "
                      + ("ok" if c.valid else f"BROKEN: {c.problem}"))
     _console().print("\n".join(lines))
 

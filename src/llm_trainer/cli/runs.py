@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from llm_trainer.cli.common import STATE, _console, _out, _service
-from llm_trainer.cli.format import _cell, _detail_text, _num, _runs_table
+from llm_trainer.cli.format import cell, runs_table
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_duration
+from llm_trainer.render import num, run_detail_text
 
 
 def status(
@@ -39,7 +40,7 @@ def status(
             if json_out:
                 _out(json.dumps(d.to_json(), default=str, indent=2))
             else:
-                _console().print(_detail_text(d))
+                _console().print(run_detail_text(d))
                 if not no_plot:
                     _plot_runs(svc, [(run_id, "")])
             return
@@ -52,7 +53,7 @@ def status(
             _out("no runs yet: start one with `llm-trainer train`")
             return
         shown = views if all_ else views[:20]
-        _console().print(_runs_table(shown))
+        _console().print(runs_table(shown))
         if len(shown) < len(views):
             _out(f"... {len(views) - len(shown)} older runs (--all to list them)")
 
@@ -165,7 +166,7 @@ def compare(
         for label in labels:
             table.add_column(label)
         for key, values in view.differing_keys.items():
-            table.add_row(Text(key), *(Text(_cell(v)) for v in values))
+            table.add_row(Text(key), *(Text(cell(v)) for v in values))
         console.print(table)
     else:
         _out("config: the same for every run")
@@ -175,10 +176,10 @@ def compare(
                 "DEVICE"):
         table.add_column(col, no_wrap=col != "RUN_ID")
     for label, r in zip(labels, view.runs, strict=True):
-        best = Text(_num(r.best_val_loss),
+        best = Text(num(r.best_val_loss),
                     style="bold green" if r.run_id == view.best_run else "")
-        table.add_row(Text(label), Text(r.run_id), Text(r.model), Text(_num(r.final_val_loss)),
-                      best, Text(_num(r.tokens_per_s, "{:,.0f}")),
+        table.add_row(Text(label), Text(r.run_id), Text(r.model), Text(num(r.final_val_loss)),
+                      best, Text(num(r.tokens_per_s, "{:,.0f}")),
                       Text("-" if r.steps is None else f"{r.steps:,}"),
                       Text(format_duration(r.wall_s)), Text(r.device or "-"))
     console.print(table)

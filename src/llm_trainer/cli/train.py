@@ -25,9 +25,9 @@ from llm_trainer.cli.common import (
     _overrides,
     _service,
 )
-from llm_trainer.cli.format import _batch_choice_line, _num
 from llm_trainer.errors import LLMTrainerError, UsageError
-from llm_trainer.progress import format_bytes, format_duration
+from llm_trainer.progress import format_duration
+from llm_trainer.render import batch_choice_line, estimate_lines, num
 
 if TYPE_CHECKING:
     from llm_trainer.views import RunView
@@ -127,7 +127,7 @@ def train(
         return
     launch = svc.train(req)
     if launch.batch_choice:
-        _out(_batch_choice_line(launch.batch_choice))
+        _out(batch_choice_line(launch.batch_choice))
     _report_launch(svc, launch, sample)
 
 
@@ -153,36 +153,8 @@ def _report_estimate(est: dict[str, Any], json_out: bool) -> None:
         return
     for note in est.get("notes", []):
         _out(f"warning: {note}", err=True)
-    arch, ds, mem, dev = est["architecture"], est["dataset"], est["memory"], est["device"]
-    who = f"model {est['model']}" if est.get("model") else "a new model"
-    _out(f"dry run ({est['kind']}, {who}): nothing trained, no run or checkpoint written")
-    _out(f"  device:      {dev.get('selected')} ({dev.get('name')}), precision "
-         f"{est['precision']}")
-    _out(f"  data:        {ds['spec']}: {ds['train_tokens']:,} train tokens, "
-         f"{ds['val_tokens']:,} val tokens")
-    _out(f"  model:       {est['parameters']:,} parameters ({est['trainable_parameters']:,} "
-         f"trainable); {arch['n_layer']} layers, {arch['n_head']} heads, {arch['n_embd']} "
-         f"dims, context {arch['block_size']}, vocabulary {arch['vocab_size']:,}")
-    if est.get("batch_choice"):
-        _out("  " + _batch_choice_line(est["batch_choice"]))
-    _out(f"  batch:       micro-batch {est['batch_size']} x accumulation {est['grad_accum']} "
-         f"= {est['global_batch']} sequences = {est['tokens_per_step']:,} tokens per step")
-    _out(f"  steps:       {est['steps_per_epoch']:,} per epoch; {est['start_step']:,} -> "
-         f"{est['total_steps']:,} ({est['steps']:,} to train)")
-    _out(f"  memory (estimate, {mem['device_type']}): {format_bytes(mem['total'])} = weights "
-         f"{format_bytes(mem['weights'])} + gradients {format_bytes(mem['gradients'])} + AdamW "
-         f"{format_bytes(mem['optimizer'])} + activations {format_bytes(mem['activations'])}; "
-         f"{format_bytes(mem['available'])} available")
-    t = est.get("time")
-    if t is None:
-        _out("  time:        not measured")
-        return
-    evals = (f" incl. {t['evals']} evaluation(s) of {format_duration(t['eval_time_s'])}"
-             if t.get("evals") and t.get("eval_time_s") is not None else "")
-    _out(f"  time (estimate from {t['timed_steps']} timed steps after {t['warmup_steps']} "
-         f"warm-up): {t['step_time_s']:.3f} s per step ({t['tokens_per_s']:,.0f} tok/s); "
-         f"{format_duration(t['epoch_time_s'])} per epoch; "
-         f"{format_duration(t['run_time_s'])} for the run{evals}")
+    for line in estimate_lines(est):
+        _out(line)
 
 
 def _report_launch(svc, launch, sample: int) -> None:
@@ -257,9 +229,9 @@ def _follow(svc, launch) -> RunView:
                 elif kind in ("state", "end"):
                     final = value
                     step, total = value.step or 0, value.total_steps
-                    info = (f"epoch {_num(value.epoch, '{:.2f}')} loss "
-                            f"{_num(value.loss)} lr {_num(value.lr, '{:.1e}')} "
-                            f"{_num(value.tokens_per_s, '{:,.0f}')} tok/s ETA "
+                    info = (f"epoch {num(value.epoch, '{:.2f}')} loss "
+                            f"{num(value.loss)} lr {num(value.lr, '{:.1e}')} "
+                            f"{num(value.tokens_per_s, '{:,.0f}')} tok/s ETA "
                             f"{format_duration(value.eta_seconds)}")
                     # without a terminal the worker's own periodic progress lines stand in
                     progress.update(task, completed=step, total=total, info=info,

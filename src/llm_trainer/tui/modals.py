@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +16,8 @@ from textual.widgets import Button, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from llm_trainer.plots import curve_series, render_plot
-from llm_trainer.progress import format_bytes, format_clock, format_duration
+from llm_trainer.progress import format_bytes, format_clock
+from llm_trainer.render import run_detail_text
 from llm_trainer.views import DatasetChoices, LossCurve, RecentDataset, RunDetail
 
 
@@ -64,47 +64,9 @@ class ConfirmScreen(DashboardModal, ModalScreen[bool]):
         self.dismiss(answer)
 
 
-def _num(value: Any, fmt: str = "{:.4f}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
 def detail_text(d: RunDetail) -> Text:
-    meta = d.meta or {}
-    sel = meta.get("selected_device") or {}
-    active = d.active
-    lines = [
-        f"Run        {d.run_id}",
-        f"Model      {d.model}",
-        f"Status     {d.status}" + (f" — {d.error}" if d.error else
-                                       f" — {d.reason}" if d.reason else ""),
-        f"Progress   epoch {_num(d.epoch, '{:.2f}')}, step {d.step or 0:,}/"
-        f"{d.total_steps or '?'}",
-        f"Loss       {_num(d.loss)}   val {_num(d.val_loss)}   best "
-        f"{_num(d.best_val_loss)}",
-        f"Elapsed    {format_duration(d.elapsed_s)}   remaining "
-        f"{format_duration(d.eta_seconds) if active else '-'}   finish "
-        f"{format_clock(d.finish_at) if active else '-'}",
-        f"Speed      {_num(d.tokens_per_s, '{:,.0f}')} tokens/s   lr "
-        f"{_num(d.lr, '{:.2e}')}",
-        f"Device     {sel.get('selected', d.device or '-')} ({sel.get('name', '-')}), "
-        f"precision {meta.get('precision', '-')}",
-        f"Checkpoint {d.checkpoint or '-'}",
-    ]
-    if d.estimate_line():
-        lines.append(f"Step time  {d.estimate_line()}")
-    if d.anomalies:
-        lines.append(f"Anomalies  {d.anomalies} ({d.rollbacks or 0} rollbacks), last: "
-                     f"{d.last_anomaly}")
-    sample = d.last_sample
-    if sample:
-        lines += ["", f"Latest sample (step {sample['step']:,}):",
-                  *[f"  {ln}" for ln in d.sample_lines()]]
-    lines += [
-        "",
-        "Last log lines:",
-        *[f"  {line}" for line in d.log_tail or ["(empty)"]],
-    ]
-    return Text("\n".join(lines))
+    """The run's detail as `llm-trainer status RUN` prints it."""
+    return Text(run_detail_text(d))
 
 
 class LossPlot(Static):

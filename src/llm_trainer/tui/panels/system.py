@@ -10,16 +10,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from llm_trainer.progress import format_duration
+from llm_trainer.render import telemetry_field
 from llm_trainer.telemetry import fmt, reason
 from llm_trainer.tui.panels.base import Panel
-
-
-def _field(snap: dict[str, Any] | None, key: str, unit: str = "", digits: int = 0) -> str:
-    text = fmt(snap, key, unit, digits)
-    if text == "n/a":
-        why = reason(snap, key)
-        return f"n/a ({why})" if why else "n/a"
-    return text
 
 
 def system_text(snap: dict[str, Any] | None) -> Text:
@@ -28,12 +21,12 @@ def system_text(snap: dict[str, Any] | None) -> Text:
     if snap.get("vram_total_mb") is not None:
         vram = f"{fmt(snap, 'vram_used_mb')} / {fmt(snap, 'vram_total_mb', ' MB')}"
     else:
-        vram = _field(snap, "vram_total_mb")
+        vram = telemetry_field(snap, "vram_total_mb")
     gpus = snap.get("gpus") or []
     gpu_name = f" ({gpus[0]['name']}{f' +{len(gpus) - 1}' if len(gpus) > 1 else ''})" \
         if gpus else ""
     ram = f"{fmt(snap, 'ram_used_mb')} / {fmt(snap, 'ram_total_mb', ' MB')}" \
-        if snap.get("ram_total_mb") is not None else _field(snap, "ram_total_mb")
+        if snap.get("ram_total_mb") is not None else telemetry_field(snap, "ram_total_mb")
     if snap.get("active_runs"):
         remaining = (f"{format_duration(snap.get('remaining_s'))} "
                      f"({snap['active_runs']} active run{'s' if snap['active_runs'] > 1 else ''})")
@@ -44,14 +37,14 @@ def system_text(snap: dict[str, Any] | None) -> Text:
         gpu_lines = [f"GPU usage   n/a — {reason(snap, 'gpu_util_pct') or 'no data'}",
                      "VRAM        n/a", "GPU temp    n/a   power n/a"]
     else:
-        gpu_lines = [f"GPU usage   {_field(snap, 'gpu_util_pct', '%')}{gpu_name}",
+        gpu_lines = [f"GPU usage   {telemetry_field(snap, 'gpu_util_pct', '%')}{gpu_name}",
                      f"VRAM        {vram}",
-                     f"GPU temp    {_field(snap, 'gpu_temp_c', ' °C')}   power "
+                     f"GPU temp    {telemetry_field(snap, 'gpu_temp_c', ' °C')}   power "
                      f"{fmt(snap, 'gpu_power_w', ' W')}"]
     lines = [
         *gpu_lines,
-        f"CPU usage   {_field(snap, 'cpu_pct', '%')}",
-        f"CPU cores   {_field(snap, 'cpu_cores')}   load {fmt(snap, 'load_avg')}",
+        f"CPU usage   {telemetry_field(snap, 'cpu_pct', '%')}",
+        f"CPU cores   {telemetry_field(snap, 'cpu_cores')}   load {fmt(snap, 'load_avg')}",
         f"RAM         {ram}",
         f"Remaining   {remaining}",
     ]

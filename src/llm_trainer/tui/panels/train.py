@@ -15,7 +15,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
-from llm_trainer.progress import format_bytes
+from llm_trainer.render import estimate_lines
 from llm_trainer.tui.panels.base import Field, FormScroll, Panel
 from llm_trainer.views import ModelView
 
@@ -63,27 +63,7 @@ class TrainForm:
 
 def estimate_text(est: dict) -> str:
     """The service's dry-run estimate, for the confirmation (labelled as an estimate)."""
-    mem, ds = est["memory"], est["dataset"]
-    lines = [
-        f"Estimate: {est['steps']:,} steps ({est['start_step']:,} -> {est['total_steps']:,}), "
-        f"{est['steps_per_epoch']:,} per epoch of {est['tokens_per_step']:,} tokens",
-        f"data {ds['train_tokens']:,} train / {ds['val_tokens']:,} val tokens; "
-        f"{est['parameters']:,} parameters ({est['trainable_parameters']:,} trainable), "
-        f"context {est['architecture']['block_size']:,}; device {est['device'].get('selected')}",
-        f"memory ~{format_bytes(mem['total'])} (weights {format_bytes(mem['weights'])}, "
-        f"AdamW {format_bytes(mem['optimizer'])}, gradients {format_bytes(mem['gradients'])}, "
-        f"activations {format_bytes(mem['activations'])}) of {format_bytes(mem['available'])} "
-        "available",
-    ]
-    t = est.get("time")
-    if t:
-        from llm_trainer.progress import format_duration
-
-        lines.append(f"time ~{format_duration(t['run_time_s'])} "
-                     f"({t['step_time_s']:.3f} s per step, estimate)")
-    else:
-        lines.append("time: not measured here (`llm-trainer train --dry-run` times real steps)")
-    return "\n".join(lines)
+    return "\n".join(estimate_lines(est))
 
 
 class TrainPanel(Panel):

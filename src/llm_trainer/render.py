@@ -1,0 +1,229 @@
+"""Text both front ends show: a run's detail, the dry-run report, telemetry, the batch choice,
+a model's shape. Plain strings, no widgets and no terminal codes: the CLI prints them, the TUI
+wraps them in a ``Text``. This module formats; it never decides (what a value means is the
+app layer's, and arrives here in a view or a report). No torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llm_trainer.progress import format_bytes, format_clock, format_duration
+
+if TYPE_CHECKING:
+    from llm_trainer.views import RunDetail, RunView
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def num(value: Any, fmt: str = "{:.4f}") -> str:
+    """``value`` in ``fmt``; ``-`` for None, the value as it is when it does not fit."""
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def steps(view: RunView) -> str:
+    """'1,200/5,000' (or '1,200' without a plan; '-' before the first step)."""
+    step, total = view.step, view.total_steps
+    if step is None:
+        return "-"
+    return f"{step:,}/{total:,}" if total else f"{step:,}"
+
+
+def eta(view: RunView) -> str:
+    return format_duration(view.eta_seconds) if view.active else "-"
+
+
+def gpu(view: RunView) -> str:
+    value = view.gpu_util_pct
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+# ---------------------------------------------------------------------------- telemetry
+
+
+def telemetry_field(tele: dict[str, Any] | None, key: str, unit: str = "",
+                    digits: int = 0) -> str:
+    """One telemetry value with its unit, or ``n/a (why)`` when the sample says why."""
+    from llm_trainer.telemetry import fmt, reason
+
+    text = fmt(tele, key, unit, digits)
+    why = reason(tele, key)
+    return f"{text} ({why})" if text == "n/a" and why else text
+
+
+def telemetry_lines(tele: dict[str, Any] | None) -> list[str]:
+    """GPU, CPU and RAM of a run's host, three lines."""
+    from llm_trainer.telemetry import fmt, reason
+
+    ram = f"{fmt(tele, 'ram_used_mb', '', 0)}/{fmt(tele, 'ram_total_mb', ' MB', 0)}"
+    if tele and tele.get("gpu_util_pct") is None and tele.get("vram_total_mb") is None:
+        gpu_text = f"n/a ({reason(tele, 'gpu_util_pct') or 'no data'})"
+    else:
+        gpu_text = (f"{telemetry_field(tele, 'gpu_util_pct', '%')}  VRAM "
+                    f"{fmt(tele, 'vram_used_mb')}/{fmt(tele, 'vram_total_mb', ' MB')}  temp "
+                    f"{fmt(tele, 'gpu_temp_c', ' C')}  power {fmt(tele, 'gpu_power_w', ' W')}")
+    return [
+        f"GPU:        {gpu_text}",
+        f"CPU:        {telemetry_field(tele, 'cpu_pct', '%')} of {fmt(tele, 'cpu_cores')} "
+        f"cores, load {fmt(tele, 'load_avg')}",
+        f"RAM:        {ram}; worker RSS {telemetry_field(tele, 'rss_mb', ' MB')}",
+    ]
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+def run_detail_lines(d: RunDetail) -> list[str]:
+    """One run in detail (`llm-trainer status RUN` and the dashboard's run detail)."""
+    meta = d.meta or {}
+    sel = meta.get("selected_device") or {}
+    lines = [
+        f"run:        {d.run_id}",
+        f"model:      {d.model}",
+        f"status:     {d.status}" + (f" ({d.error})" if d.error else
+                                        f" ({d.reason})" if d.reason else ""),
+        f"progress:   epoch {num(d.epoch, '{:.2f}')}, step {steps(d)}",
+        f"loss:       {num(d.loss)} (val {num(d.val_loss)}, best {num(d.best_val_loss)})",
+        f"elapsed:    {format_duration(d.elapsed_s)}   remaining: "
+        f"{format_duration(d.eta_seconds) if d.status in ('running', 'queued') else '-'}"
+        f"   finish: {format_clock(d.finish_at) if d.status == 'running' else '-'}",
+        f"speed:      {num(d.tokens_per_s, '{:,.0f}')} tokens/s   lr {num(d.lr, '{:.2e}')}",
+        f"device:     requested {meta.get('requested_device', '-')}, using "
+        f"{sel.get('selected', d.device or '-')} ({sel.get('name', '-')}); "
+        f"precision {meta.get('precision', '-')}",
+        f"pid:        {d.pid or '-'}",
+        *telemetry_lines(d.telemetry),
+        f"checkpoint: {d.checkpoint or '-'}",
+        f"log:        {d.log_path}",
+    ]
+    if d.estimate_line():
+        lines.append(f"step time:  {d.estimate_line()}")
+    if d.anomalies:
+        lines.append(f"anomalies:  {d.anomalies} ({d.rollbacks or 0} rollbacks); "
+                     f"last: {d.last_anomaly}")
+    sample = d.last_sample
+    if sample:
+        lines.append(f"sample:     step {sample['step']:,}, prompt {sample['prompt']!r}:")
+        lines += [f"  {ln}" for ln in d.sample_lines()]
+    if d.log_tail:
+        lines.append("last log lines:")
+        lines += [f"  {ln}" for ln in d.log_tail]
+    return lines
+
+
+def run_detail_text(d: RunDetail) -> str:
+    return "\n".join(run_detail_lines(d))
+
+
+# ---------------------------------------------------------------------------- a launch
+
+
+def batch_choice_line(choice: dict[str, Any]) -> str:
+    """What --batch-size auto chose, and what it tried."""
+    tried = ", ".join(
+        f"{t['batch_size']}" + ("" if t.get("fits") else " (too big)") +
+        (f" {t['tokens_per_s']:,.0f} tok/s" if t.get("tokens_per_s") else "")
+        for t in choice.get("tried", []))
+    return (f"batch size auto: micro-batch {choice['batch_size']} x accumulation "
+            f"{choice['grad_accum']} = global batch {choice['global_batch']} "
+            f"({choice['method']}; tried {tried})")
+
+
+def estimate_lines(est: dict[str, Any]) -> list[str]:
+    """The dry-run report (``Service.estimate``): what the run would be, and the estimates,
+    labelled as such. Its notes are not here: a front end shows them as warnings."""
+    arch, ds, mem, dev = est["architecture"], est["dataset"], est["memory"], est["device"]
+    who = f"model {est['model']}" if est.get("model") else "a new model"
+    lines = [
+        f"dry run ({est['kind']}, {who}): nothing trained, no run or checkpoint written",
+        f"  device:      {dev.get('selected')} ({dev.get('name')}), precision "
+        f"{est['precision']}",
+        f"  data:        {ds['spec']}: {ds['train_tokens']:,} train tokens, "
+        f"{ds['val_tokens']:,} val tokens",
+        f"  model:       {est['parameters']:,} parameters ({est['trainable_parameters']:,} "
+        f"trainable); {arch['n_layer']} layers, {arch['n_head']} heads, {arch['n_embd']} "
+        f"dims, context {arch['block_size']}, vocabulary {arch['vocab_size']:,}",
+    ]
+    if est.get("batch_choice"):
+        lines.append("  " + batch_choice_line(est["batch_choice"]))
+    lines += [
+        f"  batch:       micro-batch {est['batch_size']} x accumulation {est['grad_accum']} "
+        f"= {est['global_batch']} sequences = {est['tokens_per_step']:,} tokens per step",
+        f"  steps:       {est['steps_per_epoch']:,} per epoch; {est['start_step']:,} -> "
+        f"{est['total_steps']:,} ({est['steps']:,} to train)",
+        f"  memory (estimate, {mem['device_type']}): {format_bytes(mem['total'])} = weights "
+        f"{format_bytes(mem['weights'])} + gradients {format_bytes(mem['gradients'])} + AdamW "
+        f"{format_bytes(mem['optimizer'])} + activations {format_bytes(mem['activations'])}; "
+        f"{format_bytes(mem['available'])} available",
+    ]
+    t = est.get("time")
+    if t is None:
+        return [*lines, "  time:        not measured"]
+    evals = (f" incl. {t['evals']} evaluation(s) of {format_duration(t['eval_time_s'])}"
+             if t.get("evals") and t.get("eval_time_s") is not None else "")
+    return [*lines,
+            f"  time (estimate from {t['timed_steps']} timed steps after {t['warmup_steps']} "
+            f"warm-up): {t['step_time_s']:.3f} s per step ({t['tokens_per_s']:,.0f} tok/s); "
+            f"{format_duration(t['epoch_time_s'])} per epoch; "
+            f"{format_duration(t['run_time_s'])} for the run{evals}"]
+
+
+# ---------------------------------------------------------------------------- a model
+
+
+def describe_tokenizer(tok: dict[str, Any] | None) -> str:
+    """'char, 66 tokens' (a model's recorded tokenizer)."""
+    if not tok:
+        return "-"
+    size = tok.get("vocab_size")
+    return f"{tok.get('kind', '?')}, {size:,} tokens" if isinstance(size, int) else \
+        str(tok.get("kind", "?"))
+
+
+def describe_shape(arch: dict[str, Any] | None) -> str:
+    """'4 layers x 128 dims, 4 heads, context 64, vocab 66; rope, layernorm, ...' (keys an
+    older checkpoint lacks read as GPT-2's)."""
+    if not arch:
+        return "-"
+    from llm_trainer.config import STORED_SHAPE_DEFAULTS
+
+    a = {**STORED_SHAPE_DEFAULTS, **arch}
+    heads = f"{a.get('n_head')} heads"
+    if a["n_kv_head"] not in (None, a.get("n_head")):
+        heads += f" sharing {a['n_kv_head']} key/value heads"
+    if a["head_size"] is not None:
+        heads += f" of {a['head_size']}"
+    block = [f"{a['pos']} positions" if a["pos"] == "learned" else "rope", a["norm"],
+             *(["QK-norm"] if a["qk_norm"] else []), a["activation"],
+             *([f"MLP width {a['mlp_width']}"] if a["mlp_width"] else []),
+             *([f"norm eps {a['norm_eps']:g}"] if a["norm_eps"] != STORED_SHAPE_DEFAULTS[
+                 "norm_eps"] else []),
+             "tied head" if a["tie_embeddings"] else "untied head",
+             "biases" if a["bias"] else "no biases"]
+    return (f"{a.get('n_layer')} layers x {a.get('n_embd')} dims, {heads}, "
+            f"context {a.get('block_size')}, vocab {a.get('vocab_size')}; {', '.join(block)}")
+
+
+def optimizer_lines(config: dict[str, Any] | None) -> list[str]:
+    t = (config or {}).get("train") or {}
+    if t.get("optimizer", "adamw") != "muon":
+        return []
+    return [f"optimizer:   muon (lr {t.get('muon_lr'):g}, {t.get('muon_ns_steps', 5)} "
+            f"Newton-Schulz steps) + adamw (lr {t.get('lr'):g})"]
+
+
+def finetune_lines(config: dict[str, Any] | None) -> list[str]:
+    ft = (config or {}).get("finetune") or {}
+    if not ft.get("init_from"):
+        return []
+    how = (f"LoRA r={ft['lora_r']} alpha={ft['lora_alpha']:g} on "
+           f"{', '.join(ft['lora_targets'])}" if ft.get("lora_r") else "full fine-tune")
+    if ft.get("freeze_layers"):
+        how += f", first {ft['freeze_layers']} blocks frozen"
+    return [f"imported:    {ft['init_from']} ({how})"]
