@@ -8,14 +8,17 @@ Front ends parse and format; every rule lives behind this class.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
 from llm_trainer.app.compare import RunComparison
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
-from llm_trainer.app.planner import TrainRequest, parse_lora
+from llm_trainer.app.options import LaunchOptions, launch_overrides, parse_lora
+from llm_trainer.app.planner import TrainRequest
 from llm_trainer.app.queries import RunQueries
+from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
@@ -24,16 +27,35 @@ from llm_trainer.views import (
     CompareView,
     DatasetChoices,
     EvalResult,
+    ExportResult,
     LossCurve,
     ModelDetail,
     ModelView,
+    PresetDefaults,
     RecentDataset,
     RerunCommand,
     RunDetail,
     RunView,
 )
 
-__all__ = ["DistLaunch", "Launch", "Service", "TrainRequest", "parse_lora", "resolve_home"]
+__all__ = ["DistLaunch", "Generation", "GenerationSettings", "Launch", "LaunchOptions",
+           "Service", "TrainRequest", "parse_lora", "resolve_home"]
+
+
+class Generation:
+    """A model loaded to generate text: the checkpoint, the notes of loading it (a device
+    fallback...), and the text it writes after a prompt, piece by piece."""
+
+    def __init__(self, generator: Any, settings: GenerationSettings, checkpoint: CheckpointInfo,
+                 notes: list[str]) -> None:
+        self._generator, self.settings = generator, settings
+        self.checkpoint, self.notes = checkpoint, notes
+
+    def stream(self, prompt: str, *, on_note: Callable[[str], None] | None = None
+               ) -> Iterator[str]:
+        """The continuation of ``prompt``; ``on_note``: what to say about the prompt (a
+        prompt longer than the context is cut)."""
+        return self._generator.stream(prompt, self.settings, on_note=on_note)
 
 
 def resolve_home(home: str | os.PathLike | None) -> Path:
@@ -130,8 +152,13 @@ class Service:
     def estimate_resume(self, target: str | None, *, timed_steps: int | None = None,
                         **kwargs: Any) -> dict[str, Any]:
         """``estimate`` for ``resume(target, **kwargs)``."""
-        return self._estimate(self.planner.plan_resume(target, **kwargs), timed_steps,
+        return self._estimate(self._plan_resume(target, **kwargs), timed_steps,
                               auto_batch=False)
+
+    def _plan_resume(self, target: str | None, *, options: LaunchOptions | None = None,
+                     sets: dict[str, Any] | None = None, **kwargs: Any):
+        return self.planner.plan_resume(
+            target, overrides=launch_overrides(options or LaunchOptions(), sets), **kwargs)
 
     def _estimate(self, plan, timed_steps: int | None, *, auto_batch: bool) -> dict[str, Any]:
         from llm_trainer.training.estimate import TIMED_STEPS, estimate_run
@@ -169,15 +196,47 @@ class Service:
 
     def resume(self, target: str | None, *, checkpoint: str = "latest",
                more_epochs: int | None = None, or_more_epochs: int | None = None,
-               restart_schedule: bool = False, overrides: dict[str, Any] | None = None,
-               foreground: bool = False, command: list[str] | None = None,
-               dist: DistLaunch | None = None) -> Launch:
+               restart_schedule: bool = False, options: LaunchOptions | None = None,
+               sets: dict[str, Any] | None = None, foreground: bool = False,
+               command: list[str] | None = None, dist: DistLaunch | None = None) -> Launch:
         """Continue exactly where a checkpoint stopped (``more_epochs``: N beyond it;
-        ``or_more_epochs``: N more only if its plan is already finished)."""
-        return self.control.start(self.planner.plan_resume(
+        ``or_more_epochs``: N more only if its plan is already finished). ``options``: the
+        launch options given (device, precision...), then ``sets`` (--set)."""
+        return self.control.start(self._plan_resume(
             target, checkpoint=checkpoint, more_epochs=more_epochs,
-            or_more_epochs=or_more_epochs, restart_schedule=restart_schedule,
-            overrides=overrides, foreground=foreground, command=command, dist=dist))
+            or_more_epochs=or_more_epochs, restart_schedule=restart_schedule, options=options,
+            sets=sets, foreground=foreground, command=command, dist=dist))
+
+    def presets(self) -> list[str]:
+        """The built-in presets and this home's own, by name."""
+        from llm_trainer.config import list_presets
+
+        return list_presets(self.home)
+
+    def preset_defaults(self, preset: str) -> PresetDefaults:
+        """The dataset, batch size and context a preset trains with (ConfigError if its
+        file is wrong)."""
+        from llm_trainer.config import load_config
+
+        cfg = load_config(preset=preset, home=self.home)
+        return PresetDefaults(preset=preset, dataset=cfg.data.dataset,
+                              batch_size=cfg.train.batch_size, seq_len=cfg.model.block_size)
+
+    def panel_request(self, options: LaunchOptions, *, preset: str, model: str | None = None,
+                      name: str | None = None, init_from: str | None = None,
+                      command: list[str] | None = None) -> TrainRequest:
+        """The request of the dashboard's train panel: `llm-trainer train` with the same
+        options. Its Dataset field starts as the preset's, so the dataset counts as named
+        (and is not replaced by the built-in corpus when it cannot be fetched) only when it
+        differs from the preset's, or when it trains an existing model (which takes no
+        preset and keeps its architecture: no --seq-len)."""
+        if model is not None:
+            options = options.replace(seq_len=None)
+        elif options.dataset == self.preset_defaults(preset).dataset:
+            options = options.replace(dataset=None)
+        return TrainRequest(options=options, preset=None if model else preset, name=name,
+                            model=model, init_from=init_from,
+                            command=command or ["llm-trainer", "tui"])
 
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
              timeout: float = 300.0) -> dict[str, Any]:
@@ -185,14 +244,17 @@ class Service:
 
     # ------------------------------------------------------------------ data
     def inspect_data(self, spec: str | None, *, preset: str | None = None,
-                     config_file: str | None = None,
-                     overrides: dict[str, Any] | None = None):
+                     config_file: str | None = None, tokenizer: str | None = None,
+                     vocab_size: int | None = None, seq_len: int | None = None,
+                     text_column: str | None = None, sets: dict[str, Any] | None = None):
         """A DataReport of ``spec`` (default: the config's dataset), read with the settings
-        training would use: the preset or file, then ``overrides`` (data.*, model.block_size)."""
+        training would use: the preset or file, the options given, then ``sets`` (--set)."""
         from llm_trainer.config import load_config
         from llm_trainer.data.inspect import inspect_dataset
 
-        values = {k: v for k, v in (overrides or {}).items() if v is not None}
+        given = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
+                 "model.block_size": seq_len, "data.text_column": text_column}
+        values = {k: v for k, v in {**given, **(sets or {})}.items() if v is not None}
         if spec is not None:
             values["data.dataset"] = spec
         cfg = load_config(config_file=config_file, preset=preset, overrides=values,
@@ -238,15 +300,24 @@ class Service:
         return self.admin.activate(name)
 
     def export_model(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
-                     overwrite: bool = False, dtype: str | None = None
-                     ) -> tuple[Path, CheckpointInfo, list[str]]:
-        return self.admin.export(name, out, fmt, checkpoint=checkpoint, overwrite=overwrite,
-                                 dtype=dtype)
+                     overwrite: bool = False, dtype: str | None = None) -> ExportResult:
+        """Write a model's checkpoint as ``fmt`` to ``out`` (imports torch)."""
+        from llm_trainer.store.atomic import read_json
 
-    def generator(self, model: str | None = None, checkpoint: str | None = None,
-                  device: str = "auto"):
-        """A TextGenerator for a model's checkpoint (imports torch), and notes for the user."""
-        return self.admin.generator(model, checkpoint, device)
+        path, info, notes = self.admin.export(name, out, fmt, checkpoint=checkpoint,
+                                              overwrite=overwrite, dtype=dtype)
+        arch = (read_json(info.path / "config.json") or {}).get("architecture") or {}
+        return ExportResult(path=str(path), model=info.path.parent.name,
+                            checkpoint=info.path.name, format=fmt, dtype=dtype,
+                            context=arch.get("block_size"), notes=notes)
+
+    def generate(self, settings: GenerationSettings, *, model: str | None = None,
+                 checkpoint: str | None = None, device: str = "auto") -> Generation:
+        """A model's checkpoint loaded to generate with ``settings`` (checked first; loading
+        imports torch): its notes for the user, then ``stream(prompt)``."""
+        settings.check()
+        generator, info, notes = self.admin.generator(model, checkpoint, device)
+        return Generation(generator, settings, info, notes)
 
     def evaluate(self, target: str | None = None, *, checkpoint: str | None = None,
                  dataset: str | None = None, split: str = "val", batch_size: int | None = None,

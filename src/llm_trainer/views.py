@@ -204,6 +204,29 @@ class RerunCommand:
 
 
 @dataclass(frozen=True)
+class ExportResult(JsonView):
+    """A model written for other tools (`models export`)."""
+
+    path: str  # what was written: a folder, or a .gguf file
+    model: str  # the model's folder name
+    checkpoint: str  # the checkpoint exported (its folder name)
+    format: str  # hf | safetensors | gguf | ollama
+    dtype: str | None  # gguf / ollama weights: f32 or f16 (None: the default)
+    context: int | None  # the model's context length (model.block_size)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PresetDefaults(JsonView):
+    """What a preset trains with, as the dashboard's train panel fills its fields."""
+
+    preset: str
+    dataset: str
+    batch_size: int
+    seq_len: int  # model.block_size
+
+
+@dataclass(frozen=True)
 class EvalResult(JsonView):
     """A checkpoint scored over a whole dataset split (`llm-trainer eval`)."""
 

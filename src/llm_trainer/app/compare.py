@@ -12,14 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.app.options import BY_NAME
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.config import RunConfig, all_keys, load_config
 from llm_trainer.errors import ConfigError, NotFoundError, UsageError
 from llm_trainer.views import CompareRun, CompareView, RerunCommand
 
 MIN_RUNS, MAX_RUNS = 2, 8
+DATASET = BY_NAME["dataset"]  # the launch option that names the dataset: --dataset
 # keys the rerun command gives with their own options, not --set
-_OWN_OPTIONS = ("data.dataset", "finetune.init_from")
+_OWN_OPTIONS = (DATASET.config_key, "finetune.init_from")
 
 
 def flat_config(raw: dict[str, Any] | None) -> dict[str, Any]:
@@ -139,7 +141,7 @@ class RunComparison:
             force = {"train.lr"}
         else:
             force = set()
-        args += ["--dataset", cfg.data.dataset,
+        args += [DATASET.flag, cfg.get(DATASET.config_key),
                  "--name", self.models.default_name(f"{model}-rerun")]
         changed = [k for k in all_keys()
                    if k not in skip and (k in force or cfg.get(k) != base.get(k))]

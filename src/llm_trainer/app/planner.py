@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
+from llm_trainer.app.options import LaunchOptions, launch_overrides
 from llm_trainer.config import (
     ARCH_KEYS,
     RunConfig,
@@ -35,7 +36,8 @@ from llm_trainer.store.runs import RunStore
 
 @dataclass
 class TrainRequest:
-    overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys the user set
+    options: LaunchOptions = field(default_factory=LaunchOptions)  # the user's options
+    sets: dict[str, Any] = field(default_factory=dict)  # --set section.key=value, as typed
     config_file: str | None = None
     preset: str | None = None
     name: str | None = None  # name of a new model
@@ -46,6 +48,11 @@ class TrainRequest:
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     dist: DistLaunch | None = None
     auto_batch: bool = False  # --batch-size auto: the largest micro-batch that fits
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The config values the user set: the options, then ``--set`` (it wins)."""
+        return launch_overrides(self.options, self.sets)
 
 
 @dataclass
@@ -71,32 +78,6 @@ class LaunchPlan:
 # zero and take larger ones
 FINETUNE_LR = 5e-5
 LORA_LR = 2e-4
-LORA_KEYS = {"r": "finetune.lora_r", "alpha": "finetune.lora_alpha",
-             "dropout": "finetune.lora_dropout", "targets": "finetune.lora_targets"}
-
-
-def parse_lora(spec: str) -> dict[str, Any]:
-    """``r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj`` -> ``finetune.*`` overrides (the
-    values are checked with the config's own rules)."""
-    out: dict[str, Any] = {}
-    key = None
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        if "=" in part:
-            key, value = (x.strip() for x in part.split("=", 1))
-            if key not in LORA_KEYS:
-                raise UsageError(f"--lora: unknown setting {key!r}",
-                                 hint="use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
-            out[LORA_KEYS[key]] = [value] if key == "targets" else value
-        elif key == "targets":  # targets=c_attn,c_proj: the names after the first
-            out[LORA_KEYS[key]].append(part)
-        else:
-            raise UsageError(f"--lora: {part!r} is not key=value",
-                             hint="use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
-    if LORA_KEYS["r"] not in out:
-        raise UsageError("--lora needs a rank: r=N", hint="e.g. --lora r=8,alpha=16")
-    return out
 
 
 def user_overrides(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from llm_trainer.cli.common import _out, app, data_app, models_app
+from llm_trainer.cli.common import app, data_app, echo, models_app
 from llm_trainer.cli.data import data_inspect
 from llm_trainer.cli.eval import eval_, generate
 from llm_trainer.cli.export import models_export
@@ -50,24 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     except LLMTrainerError as exc:
         if debug:
             raise
-        _out(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         if exc.hint:
-            _out(f"hint: {exc.hint}", err=True)
+            echo(f"hint: {exc.hint}", err=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        _out("aborted", err=True)
+        echo("aborted", err=True)
         return 130
     except KeyboardInterrupt:
-        _out("interrupted", err=True)
+        echo("interrupted", err=True)
         return 130
     except typer.TyperException as exc:  # click usage errors: bad option, missing argument
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "llm-trainer"
-        _out(f"error: {message}", err=True)
-        _out(f"hint: see `{where} --help`", err=True)
+        echo(f"error: {message}", err=True)
+        echo(f"hint: see `{where} --help`", err=True)
         return getattr(exc, "exit_code", 2) or 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,5 +1,5 @@
-"""What every command module shares: the Typer apps, the global options, the service, output
-and the option types more than one command takes."""
+"""What every command module shares: the Typer apps, the global options, the service and
+output."""
 
 from __future__ import annotations
 
@@ -29,19 +29,19 @@ app.add_typer(data_app, name="data")
 STATE: dict[str, Any] = {"home": None, "debug": False}
 
 
-def _service():
+def service():
     from llm_trainer.service import Service
 
     return Service(STATE["home"])
 
 
-def _out(text: str = "", *, err: bool = False) -> None:
+def echo(text: str = "", *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")
     stream.flush()
 
 
-def _console(err: bool = False):
+def rich_console(err: bool = False):
     """Rich console that never parses markup in our strings; wide when not a terminal (pipes,
     logs) so tables are not truncated there."""
     from rich.console import Console
@@ -53,7 +53,7 @@ def _console(err: bool = False):
 
 def _version(value: bool) -> None:
     if value:
-        _out(f"llm-trainer {__version__}")
+        echo(f"llm-trainer {__version__}")
         raise typer.Exit()
 
 
@@ -68,32 +68,3 @@ def main_options(
 ) -> None:
     STATE["home"] = home
     STATE["debug"] = debug
-
-
-
-def _overrides(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
-    from llm_trainer.config import parse_set
-
-    out = {k: v for k, v in flags.items() if v is not None}
-    out.update(parse_set(sets or []))
-    return out
-
-
-ConfigOpt = Annotated[str | None, typer.Option("--config", help="YAML config file")]
-PresetOpt = Annotated[str | None, typer.Option(
-    "--preset", help="built-in config: default, tiny, shakespeare-char, small, medium")]
-NprocOpt = Annotated[int, typer.Option(
-    "--nproc", help="processes on this machine (one per GPU; CPU: gloo), through torchrun")]
-NnodesOpt = Annotated[int, typer.Option("--nnodes", help="machines taking part")]
-NodeRankOpt = Annotated[int, typer.Option("--node-rank", help="this machine's index (0 first)")]
-MasterAddrOpt = Annotated[str | None, typer.Option(
-    "--master-addr", help="address of machine 0 (several machines)")]
-MasterPortOpt = Annotated[int | None, typer.Option(
-    "--master-port", help="a free TCP port on machine 0 (several machines)")]
-TensorBoardOpt = Annotated[bool, typer.Option(
-    "--tensorboard", help="write TensorBoard logs to runs/<id>/tensorboard/ (needs the "
-                          "tensorboard extra); view with: tensorboard --logdir runs/")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="any config key: --set section.key=value (repeatable), e.g. "
-                  "--set train.weight_decay=0.05")]
-

@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from llm_trainer.cli.common import (
-    ConfigOpt,
-    PresetOpt,
-    SetOpt,
-    _console,
-    _out,
-    _overrides,
-    _service,
-)
+from llm_trainer.cli.common import echo, rich_console, service
+from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, parse_sets
 
 
 def data_inspect(
@@ -35,12 +28,12 @@ def data_inspect(
 ) -> None:
     """Format, text column, splits, documents / characters / tokens, lengths, problems and
     suggestions for a dataset, read the way training would read it."""
-    flags = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
-             "model.block_size": seq_len, "data.text_column": text_column}
-    report = _service().inspect_data(spec, preset=preset, config_file=config,
-                                     overrides=_overrides(flags, set_))
+    report = service().inspect_data(spec, preset=preset, config_file=config,
+                                     tokenizer=tokenizer, vocab_size=vocab_size,
+                                     seq_len=seq_len, text_column=text_column,
+                                     sets=parse_sets(set_))
     if as_json:
-        _out(json.dumps(report.to_json(), indent=2))
+        echo(json.dumps(report.to_json(), indent=2))
         return
     _report_data(report)
 
@@ -48,19 +41,19 @@ def data_inspect(
 def _report_data(r) -> None:
     from rich.table import Table
 
-    _out(f"dataset:    {r.spec}")
-    _out(f"format:     {r.format} ({r.format_reason})")
+    echo(f"dataset:    {r.spec}")
+    echo(f"format:     {r.format} ({r.format_reason})")
     if r.files and len(r.files) > 1:
         for f in r.files[:12]:
-            _out(f"  {f.path:<40} {f.format:<8} {f.split}")
+            echo(f"  {f.path:<40} {f.format:<8} {f.split}")
         if len(r.files) > 12:
-            _out(f"  ... and {len(r.files) - 12} more files")
+            echo(f"  ... and {len(r.files) - 12} more files")
     if r.text_column:
         others = [c for c in r.column_candidates if c != r.text_column]
-        _out(f"text:       column {r.text_column!r} ({r.column_reason})"
+        echo(f"text:       column {r.text_column!r} ({r.column_reason})"
              + (f"; other text columns: {', '.join(others)}" if others else ""))
     tok = r.tokenizer
-    _out(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
+    echo(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
          f"{tok['used']:,} used in training)")
     table = Table(title=f"splits (a document is a {r.document_unit})", title_justify="left")
     for col in ("split", "from", "documents", "characters", "tokens", "median", "p90",
@@ -71,19 +64,19 @@ def _report_data(r) -> None:
                       f"{s.tokens:,}", f"{s.percentile(0.5):,}", f"{s.percentile(0.9):,}",
                       f"{s.empty:,}", f"{s.duplicates:,}", f"{s.undecodable_bytes:,}",
                       f"{s.nonprintable:,}")
-    _console().print(table)
+    rich_console().print(table)
     if r.histogram:
-        _out(f"document length in tokens (all splits; seq_len {r.seq_len}):")
+        echo(f"document length in tokens (all splits; seq_len {r.seq_len}):")
         top = max(b["documents"] for b in r.histogram) or 1
         for b in r.histogram:
             bar = "#" * max(1 if b["documents"] else 0, round(30 * b["documents"] / top))
             span = f"{b['from']:,}-{b['to']:,}" if b["to"] != b["from"] else f"{b['from']:,}"
             mark = "  <- seq_len" if b["from"] <= r.seq_len <= b["to"] else ""
-            _out(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
+            echo(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
     if r.suggestions:
-        _out("suggestions:")
+        echo("suggestions:")
         for line in r.suggestions:
-            _out(f"  - {line}")
+            echo(f"  - {line}")
     else:
-        _out("suggestions: none; the data looks ready")
-    _out(f"(read in {r.seconds:.1f} s)")
+        echo("suggestions: none; the data looks ready")
+    echo(f"(read in {r.seconds:.1f} s)")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from llm_trainer.cli.common import _out, _service
+from llm_trainer.cli.common import echo, service
 from llm_trainer.render import num
 
 
@@ -27,18 +27,17 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
-    from llm_trainer.inference.generate import GenerationSettings
+    from llm_trainer.service import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                   top_k=top_k, top_p=top_p,
-                                  repetition_penalty=repetition_penalty, seed=seed).check()
-    svc = _service()
-    gen, _info, notes = svc.generator(model=model, checkpoint=checkpoint, device=device)
-    for note in notes:
-        _out(note if note.startswith("warning") else f"warning: {note}", err=True)
+                                  repetition_penalty=repetition_penalty, seed=seed)
+    gen = service().generate(settings, model=model, checkpoint=checkpoint, device=device)
+    for note in gen.notes:
+        echo(note if note.startswith("warning") else f"warning: {note}", err=True)
     sys.stdout.write(prompt)
     sys.stdout.flush()
-    for piece in gen.stream(prompt, settings, on_note=lambda n: _out(n, err=True)):
+    for piece in gen.stream(prompt, on_note=lambda n: echo(n, err=True)):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -64,21 +63,21 @@ def eval_(
 ) -> None:
     """Loss, perplexity and bits per byte over a whole split: every token predicted once,
     in fp32, with the checkpoint's own tokenizer."""
-    r = _service().evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
+    r = service().evaluate(target, checkpoint=checkpoint, dataset=dataset, split=split,
                             batch_size=batch_size, device=device)
     for note in r.notes:
-        _out(note if note.startswith(("warning", "note")) else f"note: {note}", err=True)
+        echo(note if note.startswith(("warning", "note")) else f"note: {note}", err=True)
     if json_out:
-        _out(json.dumps(r.to_json(), indent=2))
+        echo(json.dumps(r.to_json(), indent=2))
         return
     origin = ("held out: the tail of the text, as training holds it out"
               if r.split_source == "held out" else "the dataset's own split")
     rate = f", {r.tokens / r.seconds:,.0f} tokens/s" if r.seconds > 0 else ""
-    _out(f"model:          {r.model} (step {r.step:,}, {r.checkpoint})")
-    _out(f"dataset:        {r.dataset_description}, split {r.split} ({origin})")
-    _out(f"tokens scored:  {r.tokens:,} in {r.windows:,} windows of {r.block_size} "
+    echo(f"model:          {r.model} (step {r.step:,}, {r.checkpoint})")
+    echo(f"dataset:        {r.dataset_description}, split {r.split} ({origin})")
+    echo(f"tokens scored:  {r.tokens:,} in {r.windows:,} windows of {r.block_size} "
          f"({r.tokenizer} tokenizer, batch {r.batch_size}, {r.device}, fp32)")
-    _out(f"loss:           {r.loss:.4f} nats/token")
-    _out(f"perplexity:     {num(r.perplexity, '{:.3f}')}")
-    _out(f"bits per byte:  {r.bits_per_byte:.4f} ({r.bytes:,} bytes)")
-    _out(f"time:           {r.seconds:.2f} s{rate}")
+    echo(f"loss:           {r.loss:.4f} nats/token")
+    echo(f"perplexity:     {num(r.perplexity, '{:.3f}')}")
+    echo(f"bits per byte:  {r.bits_per_byte:.4f} ({r.bytes:,} bytes)")
+    echo(f"time:           {r.seconds:.2f} s{rate}")

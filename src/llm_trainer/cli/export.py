@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from llm_trainer.cli.common import _out, _service
+from llm_trainer.cli.common import echo, service
 from llm_trainer.errors import UsageError
 
 
@@ -32,19 +32,17 @@ def models_export(
     if not out:
         example = {"gguf": "exports/my-model.gguf"}.get(fmt, "exports/my-model")
         raise UsageError("--out is required", hint=f"e.g. --out {example}")
-    path, info, notes = _service().export_model(name, out, fmt, checkpoint=checkpoint,
-                                                overwrite=force, dtype=dtype)
-    for note in notes:
-        _out(f"warning: {note}", err=True)
-    model = info.path.parent.name
+    r = service().export_model(name, out, fmt, checkpoint=checkpoint, overwrite=force,
+                                dtype=dtype)
+    for note in r.notes:
+        echo(f"warning: {note}", err=True)
     what = f"{fmt} ({dtype or 'f32'})" if fmt in ("gguf", "ollama") else fmt
-    _out(f"exported {model} ({info.path.name}) as {what} to {path}")
+    echo(f"exported {r.model} ({r.checkpoint}) as {what} to {r.path}")
     if fmt == "hf":
-        _out(f"  load it: AutoModelForCausalLM.from_pretrained({str(path)!r})")
-    elif fmt == "gguf":  # learned positions: keep llama.cpp's context at the model's
-        ctx = json.loads((info.path / "config.json").read_text())["architecture"]["block_size"]
-        _out(f"  run it: llama-cli -m {shlex.quote(str(path))} -c {ctx} -n {ctx // 2} "
-             f'-p "Once upon a time"')
+        echo(f"  load it: AutoModelForCausalLM.from_pretrained({r.path!r})")
+    elif fmt == "gguf" and r.context:  # learned positions: llama.cpp keeps the model's context
+        echo(f"  run it: llama-cli -m {shlex.quote(r.path)} -c {r.context} -n "
+             f'{r.context // 2} -p "Once upon a time"')
     elif fmt == "ollama":
-        _out(f"  add it to Ollama: ollama create {shlex.quote(model)} -f "
-             f"{shlex.quote(str(path / 'Modelfile'))}")
+        echo(f"  add it to Ollama: ollama create {shlex.quote(r.model)} -f "
+             f"{shlex.quote(str(Path(r.path) / 'Modelfile'))}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from llm_trainer.cli.common import _console, _out, _service
+from llm_trainer.cli.common import echo, rich_console, service
 from llm_trainer.cli.format import when
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_bytes
@@ -29,13 +29,13 @@ def models_list(
     from rich.table import Table
     from rich.text import Text
 
-    svc = _service()
+    svc = service()
     views = svc.list_models(include_archived=all_)
     if json_out:
-        _out(json.dumps([v.to_json() for v in views], default=str, indent=2))
+        echo(json.dumps([v.to_json() for v in views], default=str, indent=2))
         return
     if not views:
-        _out("no models yet: train one with `llm-trainer train`")
+        echo("no models yet: train one with `llm-trainer train`")
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("", "NAME", "STATUS", "EPOCHS", "STEPS", "BEST VAL", "SIZE", "LAST TRAINED"):
@@ -47,10 +47,10 @@ def models_list(
             mark, v.name, status_text, num(v.epochs_completed, "{:.2f}"),
             f"{v.steps_completed:,}", num(v.best_val_loss), format_bytes(v.disk_bytes),
             when(v.last_trained_at))))
-    _console().print(table)
+    rich_console().print(table)
     latest = next((v.name for v in views if v.latest), None)
     if latest:
-        _out(f"latest trained model: {latest}")
+        echo(f"latest trained model: {latest}")
 
 
 def models_show(
@@ -58,10 +58,10 @@ def models_show(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Everything known about a model, with its checkpoints."""
-    svc = _service()
+    svc = service()
     view = svc.model_detail(name)
     if json_out:
-        _out(json.dumps(view.to_json(), default=str, indent=2))
+        echo(json.dumps(view.to_json(), default=str, indent=2))
         return
     lines = [f"name:        {view.name}", f"id:          {view.id}",
              f"status:      {view.status}" + (f" ({view.problem})" if view.problem
@@ -83,26 +83,26 @@ def models_show(
     for c in view.checkpoints:
         lines.append(f"  {c.name}  epoch {c.epoch:.2f}  val {num(c.val_loss)}  "
                      + ("ok" if c.valid else f"BROKEN: {c.problem}"))
-    _console().print("\n".join(lines))
+    rich_console().print("\n".join(lines))
 
 
 def models_rename(old: Annotated[str, typer.Argument(help="current name")],
                   new: Annotated[str, typer.Argument(help="new name")]) -> None:
     """Rename a model (refused while it trains); runs keep pointing at it."""
-    rec = _service().rename_model(old, new)
-    _out(f"renamed {old} to {rec.name}")
+    rec = service().rename_model(old, new)
+    echo(f"renamed {old} to {rec.name}")
 
 
 def models_archive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Hide a model from lists (its files stay); `models list --all` shows it."""
-    _service().archive_model(name, True)
-    _out(f"archived {name}")
+    service().archive_model(name, True)
+    echo(f"archived {name}")
 
 
 def models_unarchive(name: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Bring an archived model back."""
-    _service().archive_model(name, False)
-    _out(f"unarchived {name}")
+    service().archive_model(name, False)
+    echo(f"unarchived {name}")
 
 
 def models_delete(
@@ -111,7 +111,7 @@ def models_delete(
                    ] = False,
 ) -> None:
     """Delete a model and all its checkpoints (asks first on a terminal)."""
-    svc = _service()
+    svc = service()
     view = svc.model_for_change(name, "delete")
     if not yes:
         if not sys.stdin.isatty():
@@ -120,14 +120,14 @@ def models_delete(
         answer = input(f"delete model {name} and its {view.checkpoint_count} "
                        f"checkpoints ({format_bytes(view.disk_bytes)})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            _out("kept")
+            echo("kept")
             raise typer.Exit(1)
     svc.delete_model(name)
-    _out(f"deleted {name}")
+    echo(f"deleted {name}")
 
 
 def models_activate(name: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Make this the model that generate, resume and the TUI use when none is named."""
-    _service().activate_model(name)
-    _out(f"active model: {name}")
+    service().activate_model(name)
+    echo(f"active model: {name}")
 

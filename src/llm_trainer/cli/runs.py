@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from llm_trainer.cli.common import STATE, _console, _out, _service
+from llm_trainer.cli.common import STATE, echo, rich_console, service
 from llm_trainer.cli.format import cell, runs_table
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_duration
@@ -28,7 +28,7 @@ def status(
                           "the output is not a terminal or TERM=dumb)")] = False,
 ) -> None:
     """List runs (running and newest first), or one run in detail with its loss curve."""
-    svc = _service()
+    svc = service()
     if run_id is not None:
         run_id = svc.require_run(run_id)
     if interval <= 0:
@@ -38,24 +38,24 @@ def status(
         if run_id is not None:
             d = svc.run_detail(run_id)
             if json_out:
-                _out(json.dumps(d.to_json(), default=str, indent=2))
+                echo(json.dumps(d.to_json(), default=str, indent=2))
             else:
-                _console().print(run_detail_text(d))
+                rich_console().print(run_detail_text(d))
                 if not no_plot:
                     _plot_runs(svc, [(run_id, "")])
             return
         views = svc.list_runs()
         if json_out:
-            _out(json.dumps([{k: v for k, v in view.to_json().items() if k != "telemetry"}
+            echo(json.dumps([{k: v for k, v in view.to_json().items() if k != "telemetry"}
                              for view in views], default=str, indent=2))
             return
         if not views:
-            _out("no runs yet: start one with `llm-trainer train`")
+            echo("no runs yet: start one with `llm-trainer train`")
             return
         shown = views if all_ else views[:20]
-        _console().print(runs_table(shown))
+        rich_console().print(runs_table(shown))
         if len(shown) < len(views):
-            _out(f"... {len(views) - len(shown)} older runs (--all to list them)")
+            echo(f"... {len(views) - len(shown)} older runs (--all to list them)")
 
     if not watch:
         render()
@@ -64,7 +64,7 @@ def status(
         while True:
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
-            _out(f"llm-trainer status  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)")
+            echo(f"llm-trainer status  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)")
             render()
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -78,19 +78,19 @@ def stop(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="return without waiting")] = False,
 ) -> None:
     """Pause a run: it finishes its step, writes a checkpoint and exits (or --now: kill it)."""
-    svc = _service()
+    svc = service()
     if not now and not no_wait:
-        _out(f"asking run {run_id} to pause: finishing its step and writing a checkpoint...")
+        echo(f"asking run {run_id} to pause: finishing its step and writing a checkpoint...")
     result = svc.stop(run_id, now=now, wait=not no_wait)
     if not result["was_running"]:
-        _out(f"run {result['run_id']} is not running (status: {result['status']})")
+        echo(f"run {result['run_id']} is not running (status: {result['status']})")
         raise typer.Exit(1)
     if now:
-        _out(f"run {result['run_id']} killed; status stopped (no checkpoint written)")
+        echo(f"run {result['run_id']} killed; status stopped (no checkpoint written)")
     elif no_wait:
-        _out(f"asked run {result['run_id']} to pause")
+        echo(f"asked run {result['run_id']} to pause")
     else:
-        _out(f"run {result['run_id']} is {result['status']}")
+        echo(f"run {result['run_id']} is {result['status']}")
 
 
 
@@ -116,7 +116,7 @@ def _plot_runs(svc, runs: list[tuple[str, str]]) -> None:
                        title="loss by step (braille line: train, dots: val)",
                        color=color_wanted())
     if text:
-        _out(text)
+        echo(text)
 
 
 
@@ -136,17 +136,17 @@ def compare(
     from rich.table import Table
     from rich.text import Text
 
-    svc = _service()
+    svc = service()
     targets = list(targets or [])
     if rerun is not None and not targets:
         cmd = svc.rerun_command(rerun)
         if json_out:
-            _out(json.dumps({"run_id": cmd.run_id, "command": cmd.shell, "args": cmd.args,
+            echo(json.dumps({"run_id": cmd.run_id, "command": cmd.shell, "args": cmd.args,
                              "notes": cmd.notes}, indent=2))
             return
         for note in cmd.notes:
-            _out(f"note: {note}", err=True)
-        _out(cmd.shell)
+            echo(f"note: {note}", err=True)
+        echo(cmd.shell)
         return
     view = svc.compare(targets)
     cmd = svc.rerun_command(rerun) if rerun is not None else None
@@ -155,9 +155,9 @@ def compare(
         if cmd is not None:
             out["rerun"] = {"run_id": cmd.run_id, "command": cmd.shell, "args": cmd.args,
                             "notes": cmd.notes}
-        _out(json.dumps(out, default=str, indent=2))
+        echo(json.dumps(out, default=str, indent=2))
         return
-    console = _console()
+    console = rich_console()
     labels = [f"#{i + 1}" for i in range(len(view.runs))]
     if view.differing_keys:
         table = Table(box=None, pad_edge=False, header_style="bold",
@@ -169,8 +169,8 @@ def compare(
             table.add_row(Text(key), *(Text(cell(v)) for v in values))
         console.print(table)
     else:
-        _out("config: the same for every run")
-    _out("")
+        echo("config: the same for every run")
+    echo("")
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("#", "RUN_ID", "MODEL", "FINAL VAL", "BEST VAL", "TOK/S", "STEPS", "WALL",
                 "DEVICE"):
@@ -187,13 +187,13 @@ def compare(
         best_label = labels[[r.run_id for r in view.runs].index(view.best_run)]
         console.print(Text(f"best val loss: {best_label} {view.best_run}", style="bold green"))
     else:
-        _out("best val loss: none yet (no run has evaluated)")
+        echo("best val loss: none yet (no run has evaluated)")
     if not no_plot:
         _plot_runs(svc, [(r.run_id, label) for label, r in zip(labels, view.runs, strict=True)])
     if cmd is not None:
         for note in cmd.notes:
-            _out(f"note: {note}", err=True)
-        _out(f"train {cmd.run_id} again: {cmd.shell}")
+            echo(f"note: {note}", err=True)
+        echo(f"train {cmd.run_id} again: {cmd.shell}")
 
 
 

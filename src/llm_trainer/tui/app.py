@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
 from llm_trainer.errors import LLMTrainerError
-from llm_trainer.service import Service, TrainRequest, parse_lora
+from llm_trainer.service import GenerationSettings, LaunchOptions, Service, TrainRequest
 from llm_trainer.tui.modals import ConfirmScreen, DatasetPickerScreen, RunDetailScreen
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
@@ -79,16 +79,13 @@ class TrainerApp(App):
         self.active_id: str | None = None
         self.last_refresh_ms: dict[str, float] = {}
         self.generation_cancel = threading.Event()
-        self._generators: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        from llm_trainer.config import list_presets
-
         # references, not queries: a modal on top must not hide the panels from refreshes
         self.runs_panel = RunsPanel()
         self.system_panel = SystemPanel()
-        self.train_panel = TrainPanel(list_presets(self.home))
+        self.train_panel = TrainPanel(self.service.presets())
         self.models_panel = ModelsPanel()
         self.generate_panel = GeneratePanel()
         with Container(id="grid"):
@@ -270,8 +267,7 @@ class TrainerApp(App):
 
     def _resume_args(self, form: TrainForm) -> dict[str, Any]:
         return {"or_more_epochs": form.epochs,
-                "overrides": {"runtime.device": form.device,
-                              "runtime.precision": form.precision}}
+                "options": LaunchOptions(device=form.device, precision=form.precision)}
 
     @work(thread=True, group="launch")
     def launch_training(self, form: TrainForm) -> None:
@@ -293,22 +289,12 @@ class TrainerApp(App):
     def _train_request(self, form: TrainForm) -> TrainRequest:
         """The request `llm-trainer train` builds from the same options (its --lora,
         --freeze-layers and --init-from included); the planner checks them all."""
-        from llm_trainer.config import load_config
-
-        preset_cfg = load_config(preset=form.preset, home=self.home)
-        overrides: dict[str, Any] = {
-            **(parse_lora(form.lora) if form.lora is not None else {}),
-            "train.epochs": form.epochs, "train.batch_size": form.batch_size,
-            "runtime.device": form.device, "runtime.precision": form.precision}
-        if form.freeze_layers is not None:
-            overrides["finetune.freeze_layers"] = form.freeze_layers
-        if form.model is None and form.seq_len is not None:
-            overrides["model.block_size"] = form.seq_len
-        if form.dataset != preset_cfg.data.dataset or form.model is not None:
-            overrides["data.dataset"] = form.dataset
-        return TrainRequest(overrides=overrides, preset=None if form.model else form.preset,
-                            name=form.name, model=form.model, init_from=form.init_from,
-                            command=["llm-trainer", "tui"])
+        options = LaunchOptions(epochs=form.epochs, batch_size=form.batch_size,
+                                seq_len=form.seq_len, device=form.device,
+                                precision=form.precision, dataset=form.dataset,
+                                lora=form.lora, freeze_layers=form.freeze_layers)
+        return self.service.panel_request(options, preset=form.preset, model=form.model,
+                                          name=form.name, init_from=form.init_from)
 
     # ------------------------------------------------------------------ D: generate
     def on_generate_panel_generate(self, message: GeneratePanel.Generate) -> None:
@@ -327,20 +313,18 @@ class TrainerApp(App):
 
     @work(thread=True, group="generate", exclusive=True)
     def generate(self, model_name: str, form: GenerateForm) -> None:
-        from llm_trainer.inference.generate import GenerationSettings
-
         panel = self.generate_panel
         out = panel.output
         try:
             settings = GenerationSettings(max_new_tokens=form.max_new_tokens,
-                                          temperature=form.temperature, top_k=form.top_k).check()
-            gen, _info, notes = self.service.generator(model=model_name, device="auto")
-            for note in notes:
+                                          temperature=form.temperature, top_k=form.top_k)
+            gen = self.service.generate(settings, model=model_name, device="auto")
+            for note in gen.notes:
                 self.call_from_thread(self.notify, note, severity="warning", markup=False)
             prompt_notes: list[str] = []
             buffer: list[str] = []
             last = time.monotonic()
-            for piece in gen.stream(form.prompt, settings, on_note=prompt_notes.append):
+            for piece in gen.stream(form.prompt, on_note=prompt_notes.append):
                 if prompt_notes:
                     self.call_from_thread(self.notify, prompt_notes.pop(), markup=False)
                 if self.generation_cancel.is_set():

@@ -15,11 +15,17 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
+from llm_trainer.app.options import BY_NAME
 from llm_trainer.render import estimate_lines
 from llm_trainer.tui.panels.base import Field, FormScroll, Panel
 from llm_trainer.views import ModelView
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# the panel's fields that are launch options (app/options.py): field id -> option; each
+# field's tooltip is the option's help, as `llm-trainer train --help` shows it
+FIELD_OPTIONS = {"epochs": "epochs", "batch": "batch_size", "seq": "seq_len",
+                 "device": "device", "precision": "precision", "dataset": "dataset",
+                 "lora": "lora", "freeze": "freeze_layers"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -38,7 +44,7 @@ class TrainForm:
     dataset: str
     name: str | None
     init_from: str | None = None  # as typed: MODEL, a checkpoint folder or hf:FOLDER
-    lora: str | None = None  # as typed: r=8,alpha=16,... (service.parse_lora reads it)
+    lora: str | None = None  # as typed: r=8,alpha=16,... (LaunchOptions.lora)
     freeze_layers: str | None = None  # as typed: the config checks it is a whole number >= 0
 
     def summary(self) -> str:
@@ -143,6 +149,10 @@ class TrainPanel(Panel):
         # outside the scrolling form: an error stays in sight on a short terminal
         yield Static(Text(""), id="train-result")
 
+    def on_mount(self) -> None:
+        for field_id, name in FIELD_OPTIONS.items():
+            self.query_one(f"#{field_id}").tooltip = BY_NAME[name].help
+
     # ------------------------------------------------------------------ state from the app
     def set_model(self, model: ModelView | None) -> None:
         """Called on every refresh: fields are filled from the model only when the selection
@@ -186,17 +196,15 @@ class TrainPanel(Panel):
             self.apply_preset(str(event.value))
 
     def apply_preset(self, preset: str) -> None:
-        from llm_trainer.config import load_config
-
         try:
-            cfg = load_config(preset=preset, home=getattr(self.app, "home", None))
+            defaults = self.app.service.preset_defaults(preset)
         except Exception as exc:  # a user preset with an error: say so, keep the form
             self.show_result(str(exc), error=True)
             return
-        self.query_one("#batch", Input).value = str(cfg.train.batch_size)
-        self.query_one("#dataset", Input).value = cfg.data.dataset
+        self.query_one("#batch", Input).value = str(defaults.batch_size)
+        self.query_one("#dataset", Input).value = defaults.dataset
         if self.model is None or self.new_model:
-            self.query_one("#seq", Input).value = str(cfg.model.block_size)
+            self.query_one("#seq", Input).value = str(defaults.seq_len)
 
     def action_new_model(self) -> None:
         self.new_model = not self.new_model
