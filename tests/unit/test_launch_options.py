@@ -112,3 +112,18 @@ def test_front_ends_leave_config_checkpoints_and_inference_to_the_app_layer():
                        "config.json\")", "read_json", '"train.', '"runtime.', '"data.',
                        '"model.', '"finetune.'):
             assert banned not in text, f"{path.name}: {banned}"
+
+
+def test_the_panel_names_a_dataset_only_when_it_is_not_the_presets(tmp_path):
+    svc = Service(tmp_path)
+    preset = svc.preset_defaults("tiny")
+    assert "tiny" in svc.presets() and preset.batch_size >= 1
+    same = svc.panel_request(LaunchOptions(dataset=preset.dataset, seq_len=32), preset="tiny")
+    assert same.options.dataset is None and same.options.seq_len == 32
+    assert same.preset == "tiny" and same.command == ["llm-trainer", "tui"]
+    other = svc.panel_request(LaunchOptions(dataset="my.txt"), preset="tiny")
+    assert other.options.dataset == "my.txt"
+    existing = svc.panel_request(LaunchOptions(dataset=preset.dataset, seq_len=32),
+                                 preset="tiny", model="m")
+    assert existing.options.dataset == preset.dataset and existing.options.seq_len is None
+    assert existing.preset is None and existing.model == "m"
