@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from llm_trainer.progress import format_bytes, format_clock, format_duration
 
 if TYPE_CHECKING:
-    from llm_trainer.views import RunDetail, RunView
+    from llm_trainer.views import BatchChoiceView, DryRunReport, RunDetail, RunView
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -124,54 +124,53 @@ def run_detail_text(d: RunDetail) -> str:
 # ---------------------------------------------------------------------------- a launch
 
 
-def batch_choice_line(choice: dict[str, Any]) -> str:
-    """What --batch-size auto chose, and what it tried."""
+def batch_choice_line(choice: BatchChoiceView) -> str:
     tried = ", ".join(
         f"{t['batch_size']}" + ("" if t.get("fits") else " (too big)") +
         (f" {t['tokens_per_s']:,.0f} tok/s" if t.get("tokens_per_s") else "")
-        for t in choice.get("tried", []))
-    return (f"batch size auto: micro-batch {choice['batch_size']} x accumulation "
-            f"{choice['grad_accum']} = global batch {choice['global_batch']} "
-            f"({choice['method']}; tried {tried})")
+        for t in choice.tried)
+    return (f"batch size auto: micro-batch {choice.batch_size} x accumulation "
+            f"{choice.grad_accum} = global batch {choice.global_batch} "
+            f"({choice.method}; tried {tried})")
 
 
-def estimate_lines(est: dict[str, Any]) -> list[str]:
+def estimate_lines(est: DryRunReport) -> list[str]:
     """The dry-run report (``Service.estimate``): what the run would be, and the estimates,
     labelled as such. Its notes are not here: a front end shows them as warnings."""
-    arch, ds, mem, dev = est["architecture"], est["dataset"], est["memory"], est["device"]
-    who = f"model {est['model']}" if est.get("model") else "a new model"
+    arch, ds, mem, dev = est.architecture, est.dataset, est.memory, est.device
+    who = f"model {est.model}" if est.model else "a new model"
     lines = [
-        f"dry run ({est['kind']}, {who}): nothing trained, no run or checkpoint written",
+        f"dry run ({est.kind}, {who}): nothing trained, no run or checkpoint written",
         f"  device:      {dev.get('selected')} ({dev.get('name')}), precision "
-        f"{est['precision']}",
-        f"  data:        {ds['spec']}: {ds['train_tokens']:,} train tokens, "
-        f"{ds['val_tokens']:,} val tokens",
-        f"  model:       {est['parameters']:,} parameters ({est['trainable_parameters']:,} "
+        f"{est.precision}",
+        f"  data:        {ds.spec}: {ds.train_tokens:,} train tokens, "
+        f"{ds.val_tokens:,} val tokens",
+        f"  model:       {est.parameters:,} parameters ({est.trainable_parameters:,} "
         f"trainable); {arch['n_layer']} layers, {arch['n_head']} heads, {arch['n_embd']} "
         f"dims, context {arch['block_size']}, vocabulary {arch['vocab_size']:,}",
     ]
-    if est.get("batch_choice"):
-        lines.append("  " + batch_choice_line(est["batch_choice"]))
+    if est.batch_choice:
+        lines.append("  " + batch_choice_line(est.batch_choice))
     lines += [
-        f"  batch:       micro-batch {est['batch_size']} x accumulation {est['grad_accum']} "
-        f"= {est['global_batch']} sequences = {est['tokens_per_step']:,} tokens per step",
-        f"  steps:       {est['steps_per_epoch']:,} per epoch; {est['start_step']:,} -> "
-        f"{est['total_steps']:,} ({est['steps']:,} to train)",
-        f"  memory (estimate, {mem['device_type']}): {format_bytes(mem['total'])} = weights "
-        f"{format_bytes(mem['weights'])} + gradients {format_bytes(mem['gradients'])} + AdamW "
-        f"{format_bytes(mem['optimizer'])} + activations {format_bytes(mem['activations'])}; "
-        f"{format_bytes(mem['available'])} available",
+        f"  batch:       micro-batch {est.batch_size} x accumulation {est.grad_accum} "
+        f"= {est.global_batch} sequences = {est.tokens_per_step:,} tokens per step",
+        f"  steps:       {est.steps_per_epoch:,} per epoch; {est.start_step:,} -> "
+        f"{est.total_steps:,} ({est.steps:,} to train)",
+        f"  memory (estimate, {mem.device_type}): {format_bytes(mem.total)} = weights "
+        f"{format_bytes(mem.weights)} + gradients {format_bytes(mem.gradients)} + AdamW "
+        f"{format_bytes(mem.optimizer)} + activations {format_bytes(mem.activations)}; "
+        f"{format_bytes(mem.available)} available",
     ]
-    t = est.get("time")
+    t = est.time
     if t is None:
         return [*lines, "  time:        not measured"]
-    evals = (f" incl. {t['evals']} evaluation(s) of {format_duration(t['eval_time_s'])}"
-             if t.get("evals") and t.get("eval_time_s") is not None else "")
+    evals = (f" incl. {t.evals} evaluation(s) of {format_duration(t.eval_time_s)}"
+             if t.evals and t.eval_time_s is not None else "")
     return [*lines,
-            f"  time (estimate from {t['timed_steps']} timed steps after {t['warmup_steps']} "
-            f"warm-up): {t['step_time_s']:.3f} s per step ({t['tokens_per_s']:,.0f} tok/s); "
-            f"{format_duration(t['epoch_time_s'])} per epoch; "
-            f"{format_duration(t['run_time_s'])} for the run{evals}"]
+            f"  time (estimate from {t.timed_steps} timed steps after {t.warmup_steps} "
+            f"warm-up): {t.step_time_s:.3f} s per step ({t.tokens_per_s:,.0f} tok/s); "
+            f"{format_duration(t.epoch_time_s)} per epoch; "
+            f"{format_duration(t.run_time_s)} for the run{evals}"]
 
 
 # ---------------------------------------------------------------------------- a model

@@ -7,6 +7,7 @@ Front ends parse and format; every rule lives behind this class.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +25,10 @@ from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.views import (
+    BatchChoiceView,
     CompareView,
     DatasetChoices,
+    DryRunReport,
     EvalResult,
     ExportResult,
     LossCurve,
@@ -36,6 +39,8 @@ from llm_trainer.views import (
     RerunCommand,
     RunDetail,
     RunView,
+    StopResult,
+    SystemView,
 )
 
 __all__ = ["DistLaunch", "Generation", "GenerationSettings", "Launch", "LaunchOptions",
@@ -117,20 +122,18 @@ class Service:
         """The `llm-trainer train ...` command that reproduces a run's config."""
         return self.comparison.rerun_command(target)
 
-    def system_snapshot(self, runs: list[RunView] | None = None) -> dict[str, Any]:
+    def system_snapshot(self, runs: list[RunView] | None = None) -> SystemView:
         """Host telemetry plus the time until every active run is done (None: no active run;
         runs train side by side, so that is the longest remaining time, not a sum)."""
         from llm_trainer.telemetry import Telemetry
 
         if self._telemetry is None:
             self._telemetry = Telemetry()
-        snap = self._telemetry.sample()
         views = runs if runs is not None else self.list_runs(active_only=True)
         active = [v for v in views if v.active]
         etas = [v.eta_seconds for v in active if v.eta_seconds is not None]
-        snap["active_runs"] = len(active)
-        snap["remaining_s"] = max(etas) if etas else None
-        return snap
+        return SystemView(telemetry=self._telemetry.sample(), active_runs=len(active),
+                          remaining_s=max(etas) if etas else None)
 
     # ================================================================== training
     def train(self, req: TrainRequest) -> Launch:
@@ -141,7 +144,7 @@ class Service:
         return self.control.start(plan)
 
     def estimate(self, req: TrainRequest, *, timed_steps: int | None = None
-                 ) -> dict[str, Any]:
+                 ) -> DryRunReport:
         """What ``train(req)`` would do, resolved without training or writing a run or
         checkpoint: config, data, model, steps, memory and (``timed_steps`` > 0, default 5
         after 2 warm-up steps) the time, measured on this machine. Imports torch."""
@@ -150,7 +153,7 @@ class Service:
                               auto_batch=req.auto_batch or plan.config.train.auto_batch)
 
     def estimate_resume(self, target: str | None, *, timed_steps: int | None = None,
-                        **kwargs: Any) -> dict[str, Any]:
+                        **kwargs: Any) -> DryRunReport:
         """``estimate`` for ``resume(target, **kwargs)``."""
         return self._estimate(self._plan_resume(target, **kwargs), timed_steps,
                               auto_batch=False)
@@ -160,7 +163,7 @@ class Service:
         return self.planner.plan_resume(
             target, overrides=launch_overrides(options or LaunchOptions(), sets), **kwargs)
 
-    def _estimate(self, plan, timed_steps: int | None, *, auto_batch: bool) -> dict[str, Any]:
+    def _estimate(self, plan, timed_steps: int | None, *, auto_batch: bool) -> DryRunReport:
         from llm_trainer.training.estimate import TIMED_STEPS, estimate_run
 
         timed = TIMED_STEPS if timed_steps is None else timed_steps
@@ -170,7 +173,7 @@ class Service:
         if plan.dist is not None and plan.dist.enabled:
             notes.append("estimated for one process on this machine: with several, the "
                          "global batch, steps per epoch and time per step differ")
-        return {"kind": plan.kind, "model": name, "notes": notes, **out}
+        return dataclasses.replace(out, kind=str(plan.kind), model=name, notes=notes)
 
     def _job_of(self, plan):
         """The ``TrainingJob`` a launch plan would give the worker, for measuring it (no run
@@ -191,7 +194,7 @@ class Service:
         plan.config = plan.config.replace(**{"train.batch_size": choice.batch_size,
                                              "train.grad_accum": choice.grad_accum,
                                              "train.auto_batch": False})
-        plan.batch_choice = choice.to_json()
+        plan.batch_choice = BatchChoiceView(**choice.to_json())
         return plan
 
     def resume(self, target: str | None, *, checkpoint: str = "latest",
@@ -239,7 +242,7 @@ class Service:
                             command=command or ["llm-trainer", "tui"])
 
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
-             timeout: float = 300.0) -> dict[str, Any]:
+             timeout: float = 300.0) -> StopResult:
         return self.control.stop(run_id, now=now, wait=wait, timeout=timeout)
 
     # ------------------------------------------------------------------ data

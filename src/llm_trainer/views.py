@@ -293,3 +293,98 @@ class DatasetChoices(JsonView):
     recent: list[RecentDataset]
     files: list[DatasetFile]
     folder: str
+
+
+@dataclass(frozen=True)
+class StopResult(JsonView):
+    """What `stop` did: the run's status after the request (``was_running`` False: the run
+    had already ended, nothing was sent)."""
+
+    run_id: str
+    was_running: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class SystemView(JsonView):
+    """Panel B: this machine's telemetry and the time until every active run is done (runs
+    train side by side, so that is the longest remaining time, not a sum)."""
+
+    telemetry: dict[str, Any]  # Telemetry.sample(): each field a value, or None and its
+    # reason in telemetry["na"]
+    active_runs: int
+    remaining_s: float | None  # None: no active run, or none has an ETA yet
+
+
+@dataclass(frozen=True)
+class BatchChoiceView(JsonView):
+    """What --batch-size auto chose: the micro-batch, the raised accumulation that keeps the
+    global batch, how it decided and each micro-batch it tried."""
+
+    batch_size: int
+    grad_accum: int
+    global_batch: int
+    method: str  # "cuda probe" | "<device> memory and throughput"
+    tried: list[dict[str, Any]]  # {"batch_size", "fits", "memory_bytes"?, "tokens_per_s"?}
+
+
+@dataclass(frozen=True)
+class DryRunData(JsonView):
+    spec: str
+    train_tokens: int
+    val_tokens: int
+
+
+@dataclass(frozen=True)
+class DryRunMemory(JsonView):
+    """Estimated bytes (formulas, training.estimate) and what is free where they would live."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    total: int
+    device_type: str
+    available: int
+
+
+@dataclass(frozen=True)
+class DryRunTime(JsonView):
+    """Times multiplied out from ``timed_steps`` real steps after ``warmup_steps``."""
+
+    step_time_s: float
+    epoch_time_s: float
+    run_time_s: float
+    eval_time_s: float | None
+    evals: int
+    tokens_per_s: float
+    warmup_steps: int
+    timed_steps: int
+
+
+@dataclass(frozen=True)
+class DryRunReport(JsonView):
+    """`train --dry-run` / `resume --dry-run`: what the run would be, resolved without
+    training or writing anything, with its memory and (measured) time estimates."""
+
+    kind: str  # train | continue | resume
+    model: str | None  # the model it trains (None: a new one, name not chosen yet)
+    notes: list[str]  # warnings for the user
+    config: dict[str, Any]  # the RunConfig the run would use
+    device: dict[str, Any]  # {"requested", "selected", "name", ...}
+    precision: str
+    dataset: DryRunData
+    parameters: int
+    trainable_parameters: int
+    architecture: dict[str, Any]  # the model's stored shape
+    batch_size: int
+    grad_accum: int
+    global_batch: int
+    tokens_per_step: int
+    steps_per_epoch: int
+    start_step: int
+    total_steps: int
+    steps: int
+    batch_choice: BatchChoiceView | None
+    memory: DryRunMemory
+    time: DryRunTime | None  # None: not measured (timed_steps 0, or nothing to train)

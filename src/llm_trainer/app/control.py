@@ -31,6 +31,7 @@ from llm_trainer.store.locks import (
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.records import RunMeta, RunState, RunStatus
 from llm_trainer.store.runs import RunStore
+from llm_trainer.views import BatchChoiceView, StopResult
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Launch:
     process: subprocess.Popen | None = None
     notes: list[str] = field(default_factory=list)
     checkpoint: str | None = None
-    batch_choice: dict[str, Any] | None = None
+    batch_choice: BatchChoiceView | None = None
 
 
 class ProcessControl:
@@ -93,7 +94,7 @@ class ProcessControl:
                     dataset_explicit=plan.dataset_explicit, created_model=created,
                     foreground=plan.foreground, home=str(self.home),
                     distributed=dist.to_json() if dist and dist.enabled else None,
-                    batch_choice=plan.batch_choice),
+                    batch_choice=plan.batch_choice.to_json() if plan.batch_choice else None),
             RunState(run_id=run_id, status=RunStatus.QUEUED, model_id=rec.id,
                      model_name=rec.name, created_at=now,
                      requested_device=cfg.runtime.device))
@@ -131,13 +132,13 @@ class ProcessControl:
 
     # ------------------------------------------------------------------ stop
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
-             timeout: float = 300.0) -> dict[str, Any]:
+             timeout: float = 300.0) -> StopResult:
         """Ask a run to pause (SIGTERM: it checkpoints and exits) or kill it (``now``; the
         intent goes to control.json, which views combine with the worker's state)."""
         run_id = self.runs.require(run_id)
         view = self.queries.run_view(run_id)
         if not view.active:
-            return {"run_id": run_id, "was_running": False, "status": view.status}
+            return StopResult(run_id, was_running=False, status=view.status)
         state = self.runs.read_state(run_id)
         if state is None or not state.pid:
             raise BusyError(f"run {run_id} is still starting", hint="try again in a moment")
@@ -149,13 +150,12 @@ class ProcessControl:
                 launcher.kill_now(state.agent_pid, state.agent_create_time)  # and its ranks
             launcher.kill_now(pid, ctime)
             launcher.wait_until_dead(pid, ctime, 10.0)
-            return {"run_id": run_id, "was_running": True,
-                    "status": self.queries.run_view(run_id).status}
+            return StopResult(run_id, was_running=True,
+                              status=self.queries.run_view(run_id).status)
         launcher.request_stop(pid, ctime)
         if wait:
             launcher.wait_until_dead(pid, ctime, timeout)
-        return {"run_id": run_id, "was_running": True,
-                "status": self.queries.run_view(run_id).status}
+        return StopResult(run_id, was_running=True, status=self.queries.run_view(run_id).status)
 
     # ------------------------------------------------------------------ follow
     def follow(self, run_id: str, *, poll: float = 0.2,

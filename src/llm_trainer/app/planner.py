@@ -32,6 +32,7 @@ from llm_trainer.store.checkpoints import CheckpointInfo, plan_finished
 from llm_trainer.store.models import ModelRecord, slug, validate_name
 from llm_trainer.store.records import InitFrom, InitMode, RunKind
 from llm_trainer.store.runs import RunStore
+from llm_trainer.views import BatchChoiceView
 
 
 @dataclass
@@ -70,7 +71,7 @@ class LaunchPlan:
     command: list[str]
     dist: DistLaunch | None
     notes: list[str] = field(default_factory=list)
-    batch_choice: dict[str, Any] | None = None  # set when --batch-size auto chose one
+    batch_choice: BatchChoiceView | None = None  # set when --batch-size auto chose one
 
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained

@@ -82,15 +82,15 @@ def stop(
     if not now and not no_wait:
         echo(f"asking run {run_id} to pause: finishing its step and writing a checkpoint...")
     result = svc.stop(run_id, now=now, wait=not no_wait)
-    if not result["was_running"]:
-        echo(f"run {result['run_id']} is not running (status: {result['status']})")
+    if not result.was_running:
+        echo(f"run {result.run_id} is not running (status: {result.status})")
         raise typer.Exit(1)
     if now:
-        echo(f"run {result['run_id']} killed; status stopped (no checkpoint written)")
+        echo(f"run {result.run_id} killed; status stopped (no checkpoint written)")
     elif no_wait:
-        echo(f"asked run {result['run_id']} to pause")
+        echo(f"asked run {result.run_id} to pause")
     else:
-        echo(f"run {result['run_id']} is {result['status']}")
+        echo(f"run {result.run_id} is {result.status}")
 
 
 

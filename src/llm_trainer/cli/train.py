@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ from llm_trainer.progress import format_duration
 from llm_trainer.render import batch_choice_line, estimate_lines, num
 
 if TYPE_CHECKING:
-    from llm_trainer.views import RunView
+    from llm_trainer.views import DryRunReport, RunView
 
 
 @dist_options(after="sample")
@@ -80,12 +80,12 @@ def train(
     _report_launch(svc, launch, sample)
 
 
-def _report_estimate(est: dict[str, Any], json_out: bool) -> None:
+def _report_estimate(est: DryRunReport, json_out: bool) -> None:
     """A dry run: what the run would be, and the estimates, labelled as such."""
     if json_out:
-        echo(json.dumps(est, default=str, indent=2))
+        echo(json.dumps(est.to_json(), default=str, indent=2))
         return
-    for note in est.get("notes", []):
+    for note in est.notes:
         echo(f"warning: {note}", err=True)
     for line in estimate_lines(est):
         echo(line)

@@ -42,6 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.training.callbacks import Callback
+from llm_trainer.views import (
+    BatchChoiceView,
+    DryRunData,
+    DryRunMemory,
+    DryRunReport,
+    DryRunTime,
+)
 
 WARMUP_STEPS = 2  # not timed: the first steps allocate buffers and warm caches
 TIMED_STEPS = 5  # at least; more while they took under MIN_TIMED_S (up to MAX_TIMED_STEPS)
@@ -304,7 +311,7 @@ def prepared_parts(job):
 
 
 def estimate_run(job, *, timed: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
-                 auto_batch: bool = False) -> dict[str, Any]:
+                 auto_batch: bool = False) -> DryRunReport:
     """What a run of ``job`` would be: config, data, model, steps, memory and (``timed`` >
     0) time, measured on this machine. Writes no run and no checkpoint (a LoRA import's base
     weights go to a temporary folder); the token cache under ``<home>/data`` may fill."""
@@ -337,29 +344,16 @@ def choose_batch_for(job) -> BatchChoice:
                 torch.cuda.empty_cache()
 
 
-def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int
-             ) -> dict[str, Any]:
+def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int) -> DryRunReport:
+    """The dry-run report of built ``parts`` (``kind``, ``model`` and ``notes`` are the
+    launch plan's: the service fills them in)."""
     from llm_trainer.model.lora import trainable
 
     plan, s, cfg = parts.plan, parts.state, parts.config
     start, total = s.step, parts.total_steps
     n_train, n_all = trainable(parts.model)
     mem = parts_memory(parts, plan.batch_size)
-    out: dict[str, Any] = {
-        "config": cfg.to_dict(),
-        "device": parts.device.to_json(), "precision": parts.precision.name,
-        "dataset": {"spec": parts.data.source.spec, "train_tokens": len(parts.data.train),
-                    "val_tokens": len(parts.data.val)},
-        "parameters": n_all, "trainable_parameters": n_train,
-        "architecture": dict(parts.shape.__dict__),
-        "batch_size": plan.batch_size, "grad_accum": plan.grad_accum,
-        "global_batch": plan.seqs_per_step, "tokens_per_step": plan.tokens_per_step,
-        "steps_per_epoch": plan.steps_per_epoch, "start_step": start, "total_steps": total,
-        "steps": total - start, "batch_choice": choice.to_json() if choice else None,
-        "memory": {**mem.to_json(), "device_type": parts.device.type,
-                   "available": available_memory(parts)},
-        "time": None,
-    }
+    time_view = None
     if timed > 0 and total > start:
         times, seconds = time_steps(parts, warmup=warmup, timed=timed,
                                     min_seconds=MIN_TIMED_S)
@@ -367,12 +361,25 @@ def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int
         evals = evals_in_run(start_step=start, total_steps=total,
                              eval_interval=cfg.train.eval_interval)
         eval_time = measure_eval_time(parts) if evals else None
-        out["time"] = {**run_times(step_time_s=step_time, steps=total - start,
-                                   steps_per_epoch=plan.steps_per_epoch,
-                                   eval_time_s=eval_time, evals=evals),
-                       "tokens_per_s": plan.tokens_per_step / step_time,
-                       "warmup_steps": warmup, "timed_steps": len(times)}
-    return out
+        time_view = DryRunTime(**run_times(step_time_s=step_time, steps=total - start,
+                                           steps_per_epoch=plan.steps_per_epoch,
+                                           eval_time_s=eval_time, evals=evals),
+                               tokens_per_s=plan.tokens_per_step / step_time,
+                               warmup_steps=warmup, timed_steps=len(times))
+    return DryRunReport(
+        kind="", model=None, notes=[], config=cfg.to_dict(), device=parts.device.to_json(),
+        precision=parts.precision.name,
+        dataset=DryRunData(spec=parts.data.source.spec, train_tokens=len(parts.data.train),
+                           val_tokens=len(parts.data.val)),
+        parameters=n_all, trainable_parameters=n_train,
+        architecture=dict(parts.shape.__dict__), batch_size=plan.batch_size,
+        grad_accum=plan.grad_accum, global_batch=plan.seqs_per_step,
+        tokens_per_step=plan.tokens_per_step, steps_per_epoch=plan.steps_per_epoch,
+        start_step=start, total_steps=total, steps=total - start,
+        batch_choice=BatchChoiceView(**choice.to_json()) if choice else None,
+        memory=DryRunMemory(**mem.to_json(), device_type=parts.device.type,
+                            available=available_memory(parts)),
+        time=time_view)
 
 
 # ============================================================================ checking

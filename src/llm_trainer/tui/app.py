@@ -31,7 +31,14 @@ from llm_trainer.tui.panels.models import ModelsPanel
 from llm_trainer.tui.panels.runs import RunsPanel
 from llm_trainer.tui.panels.system import SystemPanel
 from llm_trainer.tui.panels.train import TrainForm, TrainPanel, estimate_text
-from llm_trainer.views import DatasetChoices, LossCurve, ModelView, RunDetail, RunView
+from llm_trainer.views import (
+    DatasetChoices,
+    LossCurve,
+    ModelView,
+    RunDetail,
+    RunView,
+    SystemView,
+)
 
 REFRESH_S = 1.0
 
@@ -40,7 +47,7 @@ class Snapshot(Message):
     """Everything a refresh read from disk, posted from the worker thread."""
 
     def __init__(self, runs: list[RunView], models: list[ModelView],
-                 system: dict[str, Any], active_id: str | None, latest: str | None,
+                 system: SystemView, active_id: str | None, latest: str | None,
                  read_ms: float) -> None:
         super().__init__()
         self.runs, self.models, self.system = runs, models, system

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -13,11 +11,13 @@ from llm_trainer.progress import format_duration
 from llm_trainer.render import telemetry_field
 from llm_trainer.telemetry import fmt, reason
 from llm_trainer.tui.panels.base import Panel
+from llm_trainer.views import SystemView
 
 
-def system_text(snap: dict[str, Any] | None) -> Text:
-    if not snap:
+def system_text(view: SystemView | None) -> Text:
+    if view is None:
         return Text("reading telemetry...")
+    snap = view.telemetry
     if snap.get("vram_total_mb") is not None:
         vram = f"{fmt(snap, 'vram_used_mb')} / {fmt(snap, 'vram_total_mb', ' MB')}"
     else:
@@ -27,9 +27,9 @@ def system_text(snap: dict[str, Any] | None) -> Text:
         if gpus else ""
     ram = f"{fmt(snap, 'ram_used_mb')} / {fmt(snap, 'ram_total_mb', ' MB')}" \
         if snap.get("ram_total_mb") is not None else telemetry_field(snap, "ram_total_mb")
-    if snap.get("active_runs"):
-        remaining = (f"{format_duration(snap.get('remaining_s'))} "
-                     f"({snap['active_runs']} active run{'s' if snap['active_runs'] > 1 else ''})")
+    if view.active_runs:
+        remaining = (f"{format_duration(view.remaining_s)} "
+                     f"({view.active_runs} active run{'s' if view.active_runs > 1 else ''})")
     else:
         remaining = "No active training"
     no_gpu = snap.get("gpu_util_pct") is None and snap.get("vram_total_mb") is None
@@ -64,5 +64,5 @@ class SystemPanel(Panel):
     def focus_target(self):
         return self.query_one("#system-scroll")
 
-    def update_system(self, snap: dict[str, Any]) -> None:
-        self.query_one("#system-body", Static).update(system_text(snap))
+    def update_system(self, view: SystemView) -> None:
+        self.query_one("#system-body", Static).update(system_text(view))
