@@ -137,7 +137,6 @@ class KVCache:
         self.k = torch.empty(buf, device=device, dtype=dtype)
         self.v = torch.empty(buf, device=device, dtype=dtype)
         self.length = 0  # positions filled (shared by all layers)
-        self.capacity = shape.block_size
 
     def reset(self) -> None:
         self.length = 0
