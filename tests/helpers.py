@@ -337,11 +337,12 @@ async def wait_until(pilot, predicate, timeout=60.0):
 def imported_model(src, block_size: int | None = None):
     """The model an ``--init-from`` run starts from: ``src`` (an inspected HF folder) read the
     way the trainer reads it, every tensor checked, in eval mode."""
-    from llm_trainer.model.gpt import GPT, GPTShape
+    from llm_trainer.model.gpt import GPT
     from llm_trainer.model.hf_import import check_complete, load_hf_weights
+    from llm_trainer.model.shape import ModelShape
 
     arch = src.arch | ({"block_size": block_size} if block_size else {})
-    model = GPT(GPTShape(vocab_size=src.vocab_size, **arch))
+    model = GPT(ModelShape(vocab_size=src.vocab_size, **arch))
     sd = load_hf_weights(src, arch["block_size"])
     check_complete(sd, model.state_dict(), src)
     model.load_state_dict(sd, strict=True)

@@ -28,7 +28,8 @@ import torch
 from llm_trainer.config import RunConfig
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import (
     BASE_DIR,
     CHECKPOINT_CONFIG_SCHEMA,
@@ -75,7 +76,7 @@ def restore_rng(state: dict[str, Any], *, rank: int = 0, world_size: int = 1) ->
 class LoadedCheckpoint:
     info: CheckpointInfo
     config: RunConfig
-    shape: GPTShape
+    shape: ModelShape
     trainer: dict[str, Any]
     tokenizer: TextTokenizer
     lora: dict[str, Any] | None = None  # the adapters' settings, for a LoRA checkpoint
@@ -91,7 +92,7 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, trainer_state: dict,
-                    config: RunConfig, shape: GPTShape, tokenizer: TextTokenizer, step: int,
+                    config: RunConfig, shape: ModelShape, tokenizer: TextTokenizer, step: int,
                     epoch: float, val_loss: float | None,
                     rng: list[dict[str, Any]] | None = None) -> Path:
     """``rng``: the RNG states of every rank of a data-parallel run (default: this process)."""
@@ -114,12 +115,12 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
     (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
     (staging / CONFIG).write_text(json.dumps(
         {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
-         "architecture": shape_to_json(shape), **extra}, indent=2))
+         "architecture": shape.to_json(), **extra}, indent=2))
     tokenizer.save(staging / "tokenizer.json")
     return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
 
 
-def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, shape: GPTShape,
+def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, shape: ModelShape,
               tokenizer: TextTokenizer, source: str) -> Path:
     """The frozen weights a LoRA model's checkpoints refer to (``<model dir>/base``), written
     once, atomically and with a manifest, before the adapters train."""
@@ -129,15 +130,9 @@ def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, sha
     save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
     (staging / CONFIG).write_text(json.dumps(
         {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
-         "architecture": shape_to_json(shape), "source": source}, indent=2))
+         "architecture": shape.to_json(), "source": source}, indent=2))
     tokenizer.save(staging / "tokenizer.json")
     return commit_checkpoint(staging, step=0, epoch=0.0, val_loss=None, name=BASE_DIR)
-
-
-def shape_to_json(shape: GPTShape) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(shape)
 
 
 def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
@@ -153,7 +148,7 @@ def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
     tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
                                         kind=meta["config"]["data"]["tokenizer"])
     return LoadedCheckpoint(info, RunConfig.from_dict(meta["config"], source=str(path)),
-                            GPTShape(**meta["architecture"]), trainer, tokenizer,
+                            ModelShape.from_stored(meta["architecture"]), trainer, tokenizer,
                             meta.get("lora"), meta.get("base"))
 
 

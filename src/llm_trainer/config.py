@@ -19,51 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_trainer.errors import ConfigError
+from llm_trainer.model.shape import (
+    ARCH_KEYS,
+    NORM_EPS,
+    STORED_SHAPE_DEFAULTS,  # noqa: F401  cli's _describe_shape, until it uses describe()
+    ModelShape,
+    attention_problem,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
-# model.* keys that define the architecture: a checkpoint's weights fit no other values
-ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "activation", "pos",
-             "rope_theta", "norm", "qk_norm", "tie_embeddings", "n_kv_head", "head_size",
-             "mlp_width", "norm_eps")
-# every LayerNorm and RMSNorm of the model: nn.LayerNorm's default, GPT-2's layer_norm_epsilon;
-# the HF and GGUF exports write it and the HF import requires it
-NORM_EPS = 1e-5
-# What a checkpoint's stored shape means where it lacks a key: it was written before the
-# option existed, so GPT-2's block (model.gpt.GPTShape's defaults are these)
-STORED_SHAPE_DEFAULTS: dict[str, Any] = {
-    "bias": True, "activation": "gelu_tanh", "pos": "learned", "rope_theta": 10000.0,
-    "norm": "layernorm", "qk_norm": False, "tie_embeddings": True, "n_kv_head": None,
-    "head_size": None, "mlp_width": None, "norm_eps": NORM_EPS}
-
-
-def mlp_hidden(n_embd: int, activation: str, width: int | None = None) -> int:
-    """The MLP's inner width (c_proj's input): ``width`` when given (model.mlp_width), else
-    4 x n_embd; for swiglu 8/3 n_embd (the same parameters as a 4 x n_embd MLP) rounded up to
-    a multiple of 32, i.e. 32 * ceil(n_embd / 12)."""
-    if width:
-        return width
-    return 32 * -(-n_embd // 12) if activation == "swiglu" else 4 * n_embd
-
-
-def attention_problem(*, n_embd: int, n_head: int, n_kv_head: int | None,
-                      head_size: int | None, pos: str) -> tuple[str, str] | None:
-    """What is wrong with these attention sizes (a message and a hint), or None: the one
-    rule behind ModelConfig.check and GPTShape."""
-    if head_size is None and n_embd % n_head:
-        return (f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})",
-                "pick n_head among the divisors of n_embd, e.g. 4 for 128, or set "
-                "model.head_size")
-    if n_kv_head is not None and (n_kv_head > n_head or n_head % n_kv_head):
-        return (f"model.n_kv_head ({n_kv_head}) must divide model.n_head ({n_head})",
-                "each key/value head serves n_head / n_kv_head query heads, e.g. 2 for 4")
-    head = head_size or n_embd // n_head
-    if pos == "rope" and head % 2:
-        return (f"model.pos rope needs an even head size, not {head}",
-                "pick an even model.head_size (or n_head so that n_embd / n_head is even), "
-                "or use model.pos learned")
-    return None
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -81,6 +47,7 @@ class ModelConfig:
     block_size: int = _opt(128, "context length in tokens (--seq-len)", min=2, max=1_048_576)
     dropout: float = _opt(0.0, "dropout probability", min=0.0, max=1.0, max_exclusive=True)
     bias: bool = _opt(True, "biases in linear layers and layer norms")
+    # a new model's default; a stored shape without the key is older: gelu_tanh (ModelShape)
     activation: Literal["gelu", "gelu_tanh", "relu2", "swiglu"] = _opt(
         "gelu", "MLP activation: gelu (exact), gelu_tanh (GPT-2's gelu_new), relu2 (ReLU "
                 "squared) or swiglu (gated SiLU with a hidden width of 8/3 n_embd)")
@@ -108,6 +75,11 @@ class ModelConfig:
                                     pos=self.pos)
         if problem:
             raise ConfigError(problem[0], hint=problem[1])
+
+    def shape(self, vocab_size: int) -> ModelShape:
+        """The architecture these options give a model of ``vocab_size`` embedding rows."""
+        return ModelShape(vocab_size=vocab_size, dropout=self.dropout,
+                          **{k: getattr(self, k) for k in ARCH_KEYS})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from llm_trainer.errors import UsageError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 
 LLAMA = dict(pos="rope", norm="rmsnorm", activation="swiglu")
 
@@ -24,7 +25,7 @@ def checkpoint(root, name: str, **options):
     from llm_trainer.data.tokenizer import TextTokenizer
 
     tok = TextTokenizer.build_byte()
-    shape = GPTShape(**(dict(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
+    shape = ModelShape(**(dict(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
                              n_embd=32) | options))
     torch.manual_seed(0)
     model = GPT(shape)

@@ -14,8 +14,9 @@ import torch
 
 from llm_trainer.config import ARCH_KEYS
 from llm_trainer.errors import UsageError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
+from llm_trainer.model.shape import ModelShape
 from tests.helpers import imported_model
 from tests.integration.test_export_llama import LLAMA, checkpoint
 
@@ -194,7 +195,7 @@ def test_a_missing_llama_tensor_is_named_by_its_hf_name(llama_folder, tmp_path):
     del sd["model.layers.1.mlp.up_proj.weight"]
     save_file(sd, str(folder / "model.safetensors"))
     src = inspect_hf_folder(f"hf:{folder}")
-    model = GPT(GPTShape(vocab_size=src.vocab_size, **src.arch))
+    model = GPT(ModelShape(vocab_size=src.vocab_size, **src.arch))
     with pytest.raises(UsageError, match="lacks model.layers.1.mlp.gate_proj.weight \\+ "
                                          "model.layers.1.mlp.up_proj.weight"):
         check_complete(load_hf_weights(src, 32), model.state_dict(), src)

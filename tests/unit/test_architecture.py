@@ -4,15 +4,17 @@ forward for every option value, and the default staying GPT-2's block exactly.""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import fields, replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_trainer.config import mlp_hidden
 from llm_trainer.inference.generate import GenerationSettings, OneTokenStep, TextGenerator
-from llm_trainer.model.gpt import GPT, GPTShape, KVCache
+from llm_trainer.model.gpt import GPT, KVCache
+from llm_trainer.model.shape import ModelShape, mlp_hidden
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 # together these cover every value of every option
@@ -52,7 +54,7 @@ def model_for(options: dict, seed: int = 0) -> GPT:
     """A tiny model with every parameter (norms and biases too) away from its init, so a
     swapped or missing weight shows in the logits."""
     torch.manual_seed(seed)
-    model = GPT(GPTShape(**TINY, **options)).eval()
+    model = GPT(ModelShape(**TINY, **options)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -91,7 +93,7 @@ def gpt2_reference(sd: dict[str, torch.Tensor], idx: torch.Tensor, n_head: int,
 def test_an_old_checkpoint_loads_strict_and_computes_gpt2(activation):
     # the architecture dict a checkpoint stored before the options existed
     old_meta = dict(**TINY, dropout=0.0, bias=True, activation=activation)
-    shape = GPTShape(**old_meta)
+    shape = ModelShape(**old_meta)
     assert (shape.pos, shape.norm, shape.qk_norm, shape.tie_embeddings, shape.rope_theta) == \
         ("learned", "layernorm", False, True, 10000.0)
     torch.manual_seed(1)
@@ -110,24 +112,57 @@ def test_an_old_checkpoint_loads_strict_and_computes_gpt2(activation):
 
 
 def test_architecture_diff_reads_missing_keys_as_the_defaults():
-    from llm_trainer.training.parts import architecture_diff
-
-    old = dict(**TINY, dropout=0.0, bias=True, activation="gelu_tanh")
-    assert architecture_diff(old, GPTShape(**TINY).__dict__) == []
-    assert architecture_diff(old, GPTShape(**TINY, rope_theta=5.0).__dict__) == []  # learned
-    diff = architecture_diff(old, GPTShape(**TINY, pos="rope", qk_norm=True,
-                                           tie_embeddings=False).__dict__)
+    old = ModelShape.from_stored(dict(**TINY, dropout=0.0, bias=True, activation="gelu_tanh"))
+    assert old.diff(ModelShape(**TINY)) == []
+    assert old.diff(ModelShape(**TINY, rope_theta=5.0)) == []  # learned
+    diff = old.diff(ModelShape(**TINY, pos="rope", qk_norm=True, tie_embeddings=False))
     assert diff == ["pos learned vs rope", "qk_norm False vs True",
                     "tie_embeddings True vs False"]
-    rope = GPTShape(**TINY, pos="rope").__dict__
-    assert architecture_diff(rope, {**rope, "rope_theta": 5.0}) == ["rope_theta 10000.0 vs 5.0"]
-    assert architecture_diff(old, GPTShape(**TINY, norm="rmsnorm",
-                                           activation="swiglu").__dict__) == \
+    rope = ModelShape(**TINY, pos="rope")
+    assert rope.diff(replace(rope, rope_theta=5.0)) == ["rope_theta 10000.0 vs 5.0"]
+    assert old.diff(ModelShape(**TINY, norm="rmsnorm", activation="swiglu")) == \
         ["activation gelu_tanh vs swiglu", "norm layernorm vs rmsnorm"]
+    # comparing configs, a changed rope_theta counts even without rope
+    assert old.changes(ModelShape(**TINY, rope_theta=5.0), every_key=True) == ["rope_theta"]
+
+
+def test_a_stored_shape_round_trips_and_reads_old_keys_as_gpt2():
+    shape = ModelShape(**TINY, pos="rope", norm="rmsnorm", activation="swiglu", n_kv_head=2)
+    stored = json.loads(json.dumps(shape.to_json()))
+    assert list(stored) == [f.name for f in fields(ModelShape)]  # config.json's key order
+    assert ModelShape.from_stored(stored) == shape
+    old = ModelShape.from_stored(dict(**TINY, dropout=0.0, bias=True, activation="gelu"))
+    assert (old.pos, old.norm, old.qk_norm, old.tie_embeddings, old.n_kv_head, old.head_size,
+            old.mlp_width, old.norm_eps) == ("learned", "layernorm", False, True, None, None,
+                                             None, 1e-5)
+
+
+def test_describe_words_a_shape_as_models_show_does():
+    old = ModelShape.from_stored({"vocab_size": 53, "block_size": 32, "n_layer": 2,
+                                  "n_head": 2, "n_embd": 16, "dropout": 0.0, "bias": True,
+                                  "activation": "gelu"})
+    assert old.describe() == ("2 layers x 16 dims, 2 heads, context 32, vocab 53; "
+                              "learned positions, layernorm, gelu, tied head, biases")
+    arch = {"vocab_size": 300, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32,
+            "bias": False, "activation": "swiglu", "pos": "rope", "norm": "rmsnorm",
+            "qk_norm": True, "tie_embeddings": True, "n_kv_head": 2, "head_size": 16,
+            "mlp_width": 128, "norm_eps": 1e-6}
+    assert ModelShape.from_stored(arch).describe() == (
+        "2 layers x 32 dims, 4 heads sharing 2 key/value heads of 16, context 32, vocab 300; "
+        "rope, rmsnorm, QK-norm, swiglu, MLP width 128, norm eps 1e-06, tied head, no biases")
+
+
+def test_the_shape_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import llm_trainer.model.shape, llm_trainer.model.hf_layout; "
+            "assert 'torch' not in sys.modules, 'torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_option_parameters_names_and_shapes():
-    names = {k: tuple(v.shape) for k, v in GPT(GPTShape(**TINY, **COMBOS["llama"])).state_dict()
+    names = {k: tuple(v.shape) for k, v in GPT(ModelShape(**TINY, **COMBOS["llama"])).state_dict()
              .items()}
     hidden = mlp_hidden(32, "swiglu")
     assert hidden == 96 and mlp_hidden(768, "swiglu") == 2048 and mlp_hidden(128, "swiglu") == 352
@@ -139,18 +174,18 @@ def test_option_parameters_names_and_shapes():
     assert not any(k.endswith(("ln_1.bias", "ln_2.bias", "ln_f.bias")) for k in names)  # RMS
     assert names["lm_head.weight"] == (50, 32)
     assert not any("q_norm" in k for k in names)
-    qk = GPT(GPTShape(**TINY, qk_norm=True)).state_dict()
+    qk = GPT(ModelShape(**TINY, qk_norm=True)).state_dict()
     assert qk["transformer.h.1.attn.q_norm.weight"].shape == (16,)  # head_dim
     assert qk["transformer.h.1.attn.k_norm.weight"].shape == (16,)
     # rope tables are buffers, not state: old and new checkpoints hold weights only
-    rope = GPT(GPTShape(**TINY, pos="rope"))
+    rope = GPT(ModelShape(**TINY, pos="rope"))
     assert set(rope.state_dict()) == set(OLD_LAYOUT) - {"transformer.wpe.weight"}
     assert rope.rope_cos.shape == (16, 1, 16)
 
 
 def test_untied_head_has_its_own_initialised_weight():
     torch.manual_seed(0)
-    model = GPT(GPTShape(**{**TINY, "vocab_size": 400}, tie_embeddings=False))
+    model = GPT(ModelShape(**{**TINY, "vocab_size": 400}, tie_embeddings=False))
     head, wte = model.lm_head.weight, model.transformer.wte.weight
     assert head.data_ptr() != wte.data_ptr()
     assert abs(head.std().item() - 0.02) < 0.002 and abs(head.mean().item()) < 0.002
@@ -161,7 +196,7 @@ def test_untied_head_has_its_own_initialised_weight():
 @pytest.mark.parametrize("name", list(COMBOS))
 def test_parameter_count_and_flops(name):
     options = COMBOS[name]
-    shape = GPTShape(**TINY, **options)
+    shape = ModelShape(**TINY, **options)
     model = GPT(shape)
     embeddings = (16 * 32 if shape.pos == "learned" else 0) + \
         (0 if shape.tie_embeddings else 50 * 32)
@@ -221,7 +256,7 @@ def test_greedy_with_the_cache_equals_without(name):
 
     tok = TextTokenizer.build_byte()
     torch.manual_seed(0)
-    model = GPT(GPTShape(**{**TINY, "vocab_size": tok.vocab_size}, **COMBOS[name]))
+    model = GPT(ModelShape(**{**TINY, "vocab_size": tok.vocab_size}, **COMBOS[name]))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)  # peaked logits: no near-ties for argmax
@@ -238,7 +273,7 @@ def test_rope_depends_on_relative_positions_only():
     distance between positions: shifting a whole sequence leaves q.k unchanged."""
     from llm_trainer.model.gpt import apply_rope, rope_tables
 
-    shape = GPTShape(**TINY, pos="rope")
+    shape = ModelShape(**TINY, pos="rope")
     cos, sin = rope_tables(shape)  # (T, 1, hd)
     q, k = torch.randn(1, 16), torch.randn(1, 16)
 
@@ -252,9 +287,9 @@ def test_rope_depends_on_relative_positions_only():
 
 def test_bad_option_values_are_refused():
     with pytest.raises(ValueError, match="activation 'silu'"):
-        GPTShape(**TINY, activation="silu")
+        ModelShape(**TINY, activation="silu")
     with pytest.raises(ValueError, match="even head size"):
-        GPTShape(**{**TINY, "n_embd": 30, "n_head": 2}, pos="rope")
+        ModelShape(**{**TINY, "n_embd": 30, "n_head": 2}, pos="rope")
 
 
 def test_hf_import_keeps_gpt2_options_and_refuses_changes(tmp_path):

@@ -17,7 +17,8 @@ from llm_trainer.checkpoint_io import (
 from llm_trainer.config import RunConfig
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import (
     inspect_checkpoint,
     list_checkpoints,
@@ -25,7 +26,7 @@ from llm_trainer.store.checkpoints import (
     resolve_checkpoint,
 )
 
-SHAPE = GPTShape(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)
+SHAPE = ModelShape(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
 def _trained():

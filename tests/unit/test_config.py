@@ -19,18 +19,18 @@ def test_every_preset_loads_and_validates():
 
 
 def _shape(cfg, vocab: int = 65):
-    from llm_trainer.model.gpt import GPTShape
+    from llm_trainer.model.shape import ModelShape
 
     m = cfg.model
-    return GPTShape(vocab_size=vocab, block_size=m.block_size, n_layer=m.n_layer,
-                    n_head=m.n_head, n_embd=m.n_embd, bias=m.bias, activation=m.activation,
-                    pos=m.pos, rope_theta=m.rope_theta, norm=m.norm, qk_norm=m.qk_norm,
-                    tie_embeddings=m.tie_embeddings)
+    return ModelShape(vocab_size=vocab, block_size=m.block_size, n_layer=m.n_layer,
+                      n_head=m.n_head, n_embd=m.n_embd, bias=m.bias, activation=m.activation,
+                      pos=m.pos, rope_theta=m.rope_theta, norm=m.norm, qk_norm=m.qk_norm,
+                      tie_embeddings=m.tie_embeddings)
 
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_packaged_preset_builds_its_model(name):
-    _shape(load_config(preset=name))  # GPTShape checks what the config cannot
+    _shape(load_config(preset=name))  # ModelShape checks what the config cannot
 
 
 def test_the_fast_preset_keeps_shakespeare_chars_data_tokenizer_and_size():

@@ -12,7 +12,8 @@ from llm_trainer.config import RunConfig
 from llm_trainer.data.sources import hold_out
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError, UsageError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.training.evaluate import (
     _byte_of_char,
     evaluate_checkpoint,
@@ -37,7 +38,7 @@ def one_thread():
 
 def tiny(vocab: int, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTShape(vocab_size=vocab, block_size=BLOCK, n_layer=1, n_head=2,
+    return GPT(ModelShape(vocab_size=vocab, block_size=BLOCK, n_layer=1, n_head=2,
                         n_embd=16)).eval()
 
 

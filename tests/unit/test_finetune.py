@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 from llm_trainer.checkpoint_io import load_model, read_checkpoint
 from llm_trainer.config import load_config
 from llm_trainer.errors import UsageError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
 from llm_trainer.model.hf_import import check_complete, inspect_hf_folder, load_hf_weights
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.records import InitFrom, InitMode
 from llm_trainer.training.parts import TrainingJob
@@ -62,7 +63,7 @@ def test_imported_weights_compute_what_transformers_computes(tmp_path):
 
 def test_an_incomplete_weights_file_is_refused(hf_folder, tmp_path):
     src = inspect_hf_folder(f"hf:{hf_folder}")
-    model = GPT(GPTShape(vocab_size=src.vocab_size, **src.arch))
+    model = GPT(ModelShape(vocab_size=src.vocab_size, **src.arch))
     sd = load_hf_weights(src, 64)
     del sd["transformer.h.1.mlp.c_fc.weight"]
     with pytest.raises(UsageError, match="lacks transformer.h.1.mlp.c_fc.weight"):

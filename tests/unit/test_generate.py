@@ -9,7 +9,8 @@ from llm_trainer.inference.sampling import (
     top_k_filter,
     top_p_filter,
 )
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from tests.helpers import corpus_text
 
 
@@ -17,7 +18,7 @@ from tests.helpers import corpus_text
 def generator():
     torch.manual_seed(0)
     tok = TextTokenizer.build_char(corpus_text(5000))
-    model = GPT(GPTShape(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
+    model = GPT(ModelShape(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2,
                          n_embd=32))
     return TextGenerator(model, tok)
 
@@ -94,7 +95,7 @@ def test_one_token_fast_path_matches_the_model(bias, activation):
     from llm_trainer.model.gpt import KVCache
 
     torch.manual_seed(1)
-    shape = GPTShape(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=32, bias=bias,
+    shape = ModelShape(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=32, bias=bias,
                      activation=activation)
     model = GPT(shape).eval()
     step = OneTokenStep(model)

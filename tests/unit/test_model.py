@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from llm_trainer.model.gpt import GPT, GPTShape, KVCache
+from llm_trainer.model.gpt import GPT, KVCache
+from llm_trainer.model.shape import ModelShape
 
-SHAPE = GPTShape(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
+SHAPE = ModelShape(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
 
 def test_forward_shapes_and_loss():

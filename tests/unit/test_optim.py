@@ -14,7 +14,8 @@ from llm_trainer.app.planner import LaunchPlanner, check_optimizer
 from llm_trainer.checkpoint_io import load_model, load_optimizer_state, read_checkpoint
 from llm_trainer.config import load_config
 from llm_trainer.errors import UsageError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.records import InitFrom
 from llm_trainer.training.estimate import memory_estimate
@@ -40,7 +41,7 @@ def _cfg(corpus, **extra):
 
 
 def _tiny(**shape) -> GPT:
-    return GPT(GPTShape(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **shape))
+    return GPT(ModelShape(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **shape))
 
 
 def _names(model, params) -> set[str]:

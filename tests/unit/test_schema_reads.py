@@ -13,7 +13,8 @@ from llm_trainer.checkpoint_io import read_checkpoint, save_checkpoint
 from llm_trainer.config import RunConfig
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
-from llm_trainer.model.gpt import GPT, GPTShape
+from llm_trainer.model.gpt import GPT
+from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import (
     CHECKPOINT_CONFIG_SCHEMA,
     MANIFEST_SCHEMA,
@@ -23,7 +24,7 @@ from llm_trainer.store.checkpoints import (
 from llm_trainer.store.runs import CONTROL_SCHEMA, RunStore
 from llm_trainer.store.schema import SchemaError
 
-SHAPE = GPTShape(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)
+SHAPE = ModelShape(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
 def _checkpoint(tmp_path):

@@ -16,7 +16,6 @@ from typing import Any
 from llm_trainer.app.admin import ModelAdmin
 from llm_trainer.app.options import LaunchOptions, launch_overrides
 from llm_trainer.config import (
-    ARCH_KEYS,
     RunConfig,
     TrainConfig,
     apply_overrides,
@@ -293,9 +292,9 @@ class LaunchPlanner:
         saved = RunConfig.from_dict(ckpt_cfg, source=str(info.path))
         cfg = apply_overrides(saved, overrides, source="option")
         # a key the checkpoint's config lacks (older than the option) has its default
-        changes = [f"{k}: checkpoint {_arch_value(getattr(saved.model, k))}, requested "
-                   f"{_arch_value(getattr(cfg.model, k))}"
-                   for k in ARCH_KEYS if getattr(saved.model, k) != getattr(cfg.model, k)]
+        old, new = saved.model.shape(0), cfg.model.shape(0)  # vocab: the checkpoint's, both
+        changes = [f"{k}: checkpoint {_arch_value(getattr(old, k))}, requested "
+                   f"{_arch_value(getattr(new, k))}" for k in old.changes(new, every_key=True)]
         # a LoRA model's adapters are part of its shape (rank, scale, targets); a resume
         # also keeps the frozen layers (the optimizer state holds the trainable ones)
         old_ft = {"lora_r": 0, "freeze_layers": 0, **ckpt_cfg.get("finetune", {})}

@@ -32,7 +32,6 @@ from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.generate import GenerationSettings
-from llm_trainer.model.gpt import GPTShape
 from llm_trainer.model.hf_layout import (
     GPT2_ACTIVATIONS,
     GPT2_CONV1D,
@@ -41,6 +40,7 @@ from llm_trainer.model.hf_layout import (
     llama_weight_names,
     misfits,
 )
+from llm_trainer.model.shape import ModelShape
 
 FORMATS = ("hf", "safetensors", "gguf", "ollama")
 GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to
@@ -48,7 +48,7 @@ HF_EXPORTS = ("GPT-2 (pos learned, norm layernorm, activation gelu or gelu_tanh)
               "rope, norm rmsnorm, activation swiglu) and Qwen3 (Llama's with qk_norm, no bias)")
 
 
-def hf_family(shape: GPTShape) -> str:
+def hf_family(shape: ModelShape) -> str:
     """The Hugging Face architecture that represents ``shape`` (a key of HF_FAMILIES), or a
     one-line UsageError naming what the nearest one cannot represent."""
     odd = {family: misfits(shape, family) for family in HF_FAMILIES}
@@ -110,7 +110,7 @@ def llama_state_dict(ckpt: LoadedCheckpoint) -> dict[str, torch.Tensor]:
     return sd
 
 
-def hf_config(shape: GPTShape, family: str, eos_id: int | None) -> dict:
+def hf_config(shape: ModelShape, family: str, eos_id: int | None) -> dict:
     """config.json for ``family`` (see HF_FAMILIES)."""
     cls = HF_FAMILIES[family]
     common = {"architectures": [cls.architecture], "model_type": cls.model_type,

@@ -4,8 +4,9 @@
 HF's GPT-2 uses ``Conv1D`` layers whose weights are stored transposed (in, out); ours are
 ``nn.Linear`` (out, in). The export transposes them; names are the same.
 
-The defaults are GPT-2's block exactly (and a checkpoint written before the options existed
-loads with them). The options, each keeping the GPT-2 names so LoRA targets stay valid:
+It is built from a ``model.shape.ModelShape``, whose defaults are GPT-2's block exactly (a
+checkpoint written before the options existed loads with them). The options, each keeping
+the GPT-2 names so LoRA targets stay valid:
 
 - ``pos="rope"``: no ``transformer.wpe`` table; rotary embeddings on queries and keys in HF
   Llama's convention (``rotate_half``, the two halves of a head not interleaved,
@@ -24,7 +25,7 @@ loads with them). The options, each keeping the GPT-2 names so LoRA targets stay
   ``swiglu``: ``mlp.c_fc`` outputs gate and up fused, gate rows first
   (``c_fc.weight[:hidden]`` is Llama's gate_proj, ``[hidden:]`` its up_proj), and
   ``silu(gate) * up`` goes into ``c_proj``; ``hidden`` is 8/3 n_embd rounded up to a
-  multiple of 32 (``config.mlp_hidden``), e.g. 2048 for 768.
+  multiple of 32 (``shape.mlp_hidden``), e.g. 2048 for 768.
 - ``tie_embeddings=False``: ``lm_head`` has its own weight, initialised like every other
   linear layer (normal, std 0.02; HF's ``initializer_range``).
 """
@@ -33,79 +34,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_trainer.config import STORED_SHAPE_DEFAULTS as _D
-from llm_trainer.config import attention_problem, mlp_hidden
-
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
-POSITIONS = ("learned", "rope")
-NORMS = ("layernorm", "rmsnorm")
+from llm_trainer.model.shape import ModelShape
 
 
-@dataclass(frozen=True, kw_only=True)
-class GPTShape:
-    """The architecture, resolved: everything needed to build the module. The defaults of
-    the fields after ``bias`` are GPT-2's (an old checkpoint's stored shape lacks them)."""
-
-    vocab_size: int
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = _D["bias"]
-    activation: str = _D["activation"]  # gelu_tanh (HF gelu_new) | gelu (exact) | relu2 | swiglu
-    pos: str = _D["pos"]  # learned (a wpe table) | rope
-    rope_theta: float = _D["rope_theta"]
-    norm: str = _D["norm"]  # layernorm | rmsnorm
-    qk_norm: bool = _D["qk_norm"]
-    tie_embeddings: bool = _D["tie_embeddings"]
-    n_kv_head: int | None = _D["n_kv_head"]  # None: one key/value head per query head
-    head_size: int | None = _D["head_size"]  # None: n_embd // n_head
-    mlp_width: int | None = _D["mlp_width"]  # None: config.mlp_hidden's default
-    norm_eps: float = _D["norm_eps"]
-
-    def __post_init__(self) -> None:
-        problem = attention_problem(n_embd=self.n_embd, n_head=self.n_head,
-                                    n_kv_head=self.n_kv_head, head_size=self.head_size,
-                                    pos=self.pos)
-        if problem:
-            raise ValueError(problem[0])
-        for key, value, allowed in (("activation", self.activation, ACTIVATIONS),
-                                    ("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS)):
-            if value not in allowed:
-                raise ValueError(f"{key} {value!r} is not one of {', '.join(allowed)}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.head_size or self.n_embd // self.n_head
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_head or self.n_head
-
-    @property
-    def q_dim(self) -> int:
-        """The queries' width: c_attn's first rows, c_proj's input."""
-        return self.n_head * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        """The keys' width, and the values' (grouped-query attention: less than q_dim)."""
-        return self.kv_heads * self.head_dim
-
-    @property
-    def mlp_hidden(self) -> int:
-        """The MLP's inner width (``config.mlp_hidden``)."""
-        return mlp_hidden(self.n_embd, self.activation, self.mlp_width)
-
-
-def rope_tables(shape: GPTShape) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(shape: ModelShape) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (block_size, 1, head_dim) in float32, HF Llama's layout: the frequencies
     repeated for both halves of a head."""
     d = shape.head_dim
@@ -122,7 +59,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def make_norm(shape: GPTShape, dim: int) -> nn.Module:
+def make_norm(shape: ModelShape, dim: int) -> nn.Module:
     if shape.norm == "rmsnorm":
         return nn.RMSNorm(dim, eps=shape.norm_eps)
     return nn.LayerNorm(dim, eps=shape.norm_eps, bias=shape.bias)
@@ -132,7 +69,7 @@ class KVCache:
     """Per-layer key/value buffers for incremental decoding, preallocated to the context size.
     Keys are stored after the rotary embedding (rope), at their absolute positions."""
 
-    def __init__(self, shape: GPTShape, batch: int, device, dtype) -> None:
+    def __init__(self, shape: ModelShape, batch: int, device, dtype) -> None:
         buf = (shape.n_layer, batch, shape.kv_heads, shape.block_size, shape.head_dim)
         self.k = torch.empty(buf, device=device, dtype=dtype)
         self.v = torch.empty(buf, device=device, dtype=dtype)
@@ -162,7 +99,7 @@ _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  #
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, shape: GPTShape) -> None:
+    def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = shape.n_head, shape.kv_heads, shape.head_dim
         self.dropout = shape.dropout
@@ -234,7 +171,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, shape: GPTShape) -> None:
+    def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         hidden = shape.mlp_hidden
         fc_out = 2 * hidden if shape.activation == "swiglu" else hidden  # swiglu: gate, up
@@ -260,7 +197,7 @@ def activate(h: torch.Tensor, activation: str, approximate: str = "none") -> tor
 
 
 class Block(nn.Module):
-    def __init__(self, shape: GPTShape) -> None:
+    def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.ln_1 = make_norm(shape, shape.n_embd)
         self.attn = CausalSelfAttention(shape)
@@ -274,7 +211,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, shape: GPTShape) -> None:
+    def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.shape = shape
         modules = dict(wte=nn.Embedding(shape.vocab_size, shape.n_embd))

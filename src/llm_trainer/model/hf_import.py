@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ARCH_KEYS, STORED_SHAPE_DEFAULTS, mlp_hidden
 from llm_trainer.errors import UsageError
 from llm_trainer.model.hf_layout import (
     BY_MODEL_TYPE,
@@ -35,6 +34,7 @@ from llm_trainer.model.hf_layout import (
     misfits,
     show,
 )
+from llm_trainer.model.shape import ARCH_KEYS, ModelShape, mlp_hidden
 
 PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -99,11 +99,11 @@ def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
         raise UsageError(f"--init-from: checkpoint {info.problem}",
                          hint="pick another checkpoint folder, or a model name")
     meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    stored = {**STORED_SHAPE_DEFAULTS, **meta["architecture"]}
-    arch = {key: stored[key] for key in ARCH_KEYS}
+    shape = ModelShape.from_stored(meta["architecture"])
+    arch = {key: getattr(shape, key) for key in ARCH_KEYS}
     weights = path / ("model.safetensors" if meta.get("lora") is None else "adapter.safetensors")
-    return HFSource(path, weights, path / "tokenizer.json", int(stored["vocab_size"]),
-                    int(stored["block_size"]), arch, OWN, label)
+    return HFSource(path, weights, path / "tokenizer.json", int(shape.vocab_size),
+                    int(shape.block_size), arch, OWN, label)
 
 
 def parse_init_from(spec: str) -> Path:

@@ -50,12 +50,12 @@ def show(value: Any) -> str:
 
 
 def option(shape: Any, key: str) -> Any:
-    """``shape``'s value of a model option: a GPTShape's attribute or an arch dict's key."""
+    """``shape``'s value of a model option: a ModelShape's attribute or an arch dict's key."""
     return shape[key] if isinstance(shape, dict) else getattr(shape, key)
 
 
 def misfits(shape: Any, family: str) -> list[str]:
-    """The options of ``shape`` (a GPTShape or an arch dict) that ``family`` cannot represent,
+    """The options of ``shape`` (a ModelShape or an arch dict) that ``family`` cannot represent,
     as "key value" (e.g. ``["pos rope", "qk_norm true"]``); empty when it fits."""
     fam = HF_FAMILIES[family]
     out = [f"{key} {show(option(shape, key))}" for key, allowed in fam.requires.items()

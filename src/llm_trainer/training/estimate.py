@@ -372,7 +372,7 @@ def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int) -> D
         dataset=DryRunData(spec=parts.data.source.spec, train_tokens=len(parts.data.train),
                            val_tokens=len(parts.data.val)),
         parameters=n_all, trainable_parameters=n_train,
-        architecture=dict(parts.shape.__dict__), batch_size=plan.batch_size,
+        architecture=parts.shape.to_json(), batch_size=plan.batch_size,
         grad_accum=plan.grad_accum, global_batch=plan.seqs_per_step,
         tokens_per_step=plan.tokens_per_step, steps_per_epoch=plan.steps_per_epoch,
         start_step=start, total_steps=total, steps=total - start,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ARCH_KEYS, RunConfig
+from llm_trainer.config import RunConfig
 from llm_trainer.errors import UsageError
 from llm_trainer.store.records import InitFrom, InitMode, RunMeta
 from llm_trainer.training.callbacks import EarlyStopping, StepStats
@@ -67,7 +67,7 @@ class TrainingParts:
     plan: Any  # BatchPlan
     batches: Any  # Batches
     val_batches: list
-    shape: Any  # GPTShape
+    shape: Any  # ModelShape
     model: Any  # the unwrapped model (what checkpoints store)
     train_model: Any  # what the step calls: the model, or its DDP / compiled wrapper
     compiled: bool
@@ -205,20 +205,6 @@ def want_compile(setting: str, device_type: str) -> bool:
     return device_type == "cuda"
 
 
-def architecture_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """What differs between two GPTShape dicts; a key missing (a checkpoint older than the
-    option) means GPTShape's default, and rope_theta counts only where rope is used."""
-    from dataclasses import MISSING, fields
-
-    from llm_trainer.model.gpt import GPTShape
-
-    defaults = {f.name: f.default for f in fields(GPTShape) if f.default is not MISSING}
-    a, b = {**defaults, **a}, {**defaults, **b}
-    keys = ["vocab_size", *(k for k in ARCH_KEYS
-                            if k != "rope_theta" or "rope" in (a["pos"], b["pos"]))]
-    return [f"{k} {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k)]
-
-
 # ============================================================================ the build
 def build_parts(job: TrainingJob, log: Log = lambda message: None) -> TrainingParts:
     """Set up everything a training step needs, in order. ``log`` gets the set-up lines
@@ -336,7 +322,7 @@ def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log
     import torch
 
     from llm_trainer.checkpoint_io import load_model
-    from llm_trainer.model.gpt import GPT, GPTShape
+    from llm_trainer.model.gpt import GPT
     from llm_trainer.model.hf_import import inspect_source
 
     source = inspect_source(Path(job.init.checkpoint)) \
@@ -344,10 +330,9 @@ def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log
     # the embedding may have more rows than the tokenizer has tokens (padded imports)
     vocab = start.shape.vocab_size if start is not None else (
         source.vocab_size if source else data.tokenizer.vocab_size)
-    shape = GPTShape(vocab_size=vocab, dropout=cfg.model.dropout,
-                     **{k: getattr(cfg.model, k) for k in ARCH_KEYS})
+    shape = cfg.model.shape(vocab)
     if start is not None:
-        diff = architecture_diff(start.shape.__dict__, shape.__dict__)
+        diff = start.shape.diff(shape)
         if diff:
             raise UsageError(
                 f"checkpoint {start.path.name} has a different architecture: "
