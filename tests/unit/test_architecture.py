@@ -156,7 +156,8 @@ def test_the_shape_module_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import llm_trainer.model.shape, llm_trainer.model.hf_layout; "
+    code = ("import sys; import llm_trainer.model.shape, llm_trainer.model.families, "
+            "llm_trainer.model.hf_import, llm_trainer.config; "
             "assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -44,11 +44,11 @@ def test_the_fast_preset_keeps_shakespeare_chars_data_tokenizer_and_size():
 
 @pytest.mark.parametrize("name", ["modern-small", "modern-medium"])
 def test_the_modern_presets_export_as_qwen3(name):
-    from llm_trainer.inference.export import hf_family
+    from llm_trainer.model.families import family_for
 
     cfg = load_config(preset=name)
     assert cfg.train.optimizer == "muon"
-    assert hf_family(_shape(cfg, vocab=cfg.data.vocab_size)) == "Qwen3"
+    assert family_for(_shape(cfg, vocab=cfg.data.vocab_size)).name == "Qwen3"
 
 
 def test_shakespeare_char_is_nanogpts_cpu_recipe():

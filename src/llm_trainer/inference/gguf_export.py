@@ -20,21 +20,18 @@ Files are written to a temporary name in the destination folder and renamed at t
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from llm_trainer.checkpoint_io import LoadedCheckpoint
+from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.export import check_out_folder, hf_family, state_dict_with_biases
 from llm_trainer.inference.generate import GenerationSettings
-from llm_trainer.model.hf_layout import misfits, requirements
+from llm_trainer.inference.outputs import check_out_folder, replace_atomically
+from llm_trainer.model.families import GPT2Adapter, family_for
 
 DTYPES = ("f32", "f16")
 PRE_TOKENIZER = "gpt-2"
@@ -119,7 +116,8 @@ def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
     (token_embd (vocab, n_embd) has ne {n_embd, vocab})."""
     import gguf
 
-    sd = {k: v.float().numpy() for k, v in state_dict_with_biases(ckpt).items()}
+    model_sd = load_model(ckpt, "cpu").state_dict()
+    sd = {k: v.float().numpy() for k, v in GPT2Adapter(ckpt.shape).with_biases(model_sd).items()}
 
     def name(tensor, bid: int | None = None) -> str:
         return gguf.TENSOR_NAMES[tensor].format(bid=bid)
@@ -146,16 +144,16 @@ def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
 def check_architecture(ckpt: LoadedCheckpoint) -> None:
     """llama.cpp's gpt2 architecture is GPT-2's block, what ``--format hf`` writes as
     GPT2LMHeadModel: refuse, in one line, any other."""
-    odd = misfits(ckpt.shape, "GPT-2")
+    odd = GPT2Adapter.misfits(ckpt.shape)
     if not odd:
         return
     try:
-        family = hf_family(ckpt.shape)
+        family = family_for(ckpt.shape).name
     except UsageError:
         family = None
     raise UsageError(f"llama.cpp's gpt2 architecture, which GGUF export writes, cannot run this "
                      f"model ({', '.join(odd)}); it needs GPT-2's block: "
-                     f"{requirements('GPT-2')}",
+                     f"{GPT2Adapter.requirements()}",
                      hint=f"export --format hf (as {family}) and convert that folder with "
                           f"llama.cpp's convert_hf_to_gguf.py" if family else
                           "--format safetensors exports any model in our own layout")
@@ -213,19 +211,6 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
     w.close()
 
 
-def _replace_atomically(dest: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``dest``, then rename it over."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
                 overwrite: bool = False) -> Path:
     _check_dtype(dtype)
@@ -238,7 +223,7 @@ def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     check_architecture(ckpt)  # refuse before writing
     vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(out, lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
+    replace_atomically(out, lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
     return out
 
 
@@ -264,9 +249,9 @@ def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     check_architecture(ckpt)
     vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
+    replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
     text = modelfile(ckpt, vocab)
-    _replace_atomically(out / "Modelfile", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    replace_atomically(out / "Modelfile", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
 
 

@@ -1,5 +1,6 @@
 """Import a Hugging Face folder on disk to fine-tune: the inverse of ``models export --format
-hf``. A folder imports when every part of it maps exactly onto our GPT (``model.hf_layout``):
+hf``. A folder imports when every part of it maps exactly onto our GPT (its family's adapter
+in ``model.families``):
 
   GPT2LMHeadModel   GPT-2 / DistilGPT2: gelu_new or gelu; any n_inner, layer_norm_epsilon;
                     tied or untied head
@@ -10,11 +11,11 @@ hf``. A folder imports when every part of it maps exactly onto our GPT (``model.
 
 ``inspect_hf_folder`` checks the folder with JSON and the tokenizers library (the launch
 planner calls it before anything starts) and refuses, in one line, what this model cannot
-represent. ``load_hf_weights`` (torch) reads the weights into our parameter names: GPT-2's
-match one to one, except that HF's ``Conv1D`` layers store their weights transposed, older
-files lack the ``transformer.`` prefix and carry the causal-mask buffers (``attn.bias``,
-``attn.masked_bias``), and a tied ``lm_head`` may be absent; Llama's and Qwen3's q/k/v_proj
-stack into ``c_attn`` and gate/up_proj into ``c_fc``.
+represent. ``load_hf_weights`` (torch) reads the weights into our parameter names through the
+family's ``from_hf``: GPT-2's match one to one, except that HF's ``Conv1D`` layers store their
+weights transposed, older files lack the ``transformer.`` prefix and carry the causal-mask
+buffers (``attn.bias``, ``attn.masked_bias``), and a tied ``lm_head`` may be absent; Llama's
+and Qwen3's q/k/v_proj stack into ``c_attn`` and gate/up_proj into ``c_fc``.
 """
 
 from __future__ import annotations
@@ -25,26 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.errors import UsageError
-from llm_trainer.model.hf_layout import (
-    BY_MODEL_TYPE,
-    GPT2_ACTIVATIONS,
-    GPT2_CONV1D,
-    HFFamily,
-    llama_weight_names,
-    misfits,
-    show,
-)
-from llm_trainer.model.shape import ARCH_KEYS, ModelShape, mlp_hidden
+from llm_trainer.model.families import BY_MODEL_TYPE, FAMILIES, StateDictAdapter
+from llm_trainer.model.shape import ARCH_KEYS, ModelShape
 
 PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 IMPORTS = ("GPT2LMHeadModel, LlamaForCausalLM and Qwen3ForCausalLM folders (model_type "
            + ", ".join(BY_MODEL_TYPE) + ")")
-# what transformers' config.json always holds for Llama / Qwen3: no defaults guessed for sizes
-LLAMA_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-               "num_attention_heads", "max_position_embeddings")
-
-Problem = tuple[str, str]  # what the folder has, what this model needs instead
 OWN = "llm-trainer"  # the family of a checkpoint of this trainer used as a source
 
 
@@ -58,7 +46,7 @@ class HFSource:
     vocab_size: int  # rows of the embedding (may exceed the tokenizer's size: padding)
     n_positions: int
     arch: dict[str, Any]  # our model.* keys: n_layer, n_head, n_embd, block_size, bias, ...
-    family: str = "GPT-2"  # a key of hf_layout.HF_FAMILIES, or OWN
+    family: str = "GPT-2"  # a key of families.FAMILIES, or OWN
     label: str | None = None  # how an OWN source is recorded: "MODEL (step N)"
 
     @property
@@ -72,6 +60,14 @@ class HFSource:
     def name(self) -> str:
         """A short name for messages and the new model's default name."""
         return self.path.parent.name if self.family == OWN else self.path.name
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(vocab_size=self.vocab_size, **self.arch)
+
+    def adapter(self) -> StateDictAdapter | None:
+        """The state-dict adapter of a Hugging Face folder (None for a checkpoint of ours)."""
+        return FAMILIES[self.family](self.shape) if self.family in FAMILIES else None
 
 
 def inspect_source(path: Path) -> HFSource:
@@ -143,10 +139,7 @@ def inspect_hf_folder(spec: str) -> HFSource:
     if not tok_path.is_file():
         raise UsageError(f"--init-from: {path} has no tokenizer.json",
                          hint="save the fast tokenizer too: tokenizer.save_pretrained(FOLDER)")
-    if family.name == "GPT-2":
-        vocab, n_pos, arch, problems = _gpt2_arch(hf)
-    else:
-        vocab, n_pos, arch, problems = _llama_arch(hf, family, cfg_path)
+    vocab, n_pos, arch, problems = family.read_config(hf, cfg_path)
     if problems:
         (what, need), rest = problems[0], problems[1:]
         also = f" (also {', '.join(w for w, _ in rest)})" if rest else ""
@@ -160,86 +153,6 @@ def inspect_hf_folder(spec: str) -> HFSource:
                          f"{vocab:,} embeddings: the tokenizer does not belong to this model",
                          hint="put the tokenizer.json saved with these weights in the folder")
     return HFSource(path, weights, tok_path, vocab, n_pos, arch, family.name)
-
-
-def _gpt2_arch(hf: dict) -> tuple[int, int, dict[str, Any], list[Problem]]:
-    n_embd, n_head, n_inner = int(hf.get("n_embd", 768)), int(hf.get("n_head", 12)), \
-        hf.get("n_inner")
-    act = hf.get("activation_function", "gelu_new")
-    ours = GPT2_ACTIVATIONS.get(act, "gelu_tanh")
-    problems: list[Problem] = []
-    if n_embd % n_head:
-        problems.append((f"n_embd {n_embd} with n_head {n_head}",
-                         "n_embd divisible by n_head"))
-    if act not in GPT2_ACTIVATIONS:
-        problems.append((f"activation_function {act!r}", ", ".join(GPT2_ACTIVATIONS)))
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if hf.get(flag):
-            problems.append((f"{flag} true", f"{flag} false"))
-    if not hf.get("scale_attn_weights", True):
-        problems.append(("scale_attn_weights false", "attention scaled by 1/sqrt(head size)"))
-    n_pos = int(hf.get("n_positions", hf.get("n_ctx", 1024)))
-    arch = {"n_layer": int(hf.get("n_layer", 12)), "n_head": n_head, "n_embd": n_embd,
-            "block_size": n_pos, "bias": True, "activation": ours,
-            # GPT-2's block: nothing else (a preset, a config file) may change these
-            "pos": "learned", "rope_theta": 10000.0, "norm": "layernorm", "qk_norm": False,
-            "tie_embeddings": bool(hf.get("tie_word_embeddings", True)), "n_kv_head": None,
-            "head_size": None,
-            "mlp_width": None if n_inner in (None, mlp_hidden(n_embd, ours)) else int(n_inner),
-            "norm_eps": float(hf.get("layer_norm_epsilon", 1e-5))}
-    return int(hf.get("vocab_size", 50257)), n_pos, arch, problems
-
-
-def _llama_arch(hf: dict, family: HFFamily,
-                cfg_path: Path) -> tuple[int, int, dict[str, Any], list[Problem]]:
-    missing = [k for k in LLAMA_SIZES if not isinstance(hf.get(k), int)]
-    if missing:
-        raise UsageError(f"--init-from: {cfg_path} has no {missing[0]}: not a complete "
-                         f"{family.architecture} config",
-                         hint="a transformers folder, as `save_pretrained` writes it")
-    C, n_head = hf["hidden_size"], hf["num_attention_heads"]
-    problems: list[Problem] = []
-    n_kv = hf.get("num_key_value_heads") or n_head
-    # transformers' defaults: Qwen3Config 128, LlamaConfig hidden_size / heads
-    head_dim = hf.get("head_dim") or (128 if family.name == "Qwen3" else C // n_head)
-    if n_kv > n_head or n_head % n_kv:
-        problems.append((f"{n_kv} key/value heads for {n_head} query heads",
-                         "num_attention_heads a multiple of num_key_value_heads"))
-    if head_dim % 2:
-        problems.append((f"heads of {head_dim}", "an even head size (rotary embeddings)"))
-    scaling = hf.get("rope_scaling") or {}
-    params = hf.get("rope_parameters") or {}
-    rope_type = scaling.get("rope_type", scaling.get("type")) if scaling else \
-        params.get("rope_type", "default")
-    if rope_type != "default":
-        problems.append((f"rope scaling ({rope_type})",
-                         "plain rotary embeddings (rope_scaling null)"))
-    act = hf.get("hidden_act", "silu")
-    if act != "silu":
-        problems.append((f"hidden_act {act!r}", "silu (its MLP is swiglu)"))
-    width = hf["intermediate_size"]
-    eps = float(hf.get("rms_norm_eps", 1e-6))  # transformers' default for both
-    bias = bool(hf.get("attention_bias", False))
-    if family.name == "Llama" and bool(hf.get("mlp_bias", False)) != bias:
-        problems.append((f"attention_bias {show(bias)} with mlp_bias {show(not bias)}",
-                         "both the same (one bias flag for attention and MLP)"))
-    if hf.get("use_sliding_window") or any(t != "full_attention"
-                                           for t in hf.get("layer_types") or ()):
-        problems.append(("sliding-window attention", "full attention in every layer "
-                                                     "(use_sliding_window false)"))
-    theta = hf.get("rope_theta", params.get("rope_theta", 10000.0))
-    arch = {"n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": C,
-            "block_size": hf["max_position_embeddings"], "bias": bias,
-            **{k: v[0] for k, v in family.requires.items() if k != "bias"},
-            "rope_theta": float(theta),
-            "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
-            "n_kv_head": None if n_kv == n_head else n_kv,
-            "head_size": None if head_dim * n_head == C else head_dim,
-            "mlp_width": None if width == mlp_hidden(C, "swiglu") else width, "norm_eps": eps}
-    if misfits(arch, family.name):  # Qwen3 with attention_bias: its MLP has none
-        problems.append((f"attention_bias {show(bias)}", f"attention_bias false (its "
-                                                         f"{family.name} has no MLP biases)"))
-    return hf["vocab_size"], hf["max_position_embeddings"], arch, problems
 
 
 def _tokenizer_size(path: Path) -> int:
@@ -295,7 +208,7 @@ def load_hf_weights(src: HFSource, block_size: int) -> dict[str, Any]:
     import torch
 
     raw = {name: t.to(torch.float32) for name, t in _read_tensors(src.weights).items()}
-    sd = _gpt2_weights(raw) if src.family == "GPT-2" else _llama_weights(raw, src)
+    sd = FAMILIES[src.family](src.shape).from_hf(raw)
     wte = sd.get("transformer.wte.weight")
     if src.arch["tie_embeddings"]:
         head = sd.pop("lm_head.weight", None)
@@ -312,46 +225,10 @@ def load_hf_weights(src: HFSource, block_size: int) -> dict[str, Any]:
     return sd
 
 
-def _gpt2_weights(raw: dict[str, Any]) -> dict[str, Any]:
-    sd = {}
-    for name, tensor in raw.items():
-        if name.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # causal-mask buffers of older transformers versions, not weights
-        key = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
-        if key.endswith(GPT2_CONV1D):
-            tensor = tensor.t()
-        sd[key] = tensor.contiguous()
-    return sd
-
-
-def _llama_names(src: HFSource) -> list[tuple[str, tuple[str, ...]]]:
-    a = src.arch
-    return llama_weight_names(a["n_layer"], qk_norm=a["qk_norm"], bias=a["bias"],
-                              tie_embeddings=a["tie_embeddings"])
-
-
-def _llama_weights(raw: dict[str, Any], src: HFSource) -> dict[str, Any]:
-    import torch
-
-    sd = {}
-    for ours, theirs in _llama_names(src):
-        if not all(n in raw for n in theirs):
-            continue
-        parts = [raw.pop(n) for n in theirs]
-        if len({tuple(p.shape[1:]) for p in parts}) > 1:
-            raise UsageError(f"--init-from: {' / '.join(theirs)} have shapes "
-                             f"{', '.join(str(tuple(p.shape)) for p in parts)}, which do "
-                             "not stack into one layer")
-        sd[ours] = torch.cat(parts, dim=0).contiguous()  # (sum of rows, in)
-    for name, tensor in raw.items():  # the tied head (checked by the caller), or unknown
-        if not name.endswith("rotary_emb.inv_freq"):  # a buffer some old files carry
-            sd[name] = tensor
-    return sd
-
-
 def check_complete(sd: dict[str, Any], expected: dict[str, Any], src: HFSource) -> None:
     """Every parameter of ``expected`` (a fresh model's state dict) present with its shape."""
-    theirs = dict(_llama_names(src)) if src.family in ("Llama", "Qwen3") else {}
+    adapter = src.adapter()
+    theirs = adapter.hf_names() if adapter else {}
     for name, ref in expected.items():
         got = sd.get(name)
         shown = " + ".join(theirs.get(name, (name,)))
