@@ -56,3 +56,10 @@ def _imports(module: str) -> set[str]:
 def test_the_gguf_export_does_not_import_the_hf_export():
     assert "llm_trainer.inference.export" not in _imports("llm_trainer.inference.gguf_export")
 
+
+
+def test_the_model_layer_does_not_discover_checkpoints():
+    for module in ("llm_trainer.model.hf_import", "llm_trainer.model.families",
+                   "llm_trainer.model.shape", "llm_trainer.model.gpt"):
+        assert not any(m.startswith(("llm_trainer.store", "llm_trainer.checkpoint_io"))
+                       for m in _imports(module)), module

@@ -217,8 +217,8 @@ class LaunchPlanner:
     def _init_source(self, spec: str, notes: list[str]):
         """``--init-from``: ``hf:PATH``, a checkpoint folder, or a model name (its latest
         usable checkpoint; a model being trained gives the newest one it has saved)."""
-        from llm_trainer.model.hf_import import PREFIX, inspect_hf_folder, inspect_own_checkpoint
-        from llm_trainer.store.checkpoints import MANIFEST
+        from llm_trainer.model.hf_import import PREFIX, inspect_hf_folder
+        from llm_trainer.store.checkpoints import MANIFEST, inspect_own_checkpoint
 
         if spec.startswith(PREFIX):
             return inspect_hf_folder(spec)

@@ -70,38 +70,6 @@ class HFSource:
         return FAMILIES[self.family](self.shape) if self.family in FAMILIES else None
 
 
-def inspect_source(path: Path) -> HFSource:
-    """The source an import run recorded (its ``init.checkpoint``): a checkpoint folder of
-    this trainer (it has a manifest) or a Hugging Face folder."""
-    from llm_trainer.store.checkpoints import MANIFEST
-
-    if (path / MANIFEST).is_file():
-        return inspect_own_checkpoint(path)
-    if not path.exists():
-        raise UsageError(f"--init-from: {path} no longer exists (pruned or deleted since the "
-                         "run was planned)", hint="start it again from another checkpoint")
-    return inspect_hf_folder(f"{PREFIX}{path}")
-
-
-def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
-    """A checkpoint of this trainer as the start of a new model: its stored architecture,
-    tokenizer and weights (a LoRA checkpoint's with the adapters folded in: see
-    ``checkpoint_io.weights_for_import``). Its manifest (and a LoRA checkpoint's base)
-    must be intact."""
-    from llm_trainer.store.checkpoints import inspect_checkpoint
-
-    info = inspect_checkpoint(path, verify=False)
-    if not info.valid:
-        raise UsageError(f"--init-from: checkpoint {info.problem}",
-                         hint="pick another checkpoint folder, or a model name")
-    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    shape = ModelShape.from_stored(meta["architecture"])
-    arch = {key: getattr(shape, key) for key in ARCH_KEYS}
-    weights = path / ("model.safetensors" if meta.get("lora") is None else "adapter.safetensors")
-    return HFSource(path, weights, path / "tokenizer.json", int(shape.vocab_size),
-                    int(shape.block_size), arch, OWN, label)
-
-
 def parse_init_from(spec: str) -> Path:
     if not spec.startswith(PREFIX) or not spec[len(PREFIX):].strip():
         raise UsageError(f"--init-from {spec!r}: expected a model name, a checkpoint folder, "

@@ -3,7 +3,9 @@
 A checkpoint is ``<model dir>/step-<N>/`` holding its files and a ``manifest.json`` with the
 sha256 of each. It is built in a hidden staging folder, fsynced, and renamed into place; a
 folder without a valid manifest does not exist as far as loading is concerned (torchtitan's
-rule: a step counts only once its metadata exists). No torch here.
+rule: a step counts only once its metadata exists). Discovery is here too: which folder an
+``--init-from`` names and what a checkpoint of ours gives a new model (``inspect_source``,
+``inspect_own_checkpoint``). No torch here.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from llm_trainer.errors import UsageError
 from llm_trainer.store.atomic import atomic_write_json, fsync_dir, read_json
 from llm_trainer.store.schema import SchemaError, upgrade
+
+if TYPE_CHECKING:
+    from llm_trainer.model.hf_import import HFSource
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"  # the run config and the model's shape (and a LoRA model's adapters)
@@ -256,3 +262,39 @@ def resolve_checkpoint(model_dir: Path, which: str = "latest",
         if warn is not None:
             warn(f"skipping checkpoint {checked.problem}")
     return None
+
+
+def inspect_source(path: Path) -> HFSource:
+    """The source an import run recorded (its ``init.checkpoint``): a checkpoint folder of
+    this trainer (it has a manifest) or a Hugging Face folder."""
+    from llm_trainer.model.hf_import import PREFIX, inspect_hf_folder
+
+    if (path / MANIFEST).is_file():
+        return inspect_own_checkpoint(path)
+    if not path.exists():
+        raise UsageError(f"--init-from: {path} no longer exists (pruned or deleted since the "
+                         "run was planned)", hint="start it again from another checkpoint")
+    return inspect_hf_folder(f"{PREFIX}{path}")
+
+
+def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
+    """A checkpoint of this trainer as the start of a new model: its stored architecture,
+    tokenizer and weights (a LoRA checkpoint's with the adapters folded in: see
+    ``checkpoint_io.weights_for_import``). Its manifest (and a LoRA checkpoint's base)
+    must be intact."""
+    from llm_trainer.model.hf_import import OWN, HFSource
+    from llm_trainer.model.shape import ARCH_KEYS, ModelShape
+
+    info = inspect_checkpoint(path, verify=False)
+    if not info.valid:
+        raise UsageError(f"--init-from: checkpoint {info.problem}",
+                         hint="pick another checkpoint folder, or a model name")
+    meta = read_checkpoint_config(path)
+    if meta is None:
+        raise UsageError(f"--init-from: checkpoint {path.name} has no readable {CONFIG}",
+                         hint="pick another checkpoint folder, or a model name")
+    shape = ModelShape.from_stored(meta["architecture"])
+    arch = {key: getattr(shape, key) for key in ARCH_KEYS}
+    weights = path / ("model.safetensors" if meta.get("lora") is None else "adapter.safetensors")
+    return HFSource(path, weights, path / "tokenizer.json", int(shape.vocab_size),
+                    int(shape.block_size), arch, OWN, label)

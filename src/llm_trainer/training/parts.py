@@ -323,7 +323,7 @@ def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log
 
     from llm_trainer.checkpoint_io import load_model
     from llm_trainer.model.gpt import GPT
-    from llm_trainer.model.hf_import import inspect_source
+    from llm_trainer.store.checkpoints import inspect_source
 
     source = inspect_source(Path(job.init.checkpoint)) \
         if job.init is not None and job.init.mode == InitMode.IMPORT else None
