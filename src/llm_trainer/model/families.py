@@ -198,7 +198,7 @@ class LlamaAdapter(StateDictAdapter):
     requires = {"pos": ("rope",), "norm": ("rmsnorm",), "activation": ("swiglu",),
                 "qk_norm": (False,)}
 
-    mlp_bias: ClassVar[bool] = True  # config.json has mlp_bias beside attention_bias
+    has_mlp_bias: ClassVar[bool] = True  # config.json has mlp_bias beside attention_bias
 
     @classmethod
     def default_head_dim(cls, hidden: int, n_head: int) -> int:
@@ -234,7 +234,7 @@ class LlamaAdapter(StateDictAdapter):
         width = hf["intermediate_size"]
         eps = float(hf.get("rms_norm_eps", 1e-6))  # transformers' default for both
         bias = bool(hf.get("attention_bias", False))
-        if cls.mlp_bias and bool(hf.get("mlp_bias", False)) != bias:
+        if cls.has_mlp_bias and bool(hf.get("mlp_bias", False)) != bias:
             problems.append((f"attention_bias {show(bias)} with mlp_bias {show(not bias)}",
                              "both the same (one bias flag for attention and MLP)"))
         if hf.get("use_sliding_window") or any(t != "full_attention"
@@ -342,7 +342,7 @@ class Qwen3Adapter(LlamaAdapter):
     requires = {"pos": ("rope",), "norm": ("rmsnorm",), "activation": ("swiglu",),
                 "qk_norm": (True,), "bias": (False,)}
 
-    mlp_bias = False
+    has_mlp_bias = False
 
     @classmethod
     def default_head_dim(cls, hidden: int, n_head: int) -> int:
