@@ -35,10 +35,10 @@ from llm_trainer.store.checkpoints import (
     CHECKPOINT_CONFIG_SCHEMA,
     CONFIG,
     CheckpointInfo,
+    checked_config,
     commit_checkpoint,
     inspect_checkpoint,
     new_staging_dir,
-    read_checkpoint_config,
 )
 
 
@@ -137,13 +137,8 @@ def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, sha
 
 def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
     """Metadata of a checkpoint (no tensors). Refuses one that fails its manifest."""
-    info = inspect_checkpoint(path, verify=verify)
-    if not info.valid:
-        raise NotFoundError(f"checkpoint {info.problem}",
-                            hint="use another checkpoint: --checkpoint latest|best|STEP")
-    meta = read_checkpoint_config(path)
-    if meta is None:
-        raise NotFoundError(f"checkpoint {path} has no readable {CONFIG}")
+    info, meta = checked_config(path, verify=verify, error=lambda what: NotFoundError(
+        what, hint="use another checkpoint: --checkpoint latest|best|STEP"))
     trainer = json.loads((path / "trainer.json").read_text())
     tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
                                         kind=meta["config"]["data"]["tokenizer"])

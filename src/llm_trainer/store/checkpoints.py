@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,6 +170,19 @@ def read_checkpoint_config(path: Path) -> dict[str, Any] | None:
                    source=f"{path.name}/{CONFIG}")
 
 
+def checked_config(path: Path, *, verify: bool,
+                   error: Callable[[str], Exception]) -> tuple[CheckpointInfo, dict[str, Any]]:
+    """A usable checkpoint's manifest and config.json; ``error(what is wrong)`` is raised for
+    one that fails its manifest or has no readable config."""
+    info = inspect_checkpoint(path, verify=verify)
+    if not info.valid:
+        raise error(f"checkpoint {info.problem}")
+    meta = read_checkpoint_config(path)
+    if meta is None:
+        raise error(f"checkpoint {path} has no readable {CONFIG}")
+    return info, meta
+
+
 def base_of(path: Path) -> Path | None:
     """The folder with the frozen base weights a (LoRA) checkpoint's config.json names, or
     None for a checkpoint that holds its whole model."""
@@ -285,14 +299,8 @@ def inspect_own_checkpoint(path: Path, label: str | None = None) -> HFSource:
     from llm_trainer.model.hf_import import OWN, HFSource
     from llm_trainer.model.shape import ARCH_KEYS, ModelShape
 
-    info = inspect_checkpoint(path, verify=False)
-    if not info.valid:
-        raise UsageError(f"--init-from: checkpoint {info.problem}",
-                         hint="pick another checkpoint folder, or a model name")
-    meta = read_checkpoint_config(path)
-    if meta is None:
-        raise UsageError(f"--init-from: checkpoint {path.name} has no readable {CONFIG}",
-                         hint="pick another checkpoint folder, or a model name")
+    _, meta = checked_config(path, verify=False, error=lambda what: UsageError(
+        f"--init-from: {what}", hint="pick another checkpoint folder, or a model name"))
     shape = ModelShape.from_stored(meta["architecture"])
     arch = {key: getattr(shape, key) for key in ARCH_KEYS}
     weights = path / ("model.safetensors" if meta.get("lora") is None else "adapter.safetensors")
