@@ -22,7 +22,6 @@ from llm_trainer.errors import ConfigError
 from llm_trainer.model.shape import (
     ARCH_KEYS,
     NORM_EPS,
-    STORED_SHAPE_DEFAULTS,  # noqa: F401  cli's _describe_shape, until it uses describe()
     ModelShape,
     attention_problem,
 )

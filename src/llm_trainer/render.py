@@ -186,27 +186,13 @@ def describe_tokenizer(tok: dict[str, Any] | None) -> str:
 
 
 def describe_shape(arch: dict[str, Any] | None) -> str:
-    """'4 layers x 128 dims, 4 heads, context 64, vocab 66; rope, layernorm, ...' (keys an
-    older checkpoint lacks read as GPT-2's)."""
+    """A model's recorded shape in words (``ModelShape.describe``: keys an older checkpoint
+    lacks read as GPT-2's); "-" when none is recorded."""
     if not arch:
         return "-"
-    from llm_trainer.config import STORED_SHAPE_DEFAULTS
+    from llm_trainer.model.shape import ModelShape
 
-    a = {**STORED_SHAPE_DEFAULTS, **arch}
-    heads = f"{a.get('n_head')} heads"
-    if a["n_kv_head"] not in (None, a.get("n_head")):
-        heads += f" sharing {a['n_kv_head']} key/value heads"
-    if a["head_size"] is not None:
-        heads += f" of {a['head_size']}"
-    block = [f"{a['pos']} positions" if a["pos"] == "learned" else "rope", a["norm"],
-             *(["QK-norm"] if a["qk_norm"] else []), a["activation"],
-             *([f"MLP width {a['mlp_width']}"] if a["mlp_width"] else []),
-             *([f"norm eps {a['norm_eps']:g}"] if a["norm_eps"] != STORED_SHAPE_DEFAULTS[
-                 "norm_eps"] else []),
-             "tied head" if a["tie_embeddings"] else "untied head",
-             "biases" if a["bias"] else "no biases"]
-    return (f"{a.get('n_layer')} layers x {a.get('n_embd')} dims, {heads}, "
-            f"context {a.get('block_size')}, vocab {a.get('vocab_size')}; {', '.join(block)}")
+    return ModelShape.from_stored(arch).describe()
 
 
 def optimizer_lines(config: dict[str, Any] | None) -> list[str]:

@@ -13,7 +13,7 @@ are ``config.ModelConfig``'s (``activation`` gelu).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
@@ -153,8 +153,3 @@ class ModelShape:
         return (f"{self.n_layer} layers x {self.n_embd} dims, {heads}, "
                 f"context {self.block_size}, vocab {self.vocab_size}; {', '.join(block)}")
 
-
-# What a stored shape means where it lacks a key (ModelShape's defaults)
-STORED_SHAPE_DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in fields(ModelShape)
-    if f.default is not MISSING and f.name != "dropout"}
