@@ -204,7 +204,7 @@ class Trainer:
         data = p.data
         self.callbacks.on_start(self, StartInfo(
             device=p.device.to_json(), precision=p.precision.name, parameters=n_params,
-            architecture=dict(shape.__dict__),
+            architecture=shape.to_json(),
             tokenizer={"kind": data.tokenizer.kind, "vocab_size": data.tokenizer.vocab_size},
             dataset=DatasetInfo(spec=data.source.spec, fingerprint=data.source.fingerprint,
                                 train_tokens=len(data.train), val_tokens=len(data.val)),
