@@ -26,16 +26,9 @@ from llm_trainer.store.models import ModelStore
 from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
+from llm_trainer.training import events
 from llm_trainer.training.callbacks import Callback, CpuShare
 from llm_trainer.training.device import tune_allocator
-from llm_trainer.training.events import (
-    Anomaly,
-    CheckpointSaved,
-    EvalDone,
-    Progress,
-    Sample,
-    StartInfo,
-)
 
 TELEMETRY_EVERY_S = 2.0
 PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
@@ -93,7 +86,7 @@ class RunReporter(Callback):
         self.telemetry: Telemetry | None = None
         self.last_sample = 0.0
         self.last_progress_line = 0.0
-        self.start_info: StartInfo | None = None
+        self.start_info: events.StartInfo | None = None
         self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     # -------------------------------------------------------------- plumbing
@@ -122,7 +115,7 @@ class RunReporter(Callback):
         return snap
 
     # -------------------------------------------------------------- Callback protocol
-    def on_start(self, trainer, info: StartInfo) -> None:
+    def on_start(self, trainer, info: events.StartInfo) -> None:
         self.start_info = info
         dev = info.device["selected"]
         self.telemetry = Telemetry(gpu_index=int(dev.split(":")[1]) if dev.startswith("cuda:")
@@ -157,7 +150,7 @@ class RunReporter(Callback):
             rec.config = info.config
             self.models.save(rec)
 
-    def on_progress(self, trainer, p: Progress) -> None:
+    def on_progress(self, trainer, p: events.Progress) -> None:
         snap = self._sample()
         self.write_state(step=p.step, total_steps=p.total_steps, epoch=p.epoch, loss=p.loss,
                          lr=p.lr, grad_norm=p.grad_norm, tokens_per_s=p.tokens_per_s,
@@ -177,7 +170,7 @@ class RunReporter(Callback):
             self.log(f"step {p.step}/{p.total_steps} epoch {p.epoch:.2f} loss {p.loss:.4f} "
                      f"lr {p.lr:.2e} {p.tokens_per_s:,.0f} tok/s ETA {eta}")
 
-    def on_eval(self, trainer, r: EvalDone) -> None:
+    def on_eval(self, trainer, r: events.EvalDone) -> None:
         self.write_state(val_loss=r.val_loss, best_val_loss=r.best_val_loss,
                          perplexity=r.perplexity)
         self.runs.append_metrics(self.run_id, {
@@ -186,13 +179,13 @@ class RunReporter(Callback):
         self.log(f"step {r.step}: val loss {r.val_loss:.4f} "
                  f"(perplexity {r.perplexity:.2f}, best {r.best_val_loss:.4f})")
 
-    def on_sample(self, trainer, s: Sample) -> None:
+    def on_sample(self, trainer, s: events.Sample) -> None:
         record = {"time": time.time(), "step": s.step, "prompt": s.prompt, "text": s.text}
         self.runs.append_sample(self.run_id, record)
         self.write_state(last_sample=record)
         self.log(f"step {s.step}: sample written to samples.jsonl")
 
-    def on_anomaly(self, trainer, e: Anomaly) -> None:
+    def on_anomaly(self, trainer, e: events.Anomaly) -> None:
         self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "anomaly",
                                                **e.to_json()})
         what = {"rollback": f"rolling back (rollback {e.rollbacks} of {e.max_rollbacks})",
@@ -203,7 +196,7 @@ class RunReporter(Callback):
                          rollbacks=e.rollbacks,
                          last_anomaly=f"step {e.step}: {e.reason} ({e.action})")
 
-    def on_checkpoint(self, trainer, r: CheckpointSaved) -> None:
+    def on_checkpoint(self, trainer, r: events.CheckpointSaved) -> None:
         self.write_state(durable=True, checkpoint=r.path)
         self.runs.append_metrics(self.run_id, {"time": time.time(), "kind": "checkpoint",
                                                "step": r.step, "path": r.path,

@@ -74,6 +74,16 @@ class Callback:
         pass
 
 
+def _to_each(event: str):
+    def call(self, *args: Any) -> None:
+        for cb in self.items:
+            getattr(cb, event)(*args)
+
+    call.__name__ = event
+    call.__doc__ = f"``{event}`` of each callback, in order."
+    return call
+
+
 class CallbackList:
     """Calls each callback in order."""
 
@@ -83,41 +93,15 @@ class CallbackList:
     def __iter__(self):
         return iter(self.items)
 
-    def on_log(self, message: str) -> None:
-        for cb in self.items:
-            cb.on_log(message)
-
-    def on_start(self, trainer, info) -> None:
-        for cb in self.items:
-            cb.on_start(trainer, info)
-
-    def on_step_end(self, trainer, stats) -> None:
-        for cb in self.items:
-            cb.on_step_end(trainer, stats)
-
-    def on_progress(self, trainer, progress) -> None:
-        for cb in self.items:
-            cb.on_progress(trainer, progress)
-
-    def on_eval(self, trainer, result) -> None:
-        for cb in self.items:
-            cb.on_eval(trainer, result)
-
-    def on_checkpoint(self, trainer, result) -> None:
-        for cb in self.items:
-            cb.on_checkpoint(trainer, result)
-
-    def on_sample(self, trainer, sample) -> None:
-        for cb in self.items:
-            cb.on_sample(trainer, sample)
-
-    def on_anomaly(self, trainer, event) -> None:
-        for cb in self.items:
-            cb.on_anomaly(trainer, event)
-
-    def on_end(self, trainer, result) -> None:
-        for cb in self.items:
-            cb.on_end(trainer, result)
+    on_log = _to_each("on_log")
+    on_start = _to_each("on_start")
+    on_step_end = _to_each("on_step_end")
+    on_progress = _to_each("on_progress")
+    on_eval = _to_each("on_eval")
+    on_checkpoint = _to_each("on_checkpoint")
+    on_sample = _to_each("on_sample")
+    on_anomaly = _to_each("on_anomaly")
+    on_end = _to_each("on_end")
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         return {cb.name: cb.state_dict() for cb in self.items if cb.name}
