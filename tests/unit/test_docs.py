@@ -126,3 +126,25 @@ def test_the_docs_pages_exist():
     names = {p.name for p in PAGES}
     assert {"cli.md", "fine-tuning.md", "data.md", "distributed.md", "export.md",
             "on-disk-format.md", "architecture.md"} <= names
+
+
+def test_architecture_names_places_that_exist():
+    """Each row of "One place for each rule" names modules that exist and, in them, the
+    names it gives (`TrainConfig.planned_steps()`: a planned_steps defined in config.py)."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text.split("## One place for each rule", 1)[1].split("\n## ", 1)[0]
+    wrong = []
+    for rule, place in re.findall(r"^\| (.+?) \| (.+?) \|$", table, re.MULTILINE)[1:]:
+        codes = re.findall(r"`([^`]+)`", place)
+        modules = [c for c in codes if c.endswith(".py")]
+        files = [ROOT / "src" / "llm_trainer" / m for m in modules]
+        if not files or not all(f.is_file() for f in files):
+            wrong.append(f"{rule}: no module {', '.join(modules) or '(none named)'}")
+            continue
+        source = "\n".join(f.read_text(encoding="utf-8") for f in files)
+        for code in (c for c in codes if not c.endswith(".py")):
+            name = code.removesuffix("()").rsplit(".", 1)[-1]
+            if not re.search(rf"^\s*(def|class) {name}\b|^{name}\b[^=\n]*=", source,
+                             re.MULTILINE):
+                wrong.append(f"{rule}: {code} is not defined in {', '.join(modules)}")
+    assert not wrong, "docs/architecture.md names what is not there:\n  " + "\n  ".join(wrong)
