@@ -12,7 +12,8 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# a CPU build of torch first, when none is installed: a bare `torch` pulls a multi-GB CUDA build
+	@# torch 2.13.0 first, when none is installed (the CPU wheel on this project's machines);
+	@# a bare `torch` requirement would pull the newest multi-GB CUDA build
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==2.13.0" || $(BIN)/python -m pip install --quiet "torch>=2.4"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)

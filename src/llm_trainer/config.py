@@ -178,7 +178,8 @@ class RuntimeConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N | mps | a GPU name such as A30")
     strict_device: bool = _opt(False, "fail instead of falling back when the device is missing")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
-        "auto", "auto: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU")
+        "auto", "auto | fp32 | bf16 | fp16; auto: bf16 on CUDA with bf16, fp16 on older CUDA; "
+                "on a CPU bf16 where it is native (AVX512-BF16 or AMX), else fp32")
     num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores, shared "
                                          "between the processes of a multi-process run)", min=1)
     tensorboard: bool = _opt(False, "write TensorBoard event files to runs/<id>/tensorboard/ "

@@ -1,7 +1,7 @@
 """The typed contract between the application layer and the front ends (CLI, TUI).
 
 The service returns these frozen views; front ends format them and decide nothing. Each
-``to_json()`` gives the keys that ``--json`` prints (documented in the README). No torch.
+``to_json()`` gives the keys that ``--json`` prints (documented in docs/cli.md). No torch.
 """
 
 from __future__ import annotations
