@@ -17,7 +17,7 @@ from tests.helpers import corpus_text, run_cli, stop_all_runs, wait_for
 
 pytestmark = pytest.mark.slow  # real training processes
 
-STEPS = 3000
+STEPS = 1500  # long enough to pause and kill a live run at step 400-450 with seconds to spare
 SETTINGS = ["--preset", "tiny", "--max-steps", str(STEPS), "--set", "model.dropout=0.1",
             "--set", "train.eval_interval=500", "--set", "train.checkpoint_interval=100",
             "--set", "train.log_interval=20", "--set", "runtime.num_threads=1"]

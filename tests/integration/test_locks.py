@@ -94,7 +94,7 @@ def test_a_second_run_shares_the_cores_and_the_first_makes_room(trained):
     log = RunStore(trained).paths(first_id).log
     wait_for(lambda: f"CPU threads: {cores} of {cores} cores" in log.read_text(), timeout=120)
     second = run_cli("train", "--foreground", *TINY_ALL_CORES, "--dataset", "corpus.txt",
-                     "--name", "narrow", "--max-steps", "3000", "--sample", "0", home=trained,
+                     "--name", "narrow", "--max-steps", "1500", "--sample", "0", home=trained,
                      check=True, process=True)  # two training processes
     half = max(1, cores // 2)
     assert f"CPU threads: {half} of {cores} cores (1 other training process in this home)" \
