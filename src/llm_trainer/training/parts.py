@@ -174,7 +174,8 @@ class TrainingParts:
 
         plan = dataclasses.replace(self.plan, batch_size=batch, grad_accum=accum)
         plan.check()
-        config = self.config.replace(**{"train.batch_size": batch, "train.grad_accum": accum})
+        config = dataclasses.replace(self.config, train=dataclasses.replace(
+            self.config.train, batch_size=batch, grad_accum=accum))
         return dataclasses.replace(self, plan=plan, config=config,
                                    batches=Batches(self.data.train, plan, rank=self.dist.rank))
 
@@ -300,7 +301,8 @@ def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
         dist.barrier()
     log(f"data: {data.summary}")
     if data.source.spec != cfg.data.dataset:  # e.g. the offline fallback: record it
-        cfg = cfg.replace(**{"data.dataset": data.source.spec})
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                dataset=data.source.spec))
     return data, cfg
 
 
