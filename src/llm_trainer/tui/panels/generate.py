@@ -38,10 +38,9 @@ class GeneratePanel(Panel):
         Binding("T", "bump_temp(0.1)", "temp+"),
     ]
 
+    @dataclass
     class Generate(Message):
-        def __init__(self, form: GenerateForm) -> None:
-            super().__init__()
-            self.form = form
+        form: GenerateForm
 
     class Cancel(Message):
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -55,19 +56,17 @@ class ModelsPanel(Panel):
         Binding("k", "cursor_up", "up", show=False),
     ]
 
+    @dataclass
     class Action(Message):
         """A model action for the app to carry out: activate, archive, delete, refresh."""
 
-        def __init__(self, action: str, model: ModelView | None) -> None:
-            super().__init__()
-            self.action = action
-            self.model = model
+        action: str
+        model: ModelView | None
 
+    @dataclass
     class Rename(Message):
-        def __init__(self, model: ModelView, new_name: str) -> None:
-            super().__init__()
-            self.model = model
-            self.new_name = new_name
+        model: ModelView
+        new_name: str
 
     def __init__(self) -> None:
         super().__init__(id="models")

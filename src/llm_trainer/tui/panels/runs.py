@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -53,17 +54,15 @@ class RunsPanel(Panel):
         Binding("k", "cursor_up", "up", show=False),
     ]
 
+    @dataclass
     class ShowDetails(Message):
-        def __init__(self, run_id: str) -> None:
-            super().__init__()
-            self.run_id = run_id
+        run_id: str
 
+    @dataclass
     class StopRun(Message):
-        def __init__(self, run_id: str, status: str, active: bool) -> None:
-            super().__init__()
-            self.run_id = run_id
-            self.status = status
-            self.active = active
+        run_id: str
+        status: str
+        active: bool
 
     def __init__(self) -> None:
         super().__init__(id="runs")

@@ -86,17 +86,15 @@ class TrainPanel(Panel):
         Binding("d", "pick_dataset", "dataset"),
     ]
 
+    @dataclass
     class Launch(Message):
-        def __init__(self, form: TrainForm) -> None:
-            super().__init__()
-            self.form = form
+        form: TrainForm
 
+    @dataclass
     class PickDataset(Message):
         """Open the dataset picker (the app reads the choices from the service)."""
 
-        def __init__(self, current: str) -> None:
-            super().__init__()
-            self.current = current
+        current: str
 
     def __init__(self, presets: list[str]) -> None:
         super().__init__(id="train")
