@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# two pytest workers (pytest-xdist), a test file per worker: most tests train on one thread, so
+# the second core would idle; PARALLEL= runs them one after another
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: run test test-fast lint install clean bench bench-recipe
 
@@ -25,10 +28,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q $(PARALLEL) --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow" --durations=10
+	$(BIN)/pytest -q $(PARALLEL) -m "not slow" --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shakespeare.py $(ARGS)
