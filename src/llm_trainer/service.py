@@ -25,7 +25,6 @@ from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.views import (
-    BatchChoiceView,
     CompareView,
     DatasetChoices,
     DryRunReport,
@@ -194,7 +193,7 @@ class Service:
         plan.config = plan.config.replace(**{"train.batch_size": choice.batch_size,
                                              "train.grad_accum": choice.grad_accum,
                                              "train.auto_batch": False})
-        plan.batch_choice = BatchChoiceView(**choice.to_json())
+        plan.batch_choice = choice
         return plan
 
     def resume(self, target: str | None, *, checkpoint: str = "latest",
@@ -305,14 +304,8 @@ class Service:
     def export_model(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
                      overwrite: bool = False, dtype: str | None = None) -> ExportResult:
         """Write a model's checkpoint as ``fmt`` to ``out`` (imports torch)."""
-        from llm_trainer.store.atomic import read_json
-
-        path, info, notes = self.admin.export(name, out, fmt, checkpoint=checkpoint,
-                                              overwrite=overwrite, dtype=dtype)
-        arch = (read_json(info.path / "config.json") or {}).get("architecture") or {}
-        return ExportResult(path=str(path), model=info.path.parent.name,
-                            checkpoint=info.path.name, format=fmt, dtype=dtype,
-                            context=arch.get("block_size"), notes=notes)
+        return self.admin.export(name, out, fmt, checkpoint=checkpoint, overwrite=overwrite,
+                                 dtype=dtype)
 
     def generate(self, settings: GenerationSettings, *, model: str | None = None,
                  checkpoint: str | None = None, device: str = "auto") -> Generation:

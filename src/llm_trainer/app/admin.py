@@ -21,7 +21,13 @@ from llm_trainer.store.checkpoints import (
 )
 from llm_trainer.store.locks import LockHeld, ModelLock
 from llm_trainer.store.models import ModelRecord, ModelStore
-from llm_trainer.views import CheckpointView, EvalResult, ModelDetail, ModelView
+from llm_trainer.views import (
+    CheckpointView,
+    EvalResult,
+    ExportResult,
+    ModelDetail,
+    ModelView,
+)
 
 
 def is_path(which: str) -> bool:
@@ -188,7 +194,7 @@ class ModelAdmin:
 
     def export(self, name: str | None, out: str, fmt: str, *, checkpoint: str = "latest",
                overwrite: bool = False, dtype: str | None = None
-               ) -> tuple[Path, CheckpointInfo, list[str]]:
+               ) -> ExportResult:
         from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.inference.export import GGUF_FORMATS, export
 
@@ -200,7 +206,9 @@ class ModelAdmin:
             from llm_trainer.inference.gguf_export import export_notes
 
             notes.extend(export_notes(ckpt))
-        return path, info, notes
+        return ExportResult(path=str(path), model=info.path.parent.name,
+                            checkpoint=info.path.name, format=fmt, dtype=dtype,
+                            context=ckpt.shape.block_size, notes=notes)
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):
@@ -226,7 +234,7 @@ class ModelAdmin:
         is loaded, or a checkpoint folder. ``dataset``: default the model's own training data.
         While a run trains the model, its newest complete checkpoint is read; one pruned
         while loading is replaced by the then newest."""
-        from llm_trainer.data.sources import check_dataset_spec, check_split
+        from llm_trainer.data.spec import check_dataset_spec, check_split
 
         check_split(split)  # before anything slow
         if dataset is not None:

@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +133,6 @@ def evals_in_run(*, start_step: int, total_steps: int, eval_interval: int) -> in
 
 
 # ============================================================================ choosing
-@dataclass
-class BatchChoice:
-    batch_size: int
-    grad_accum: int
-    global_batch: int
-    method: str  # "cuda probe" | "cpu memory and throughput"
-    tried: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def probe_cuda_batch(candidates: list[int], try_step: Callable[[int], None],
                      *, empty_cache: Callable[[], None] | None = None) -> tuple[int, list]:
     """The first (largest) micro-batch whose real forward/backward/optimizer step does not
@@ -263,7 +251,7 @@ def available_memory(parts) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def choose_batch(parts) -> tuple[BatchChoice, Any]:
+def choose_batch(parts) -> tuple[BatchChoiceView, Any]:
     """The largest micro-batch that fits, keeping the configured global batch
     (``batch_size x grad_accum``) with a raised accumulation. CUDA: real steps, halving on
     out-of-memory. CPU (and others): the memory estimate against the available RAM, then
@@ -295,7 +283,7 @@ def choose_batch(parts) -> tuple[BatchChoice, Any]:
             candidates, memory_for=lambda b: parts_memory(parts, b).total,
             available=available_memory(parts) + held, tokens_per_s=rate)
         method = f"{parts.device.type} memory and throughput"
-    choice = BatchChoice(batch, global_batch // batch, global_batch, method, tried)
+    choice = BatchChoiceView(batch, global_batch // batch, global_batch, method, tried)
     parts.state = saved_state
     return choice, parts.with_micro_batch(choice.batch_size, choice.grad_accum)
 
@@ -328,7 +316,7 @@ def estimate_run(job, *, timed: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
             parts.dist.shutdown()
 
 
-def choose_batch_for(job) -> BatchChoice:
+def choose_batch_for(job) -> BatchChoiceView:
     """``choose_batch`` on parts built for ``job`` (then thrown away; nothing written)."""
     import dataclasses
 
@@ -344,7 +332,7 @@ def choose_batch_for(job) -> BatchChoice:
                 torch.cuda.empty_cache()
 
 
-def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int) -> DryRunReport:
+def describe(parts, choice: BatchChoiceView | None, *, timed: int, warmup: int) -> DryRunReport:
     """The dry-run report of built ``parts`` (``kind``, ``model`` and ``notes`` are the
     launch plan's: the service fills them in)."""
     from llm_trainer.model.lora import trainable
@@ -376,7 +364,7 @@ def describe(parts, choice: BatchChoice | None, *, timed: int, warmup: int) -> D
         grad_accum=plan.grad_accum, global_batch=plan.seqs_per_step,
         tokens_per_step=plan.tokens_per_step, steps_per_epoch=plan.steps_per_epoch,
         start_step=start, total_steps=total, steps=total - start,
-        batch_choice=BatchChoiceView(**choice.to_json()) if choice else None,
+        batch_choice=choice,
         memory=DryRunMemory(**mem.to_json(), device_type=parts.device.type,
                             available=available_memory(parts)),
         time=time_view)
