@@ -10,6 +10,7 @@ import difflib
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,10 @@ class TrainRequest:
     dist: DistLaunch | None = None
     auto_batch: bool = False  # --batch-size auto: the largest micro-batch that fits
 
-    @property
+    @cached_property
     def overrides(self) -> dict[str, Any]:
-        """The config values the user set: the options, then ``--set`` (it wins)."""
+        """The config values the user set: the options, then ``--set`` (it wins); worked
+        out once (the request is not changed after it is made)."""
         return launch_overrides(self.options, self.sets)
 
 

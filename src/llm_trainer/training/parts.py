@@ -415,19 +415,13 @@ def _state(job: TrainingJob, cfg: RunConfig, plan, start, optimizer, scaler,
     from llm_trainer.training.schedule import LRSchedule
 
     t = cfg.train
-    s = TrainState()
-    if start is not None:
-        saved = TrainState.from_state_dict(start.trainer)
-        s.step, s.val_loss = saved.step, saved.val_loss
-        s.best_val_loss, s.best_val_step = saved.best_val_loss, saved.best_val_step
-    if start is not None and job.resumes:
-        s.last_eval_step = saved.last_eval_step
+    saved = TrainState.from_state_dict(start.trainer) if start is not None else None
+    if saved is not None and job.resumes:
+        s = saved  # all of it: position, schedule, callbacks, the last evaluation
         load_optimizer(optimizer, load_optimizer_state(start, device.device),
                        where=f"checkpoint {start.path.name}")
         if scaler is not None and start.trainer.get("scaler"):
             scaler.load_state_dict(start.trainer["scaler"])
-        s.position, s.callbacks, s.finished = saved.position, saved.callbacks, saved.finished
-        s.schedule = saved.schedule
         if job.init.more_epochs:
             total = s.step + job.init.more_epochs * plan.steps_per_epoch
             s.finished = None
@@ -439,6 +433,10 @@ def _state(job: TrainingJob, cfg: RunConfig, plan, start, optimizer, scaler,
             # else the same curve, stretched to the new horizon; warm-up not repeated
             s.schedule = dataclasses.replace(old, total_steps=total)
     else:
+        s = TrainState()
+        if saved is not None:  # continue: the step count and the losses, nothing else
+            s.step, s.val_loss = saved.step, saved.val_loss
+            s.best_val_loss, s.best_val_step = saved.best_val_loss, saved.best_val_step
         s.schedule = LRSchedule(s.step + t.planned_steps(plan.steps_per_epoch),
                                 t.warmup_steps, t.lr, t.lr * t.min_lr_ratio, t.lr_schedule,
                                 origin=s.step)

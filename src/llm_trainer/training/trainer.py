@@ -136,10 +136,6 @@ class Trainer:
         self.callbacks.on_log(message)
 
     @property
-    def state(self):
-        return self.parts.state
-
-    @property
     def total_steps(self) -> int:
         return self.parts.total_steps
 
@@ -151,8 +147,9 @@ class Trainer:
             t0 = time.perf_counter()
             stats = p.train_step(read=p.on_cpu or (s.step + 1) % t.log_interval == 0,
                                  loss_factor=self.injected_factor(s.step + 1))
-            self.eta.add_step(time.perf_counter() - t0)
-            self.train_time += time.perf_counter() - t0
+            step_s = time.perf_counter() - t0
+            self.eta.add_step(step_s)
+            self.train_time += step_s
             window_loss = window_loss + (stats.loss if stats.loss is not None else p.last_loss)
             window_steps += 1
             self.control.anomaly = self.guard.check(stats)
@@ -177,9 +174,10 @@ class Trainer:
             if self.checkpoint_due(evaluated) and not done:
                 self.save()
                 saved = True
-            if evaluated or saved or time.perf_counter() - pause_start > 0.005:
-                self.eta.add_pause(time.perf_counter() - pause_start)
-                window_start += time.perf_counter() - pause_start
+            pause_s = time.perf_counter() - pause_start
+            if evaluated or saved or pause_s > 0.005:
+                self.eta.add_pause(pause_s)
+                window_start += pause_s
             if stop:
                 return self.finish("paused", "stop requested")
             if self.control.finish_reason:
