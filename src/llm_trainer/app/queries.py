@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer import launcher
-from llm_trainer.data.sources import WIKITEXT_NAMES
+from llm_trainer.data.spec import WIKITEXT_NAMES
 from llm_trainer.errors import BusyError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.locks import lock_holder, read_holder

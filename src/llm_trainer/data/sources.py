@@ -22,14 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from llm_trainer.data.spec import (  # noqa: F401 - re-exported: callers import them from here
+from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     BUILTIN_PYDOCS,
     LOCAL_HINT,
     SPLIT_WORDS,
-    TABLE_SUFFIXES,
-    TEXT_SUFFIXES,
     WIKITEXT,
-    WIKITEXT_NAMES,
     ColumnChoice,
     DatasetKind,
     DatasetSpec,
@@ -37,9 +34,7 @@ from llm_trainer.data.spec import (  # noqa: F401 - re-exported: callers import 
     Gap,
     Layout,
     SourceFile,
-    Splits,
     TextSource,
-    check_dataset_spec,
     check_split,
     file_format,
     hold_out,

@@ -29,8 +29,8 @@ from pathlib import Path
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.generate import GenerationSettings
 from llm_trainer.inference.outputs import check_out_folder
+from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.families import family_for
 
 FORMATS = ("hf", "safetensors", "gguf", "ollama")

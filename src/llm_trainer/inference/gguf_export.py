@@ -29,8 +29,8 @@ import numpy as np
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.generate import GenerationSettings
 from llm_trainer.inference.outputs import check_out_folder, replace_atomically
+from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.families import GPT2Adapter, family_for
 
 DTYPES = ("f32", "f16")

@@ -176,7 +176,7 @@ def load_hf_weights(src: HFSource, block_size: int) -> dict[str, Any]:
     import torch
 
     raw = {name: t.to(torch.float32) for name, t in _read_tensors(src.weights).items()}
-    sd = FAMILIES[src.family](src.shape).from_hf(raw)
+    sd = src.adapter().from_hf(raw)
     wte = sd.get("transformer.wte.weight")
     if src.arch["tie_embeddings"]:
         head = sd.pop("lm_head.weight", None)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llm_trainer.data.sources import check_split, resolve_dataset
+from llm_trainer.data.sources import resolve_dataset
+from llm_trainer.data.spec import check_split
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError, UsageError
 from llm_trainer.training.device import one_cpu_thread
