@@ -89,6 +89,8 @@ class DataConfig:
     text_column: str | None = _opt(None, "text column of .jsonl/.json/.csv/.parquet data")
     val_fraction: float = _opt(0.1, "validation share held out when the data has no split",
                                min=0.0, max=0.5, min_exclusive=True)
+    val_max_tokens: int = _opt(10_000_000, "cap on held-out validation tokens (the rest of "
+                                           "the held-out text trains); 0: no cap", min=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,3 +43,10 @@ class BusyError(LLMTrainerError):
 
 class TrainingError(LLMTrainerError):
     """Training failed (diverged, out of memory...) after it started."""
+
+
+class PrepareStopped(LLMTrainerError):
+    """A stop was asked for while the data was prepared; the shards finished so far are kept
+    and the next preparation resumes from them."""
+
+    exit_code = 130

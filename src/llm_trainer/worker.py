@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import BusyError, LLMTrainerError
+from llm_trainer.errors import BusyError, LLMTrainerError, PrepareStopped
 from llm_trainer.progress import format_duration
 from llm_trainer.store.atomic import atomic_write_json
 from llm_trainer.store.locks import LockHeld, ModelLock
@@ -284,6 +284,12 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
         lock = hold_training_lock(rec.path, run_id, rec.name)
         _train_run(meta, home, rec, reporter, flag)
         code = 0
+    except PrepareStopped as exc:  # a stop while the data was prepared: nothing to save
+        reporter.log(str(exc))
+        reporter.write_state(durable=True, status="stopped", ended_at=time.time(),
+                             reason="stopped while preparing data", eta_seconds=None,
+                             finish_at=None)
+        code = exc.exit_code
     except LLMTrainerError as exc:
         message = str(exc) + (f" ({exc.hint})" if exc.hint else "")
         reporter.log(f"error: {message}")

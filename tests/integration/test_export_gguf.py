@@ -234,8 +234,8 @@ def test_vocab_byte_tokenizer_has_no_merges_and_pads():
 
     tok = TextTokenizer.build_byte()
     vocab = gguf_vocab(tok, vocab_size=260)  # an embedding with more rows than tokens
-    assert vocab.merges == [] and vocab.eot_id is None
-    assert len(vocab.tokens) == 260 and vocab.types[256:] == [UNUSED] * 4
+    assert vocab.merges == [] and vocab.eot_id == 256 and vocab.tokens[256] == EOT
+    assert len(vocab.tokens) == 260 and vocab.types[257:] == [UNUSED] * 3
     assert retokenize(vocab.tokens[:256], vocab.types[:256], [], TEXT) == tok.encode(TEXT)
 
 

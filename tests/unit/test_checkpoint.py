@@ -72,7 +72,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     assert torch.equal(torch.rand(3), after_save)
     assert np.array_equal(np.random.rand(2), np_after)
     assert torch.equal(rng_before["torch"], load_rng_state(ckpt)["torch"])
-    assert ckpt.tokenizer.vocab_size == 256 and ckpt.shape == SHAPE
+    assert ckpt.tokenizer.vocab_size == 257 and ckpt.shape == SHAPE
 
 
 def test_manifest_lists_every_file_with_its_hash(tmp_path):

@@ -19,7 +19,7 @@ from llm_trainer.training.evaluate import (
     evaluate_checkpoint,
     evaluate_text,
     evaluate_tokens,
-    split_text,
+    split_tokens,
     window_count,
 )
 
@@ -120,18 +120,23 @@ def test_val_and_test_text_of_local_datasets(tmp_path):
         (folder / name).write_text(text)
     data = tmp_path / "data"
     kw = {"data_dir": data, "val_fraction": 0.1, "text_column": None}
-    val = split_text(str(folder), "val", **kw)
-    assert (val.text, val.origin) == ("valid text\n", "split")
-    assert split_text(str(folder), "test", **kw).text == "test text\n"
+    tok = TextTokenizer.build_byte()  # documents end with its separator
+    val = split_tokens(str(folder), "val", tok, **kw)
+    assert (tok.decode(list(val.tokens)), val.origin) == ("valid text<|endoftext|>", "split")
+    assert val.bytes == len("valid text") - 1  # the first token is only context
+    test = split_tokens(str(folder), "test", tok, **kw)
+    assert tok.decode(list(test.tokens)) == "test text<|endoftext|>"
 
     single = tmp_path / "one.txt"
     single.write_text("".join(f"line {i}\n" for i in range(300)))
-    val = split_text(str(single), "val", **kw)
-    assert val.origin == "held out" and val.text == hold_out(single.read_text(), 0.1)[1]
+    val = split_tokens(str(single), "val", tok, **kw)
+    tail = hold_out(single.read_text(), 0.1)[1]
+    assert val.origin == "held out" and tok.decode(list(val.tokens)) == (
+        tail.rstrip("\n") + "<|endoftext|>")
     with pytest.raises(UsageError, match="has no test split; its splits are train and val"):
-        split_text(str(single), "test", **kw)
+        split_tokens(str(single), "test", tok, **kw)
     with pytest.raises(UsageError, match="unknown split 'train'"):
-        split_text(str(single), "train", **kw)
+        split_tokens(str(single), "train", tok, **kw)
 
 
 def test_evaluate_checkpoint_scores_the_held_out_tail_of_its_training_data(tmp_path):
@@ -147,11 +152,11 @@ def test_evaluate_checkpoint_scores_the_held_out_tail_of_its_training_data(tmp_p
                            trainer_state={"step": 7}, config=cfg, shape=model.shape,
                            tokenizer=tok, step=7, epoch=0.5, val_loss=None)
     r = evaluate_checkpoint(path, batch_size=5, data_dir=tmp_path / "data")
-    tail = hold_out(text, 0.2)[1]
-    want = evaluate_text(model, tok, tail, block_size=BLOCK, batch_size=5)
+    tail = hold_out(text, 0.2)[1].rstrip("\n")  # one document, then the separator
+    want = evaluate_tokens(model, tok.encode_texts([tail], eot=True), BLOCK, 5)
     assert (r.model, r.step, r.split, r.split_source) == ("m", 7, "val", "held out")
-    assert r.tokens == len(tail.encode()) - 1 == r.bytes
-    assert r.loss == pytest.approx(want.totals.loss, rel=1e-6)
+    assert r.tokens == len(tail.encode()) == r.bytes + 1
+    assert r.loss == pytest.approx(want.loss, rel=1e-6)
     assert r.perplexity == pytest.approx(math.exp(r.loss))
     assert r.bits_per_byte == pytest.approx(r.nats / math.log(2) / r.bytes)
     assert r.to_json()["dtype"] == "float32"

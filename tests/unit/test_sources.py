@@ -1,5 +1,6 @@
 import json
 import socket
+from types import SimpleNamespace
 
 import pytest
 
@@ -7,6 +8,12 @@ from llm_trainer.data.prepare import prepare_data
 from llm_trainer.data.sources import BUILTIN_PYDOCS, hold_out, resolve_dataset, split_of
 from llm_trainer.errors import DataError
 from tests.helpers import corpus_text
+
+
+def both(source):
+    """Both splits' text (small test data only: training streams documents)."""
+    return SimpleNamespace(train=source.text("train"), val=source.text("val"),
+                           val_source=source.val_source)
 
 
 def _resolve(spec, tmp_path, **kw):
@@ -17,7 +24,7 @@ def _resolve(spec, tmp_path, **kw):
 def test_txt_file_holds_out_the_last_tenth_by_position(tmp_path):
     text = corpus_text(10_000)
     (tmp_path / "a.txt").write_text(text)
-    splits = _resolve(tmp_path / "a.txt", tmp_path).splits()
+    splits = both(_resolve(tmp_path / "a.txt", tmp_path))
     assert splits.val_source == "held out"
     assert splits.train + splits.val == text  # nothing shuffled or lost
     assert 0.08 < len(splits.val) / len(text) < 0.12
@@ -31,7 +38,7 @@ def test_hold_out_cuts_at_a_line_break():
 def test_jsonl_with_autodetected_text_column(tmp_path):
     rows = [{"id": i, "text": f"document number {i} says hello"} for i in range(200)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    splits = _resolve(tmp_path / "d.jsonl", tmp_path).splits()
+    splits = both(_resolve(tmp_path / "d.jsonl", tmp_path))
     assert "document number 0 says hello" in splits.train
     assert "document number 199 says hello" in splits.val
 
@@ -40,12 +47,12 @@ def test_csv_with_named_column_and_missing_column(tmp_path):
     lines = ["title,summary"] + [f"t{i},summary text {i}" for i in range(100)]
     (tmp_path / "d.csv").write_text("\n".join(lines))
     with pytest.raises(DataError, match="cannot tell which column") as info:
-        _resolve(tmp_path / "d.csv", tmp_path).splits()
+        both(_resolve(tmp_path / "d.csv", tmp_path))
     assert "data.text_column" in info.value.hint
-    splits = _resolve(tmp_path / "d.csv", tmp_path, text_column="summary").splits()
+    splits = both(_resolve(tmp_path / "d.csv", tmp_path, text_column="summary"))
     assert "summary text 3" in splits.train
     with pytest.raises(DataError, match="has no column 'nope'"):
-        _resolve(tmp_path / "d.csv", tmp_path, text_column="nope").splits()
+        both(_resolve(tmp_path / "d.csv", tmp_path, text_column="nope"))
 
 
 def test_parquet_file(tmp_path):
@@ -54,7 +61,7 @@ def test_parquet_file(tmp_path):
 
     pq.write_table(pa.table({"content": [f"row {i} of parquet text" for i in range(100)]}),
                    tmp_path / "d.parquet")
-    splits = _resolve(tmp_path / "d.parquet", tmp_path).splits()
+    splits = both(_resolve(tmp_path / "d.parquet", tmp_path))
     assert "row 0 of parquet text" in splits.train
 
 
@@ -64,7 +71,7 @@ def test_folder_with_train_and_valid_files(tmp_path):
     (folder / "train.txt").write_text("training words " * 100)
     (folder / "valid.txt").write_text("validation words " * 20)
     (folder / "test.txt").write_text("test words " * 20)
-    splits = _resolve(folder, tmp_path).splits()
+    splits = both(_resolve(folder, tmp_path))
     assert splits.val_source == "split"
     assert "training" in splits.train and "validation" not in splits.train
     assert "validation" in splits.val
@@ -75,7 +82,7 @@ def test_folder_like_the_wikitext_release(tmp_path):
     folder.mkdir()
     (folder / "wiki.test.tokens").write_text(" = Test = \n" * 100)
     (folder / "wiki.valid.tokens").write_text(" = Valid = \n" * 20)
-    splits = _resolve(folder, tmp_path).splits()
+    splits = both(_resolve(folder, tmp_path))
     assert "Test" in splits.train and "Valid" in splits.val
 
 
@@ -96,7 +103,7 @@ def test_split_names():
 def test_unusable_files_say_why(tmp_path, content, needle):
     (tmp_path / "bad.txt").write_bytes(content)
     with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        _resolve(tmp_path / "bad.txt", tmp_path).splits()
+        both(_resolve(tmp_path / "bad.txt", tmp_path))
 
 
 def test_unknown_specs(tmp_path):
@@ -112,7 +119,7 @@ def test_unknown_specs(tmp_path):
 
 def test_builtin_python_docs_corpus(tmp_path):
     source = _resolve(BUILTIN_PYDOCS, tmp_path)
-    splits = source.splits()
+    splits = both(source)
     assert len(splits.train) > 300_000
     assert source.spec == BUILTIN_PYDOCS
 
@@ -167,7 +174,7 @@ def test_hf_spec_with_a_local_dataset_folder(tmp_path):
     (folder / "validation.jsonl").write_text("\n".join(json.dumps({"text": f"val row {i}"})
                                                        for i in range(10)))
     source = _resolve(f"hf:{folder}", tmp_path)
-    splits = source.splits()
+    splits = both(source)
     assert "train row 0" in splits.train and "val row 3" in splits.val
     assert source.test() is None  # no test split: eval --split test is refused
 
@@ -175,7 +182,7 @@ def test_hf_spec_with_a_local_dataset_folder(tmp_path):
                                                  for i in range(5)))
     source = _resolve(f"hf:{folder}", tmp_path)
     assert source.test() == "\n".join(f"test row {i}" for i in range(5))
-    assert "test row" not in source.splits().train + source.splits().val
+    assert "test row" not in both(source).train + both(source).val
 
 
 def test_the_test_split_of_a_local_folder_is_read_like_the_others(tmp_path):
@@ -201,7 +208,7 @@ def test_tokens_are_cached_on_disk(tmp_path):
     first = prepare_data(**kw)
     second = prepare_data(**kw)
     assert not first.from_cache and second.from_cache
-    assert (first.train == second.train).all() and first.tokenizer.sha256 == \
+    assert (first.train[:] == second.train[:]).all() and first.tokenizer.sha256 == \
         second.tokenizer.sha256
     other = prepare_data(**{**kw, "tokenizer_spec": "char"})
     assert not other.from_cache and other.cache_dir != first.cache_dir

@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,9 +20,16 @@ from llm_trainer.data.spec import (
     Gap,
     check_dataset_spec,
     hold_out,
+    hold_out_cut,
 )
 from llm_trainer.errors import DataError
 from tests.helpers import corpus_text
+
+
+def both(source):
+    """Both splits' text (small test data only: training streams documents)."""
+    return SimpleNamespace(train=source.text("train"), val=source.text("val"),
+                           val_source=source.val_source)
 
 
 def _source(spec, tmp_path, **kw):
@@ -85,8 +93,15 @@ def test_the_held_out_split_of_a_text_file_is_nanogpts_whatever_the_read_size(
     fraction = rng.choice([0.05, 0.1, 0.3, 0.5])
     monkeypatch.setattr(sources, "READ_BYTES", rng.choice([1, 3, 7, 64]))
     source = _source(tmp_path / "t.txt", tmp_path, val_fraction=fraction)
-    assert (source.splits().train, source.splits().val) == hold_out(text, fraction)
-    for split, want in zip(("train", "val"), hold_out(text, fraction), strict=True):
+    data = text.encode()  # the cut is by byte offset (the file is never read whole)
+    cut = hold_out_cut(len(data), fraction, lambda lo, hi: data.rfind(b"\n", lo, hi))
+    while cut > 0 and (data[cut - 1] & 0xC0) == 0x80:  # not inside a character
+        cut -= 1
+    expected = (data[:cut].decode(), data[cut:].decode())
+    if text.isascii():
+        assert expected == hold_out(text, fraction)  # nanoGPT's split, by character
+    assert (both(source).train, both(source).val) == expected
+    for split, want in zip(("train", "val"), expected, strict=True):
         for lenient in (False, True):
             assert _joined(source, split, lenient=lenient) == want
         # every document holds text: blank lines travel as separators, never as documents
@@ -107,11 +122,11 @@ def test_a_mixed_folder_joins_its_files_as_before(tmp_path):
     source = _source(folder, tmp_path, val_fraction=0.5)
     whole = "row one\n\nrow two\nfirst paragraph\n\nsecond\n\nlast\n"
     train, val = hold_out(whole, 0.5)
-    assert source.splits().train == train and source.splits().val == val
+    assert both(source).train == train and both(source).val == val
     docs = [d.text for d in source.documents("train")] + [d.text for d in
                                                           source.documents("val")]
     assert [t for t in docs if t] == ["row one", "row two", "first paragraph", "second",
-                                      "last\n"]
+                                      "last"]  # a text's last line break ends it
 
 
 def test_documents_are_rows_of_tables_and_paragraphs_of_text(tmp_path):
@@ -127,7 +142,7 @@ def test_documents_are_rows_of_tables_and_paragraphs_of_text(tmp_path):
     pydocs = _source(BUILTIN_PYDOCS, tmp_path)
     first = next(pydocs.documents("train"))
     assert pydocs.layout.unit == "paragraph" and first.text and "\n\n" not in first.text
-    assert pydocs.splits().train.startswith(first.raw)
+    assert both(pydocs).train.startswith(first.raw)
 
 
 def test_training_refuses_what_inspect_counts(tmp_path):

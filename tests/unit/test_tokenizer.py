@@ -22,9 +22,11 @@ def test_round_trip(tokenizers, kind):
 
 
 def test_vocab_sizes(tokenizers):
-    assert tokenizers["byte"].vocab_size == 256
-    assert tokenizers["bpe"].vocab_size == 400
-    assert tokenizers["char"].vocab_size == len(set(TEXT)) + 1  # + [UNK]
+    assert tokenizers["byte"].vocab_size == 256 + 1  # + the separator
+    assert tokenizers["bpe"].vocab_size == 400  # its separator is one of the 400
+    assert tokenizers["char"].vocab_size == len(set(TEXT)) + 2  # + [UNK] and the separator
+    assert {k: t.eot_id for k, t in tokenizers.items()} == {
+        "byte": 256, "bpe": 0, "char": len(set(TEXT)) + 1}
 
 
 def test_char_unknown_characters_map_to_unk(tokenizers):

@@ -11,6 +11,12 @@ permutation of the next optimizer step's first window; micro-batch ``m`` of rank
   with accumulation ``a * world`` (data-parallel equivalence), and a run can continue with a
   different world size from the same position,
 - no RNG state of the training process is consumed.
+
+The permutation is numpy's (``default_rng([seed, epoch]).permutation``) up to
+``PERMUTE_IN_MEMORY`` windows; past that (a corpus of hundreds of millions of tokens) it is a
+keyed Feistel permutation computed per index (``Feistel``), so memory stays flat whatever the
+data's size. Which one a plan uses depends only on its number of windows, so a resumed run
+draws the same windows.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm_trainer.errors import DataError
+
+PERMUTE_IN_MEMORY = 1 << 22  # windows: up to 32 MB of int64 permutation per epoch
 
 
 @dataclass(frozen=True)
@@ -88,22 +96,68 @@ class Batches:
         self._starts: np.ndarray | None = None
         self._offsets = np.arange(plan.seq_len + 1)
 
-    def _epoch_starts(self, epoch: int) -> np.ndarray:
+    def _epoch_order(self, epoch: int):
+        """The epoch's shift and its permutation of the windows (an array, or a Feistel)."""
         if epoch != self._epoch:
             rng = np.random.default_rng([self.plan.seed, epoch])
-            shift = int(rng.integers(0, self.plan.seq_len))
-            perm = rng.permutation(self.plan.n_windows)
-            self._starts = shift + perm * self.plan.seq_len
+            self._shift = int(rng.integers(0, self.plan.seq_len))
+            n = self.plan.n_windows
+            self._starts = (rng.permutation(n) if n <= PERMUTE_IN_MEMORY else
+                            Feistel(n, (self.plan.seed, epoch)))
             self._epoch = epoch
-        return self._starts
+        return self._shift, self._starts
+
+    def starts(self, pos: DataPosition, micro: int = 0) -> np.ndarray:
+        """The first token of each window of micro-batch ``micro`` at ``pos`` (this rank)."""
+        p = self.plan
+        shift, perm = self._epoch_order(pos.epoch)
+        first = pos.cursor + (micro * p.world_size + self.rank) * p.batch_size
+        index = perm[first:first + p.batch_size] if isinstance(perm, np.ndarray) else \
+            perm.at(np.arange(first, first + p.batch_size, dtype=np.int64))
+        return shift + index * p.seq_len
 
     def get(self, pos: DataPosition, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        p = self.plan
-        starts = self._epoch_starts(pos.epoch)
-        first = pos.cursor + (micro * p.world_size + self.rank) * p.batch_size
-        idx = starts[first:first + p.batch_size, None] + self._offsets  # (B, T+1)
+        idx = self.starts(pos, micro)[:, None] + self._offsets  # (B, T+1)
         window = np.asarray(self.tokens[idx], dtype=np.int64)
         return window[:, :-1], window[:, 1:]
+
+
+class Feistel:
+    """A keyed pseudo-random permutation of ``range(n)`` computed per index, in O(1) memory:
+    a 4-round balanced Feistel network over the smallest even power of two >= n, with cycle
+    walking to stay below n (each step is a bijection, so the whole is one too)."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, key: tuple[int, ...]) -> None:
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        self.half = (bits + 1) // 2
+        self.mask = (1 << self.half) - 1
+        seeds = np.random.default_rng([*key, 0xFE15]).integers(1, 1 << 31, self.ROUNDS)
+        self.keys = [int(k) for k in seeds]
+
+    def _round(self, x: np.ndarray, k: int) -> np.ndarray:
+        h = (x * 0x9E3779B1 + k) & 0xFFFFFFFF  # an integer hash of the half and the key
+        h ^= h >> 15
+        h = (h * 0x85EBCA77) & 0xFFFFFFFF
+        h ^= h >> 13
+        return h & self.mask
+
+    def _once(self, x: np.ndarray) -> np.ndarray:
+        left, right = x >> self.half, x & self.mask
+        for k in self.keys:
+            left, right = right, left ^ self._round(right, k)
+        return (left << self.half) | right
+
+    def at(self, index: np.ndarray) -> np.ndarray:
+        """The permutation's values at ``index`` (int64 array of positions < n)."""
+        out = self._once(np.asarray(index, dtype=np.int64))
+        while True:
+            over = out >= self.n
+            if not over.any():
+                return out
+            out[over] = self._once(out[over])
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: int):

@@ -1,39 +1,115 @@
-"""From a dataset spec and tokenizer spec to memory-mapped token arrays, cached on disk.
+"""From a dataset spec and a tokenizer spec to memory-mapped token shards, in bounded memory.
 
-``<home>/data/tokenizers/`` holds trained tokenizers keyed by dataset + spec, and
-``<home>/data/tokens/<key>/{train,val}.bin`` the flat token arrays keyed by dataset +
-tokenizer hash, so a second run on the same data starts in seconds.
+``prepare_data`` is what ``train`` runs before its first step and what ``data prepare`` runs
+on its own; a second run on the same data finds the cache and starts in milliseconds.
+
+1. **The tokenizer** (``get_tokenizer``): byte needs none; a file is loaded; bpe and char
+   are built by one streaming pass over the training documents (bpe: ``train_from_iterator``
+   over the first ``BPE_SAMPLE_BYTES``; char: every character of both splits) and cached in
+   ``<home>/data/tokenizers/`` by dataset and kind.
+2. **The tokens** (``load_tokens``): the documents stream through worker processes that
+   encode them (``num_proc``, default the cores this process may use) and come back in
+   order; the main process writes them to shards of about ``SHARD_TOKENS`` tokens
+   (``data.shards``), each followed by the separator (``TextTokenizer.encode_texts``). A shard
+   is committed (renamed into place, then recorded in ``progress.json``) before the next
+   begins, so a stopped or killed preparation resumes after its last committed shard. Memory
+   holds the batches in flight (a few MB per worker), never a split.
+
+The held-out validation is the source's (``TextSource.hold_out_rule``): its own validation
+split, or the last ``val_fraction`` of its bytes or rows. ``data.val_max_tokens`` caps what
+is held out: documents past the cap train instead. The rule is recorded in the manifest and
+with the run, and ``eval`` scores the same cached validation tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import multiprocessing
 import os
-import shutil
+import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from llm_trainer.data.shards import (
+    CACHE_VERSION,
+    MANIFEST,
+    Progress,
+    ShardWriter,
+    TokenShards,
+    open_split,
+    open_v1,
+    shard_tokens,
+)
 from llm_trainer.data.sources import TextSource, resolve_dataset
+from llm_trainer.data.spec import LOCAL_HINT, SPLIT_NAMES, Document
 from llm_trainer.data.tokenizer import TextTokenizer, tokenizer_kind
-from llm_trainer.errors import DataError
-from llm_trainer.store.atomic import atomic_write_text, read_json
+from llm_trainer.errors import DataError, PrepareStopped
+from llm_trainer.store.atomic import atomic_write_json, atomic_write_text, read_json
 
-CACHE_VERSION = 1
+BPE_SAMPLE_BYTES = 1 << 30  # a BPE vocabulary is learned from the first 1 GiB of training text
+TASK_CHARS = 1 << 20  # documents go to a worker in batches of about this much text
+POOL_MIN_BYTES = 16 << 20  # smaller data is encoded in this process (no pool to start)
+TOKENIZER_SUFFIX = "-eot"  # tokenizers cached since documents are separated
+
+
+@dataclass(frozen=True)
+class PrepareProgress:
+    """How far a preparation is: ``stage`` is "vocabulary" (building the tokenizer) or
+    "tokenizing"; bytes are of the source text (``total_bytes`` an estimate, 0 if unknown)."""
+
+    stage: str
+    done_bytes: int
+    total_bytes: int
+    tokens: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.done_bytes / self.total_bytes)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.done_bytes / 1e6 / max(self.elapsed_s, 1e-9)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.elapsed_s, 1e-9)
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total_bytes or not self.done_bytes:
+            return None
+        return max(0.0, (self.total_bytes - self.done_bytes) / (self.done_bytes
+                                                                 / max(self.elapsed_s, 1e-9)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "done_bytes": self.done_bytes,
+                "total_bytes": self.total_bytes, "tokens": self.tokens,
+                "elapsed_s": round(self.elapsed_s, 3), "fraction": self.fraction,
+                "mb_per_s": round(self.mb_per_s, 3), "eta_s": self.eta_s}
 
 
 @dataclass
 class TokenData:
-    train: np.ndarray  # flat ids (memmap)
-    val: np.ndarray
+    train: TokenShards
+    val: TokenShards
     tokenizer: TextTokenizer
     source: TextSource
     cache_dir: Path
     from_cache: bool
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hold_out(self) -> str:
+        return self.manifest.get("hold_out", {}).get("rule", self.source.hold_out_rule)
 
     @property
     def summary(self) -> str:
@@ -42,92 +118,400 @@ class TokenData:
                 f"{self.tokenizer.vocab_size:,}{', cached' if self.from_cache else ''})")
 
 
-def _say(log: Callable[[str], None] | None, msg: str) -> None:
-    if log is not None:
-        log(msg)
+class _Hooks:
+    """The caller's log, progress and stop callbacks (all optional), with progress throttled
+    to a few calls per second."""
+
+    def __init__(self, log, progress, stop) -> None:
+        self.log, self.progress, self.stop = log, progress, stop
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+    def check(self) -> None:
+        if self.stop is not None and self.stop():
+            raise PrepareStopped("stopped during data preparation; the finished shards are "
+                                 "kept and the next run resumes from them")
+
+    def report(self, stage: str, done: int, total: int, tokens: int, *,
+               force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.progress is None or (not force and now - self.last < 0.25):
+            return
+        self.last = now
+        self.progress(PrepareProgress(stage, done, total, tokens, now - self.t0))
 
 
-def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path,
-                  log=None) -> TextTokenizer:
-    """The tokenizer a new model gets: built (and cached) for this dataset, or loaded."""
+# --------------------------------------------------------------------------- the tokenizer
+
+
+def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path, log=None,
+                  progress=None, stop=None) -> TextTokenizer:
+    """The tokenizer a new model gets (always with a document separator): built by one
+    streaming pass and cached for this dataset, or loaded."""
+    hooks = _Hooks(log, progress, stop)
     kind = tokenizer_kind(spec)
     if kind == "byte":
         return TextTokenizer.build_byte()
     if kind == "file":
-        return TextTokenizer.from_file(Path(spec).expanduser())
-    key = f"{source.fingerprint}-{kind}{vocab_size if kind == 'bpe' else ''}"
+        return TextTokenizer.from_file(Path(spec).expanduser()).with_eot()
+    key = f"{source.fingerprint}-{kind}{vocab_size if kind == 'bpe' else ''}{TOKENIZER_SUFFIX}"
     cached = data_dir / "tokenizers" / f"{key}.json"
     if cached.is_file():
         try:
             return TextTokenizer.from_file(cached, kind)
         except DataError:
             cached.unlink(missing_ok=True)  # unreadable cache: rebuild it
-    splits = source.splits()
     t0 = time.perf_counter()
+    total = source.nbytes or 0
     if kind == "bpe":
-        _say(log, f"training a BPE tokenizer (vocab {vocab_size:,}) on {source.description}...")
-        tok = TextTokenizer.train_bpe(splits.train, vocab_size)
+        hooks.say(f"training a BPE tokenizer (vocab {vocab_size:,}) on {source.description} "
+                  f"(the first {BPE_SAMPLE_BYTES >> 20:,} MB of training text at most)...")
+        tok = TextTokenizer.train_bpe_from(
+            _texts(source, ("train",), hooks, min(total, BPE_SAMPLE_BYTES), BPE_SAMPLE_BYTES),
+            vocab_size)
     else:
-        tok = TextTokenizer.build_char(splits.train + splits.val)
+        hooks.say(f"building a character vocabulary from {source.description}...")
+        seen = np.zeros(0x110000, dtype=bool)
+        for texts in _texts(source, ("train", "val"), hooks, total, None):
+            seen[np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"),
+                               dtype=np.uint32)] = True
+        tok = TextTokenizer.build_char("".join(map(chr, np.flatnonzero(seen))))
     atomic_write_text(cached, tok.to_str())
-    _say(log, f"tokenizer ready in {time.perf_counter() - t0:.1f}s ({tok.vocab_size:,} tokens)")
+    hooks.say(f"tokenizer ready in {time.perf_counter() - t0:.1f}s ({tok.vocab_size:,} tokens)")
     return tok
 
 
-def load_tokens(source: TextSource, tokenizer: TextTokenizer, data_dir: Path,
-                log=None) -> TokenData:
-    key = hashlib.sha256(f"{source.fingerprint}|{tokenizer.sha256}|{CACHE_VERSION}".encode()
-                         ).hexdigest()[:20]
-    cache = data_dir / "tokens" / key
-    meta = read_json(cache / "meta.json")
-    if meta is not None and meta.get("cache_version") == CACHE_VERSION:
+def _texts(source: TextSource, splits: tuple[str, ...], hooks: _Hooks, total: int,
+           limit: int | None) -> Iterator[list[str]]:
+    """The documents' text of ``splits`` in order, in batches of about ``TASK_CHARS``, up to
+    ``limit`` characters, with progress and stop checks between batches."""
+    done, batch, size = 0, [], 0
+    for split in splits:
+        for doc in source.documents(split):
+            if doc.text:
+                batch.append(doc.text)
+                size += len(doc.text)
+            done += len(doc.raw)
+            if size >= TASK_CHARS or (limit is not None and done >= limit):
+                yield batch
+                batch, size = [], 0
+                hooks.check()
+                hooks.report("vocabulary", done, total, 0)
+                if limit is not None and done >= limit:
+                    return
+    if batch:
+        yield batch
+
+
+# --------------------------------------------------------------------------- the tokens
+
+
+def cache_key(source: TextSource, tokenizer: TextTokenizer, val_max_tokens: int) -> dict:
+    """What a token cache is made from: any change makes another cache."""
+    return {"version": CACHE_VERSION, "fingerprint": source.fingerprint,
+            "tokenizer_sha256": tokenizer.sha256, "dtype": tokenizer.dtype.name,
+            "separator": tokenizer.eot_id, "shard_tokens": shard_tokens(),
+            "val_max_tokens": val_max_tokens if source.held_out else None}
+
+
+def load_tokens(source: TextSource, tokenizer: TextTokenizer, data_dir: Path, log=None, *,
+                progress=None, stop=None, num_proc: int | None = None,
+                val_max_tokens: int = 0) -> TokenData:
+    """The source's token shards for ``tokenizer``: from the cache, or prepared into it."""
+    hooks = _Hooks(log, progress, stop)
+    old = _v1(source, tokenizer, data_dir)
+    if old is not None:
+        return old
+    key = cache_key(source, tokenizer, val_max_tokens)
+    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:20]
+    folder = data_dir / "tokens" / name
+    done = _open(folder, key, tokenizer, source, True)
+    if done is not None:
+        return done
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(data_dir / "tokens" / f".{name}.lock"))
+    while True:  # another process may be preparing the same data: wait, answering stops
         try:
-            return TokenData(_memmap(cache / "train.bin", meta), _memmap(cache / "val.bin", meta),
-                             tokenizer, source, cache, True)
-        except (OSError, ValueError):
-            pass  # damaged cache: rebuild below
-    splits = source.splits()
-    t0 = time.perf_counter()
-    _say(log, f"tokenizing {source.description}...")
-    train = tokenizer.encode_corpus(splits.train)
-    val = tokenizer.encode_corpus(splits.val)
-    staging = cache.parent / f".{key}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    train.tofile(staging / "train.bin")
-    val.tofile(staging / "val.bin")
-    meta = {"cache_version": CACHE_VERSION, "dtype": train.dtype.name, "train_tokens": len(train),
-            "val_tokens": len(val), "dataset": source.spec, "val_source": splits.val_source,
-            "tokenizer_sha256": tokenizer.sha256, "created_at": time.time()}
-    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-    if cache.exists():
-        shutil.rmtree(cache, ignore_errors=True)
+            lock.acquire(timeout=0.2)
+            break
+        except Timeout:
+            hooks.check()
     try:
-        os.replace(staging, cache)
-    except OSError:  # another process finished first: use its copy
-        shutil.rmtree(staging, ignore_errors=True)
-    _say(log, f"tokenized in {time.perf_counter() - t0:.1f}s")
-    meta = read_json(cache / "meta.json") or meta
-    return TokenData(_memmap(cache / "train.bin", meta), _memmap(cache / "val.bin", meta),
-                     tokenizer, source, cache, False)
+        done = _open(folder, key, tokenizer, source, True)
+        if done is not None:
+            return done
+        manifest = _prepare(source, tokenizer, folder, key, hooks, num_proc, val_max_tokens)
+    finally:
+        lock.release()
+    data = _open(folder, key, tokenizer, source, False)
+    if data is None:  # pragma: no cover - we have just written it
+        raise DataError(f"the token cache {folder} could not be read back after writing it")
+    data.manifest = manifest
+    return data
 
 
-def _memmap(path: Path, meta: dict) -> np.ndarray:
-    dtype = np.dtype(meta["dtype"])
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+def _open(folder: Path, key: dict, tokenizer, source, cached: bool) -> TokenData | None:
+    manifest = read_json(folder / MANIFEST)
+    if manifest is None or manifest.get("key") != key:
+        return None
+    try:
+        return TokenData(open_split(folder, manifest, "train"), open_split(folder, manifest,
+                                                                          "val"),
+                         tokenizer, source, folder, cached, manifest)
+    except (OSError, ValueError):
+        (folder / MANIFEST).unlink(missing_ok=True)  # damaged: prepare it again
+        return None
+
+
+def _v1(source: TextSource, tokenizer: TextTokenizer, data_dir: Path) -> TokenData | None:
+    """A cache from before shards, for this source and tokenizer, read as it is."""
+    name = hashlib.sha256(f"{source.fingerprint}|{tokenizer.sha256}|1".encode()).hexdigest()[:20]
+    folder = data_dir / "tokens" / name
+    meta = read_json(folder / "meta.json")
+    if meta is None or meta.get("cache_version") != 1:
+        return None
+    try:
+        train, val = open_v1(folder, meta)
+    except (OSError, ValueError):
+        return None
+    return TokenData(train, val, tokenizer, source, folder, True,
+                     {"version": 1, "dtype": meta["dtype"], "separator": None,
+                      "hold_out": {"rule": meta.get("val_source", "")}})
+
+
+def _prepare(source: TextSource, tokenizer: TextTokenizer, folder: Path, key: dict,
+             hooks: _Hooks, num_proc: int | None, val_max_tokens: int) -> dict:
+    """Tokenize the source into ``folder``, resuming after its committed shards."""
+    progress = Progress.read(folder, key)
+    total = source.nbytes or 0
+    procs = _procs(num_proc) if total >= POOL_MIN_BYTES or num_proc else 1
+    resumed = len(progress.shards)
+    hooks.say(f"tokenizing {source.description} with {procs} process"
+              f"{'es' if procs > 1 else ''}"
+              + (f", resuming after {resumed} finished shard{'s' if resumed != 1 else ''}"
+                 if resumed else "") + "...")
+    eot = tokenizer.eot_id is not None
+    cap = val_max_tokens if source.held_out and val_max_tokens > 0 else None
+    limit = shard_tokens()
+    writers: dict[str, ShardWriter] = {}
+    t0 = time.perf_counter()
+    done_bytes = tokens = 0
+    position = 0
+
+    def commit() -> None:
+        for split in list(writers):
+            progress.shards.append(writers.pop(split).commit())
+        progress.position = position
+        progress.write(folder, key)
+
+    def writer(split: str) -> ShardWriter:
+        if split not in writers:
+            writers[split] = ShardWriter(folder, split, progress.count(split), tokenizer.dtype)
+        return writers[split]
+
+    tasks = _tasks(source, eot, progress.position)
+    try:
+        with _Encoder(tokenizer, procs) as encoder:
+            for batch, (ids, lengths) in encoder.run(tasks, hooks):
+                at = 0
+                for (split, nbytes), n in zip(batch.docs, lengths, strict=True):
+                    if split == "val" and cap is not None and progress.val_tokens >= cap:
+                        split = "train"  # past the cap: held-out text trains
+                    writer(split).add(ids[at:at + n], 1 if eot else 0, nbytes)
+                    if split == "val":
+                        progress.val_tokens += n
+                    at += n
+                    tokens += n
+                position = batch.end
+                done_bytes += batch.chars
+                if any(w.tokens >= limit for w in writers.values()):
+                    commit()
+                hooks.report("tokenizing", done_bytes, total, tokens)
+        commit()
+    except BaseException:
+        for w in writers.values():
+            w.discard()
+        raise
+    stats = {s: {"shards": 0, "tokens": 0, "documents": 0, "bytes": 0} for s in ("train", "val")}
+    for r in progress.shards:
+        for k, v in (("shards", 1), ("tokens", r.tokens), ("documents", r.documents),
+                     ("bytes", r.bytes)):
+            stats[r.split][k] += v
+    for split in ("train", "val"):
+        if not stats[split]["tokens"]:
+            raise DataError(f"the {SPLIT_NAMES[split]} split of {source.description} is empty",
+                            hint=LOCAL_HINT)
+    seconds = time.perf_counter() - t0
+    hooks.report("tokenizing", total or done_bytes, total or done_bytes, tokens, force=True)
+    manifest = {
+        "key": key, "version": CACHE_VERSION, "dataset": source.spec,
+        "fingerprint": source.fingerprint, "tokenizer_sha256": tokenizer.sha256,
+        "tokenizer_kind": tokenizer.kind, "dtype": tokenizer.dtype.name,
+        "separator": tokenizer.eot_id, "hold_out": {
+            "rule": source.hold_out_rule, "val_fraction": source.val_fraction
+            if source.held_out else None, "val_max_tokens": cap,
+            "capped": cap is not None and progress.val_tokens >= cap},
+        "splits": stats, "shards": [r.to_json() for r in progress.shards],
+        "seconds": round(seconds, 3), "processes": procs, "created_at": time.time()}
+    atomic_write_json(folder / MANIFEST, manifest)
+    hooks.say(f"tokenized in {seconds:.1f}s ({tokens:,} tokens this time, "
+              f"{done_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+    return manifest
+
+
+def _procs(num_proc: int | None) -> int:
+    if num_proc is not None:
+        return max(1, num_proc)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Task:
+    texts: list[str]
+    docs: list[tuple[str, int]]  # (split, UTF-8 bytes) per text
+    end: int  # documents consumed once this batch is done
+    chars: int  # source characters it covers (separators included)
+
+
+def _tasks(source: TextSource, eot: bool, skip: int) -> Iterator[_Task]:
+    """The documents of both splits in batches of about ``TASK_CHARS``, after the first
+    ``skip`` (already in committed shards). With a separator each document's text is
+    encoded (blank ones dropped); without one, its raw text, separators and all."""
+    texts: list[str] = []
+    docs: list[tuple[str, int]] = []
+    size = chars = 0
+    position = 0
+    for split in ("train", "val"):
+        for doc in source.documents(split):
+            position += 1
+            if position <= skip:
+                continue
+            text = _text(doc, eot)
+            chars += len(doc.raw)
+            if text:
+                texts.append(text)
+                docs.append((split, len(text.encode("utf-8", "surrogatepass"))))
+                size += len(text)
+            if size >= TASK_CHARS:
+                yield _Task(texts, docs, position, chars)
+                texts, docs, size, chars = [], [], 0, 0
+        if texts or chars:  # a batch never spans the two splits
+            yield _Task(texts, docs, position, chars)
+            texts, docs, size, chars = [], [], 0, 0
+
+
+def _text(doc: Document, eot: bool) -> str:
+    if eot:
+        return doc.text if doc.text.strip() else ""
+    return doc.raw
+
+
+# --------------------------------------------------------------------------- the workers
+
+
+class _Encoder:
+    """Encodes task after task, in this process or in a pool of ``procs`` workers, giving
+    back (task, (ids, tokens per text)) in task order with at most two tasks per worker in
+    flight (memory stays bounded whatever the size of the data)."""
+
+    def __init__(self, tokenizer: TextTokenizer, procs: int) -> None:
+        self.tokenizer, self.procs, self.pool = tokenizer, procs, None
+
+    def __enter__(self) -> _Encoder:
+        if self.procs > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ctx.Pool(self.procs, _init_worker,
+                                 (self.tokenizer.to_str(), self.tokenizer.kind, os.getpid()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()  # also on a stop: unfinished batches are dropped
+            self.pool.join()
+
+    def run(self, tasks: Iterator[_Task], hooks: _Hooks):
+        if self.pool is None:
+            eot = self.tokenizer.eot_id is not None
+            for task in tasks:
+                hooks.check()
+                yield task, _encode(self.tokenizer, task.texts, eot)
+            return
+        window: deque = deque()
+        eot = self.tokenizer.eot_id is not None
+        tasks = iter(tasks)
+        more = True
+        while more or window:
+            while more and len(window) < 2 * self.procs:
+                task = next(tasks, None)
+                if task is None:
+                    more = False
+                    break
+                window.append((task, self.pool.apply_async(_work, (task.texts, eot))))
+            if not window:
+                break
+            task, result = window[0]
+            while not result.ready():
+                hooks.check()
+                result.wait(0.1)
+            window.popleft()
+            hooks.check()
+            yield task, result.get()
+
+
+def _encode(tokenizer: TextTokenizer, texts: list[str], eot: bool):
+    """The texts' ids (each followed by the separator when ``eot``) and tokens per text."""
+    each = tokenizer.encode_each(texts)
+    lengths = [len(a) + eot for a in each]
+    if eot:
+        tail = np.asarray([tokenizer.eot_id], dtype=tokenizer.dtype)
+        each = [a for ids in each for a in (ids, tail)]
+    return (np.concatenate(each) if each else np.zeros(0, tokenizer.dtype)), lengths
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_json: str, kind: str, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to answer
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker
+    _WORKER["tokenizer"] = TextTokenizer.from_str(tokenizer_json, kind)
+    _WORKER["parent"] = parent
+
+
+def _work(texts: list[str], eot: bool):
+    if os.getppid() != _WORKER["parent"]:  # the main process died (kill -9): stop too
+        os._exit(1)
+    return _encode(_WORKER["tokenizer"], texts, eot)
+
+
+# --------------------------------------------------------------------------- the entry point
 
 
 def prepare_data(*, dataset: str, tokenizer_spec: str, vocab_size: int, val_fraction: float,
                  text_column: str | None, data_dir: Path, explicit: bool = True,
-                 tokenizer: TextTokenizer | None = None, log=None) -> TokenData:
-    """Resolve, tokenize (or reuse) and return the token arrays. Pass ``tokenizer`` to keep a
-    model's own tokenizer (continued training on new data)."""
+                 tokenizer: TextTokenizer | None = None, log=None,
+                 progress: Callable[[PrepareProgress], None] | None = None,
+                 stop: Callable[[], bool] | None = None, num_proc: int | None = None,
+                 val_max_tokens: int = 0) -> TokenData:
+    """Resolve, tokenize (or reuse) and return the token shards. Pass ``tokenizer`` to keep a
+    model's own tokenizer (continued training on new data). ``progress`` gets a
+    PrepareProgress a few times a second; ``stop`` is polled as often, and a true answer
+    raises PrepareStopped (the finished shards are kept for the next run)."""
     source = resolve_dataset(dataset, data_dir=data_dir, val_fraction=val_fraction,
                              text_column=text_column, explicit=explicit)
-    if source.notice:
-        _say(log, source.notice)
+    if source.notice and log is not None:
+        log(source.notice)
     if tokenizer is None:
-        tokenizer = get_tokenizer(source, tokenizer_spec, vocab_size, data_dir, log)
-    return load_tokens(source, tokenizer, data_dir, log)
+        tokenizer = get_tokenizer(source, tokenizer_spec, vocab_size, data_dir, log, progress,
+                                  stop)
+    return load_tokens(source, tokenizer, data_dir, log, progress=progress, stop=stop,
+                       num_proc=num_proc, val_max_tokens=val_max_tokens)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import itertools
+import math
 import os
 import re
 import socket
@@ -38,6 +39,7 @@ from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     check_split,
     file_format,
     hold_out,
+    hold_out_cut,
     is_data_file,
     split_of,
 )
@@ -45,7 +47,9 @@ from llm_trainer.errors import DataError
 
 TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story", "article")
 READ_BYTES = 1 << 20  # text files are read this much at a time
+DOC_MAX_CHARS = 1 << 20  # a longer paragraph is cut (at a line break) into documents this long
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")  # what separates the documents of a text
+TRAILING = re.compile(r"\n[ \t\r\f\v]*\Z")  # a text's last line break and blanks after it
 ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
 
@@ -69,30 +73,52 @@ def resolve_dataset(spec: str | DatasetSpec, *, data_dir: Path, val_fraction: fl
 # --------------------------------------------------------------------------- text
 
 
-def text_pieces(path: Path, lenient: bool = False) -> Iterator[str]:
-    """The text of a file, read ``READ_BYTES`` at a time. Strict (training): a binary or
-    non-UTF-8 file is refused, saying where; lenient: its bad bytes come as lone surrogates
-    (``paragraphs`` counts them)."""
+def text_pieces(path: Path, lenient: bool = False, start: int = 0,
+                end: int | None = None) -> Iterator[str]:
+    """The text of a file (bytes ``start`` to ``end``: both at character boundaries), read
+    ``READ_BYTES`` at a time. Strict (training): a binary or non-UTF-8 file is refused, saying
+    where; lenient: its bad bytes come as lone surrogates (``paragraphs`` counts them)."""
     decoder = codecs.getincrementaldecoder("utf-8")(
         errors="surrogateescape" if lenient else "strict")
     try:
         with open(path, "rb") as fh:
             if not lenient and b"\x00" in fh.read(8192):
                 read_text_file(path)  # raises: binary
-            fh.seek(0)
+            fh.seek(start)
+            left = None if end is None else end - start
             final = False
             while not final:
-                block = fh.read(READ_BYTES)
+                block = fh.read(READ_BYTES if left is None else min(READ_BYTES, left))
+                if left is not None:
+                    left -= len(block)
                 final = not block
                 try:
                     text = decoder.decode(block, final=final)
                 except UnicodeDecodeError:
-                    read_text_file(path)  # raises, naming the byte and its offset
+                    bad_utf8(path)  # raises, naming the byte and its offset
                     raise  # pragma: no cover
                 if text or final:
                     yield text
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def bad_utf8(path: Path) -> None:
+    """Raise the DataError that names a file's first undecodable byte, read 1 MB at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_BYTES):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                where = offset + exc.start - len(decoder.getstate()[0])
+                raise DataError(
+                    f"{path} is not UTF-8 text (undecodable byte 0x{block[exc.start]:02x} at "
+                    f"offset {max(0, where)})",
+                    hint="convert it first, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`",
+                ) from None
+            offset += len(block)
 
 
 def read_text_file(path: Path) -> str:
@@ -119,15 +145,18 @@ def paragraphs(pieces: Iterable[str], lenient: bool = False) -> Iterator[Documen
     """The paragraphs of a text given in pieces (cut anywhere): text between blank lines, with
     those blank lines as ``sep`` (a blank paragraph is part of them) and the trailing ones as
     the last one's ``tail``. A text with no paragraph gives a ``Gap`` (its blanks). Each
-    piece is searched once (a text without blank lines costs no more than one with them).
+    piece is searched once (a text without blank lines costs no more than one with them). A
+    paragraph longer than ``DOC_MAX_CHARS`` is cut into documents of at most that many
+    characters, at the last line break before the limit (mid-line only for a longer line).
     ``lenient``: the text may hold undecodable bytes (``text_pieces``), counted per paragraph."""
     body: list[str] = []  # the paragraph being read, up to ``edge``
+    size = 0  # characters in body
     edge, gap, prev = "", "", None  # edge: a newline and blanks, where a separator may begin
     for piece in itertools.chain(pieces, [None]):
         window, cut, pairs = edge + (piece or ""), 0, []
         for m in PARAGRAPH.finditer(window):
             pairs.append(("".join(body) + window[cut:m.start()], m.group()))
-            body, cut = [], m.end()
+            body, cut, size = [], m.end(), 0
         rest = window[cut:]
         if piece is None:  # what is left: the last paragraph
             pairs.append(("".join(body) + rest, ""))
@@ -136,10 +165,23 @@ def paragraphs(pieces: Iterable[str], lenient: bool = False) -> Iterator[Documen
             open_end = nl >= 0 and not rest[nl + 1:].strip(" \t\r\f\v")
             body.append(rest[:nl] if open_end else rest)
             edge = rest[nl:] if open_end else ""
+            size += len(body[-1])
+            if size > DOC_MAX_CHARS:  # no blank line for long: cut a document here
+                text = "".join(body)
+                at = text.rfind("\n", 0, DOC_MAX_CHARS + 1)
+                nl = "\n" if at > 0 else ""
+                at = at if at > 0 else min(len(text), DOC_MAX_CHARS)
+                pairs.append((text[:at], nl))
+                body = [text[at + len(nl):]]
+                size = len(body[0])
         for para, sep in pairs:
             if para.strip():
                 if prev is not None:
                     yield prev
+                if piece is None:  # the text's last line break ends it, as a blank would
+                    end = TRAILING.search(para)
+                    para, sep = (para[:end.start()], para[end.start():] + sep) if end else (
+                        para, sep)
                 bad = len(ESCAPED.findall(para)) if lenient else 0
                 prev = Document(ESCAPED.sub("\ufffd", para) if bad else para, gap, bad=bad)
                 gap = sep
@@ -257,6 +299,10 @@ class BuiltinSource(TextSource):
     def _read(self, split: str, lenient: bool) -> Iterator[Document]:
         return paragraphs([self.body])
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
+
 
 def local_files(path: Path) -> tuple[list[Path], Path]:
     """The readable files of a local dataset (a file, or a folder searched recursively) and
@@ -340,6 +386,84 @@ class LocalSource(TextSource):
     def _read(self, split: str, lenient: bool) -> Iterator[Document]:
         return join_parts(self._parts(self.groups_of[split], lenient))
 
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.is_file())
+
+    @property
+    def _held_unit(self) -> str:
+        kinds = {file_format(f) for f in self.files}
+        return ("bytes, cut at a line break" if kinds == {"text"} else
+                "rows" if "text" not in kinds else "text, cut at a line break")
+
+    def _held(self, split: str, lenient: bool) -> Iterator[Document]:
+        kinds = {file_format(f) for f in self.files}
+        if kinds == {"text"}:  # by byte offset: the files are never read whole
+            return join_parts(self._byte_parts(split, lenient))
+        if "text" not in kinds:  # tables: by rows, counted from Arrow
+            return join_parts(self._row_parts(split))
+        return super()._held(split, lenient)
+
+    def _byte_parts(self, split: str, lenient: bool) -> Iterator[Iterator[Document]]:
+        """The text files' documents before (train) or from (val) the hold-out cut: the last
+        ``val_fraction`` of their bytes, moved back to just after a line break when one is
+        within ``HOLD_OUT_WINDOW`` bytes (nanoGPT's split, on a single file)."""
+        sizes = [f.stat().st_size for f in self.files]
+        cut = self._byte_cut(sizes)
+        pos = 0
+        for f, size in zip(self.files, sizes, strict=True):
+            lo, hi = (pos, min(pos + size, cut)) if split == "train" else (max(pos, cut),
+                                                                             pos + size)
+            if hi > lo or (size == 0 and (pos < cut) == (split == "train")):
+                yield paragraphs(text_pieces(f, lenient, lo - pos, hi - pos), lenient)
+            pos += size
+
+    def _byte_cut(self, sizes: list[int]) -> int:
+        if self._cut is None:
+            def rfind(lo: int, hi: int) -> int:
+                data = self._bytes(sizes, lo, hi)
+                i = data.rfind(b"\n")
+                return lo + i if i >= 0 else -1
+
+            cut = hold_out_cut(sum(sizes), self.val_fraction, rfind)
+            head = self._bytes(sizes, max(0, cut - 4), cut + 1)
+            while cut > 0 and head and (head[-1] & 0xC0) == 0x80:  # not inside a character
+                cut, head = cut - 1, head[:-1]
+            self._cut = cut
+        return self._cut
+
+    def _bytes(self, sizes: list[int], lo: int, hi: int) -> bytes:
+        """Bytes ``lo`` to ``hi`` of the files read one after another."""
+        out, pos = [], 0
+        for f, size in zip(self.files, sizes, strict=True):
+            if pos < hi and pos + size > lo:
+                with open(f, "rb") as fh:
+                    fh.seek(max(0, lo - pos))
+                    out.append(fh.read(min(size, hi - pos) - max(0, lo - pos)))
+            pos += size
+        return b"".join(out)
+
+    def _row_parts(self, split: str) -> Iterator[Iterator[Document]]:
+        """The tables' rows before (train) or from (val) the last ``val_fraction`` of them."""
+        tables = [(ds, column) for ds, column in self._tables(self.files)]
+        total = sum(len(ds) for ds, _ in tables)
+        cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
+        pos = 0
+        for ds, column in tables:
+            lo, hi = (pos, min(pos + len(ds), cut)) if split == "train" else (
+                max(pos, cut), pos + len(ds))
+            if hi > lo:
+                yield rows(ds.select(range(lo - pos, hi - pos)), column)
+            pos += len(ds)
+
+    def _tables(self, group: list[Path]):
+        for fmt in sorted({file_format(f) for f in group}):
+            ds, choice = open_table([f for f in group if file_format(f) == fmt], fmt,
+                                    self.text_column, self.cache)
+            if choice not in self.columns:
+                self.columns.append(choice)
+            yield ds, choice.column
+
     def _parts(self, group: list[Path], lenient: bool) -> Iterator[Iterator[Document]]:
         """Per format (in name order: csv, json, parquet, text): the tables of that format
         as one, each text file on its own."""
@@ -397,10 +521,30 @@ class HFSource(TextSource):
         column = self.column().column
         return rows(self.dsd[self.names[split]], column)
 
+    _held_unit = "rows"
+
+    @property
+    def nbytes(self) -> int | None:
+        try:
+            return sum(int(ds.data.nbytes) for ds in self.dsd.values())
+        except (AttributeError, TypeError):  # an iterable (streamed) dataset: unknown
+            return None
+
+    def _held(self, split: str, lenient: bool) -> Iterator[Document]:
+        """The last ``val_fraction`` of the training split's rows validate."""
+        ds = self.dsd[self.names["train"]]
+        total = len(ds)
+        cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
+        part = ds.select(range(0, cut) if split == "train" else range(cut, total))
+        return rows(part, self.column().column)
+
 
 class WikiTextSource(HFSource):
     """WikiText-2: its rows are the lines of the original files, so its documents are the
     paragraphs of their text."""
+
+    _held_unit = "text, cut at a line break"
+    _held = TextSource._held
 
     def _read(self, split: str, lenient: bool) -> Iterator[Document]:
         return paragraphs(batched_text(super()._read(split, lenient)))

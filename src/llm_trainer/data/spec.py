@@ -176,15 +176,6 @@ class Gap(Document):
     is cut): part of the split's text, but no document, so not counted or separated."""
 
 
-@dataclass
-class Splits:
-    """Both splits' text at once (what the token cache is built from)."""
-
-    train: str
-    val: str
-    val_source: str  # "split" (the data has one) or "held out" (last val_fraction)
-
-
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # relative to the dataset's folder
@@ -224,13 +215,17 @@ class TextSource(ABC):
     notice: str | None = None  # a one-line message for the user (e.g. the offline fallback)
     columns: list[ColumnChoice] = field(default_factory=list)  # text columns, as tables open
     _cut: int | None = field(default=None, repr=False)
-    _cached: Splits | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> str:
         """The dataset as recorded with the run and its token cache (a string: the run's
         config and meta.json hold it so)."""
         return self.dataset.recorded
+
+    @property
+    def nbytes(self) -> int | None:
+        """About how many bytes of text the data holds (for progress), None if unknown."""
+        return None
 
     @property
     def val_source(self) -> str:
@@ -256,22 +251,27 @@ class TextSource(ABC):
             return iter(())
         if split == "test" or not self.held_out:
             return self._read(split, lenient)
+        return self._held(split, lenient)
+
+    @property
+    def hold_out_rule(self) -> str:
+        """How validation is chosen, in words (recorded with the run and its token cache)."""
+        if not self.held_out:
+            return "the data's own validation split"
+        return f"held out: the last {self.val_fraction:g} of the {self._held_unit}"
+
+    _held_unit = "text, cut at a line break"
+
+    def _held(self, split: str, lenient: bool) -> Iterator[Document]:
+        """``split`` of data without a validation split: the text's last ``val_fraction``
+        (read twice to find the cut, never whole). Sources that know their size without
+        reading it (text files, tables) do better."""
         return _split_at(self._read("train", lenient), self._held_out_cut(lenient), split)
 
     def text(self, split: str) -> str:
-        """``split`` as one text, checked not to be blank."""
+        """``split`` as one text, checked not to be blank (small splits only: ``eval``'s
+        test split, tests)."""
         return self._checked(split, _join(self.documents(split)))
-
-    def splits(self) -> Splits:
-        """Both splits' text, read in one pass: the one place the data becomes strings (the
-        token cache and the tokenizer are built from them, until preparation streams)."""
-        if self._cached is None:
-            train = _join(self._read("train", False))
-            train, val = (hold_out(train, self.val_fraction) if self.held_out else
-                          (train, _join(self._read("val", False))))
-            self._cached = Splits(self._checked("train", train), self._checked("val", val),
-                                  self.val_source)
-        return self._cached
 
     def _checked(self, split: str, text: str) -> str:
         if not text.strip():

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,8 +153,18 @@ class TextScore:
 def evaluate_text(model: torch.nn.Module, tokenizer: TextTokenizer, text: str, *,
                   block_size: int, batch_size: int, device: str | torch.device = "cpu"
                   ) -> TextScore:
-    """``text`` tokenized as training tokenizes a split, then scored token by token."""
+    """``text`` tokenized as one plain text (no document separators), then scored."""
     tokens = tokenizer.encode_corpus(text)
+    part = SplitTokens(tokens, scored_bytes(text, tokenizer, int(tokens[0])) if len(tokens)
+                       else 0, "text", "", "")
+    return evaluate_split(model, part, block_size=block_size, batch_size=batch_size,
+                          device=device)
+
+
+def evaluate_split(model: torch.nn.Module, part: SplitTokens, *, block_size: int,
+                   batch_size: int, device: str | torch.device = "cpu") -> TextScore:
+    """A split's tokens scored token by token."""
+    tokens = np.asarray(part.tokens)
     if len(tokens) and int(tokens.max()) >= model.shape.vocab_size:
         raise DataError(f"token id {int(tokens.max())} is outside the model's vocabulary of "
                         f"{model.shape.vocab_size:,}", hint="evaluate with the checkpoint's own "
@@ -163,44 +174,76 @@ def evaluate_text(model: torch.nn.Module, tokenizer: TextTokenizer, text: str, *
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return TextScore(totals, scored_bytes(text, tokenizer, int(tokens[0])), seconds)
+    return TextScore(totals, part.bytes, seconds)
 
 
-# --------------------------------------------------------------------------- the split's text
+# --------------------------------------------------------------------------- the split's tokens
 
 
 @dataclass(frozen=True)
-class SplitText:
-    text: str
-    origin: str  # "split" (the data has it) or "held out" (the last val_fraction)
+class SplitTokens:
+    """A split as the model reads it: its tokens (documents separated as in training), the
+    UTF-8 bytes its predicted tokens cover, and where it comes from."""
+
+    tokens: Any  # a flat id array (the cached validation shards, or the test split's ids)
+    bytes: int
+    origin: str  # "split" (the data has it) or "held out" (and the rule)
     spec: str  # the dataset, as recorded
     description: str
     notes: tuple[str, ...] = ()
 
 
-def split_text(spec: str, split: str, *, data_dir: Path, val_fraction: float,
-               text_column: str | None) -> SplitText:
-    """The text of ``split`` of a dataset. ``val`` is exactly what training validates on
-(``data.sources``): the dataset's validation split (a local folder without one: its test
-file), else the last ``val_fraction`` of the text cut at a line break. ``test`` only where
-the dataset has one: a test file among a folder's files, or a Hugging Face test split."""
+def split_tokens(spec: str, split: str, tokenizer: TextTokenizer, *, data_dir: Path,
+                 val_fraction: float, text_column: str | None, val_max_tokens: int = 0
+                 ) -> SplitTokens:
+    """``split`` of a dataset tokenized as training tokenizes it. ``val`` is exactly what
+    training validates on: the token cache's validation shards (prepared here when missing),
+    with the same hold-out rule and cap. ``test`` only where the dataset has one (a test file
+    among a folder's files, or a Hugging Face test split), encoded as its documents stream."""
+    from llm_trainer.data.prepare import load_tokens
+
     check_split(split)
     source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
                              text_column=text_column, explicit=True)
-    splits = source.splits()
+    first = next((d.text for d in source.documents(split) if d.text.strip()), "")
     if split == "val":
-        return SplitText(splits.val, splits.val_source, source.spec, source.description)
-    test = source.test()
-    if test is None:
-        val = ("val (its own validation split)" if splits.val_source == "split" else
+        data = load_tokens(source, tokenizer, data_dir, val_max_tokens=val_max_tokens)
+        nbytes = data.manifest.get("splits", {}).get("val", {}).get("bytes")
+        if nbytes is None:  # a cache from before shards: count the text it was made from
+            nbytes = sum(len(d.raw.encode("utf-8")) for d in source.documents("val"))
+        tokens = data.val
+        origin = "held out" if source.held_out else "split"
+    elif not source.has_test:
+        val = ("val (its own validation split)" if not source.held_out else
                f"val (held out: its last {val_fraction:g})")
         raise UsageError(f"{source.description} has no test split; its splits are train and "
                          f"{val}", hint="use --split val")
+    else:
+        tokens, nbytes = _encode_split(source, "test", tokenizer)
+        origin = "split"
+    if len(tokens):
+        nbytes -= first_token_bytes(first, tokenizer, int(tokens[0]))
     notes = ()
-    if splits.val_source == "split" and splits.val == test:
+    if split == "test" and not source.held_out and _same_files(source):
         notes = ("this dataset has no validation split: training validated on its test split, "
                  "so val and test are the same text",)
-    return SplitText(test, "split", source.spec, source.description, notes)
+    return SplitTokens(tokens, max(0, nbytes), origin, source.spec, source.description, notes)
+
+
+def _encode_split(source, split: str, tokenizer: TextTokenizer):
+    """A (small) split's ids, each document followed by the separator (or its raw text,
+    without one), and the UTF-8 bytes encoded."""
+    eot = tokenizer.eot_id is not None
+    texts = [d.text if eot else d.raw for d in source.documents(split)
+             if (d.text.strip() if eot else d.raw)]
+    return (tokenizer.encode_texts(texts, eot=eot),
+            sum(len(t.encode("utf-8", "surrogatepass")) for t in texts))
+
+
+def _same_files(source) -> bool:
+    """A local folder whose validation is its test file."""
+    groups = getattr(source, "groups_of", None)
+    return bool(groups) and groups.get("val") == groups.get("test")
 
 
 # --------------------------------------------------------------------------- a checkpoint
@@ -232,13 +275,14 @@ def evaluate_loaded(ckpt, model, *, dataset: str | None = None, split: str = "va
     cfg = ckpt.config.data
     own = dataset is None
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    part = split_text(cfg.dataset if own else dataset, split, data_dir=data_dir,
-                      val_fraction=cfg.val_fraction,
-                      text_column=cfg.text_column if own else None)
+    part = split_tokens(cfg.dataset if own else dataset, split, ckpt.tokenizer,
+                        data_dir=data_dir, val_fraction=cfg.val_fraction,
+                        text_column=cfg.text_column if own else None,
+                        val_max_tokens=cfg.val_max_tokens)
     shape = model.shape
     batch = batch_size or default_batch(shape.block_size, shape.vocab_size)
-    score = evaluate_text(model, ckpt.tokenizer, part.text, block_size=shape.block_size,
-                          batch_size=batch, device=device)
+    score = evaluate_split(model, part, block_size=shape.block_size, batch_size=batch,
+                           device=device)
     t = score.totals
     loss = t.loss
     return EvalResult(

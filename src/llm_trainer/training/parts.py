@@ -39,6 +39,7 @@ class TrainingJob:
     init: InitFrom | None = None
     dataset_explicit: bool = True
     stop: Any = None  # anything with is_set(); None: never stops early
+    on_prepare: Any = None  # gets data.prepare.PrepareProgress while the data is prepared
     extra_state: dict[str, Any] = dataclasses.field(default_factory=dict)  # in trainer.json
 
     @classmethod
@@ -292,11 +293,14 @@ def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
 
     if not dist.is_main:
         dist.barrier()
+    stop = job.stop.is_set if job.stop is not None else None
     data = prepare_data(
         dataset=cfg.data.dataset, tokenizer_spec=cfg.data.tokenizer,
         vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
         text_column=cfg.data.text_column, data_dir=job.home / "data",
-        explicit=job.dataset_explicit, tokenizer=start.tokenizer if start else None, log=log)
+        explicit=job.dataset_explicit, tokenizer=start.tokenizer if start else None, log=log,
+        progress=job.on_prepare if dist.is_main else None, stop=stop,
+        val_max_tokens=cfg.data.val_max_tokens)
     if dist.is_main:
         dist.barrier()
     log(f"data: {data.summary}")
