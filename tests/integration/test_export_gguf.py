@@ -123,16 +123,15 @@ def test_gguf_matches_the_checkpoint(home, tmp_path, name, dtype):
     merges = field(reader, "tokenizer.ggml.merges")  # present even when empty (llama.cpp)
     assert len(tokens) == len(types) == shape.vocab_size
     tok = ckpt.tokenizer
-    if name == "bytes":
-        assert merges == [] and len(tokens) == 256 and set(types) == {1}
-        assert "tokenizer.ggml.eos_token_id" not in reader.fields
+    if name == "bytes":  # 256 bytes, then the separator
+        assert merges == [] and len(tokens) == 257 and tok.eot_id == 256
     else:
         assert len(merges) == shape.vocab_size - 257 > 0  # 256 bytes + <|endoftext|>
-        eot = tok.tok.token_to_id(EOT)
-        assert field(reader, "tokenizer.ggml.eos_token_id") == eot
-        assert field(reader, "tokenizer.ggml.bos_token_id") == eot
-        assert tokens[eot] == EOT and types[eot] == CONTROL
-        assert [i for i, k in enumerate(types) if k != 1] == [eot]
+    eot = tok.tok.token_to_id(EOT)
+    assert field(reader, "tokenizer.ggml.eos_token_id") == eot
+    assert field(reader, "tokenizer.ggml.bos_token_id") == eot
+    assert tokens[eot] == EOT and types[eot] == CONTROL
+    assert [i for i, k in enumerate(types) if k != 1] == [eot]
     assert retokenize(tokens, types, merges, TEXT) == tok.encode(TEXT)
 
 
@@ -169,10 +168,10 @@ def test_ollama_folder(home, tmp_path):
     again = run_cli("models", "export", "bpe", "--format", "ollama", "--out", str(out),
                     home=home)
     assert again.returncode == 2 and "not empty" in again.stderr
-    bytes_out = tmp_path / "ollama-bytes"  # no <|endoftext|>: no stop line
+    bytes_out = tmp_path / "ollama-bytes"  # its separator stops generation too
     assert run_cli("models", "export", "bytes", "--format", "ollama", "--out", str(bytes_out),
                    home=home).returncode == 0
-    assert "PARAMETER stop" not in (bytes_out / "Modelfile").read_text()
+    assert f'PARAMETER stop "{EOT}"' in (bytes_out / "Modelfile").read_text()
 
 
 @pytest.mark.slow
@@ -236,7 +235,9 @@ def test_vocab_byte_tokenizer_has_no_merges_and_pads():
     vocab = gguf_vocab(tok, vocab_size=260)  # an embedding with more rows than tokens
     assert vocab.merges == [] and vocab.eot_id == 256 and vocab.tokens[256] == EOT
     assert len(vocab.tokens) == 260 and vocab.types[257:] == [UNUSED] * 3
-    assert retokenize(vocab.tokens[:256], vocab.types[:256], [], TEXT) == tok.encode(TEXT)
+    assert retokenize(vocab.tokens[:257], vocab.types[:257], [], TEXT) == tok.encode(TEXT)
+    old = gguf_vocab(TextTokenizer.build_byte(eot=False))  # a checkpoint from before separators
+    assert old.eot_id is None and len(old.tokens) == 256
 
 
 def test_vocab_refuses_what_llama_cpp_cannot_reproduce(bpe_tok):
