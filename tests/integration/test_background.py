@@ -223,7 +223,7 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     def running_run():
         for run_id in store.run_ids():
             state = store.read_state(run_id)
-            if state.model_name == "interrupted" and state.step > 100:
+            if state is not None and state.model_name == "interrupted" and state.step > 100:
                 return run_id
         return None
 

@@ -109,7 +109,12 @@ class TokenData:
 
     @property
     def hold_out(self) -> str:
-        return self.manifest.get("hold_out", {}).get("rule", self.source.hold_out_rule)
+        """How validation was chosen, in words (recorded with the run)."""
+        rule = self.manifest.get("hold_out", {})
+        text = rule.get("rule") or self.source.hold_out_rule
+        if rule.get("capped"):
+            text += f", capped at {rule['val_max_tokens']:,} tokens (the rest trains)"
+        return text
 
     @property
     def summary(self) -> str:

@@ -31,7 +31,7 @@ from llm_trainer.store.atomic import atomic_write_json, read_json
 CACHE_VERSION = 2
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
-SHARD_TOKENS = 100_000_000  # a shard is closed at the first document end past this many
+SHARD_TOKENS = 100_000_000  # a shard is closed after the first batch past this many tokens
 SPLIT_FILES = ("train", "val")
 
 

@@ -49,6 +49,7 @@ TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story
 READ_BYTES = 1 << 20  # text files are read this much at a time
 DOC_MAX_CHARS = 1 << 20  # a longer paragraph is cut (at a line break) into documents this long
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")  # what separates the documents of a text
+LEADING = re.compile(r"(?:[ \t\r\f\v]*\n)+")  # blank lines a paragraph starts with
 TRAILING = re.compile(r"\n[ \t\r\f\v]*\Z")  # a text's last line break and blanks after it
 ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
@@ -182,6 +183,9 @@ def paragraphs(pieces: Iterable[str], lenient: bool = False) -> Iterator[Documen
                     end = TRAILING.search(para)
                     para, sep = (para[:end.start()], para[end.start():] + sep) if end else (
                         para, sep)
+                lead = LEADING.match(para)  # more blank lines than a separator takes
+                if lead:
+                    gap, para = gap + lead.group(), para[lead.end():]
                 bad = len(ESCAPED.findall(para)) if lenient else 0
                 prev = Document(ESCAPED.sub("\ufffd", para) if bad else para, gap, bad=bad)
                 gap = sep

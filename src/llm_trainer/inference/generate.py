@@ -31,6 +31,8 @@ def _norm(x, dims, weight, bias, rms: bool, eps: float):
     return F.layer_norm(x, dims, weight, bias, eps)
 
 
+DOCUMENT_BREAK = "\n\n"  # what a generated document separator is shown as
+
 class OneTokenStep:
     """The model's forward pass for one new token with a KV cache, written with functional
     calls on weights gathered once: decoding is dominated by per-op dispatch, and skipping
@@ -181,12 +183,17 @@ class TextGenerator:
 
     def stream(self, prompt: str, settings: GenerationSettings,
                on_note=None) -> Iterator[str]:
-        """Yield text pieces as soon as they decode to complete characters."""
+        """Yield text pieces as soon as they decode to complete characters. The document
+        separator the model learned (``<|endoftext|>``) comes out as a blank line."""
         ids, note = self.prompt_ids(prompt)
         if note and on_note is not None:
             on_note(note)
         decoder = self.tokenizer.decode_stream()
+        eot = self.tokenizer.eot_id
         for token in self.generate_ids(ids, settings):
+            if token == eot:  # the end of a document: shown as the blank line between two
+                yield DOCUMENT_BREAK
+                continue
             piece = decoder.step(token)
             if piece:
                 yield piece

@@ -23,6 +23,10 @@ class DatasetInfo(_Event):
     fingerprint: str
     train_tokens: int
     val_tokens: int
+    hold_out: str = ""  # how validation was chosen (TextSource.hold_out_rule), and any cap
+    separator: int | None = None  # the id that ends each document; None: plain text
+    cache: str = ""  # the token cache folder
+    shards: int = 0  # training shards
 
 
 @dataclass(frozen=True)
