@@ -238,22 +238,59 @@ def rows(ds, column: str) -> Iterator[Document]:
                 yield Document("")
 
 
+def features_of(ds):
+    """A dataset's features; for a streamed one without a schema, the first row's types."""
+    if ds.features is not None:
+        return ds.features
+    from datasets import Features, Value
+
+    first = next(iter(ds.take(1)), {})
+    return Features({k: Value("string") if isinstance(v, str) else Value("null")
+                     for k, v in first.items()})
+
+
+def count_rows(ds) -> int:
+    """Rows of a dataset: ``len`` of an Arrow one; a streamed one is read once to count."""
+    if hasattr(ds, "select"):
+        return len(ds)
+    return sum(len(next(iter(b.values()), [])) for b in ds.iter(batch_size=1024))
+
+
+def row_range(ds, lo: int, hi: int | None):
+    """Rows ``lo`` to ``hi`` of a dataset (Arrow: a contiguous selection; streamed: skipped
+    and taken as they pass)."""
+    if hasattr(ds, "select"):
+        return ds.select(range(lo, len(ds) if hi is None else hi))
+    part = ds.skip(lo) if lo else ds
+    return part.take(hi - lo) if hi is not None else part
+
+
+STREAMED_TABLES = {"json"}  # read as they stream: datasets' JSON-to-Arrow copy holds them
+
+
 def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path):
-    """The files as a Hugging Face ``Dataset`` (Arrow, memory-mapped: rows are read when
-    iterated) and the choice of its text column."""
+    """The files as a Hugging Face dataset and the choice of its text column: CSV and
+    Parquet as Arrow (memory-mapped: rows are read when iterated), JSON lines streamed
+    (``STREAMED_TABLES``: converting them to Arrow holds their text in memory)."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import datasets
 
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files], split="train",
-                                   cache_dir=str(cache_dir))
+        if fmt in STREAMED_TABLES:
+            ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files], split="train",
+                                       streaming=True)
+            features_of(ds)  # a malformed file fails here, with the others
+        else:
+            ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files],
+                                       split="train", cache_dir=str(cache_dir))
     except Exception as exc:  # datasets raises many types for malformed files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {', '.join(f.name for f in files)} as {fmt}: {first}",
                         hint="check the file is well-formed; one JSON object per line for .jsonl"
                         ) from None
-    choice = choose_text_column(ds.column_names, ds.features, text_column,
+    features = features_of(ds)
+    choice = choose_text_column(list(features), features, text_column,
                                 where=", ".join(f.name for f in files))
     return ds, choice
 
@@ -449,16 +486,15 @@ class LocalSource(TextSource):
 
     def _row_parts(self, split: str) -> Iterator[Iterator[Document]]:
         """The tables' rows before (train) or from (val) the last ``val_fraction`` of them."""
-        tables = [(ds, column) for ds, column in self._tables(self.files)]
-        total = sum(len(ds) for ds, _ in tables)
+        tables = [(ds, column, count_rows(ds)) for ds, column in self._tables(self.files)]
+        total = sum(n for _, _, n in tables)
         cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
         pos = 0
-        for ds, column in tables:
-            lo, hi = (pos, min(pos + len(ds), cut)) if split == "train" else (
-                max(pos, cut), pos + len(ds))
+        for ds, column, n in tables:
+            lo, hi = (pos, min(pos + n, cut)) if split == "train" else (max(pos, cut), pos + n)
             if hi > lo:
-                yield rows(ds.select(range(lo - pos, hi - pos)), column)
-            pos += len(ds)
+                yield rows(row_range(ds, lo - pos, hi - pos), column)
+            pos += n
 
     def _tables(self, group: list[Path]):
         for fmt in sorted({file_format(f) for f in group}):
@@ -516,8 +552,8 @@ class HFSource(TextSource):
         if not self.columns:
             if self.names["train"] is None:
                 raise DataError(f"{self.spec} has no splits")
-            train = self.dsd[self.names["train"]]
-            self.columns.append(choose_text_column(train.column_names, train.features,
+            features = features_of(self.dsd[self.names["train"]])
+            self.columns.append(choose_text_column(list(features), features,
                                                    self.text_column, self.spec))
         return self.columns[0]
 
@@ -535,12 +571,16 @@ class HFSource(TextSource):
             return None
 
     def _held(self, split: str, lenient: bool) -> Iterator[Document]:
-        """The last ``val_fraction`` of the training split's rows validate."""
+        """The last ``val_fraction`` of the training split's rows validate (a streamed split
+        is counted first: one pass over its rows, no text kept)."""
         ds = self.dsd[self.names["train"]]
-        total = len(ds)
+        column = self.column().column
+        if self._cut is None:
+            self._cut = count_rows(ds)
+        total = self._cut
         cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
-        part = ds.select(range(0, cut) if split == "train" else range(cut, total))
-        return rows(part, self.column().column)
+        return rows(row_range(ds, 0, cut) if split == "train" else row_range(ds, cut, None),
+                    column)
 
 
 class WikiTextSource(HFSource):
@@ -555,14 +595,26 @@ class WikiTextSource(HFSource):
 
 
 def _dsd_fingerprint(dsd) -> str:
-    return hashlib.sha256(
-        "|".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in sorted(dsd.items()))
-        .encode()).hexdigest()
+    """Arrow datasets: their fingerprints. Streamed ones have none: their name, config,
+    version and the files' checksums the hub lists stand for the rows."""
+    def one(v) -> str:
+        fp = getattr(v, "_fingerprint", None)
+        if fp:
+            return fp
+        info = getattr(v, "info", None)
+        return repr((getattr(info, "dataset_name", None), getattr(info, "config_name", None),
+                     str(getattr(info, "version", "")), getattr(info, "download_checksums",
+                                                                None)))
+
+    return hashlib.sha256("|".join(f"{k}:{one(v)}" for k, v in sorted(dsd.items()))
+                          .encode()).hexdigest()
 
 
-def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
+def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool,
+             streaming: bool = False):
     """``datasets.load_dataset`` with the hub client put in offline mode when unreachable,
-    so a cached dataset loads at once instead of retrying for ~25 s."""
+    so a cached dataset loads at once instead of retrying for ~25 s. ``streaming``: rows are
+    read from the hub as they are iterated (nothing downloaded whole, nothing converted)."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -578,14 +630,18 @@ def _hf_load(name: str, config: str | None, data_dir: Path, *, offline: bool):
         except ImportError:  # pragma: no cover
             pass
     datasets.disable_progress_bars()
+    if streaming:
+        return datasets.load_dataset(name, config, streaming=True)
     return datasets.load_dataset(name, config, cache_dir=str(data_dir / "hf"))
 
 
 def _load_hf(dataset: DatasetSpec, data_dir: Path, reachable: Callable[[], bool]):
     """``hf:NAME[:CONFIG]`` as a DatasetDict: from the hub, its cache, or a local folder."""
-    online = dataset.path is not None or reachable()
-    try:
-        dsd = _hf_load(dataset.name, dataset.config, data_dir, offline=not online)
+    local = dataset.path is not None
+    online = local or reachable()
+    try:  # the hub: streamed; its cache or a local folder: Arrow, memory-mapped
+        dsd = _hf_load(dataset.name, dataset.config, data_dir, offline=not online,
+                       streaming=online and not local)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not online:
