@@ -265,7 +265,8 @@ def row_range(ds, lo: int, hi: int | None):
     return part.take(hi - lo) if hi is not None else part
 
 
-STREAMED_TABLES = {"json"}  # read as they stream: datasets' JSON-to-Arrow copy holds them
+STREAMED_TABLES = {"json"}  # read as they stream, 1 MB at a time: datasets' JSON-to-Arrow
+# copy held their text (and its 10 MB read chunks held ~100 MB of Arrow buffers)
 
 
 def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path):
@@ -279,7 +280,7 @@ def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: 
     try:
         if fmt in STREAMED_TABLES:
             ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files], split="train",
-                                       streaming=True)
+                                       streaming=True, chunksize=READ_BYTES)
             features_of(ds)  # a malformed file fails here, with the others
         else:
             ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files],
