@@ -6,6 +6,7 @@ app layer's, and arrives here in a view or a report). No torch.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from llm_trainer.progress import format_bytes, format_clock, format_duration
@@ -37,6 +38,56 @@ def steps(view: RunView) -> str:
 
 def eta(view: RunView) -> str:
     return format_duration(view.eta_seconds) if view.active else "-"
+
+
+# what a run's phase and its stages are called (RunState.phase, .phase_stage)
+PHASE_WORDS = {"preparing_data": "preparing data"}
+STAGE_WORDS = {"vocabulary": "building the vocabulary", "tokenizing": "tokenizing"}
+
+
+def phase_name(view: RunView) -> str | None:
+    """'preparing data' while a running run is in a phase before its first step; None
+    otherwise."""
+    if view.status != "running" or not view.phase:
+        return None
+    return PHASE_WORDS.get(view.phase, view.phase.replace("_", " "))
+
+
+def phase(view: RunView) -> str | None:
+    """'preparing data 43%' (the phase and how far it is); None outside a phase. The
+    percentage is rounded down: 100% only once the phase is done."""
+    words = phase_name(view)
+    if words is None:
+        return None
+    done = view.phase_progress
+    return words if done is None else f"{words} {math.floor(done * 100):.0f}%"
+
+
+def phase_rates(view: RunView) -> str:
+    """'tokenizing, 85.2 MB/s, ETA 1m20s' (what is known of it); '' outside a phase."""
+    if phase(view) is None:
+        return ""
+    parts = [STAGE_WORDS.get(view.phase_stage, view.phase_stage)] if view.phase_stage else []
+    if view.phase_mb_per_s is not None:
+        parts.append(f"{view.phase_mb_per_s:,.1f} MB/s")
+    if view.phase_eta_s is not None:
+        parts.append(f"ETA {format_duration(view.phase_eta_s)}")
+    return ", ".join(parts)
+
+
+def phase_detail(view: RunView) -> str | None:
+    """'preparing data 43% (tokenizing, 85.2 MB/s, ETA 1m20s)', or None outside a phase."""
+    head = phase(view)
+    if head is None:
+        return None
+    rates = phase_rates(view)
+    return f"{head} ({rates})" if rates else head
+
+
+def run_state(view: RunView) -> str:
+    """A run's state in a table's status column: its phase while it has one ('preparing data
+    43%'), else its status."""
+    return phase(view) or view.status
 
 
 def gpu(view: RunView) -> str:
@@ -88,6 +139,7 @@ def run_detail_lines(d: RunDetail) -> list[str]:
         f"model:      {d.model}",
         f"status:     {d.status}" + (f" ({d.error})" if d.error else
                                         f" ({d.reason})" if d.reason else ""),
+        *([f"phase:      {phase_detail(d)}"] if phase(d) else []),
         f"progress:   epoch {num(d.epoch, '{:.2f}')}, step {steps(d)}",
         f"loss:       {num(d.loss)} (val {num(d.val_loss)}, best {num(d.best_val_loss)})",
         f"elapsed:    {format_duration(d.elapsed_s)}   remaining: "

@@ -51,6 +51,14 @@ class RunView(JsonView):
     started_at: float | None = None
     ended_at: float | None = None
     telemetry: dict[str, Any] | None = None
+    # while a running run prepares its data (before its first step): the phase
+    # ("preparing_data"), its stage ("vocabulary" | "tokenizing"), how far (0..1), its rate
+    # and the time it has left; all None otherwise. render.phase() words them.
+    phase: str | None = None
+    phase_stage: str | None = None
+    phase_progress: float | None = None
+    phase_mb_per_s: float | None = None
+    phase_eta_s: float | None = None
     # the step time estimated from the run's first steps, and at its end the actual mean and
     # how far off the estimate was (actual / estimated - 1)
     estimated_step_s: float | None = None

@@ -23,7 +23,7 @@ from llm_trainer.progress import format_duration
 from llm_trainer.store.atomic import atomic_write_json
 from llm_trainer.store.locks import LockHeld, ModelLock
 from llm_trainer.store.models import ModelStore
-from llm_trainer.store.records import RunMeta, RunState
+from llm_trainer.store.records import PHASE_FIELDS, PREPARING_DATA, RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.telemetry import Telemetry
 from llm_trainer.training import events
@@ -32,6 +32,8 @@ from llm_trainer.training.device import tune_allocator
 
 TELEMETRY_EVERY_S = 2.0
 PROGRESS_LOG_EVERY_S = 15.0  # a progress line in train.log (for `tail -f`), not every step
+PHASE_WRITE_EVERY_S = 0.5  # state.json during data preparation: at most two writes a second
+NO_PHASE = dict.fromkeys(PHASE_FIELDS)  # state.json once training starts
 
 
 class StopFlag:
@@ -87,6 +89,7 @@ class RunReporter(Callback):
         self.last_sample = 0.0
         self.last_progress_line = 0.0
         self.start_info: events.StartInfo | None = None
+        self.phase_written: float | None = None  # monotonic time of the last phase write
         self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     # -------------------------------------------------------------- plumbing
@@ -114,6 +117,21 @@ class RunReporter(Callback):
         self.state.telemetry = snap
         return snap
 
+    # -------------------------------------------------------------- before training
+    def on_prepare(self, p) -> None:
+        """A ``data.prepare.PrepareProgress``: the run is preparing its data. Written to
+        state.json at most every PHASE_WRITE_EVERY_S; the first report, a new stage and the
+        finished preparation always are."""
+        now = time.monotonic()
+        fraction = p.fraction
+        if not (self.phase_written is None or p.stage != self.state.phase_stage
+                or (fraction is not None and fraction >= 1.0)
+                or now - self.phase_written >= PHASE_WRITE_EVERY_S):
+            return
+        self.phase_written = now
+        self.write_state(phase=PREPARING_DATA, phase_stage=p.stage, phase_progress=fraction,
+                         phase_mb_per_s=p.mb_per_s, phase_eta_s=p.eta_s)
+
     # -------------------------------------------------------------- Callback protocol
     def on_start(self, trainer, info: events.StartInfo) -> None:
         self.start_info = info
@@ -130,7 +148,7 @@ class RunReporter(Callback):
         self._sample(force=True)
         self.write_state(durable=True, step=info.start_step, start_step=info.start_step,
                          total_steps=info.total_steps, device=dev,
-                         steps_per_epoch=info.steps_per_epoch)
+                         steps_per_epoch=info.steps_per_epoch, **NO_PHASE)
         rec = self.models.find_by_id(self.model_id)
         if rec is not None:
             ds = info.dataset
@@ -325,7 +343,8 @@ def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: Stop
     from llm_trainer.training.parts import TrainingJob
     from llm_trainer.training.trainer import train
 
-    job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag)
+    job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag,
+                                on_prepare=reporter.on_prepare)
     runtime = job.config.runtime
     callbacks: list[Callback] = [reporter, CpuShare(
         home, meta.run_id, fixed_threads=runtime.num_threads),

@@ -18,7 +18,7 @@ from llm_trainer.errors import BusyError
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.locks import lock_holder, read_holder
 from llm_trainer.store.models import ModelRecord, ModelStore
-from llm_trainer.store.records import RunKind, RunState, RunStatus
+from llm_trainer.store.records import PHASE_FIELDS, RunKind, RunState, RunStatus
 from llm_trainer.store.runs import RunStore
 from llm_trainer.store.schema import SchemaError
 from llm_trainer.views import LossCurve, RecentDataset, RunDetail, RunView
@@ -121,6 +121,8 @@ class RunQueries:
             elapsed = (end or (time.time() if active else state.updated_at or time.time())) \
                 - started
         tele = state.telemetry or {}
+        in_phase = state.status == RunStatus.RUNNING and state.phase is not None
+        phase = {k: getattr(state, k) if in_phase else None for k in PHASE_FIELDS}
         return RunView(
             run_id=run_id, model=names.get(state.model_id or "", state.model_name or "?"),
             model_id=state.model_id, status=state.status.value, epoch=state.epoch,
@@ -136,7 +138,8 @@ class RunQueries:
             reason=state.reason, checkpoint=state.checkpoint, created_at=state.created_at,
             started_at=state.started_at, ended_at=state.ended_at, telemetry=tele or None,
             estimated_step_s=(state.estimate or {}).get("step_time_s"),
-            actual_step_s=state.actual_step_time_s, estimate_error=state.estimate_error)
+            actual_step_s=state.actual_step_time_s, estimate_error=state.estimate_error,
+            **phase)
 
     def list_runs(self, *, active_only: bool = False) -> list[RunView]:
         """Running first, then newest first."""

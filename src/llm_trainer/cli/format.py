@@ -7,7 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from llm_trainer.render import eta, gpu, num, steps
+from llm_trainer.render import eta, gpu, num, run_state, steps
 
 if TYPE_CHECKING:
     from llm_trainer.views import RunView
@@ -23,7 +23,7 @@ def runs_table(views: list[RunView]):
         table.add_column(col, no_wrap=True)
     for v in views:
         table.add_row(*(Text(str(x)) for x in (
-            v.run_id, v.model, v.status, num(v.epoch, "{:.2f}"), steps(v),
+            v.run_id, v.model, run_state(v), num(v.epoch, "{:.2f}"), steps(v),
             num(v.loss), num(v.val_loss), v.device or "-", eta(v), gpu(v))))
     return table
 

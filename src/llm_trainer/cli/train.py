@@ -23,7 +23,7 @@ from llm_trainer.cli.options import (
 from llm_trainer.errors import LLMTrainerError, UsageError
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.progress import format_duration
-from llm_trainer.render import batch_choice_line, estimate_lines, num
+from llm_trainer.render import batch_choice_line, estimate_lines, num, phase_name, phase_rates
 
 if TYPE_CHECKING:
     from llm_trainer.views import DryRunReport, RunView
@@ -162,6 +162,13 @@ def _follow(svc, launch) -> RunView:
                         echo(value)
                 elif kind in ("state", "end"):
                     final = value
+                    if phase_name(value) is not None:  # preparing data: the bar is its own
+                        done = value.phase_progress
+                        progress.update(task, completed=None if done is None else done * 100,
+                                        total=None if done is None else 100,
+                                        info=phase_rates(value),
+                                        description=phase_name(value))
+                        continue
                     step, total = value.step or 0, value.total_steps
                     info = (f"epoch {num(value.epoch, '{:.2f}')} loss "
                             f"{num(value.loss)} lr {num(value.lr, '{:.1e}')} "

@@ -5,6 +5,10 @@ Schema history (``RUN_SCHEMA``):
   1  the first release.
   2  state.json: gradient norm, anomaly counts and the latest sample (filled with defaults
      when a v1 file is read); meta.json: ``distributed`` always present.
+
+A field added with a default needs no new version: an older file reads with the default
+(the ``phase*`` fields of state.json came so), and an older release keeps a newer file's
+extra keys in ``extra``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class RunStatus(StrEnum):
 
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+# ``RunState.phase``: what a running run does before its first step (render.py words it)
+PREPARING_DATA = "preparing_data"
+PHASE_FIELDS = ("phase", "phase_stage", "phase_progress", "phase_mb_per_s", "phase_eta_s")
 
 
 class RunKind(StrEnum):
@@ -203,6 +211,13 @@ class RunState(_Record):
     perplexity: float | None = None
     checkpoint: str | None = None
     telemetry: dict[str, Any] | None = None
+    # a phase before the first step (PREPARING_DATA), while the worker is in it; cleared
+    # when training starts. The stage is the phase's own part ("vocabulary", "tokenizing").
+    phase: str | None = None
+    phase_stage: str | None = None
+    phase_progress: float | None = None  # 0..1
+    phase_mb_per_s: float | None = None
+    phase_eta_s: float | None = None
     # events
     anomalies: int = 0
     rollbacks: int = 0

@@ -107,6 +107,7 @@ class RunDetailScreen(DashboardModal, ModalScreen[None]):
         self.reload = reload
         self.every = every
         self.timer = None
+        self.closing = False  # dismissed: its widgets go, a reload under way shows nothing
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog"):
@@ -136,7 +137,7 @@ class RunDetailScreen(DashboardModal, ModalScreen[None]):
         self.app.call_from_thread(self.show, detail, curve)
 
     def show(self, detail: RunDetail, curve: LossCurve) -> None:
-        if not self.is_attached:
+        if not self.is_attached or self.closing:  # a reload that finished after esc
             return
         scroll = self.query_one("#detail-scroll", VerticalScroll)
         at_end = scroll.scroll_y >= scroll.max_scroll_y
@@ -151,6 +152,7 @@ class RunDetailScreen(DashboardModal, ModalScreen[None]):
             self.subtitle()
 
     def action_close(self) -> None:
+        self.closing = True
         if self.timer is not None:
             self.timer.stop()
         self.dismiss(None)

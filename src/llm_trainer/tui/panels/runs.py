@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from llm_trainer.progress import format_clock, format_duration
+from llm_trainer.render import phase_detail, run_state
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.views import RunView
 
@@ -29,7 +30,7 @@ def row_cells(v: RunView) -> dict[str, Text]:
     step = v.step
     total = v.total_steps
     cells = {
-        "run": v.run_id, "status": v.status, "epoch": _f(v.epoch, "{:.2f}"),
+        "run": v.run_id, "status": run_state(v), "epoch": _f(v.epoch, "{:.2f}"),
         "step": "-" if step is None else (f"{step}/{total}" if total else str(step)),
         "loss": _f(v.loss, "{:.4f}"), "val": _f(v.val_loss, "{:.4f}"),
         "device": v.device or "-",
@@ -134,6 +135,10 @@ class RunsPanel(Panel):
                                 not self.show_finished else ""))
             return
         active = v.active
+        in_phase = phase_detail(v)
+        if in_phase is not None:  # preparing data: no step yet, so no rate or remaining time
+            summary.update(Text(f"{v.model}: {in_phase}, elapsed {format_duration(v.elapsed_s)}"))
+            return
         summary.update(Text(
             f"{v.model}: elapsed {format_duration(v.elapsed_s)}, remaining "
             f"{format_duration(v.eta_seconds) if active else '-'}, finish "
