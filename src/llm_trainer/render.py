@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from llm_trainer.progress import format_bytes, format_clock, format_duration
 
 if TYPE_CHECKING:
-    from llm_trainer.views import BatchChoiceView, DryRunReport, RunDetail, RunView
+    from llm_trainer.views import BatchChoiceView, DryRunReport, PreparedData, RunDetail, RunView
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -264,3 +264,65 @@ def finetune_lines(config: dict[str, Any] | None) -> list[str]:
     if ft.get("freeze_layers"):
         how += f", first {ft['freeze_layers']} blocks frozen"
     return [f"imported:    {ft['init_from']} ({how})"]
+
+
+# ---------------------------------------------------------------------------- data prepare
+
+
+def stage_name(stage: str | None) -> str:
+    """What a preparation is doing: 'building the vocabulary', 'tokenizing'."""
+    return STAGE_WORDS.get(stage or "", stage or "preparing data")
+
+
+def prepare_rates(p: Any) -> str:
+    """'85.2 MB/s, 1,234,567 tok/s, ETA 1m20s' of a ``data.prepare.PrepareProgress`` (what
+    is known of it yet)."""
+    parts = []
+    if p.mb_per_s is not None:
+        parts.append(f"{p.mb_per_s:,.1f} MB/s")
+    if p.stage == "tokenizing" and p.tokens_per_s is not None:
+        parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.eta_s is not None:
+        parts.append(f"ETA {format_duration(p.eta_s)}")
+    return ", ".join(parts)
+
+
+def prepare_line(p: Any) -> str:
+    """'tokenizing 43% (85.2 MB/s, 1,234,567 tok/s, ETA 1m20s)': a progress line where no
+    bar can be drawn."""
+    done = p.fraction
+    head = stage_name(p.stage) + ("" if done is None else f" {math.floor(done * 100):.0f}%")
+    rates = prepare_rates(p)
+    return f"{head} ({rates})" if rates else head
+
+
+def hold_out_text(hold_out: dict[str, Any]) -> str:
+    """How the validation split was chosen, in words, from the manifest's record."""
+    if not hold_out:
+        return "-"
+    rule = hold_out.get("rule") or hold_out.get("kind") or hold_out.get("method")
+    rest = ", ".join(f"{k} {v}" for k, v in hold_out.items()
+                     if k not in ("rule", "kind", "method") and v is not None)
+    return f"{rule} ({rest})" if rule and rest else str(rule or rest)
+
+
+def prepared_lines(v: PreparedData) -> list[str]:
+    """The summary of `data prepare`."""
+    if v.from_cache:
+        head = f"already prepared: {v.description} (read from the cache in {v.seconds:.1f} s)"
+    else:
+        rate = f", {v.mb_per_s:,.1f} MB/s" if v.mb_per_s is not None else ""
+        resumed = (f"; {v.resumed_shards} of {v.shards} shards were kept from an interrupted "
+                   f"preparation" if v.resumed_shards else "")
+        head = f"prepared {v.description} in {v.seconds:.1f} s ({format_bytes(v.bytes)}" \
+               f"{rate}){resumed}"
+    tok = v.tokenizer
+    return [
+        head,
+        f"  cache:      {v.cache_dir}",
+        f"  shards:     {v.shards} ({v.dtype})",
+        f"  tokenizer:  {describe_tokenizer(tok)}",
+        f"  train:      {v.train_tokens:,} tokens in {v.train_documents:,} documents",
+        f"  val:        {v.val_tokens:,} tokens in {v.val_documents:,} documents",
+        f"  held out:   {hold_out_text(v.hold_out)}",
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 from llm_trainer.app.admin import ModelAdmin
 from llm_trainer.app.compare import RunComparison
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
-from llm_trainer.app.options import LaunchOptions, launch_overrides, parse_lora
+from llm_trainer.app.options import DataOptions, LaunchOptions, launch_overrides, parse_lora
 from llm_trainer.app.planner import TrainRequest
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.inference.settings import GenerationSettings
@@ -33,6 +33,7 @@ from llm_trainer.views import (
     LossCurve,
     ModelDetail,
     ModelView,
+    PreparedData,
     PresetDefaults,
     RecentDataset,
     RerunCommand,
@@ -265,6 +266,24 @@ class Service:
         return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
                                val_fraction=d.val_fraction, text_column=d.text_column,
                                seq_len=cfg.model.block_size, data_dir=self.home / "data")
+
+    def prepare_data(self, spec: str, *, preset: str | None = None,
+                     config_file: str | None = None, options: DataOptions | None = None,
+                     sets: dict[str, Any] | None = None, num_proc: int | None = None,
+                     progress: Callable[[Any], None] | None = None,
+                     stop: Callable[[], bool] | None = None,
+                     log: Callable[[str], None] | None = None) -> PreparedData:
+        """``spec`` tokenized into the token cache with the settings `train` would use (the
+        preset or file, the options given, then ``sets``), or found there; see
+        ``app.datasets.prepare_dataset`` for ``progress``, ``stop`` and ``log``."""
+        from llm_trainer.app.datasets import prepare_dataset
+        from llm_trainer.config import load_config
+
+        values = {**(options or DataOptions()).overrides(), **(sets or {}), "data.dataset": spec}
+        cfg = load_config(config_file=config_file, preset=preset, overrides=values,
+                          home=self.home)
+        return prepare_dataset(cfg.data, home=self.home, num_proc=num_proc, progress=progress,
+                               stop=stop, log=log)
 
     def follow(self, run_id: str, *, poll: float = 0.2, process=None) -> RunFollower:
         return self.control.follow(run_id, poll=poll, process=process)

@@ -304,6 +304,29 @@ class DatasetChoices(JsonView):
 
 
 @dataclass(frozen=True)
+class PreparedData(JsonView):
+    """A dataset in the token cache (`data prepare`): where, what it holds, how it was held
+    out, and what preparing it took."""
+
+    spec: str  # the dataset as training names it (a local path made absolute)
+    description: str
+    cache_dir: str  # <home>/data/tokens/<key>: manifest.json and the shards
+    from_cache: bool  # it was complete already: nothing was read or tokenized
+    resumed_shards: int  # shards an interrupted preparation had finished, kept (0: none)
+    shards: int
+    dtype: str  # uint16 | uint32
+    tokenizer: dict[str, Any]  # {"kind", "vocab_size"}
+    train_tokens: int
+    train_documents: int
+    val_tokens: int
+    val_documents: int
+    hold_out: dict[str, Any]  # the manifest's record of how validation was held out
+    bytes: int  # text read (train + val)
+    seconds: float
+    mb_per_s: float | None  # None when it came from the cache
+
+
+@dataclass(frozen=True)
 class StopResult(JsonView):
     """What `stop` did: the run's status after the request (``was_running`` False: the run
     had already ended, nothing was sent)."""

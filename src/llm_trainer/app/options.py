@@ -126,10 +126,11 @@ class LaunchOption:
         return f"{self.section_name}.{self.key}"
 
 
-def _table() -> tuple[LaunchOption, ...]:
-    hints = typing.get_type_hints(LaunchOptions)
+def _table(options: type) -> tuple[LaunchOption, ...]:
+    """The rows of an options class whose fields are ``launch(...)`` ones."""
+    hints = typing.get_type_hints(options)
     rows = []
-    for f in fields(LaunchOptions):
+    for f in fields(options):
         meta = f.metadata
         config_field = {c.name: c for c in fields(meta["section"])}[meta["key"]]
         kind = next(a for a in typing.get_args(hints[f.name]) if a is not type(None))
@@ -141,8 +142,28 @@ def _table() -> tuple[LaunchOption, ...]:
     return tuple(rows)
 
 
-LAUNCH_OPTIONS: tuple[LaunchOption, ...] = _table()
+LAUNCH_OPTIONS: tuple[LaunchOption, ...] = _table(LaunchOptions)
 BY_NAME: dict[str, LaunchOption] = {opt.name: opt for opt in LAUNCH_OPTIONS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataOptions:
+    """`data prepare`'s options: the data.* fields that decide the token cache, so that a
+    later `train` with the same settings finds it. None: not given (the preset's or the
+    config's, as `train` would use)."""
+
+    tokenizer: str | None = launch(DataConfig, "tokenizer")
+    vocab_size: int | None = launch(DataConfig, "vocab_size")
+    val_fraction: float | None = launch(DataConfig, "val_fraction")
+    text_column: str | None = launch(DataConfig, "text_column")
+
+    def overrides(self) -> dict[str, Any]:
+        """The config values these options set (``data.tokenizer``...)."""
+        return {opt.config_key: getattr(self, opt.name) for opt in DATA_OPTIONS
+                if getattr(self, opt.name) is not None}
+
+
+DATA_OPTIONS: tuple[LaunchOption, ...] = _table(DataOptions)
 
 
 def option_for(section: type, key: str) -> LaunchOption | None:

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from llm_trainer.cli.common import app, data_app, echo, models_app
-from llm_trainer.cli.data import data_inspect
+from llm_trainer.cli.data import data_inspect, data_prepare
 from llm_trainer.cli.eval import eval_, generate
 from llm_trainer.cli.export import models_export
 from llm_trainer.cli.models import (
@@ -38,6 +38,7 @@ for name, command in (("list", models_list), ("show", models_show),
                       ("activate", models_activate), ("export", models_export)):
     models_app.command(name)(command)
 data_app.command("inspect")(data_inspect)
+data_app.command("prepare")(data_prepare)
 
 
 def main(argv: list[str] | None = None) -> int:

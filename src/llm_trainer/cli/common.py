@@ -22,7 +22,8 @@ app = typer.Typer(
 models_app = typer.Typer(help="Named models: list, show, rename, archive, delete, activate.",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
-data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True,
+data_app = typer.Typer(help="Look at a dataset, or tokenize it, before training on it.",
+                       no_args_is_help=True,
                        rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 

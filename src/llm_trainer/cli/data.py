@@ -1,14 +1,20 @@
-"""`data inspect`: look at a dataset before training on it."""
+"""`data inspect` and `data prepare`: look at a dataset before training on it, and tokenize
+it into the token cache ahead of training."""
 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from typing import Annotated
 
 import typer
 
+from llm_trainer.app.options import BY_NAME, DataOptions
 from llm_trainer.cli.common import echo, rich_console, service
-from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, parse_sets
+from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, data_options, parse_sets
+
+PROGRESS_LINE_EVERY_S = 10.0  # without a terminal: a progress line this often (and per stage)
 
 
 def data_inspect(
@@ -80,3 +86,85 @@ def _report_data(r) -> None:
     else:
         echo("suggestions: none; the data looks ready")
     echo(f"(read in {r.seconds:.1f} s)")
+
+
+@data_options(after="spec")
+def data_prepare(
+    spec: Annotated[str, typer.Argument(help=BY_NAME["dataset"].help)],
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    num_proc: Annotated[int | None, typer.Option(
+        min=1, help="processes that tokenize (default: the cores this machine's CPU share "
+                    "allows)")] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    *,
+    options: DataOptions,
+) -> None:
+    """Tokenize a dataset into token shards ahead of training. An option not given is what
+    `train` would use (the --preset's or --config file's, else the config's default), so
+    `train` with the same settings starts from these shards. Ctrl-C stops it; the same
+    command resumes from the finished shards."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.text import Text
+
+    from llm_trainer.data.prepare import PrepareStopped
+    from llm_trainer.render import prepare_line, prepare_rates, prepared_lines, stage_name
+
+    console = rich_console(err=True)
+    live = console.is_terminal
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[info]}"), console=console, transient=True,
+                   disable=not live)
+    task = bar.add_task("preparing data", total=None, info="")
+    shown = {"at": 0.0, "stage": None}
+
+    def on_progress(p) -> None:
+        if live:
+            done = p.fraction
+            bar.update(task, description=stage_name(p.stage), info=prepare_rates(p),
+                       completed=None if done is None else done * 100,
+                       total=None if done is None else 100)
+            return
+        now = time.monotonic()
+        if p.stage != shown["stage"] or now - shown["at"] >= PROGRESS_LINE_EVERY_S:
+            shown.update(at=now, stage=p.stage)
+            echo(prepare_line(p), err=True)
+
+    def on_log(line: str) -> None:
+        if live:
+            bar.console.print(Text(line))
+        else:
+            echo(line, err=True)
+
+    stopping = {"asked": False}
+
+    def on_interrupt(_signum, _frame) -> None:  # the first Ctrl-C stops between pieces of
+        stopping["asked"] = True  # work; a second aborts at once
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with bar:
+            view = service().prepare_data(
+                spec, preset=preset, config_file=config, options=options,
+                sets=parse_sets(set_), num_proc=num_proc, progress=on_progress,
+                stop=lambda: stopping["asked"], log=on_log)
+    except PrepareStopped as exc:
+        echo(f"stopped; {_kept(exc)}; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if as_json:
+        echo(json.dumps(view.to_json(), indent=2))
+        return
+    for line in prepared_lines(view):
+        echo(line)
+
+
+def _kept(exc) -> str:
+    """'3 of 8 shards kept' from a PrepareStopped (what it knows of the shards)."""
+    kept, total = getattr(exc, "kept_shards", None), getattr(exc, "total_shards", None)
+    if kept is None:
+        return "the finished shards kept"
+    return f"{kept} of {total} shards kept" if total else f"{kept} shards kept"

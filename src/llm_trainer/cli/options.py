@@ -16,7 +16,14 @@ from typing import Annotated, Any
 
 import typer
 
-from llm_trainer.app.options import BY_NAME, LAUNCH_OPTIONS, LaunchOption, LaunchOptions
+from llm_trainer.app.options import (
+    BY_NAME,
+    DATA_OPTIONS,
+    LAUNCH_OPTIONS,
+    DataOptions,
+    LaunchOption,
+    LaunchOptions,
+)
 from llm_trainer.errors import UsageError
 
 
@@ -113,6 +120,17 @@ def launch_options(*names: str, after: str) -> Callable[[Callable], Callable]:
 
     return lambda func: _inject(func, [typer_parameter(o) for o in rows], after,
                                 ("options", "auto_batch"), collect)
+
+
+def data_options(after: str) -> Callable[[Callable], Callable]:
+    """Decorate a command: it takes the data.* options of ``DataOptions`` (--tokenizer,
+    --vocab-size, --val-fraction, --text-column; their help is the config fields'), after its
+    parameter ``after``, and receives them as ``options: DataOptions``."""
+    def collect(given: dict[str, Any]) -> dict[str, Any]:
+        return {"options": DataOptions(**given)}
+
+    return lambda func: _inject(func, [typer_parameter(o) for o in DATA_OPTIONS], after,
+                                ("options",), collect)
 
 
 DIST_PARAMETERS = [
