@@ -343,8 +343,8 @@ def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: Stop
     from llm_trainer.training.parts import TrainingJob
     from llm_trainer.training.trainer import train
 
-    job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag,
-                                on_prepare=reporter.on_prepare)
+    job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag)
+    job.on_prepare = reporter.on_prepare  # the phase in state.json while the data is prepared
     runtime = job.config.runtime
     callbacks: list[Callback] = [reporter, CpuShare(
         home, meta.run_id, fixed_threads=runtime.num_threads),

@@ -41,17 +41,14 @@ class TrainingJob:
     stop: Any = None  # anything with is_set(); None: never stops early
     on_prepare: Any = None  # gets data.prepare.PrepareProgress while the data is prepared
     extra_state: dict[str, Any] = dataclasses.field(default_factory=dict)  # in trainer.json
-    # called with each data.prepare.PrepareProgress while the data is prepared (the worker's
-    # RunReporter.on_prepare writes it to state.json); None: nobody listens
-    on_prepare: Callable[[Any], None] | None = None
 
     @classmethod
-    def from_meta(cls, meta: RunMeta, *, home: Path, model_dir: Path, stop: Any = None,
-                  on_prepare: Callable[[Any], None] | None = None) -> TrainingJob:
+    def from_meta(cls, meta: RunMeta, *, home: Path, model_dir: Path,
+                  stop: Any = None) -> TrainingJob:
         return cls(config=RunConfig.from_dict(meta.config, source="meta.json"), home=home,
                    model_dir=model_dir, run_id=meta.run_id, init=meta.init,
                    dataset_explicit=meta.dataset_explicit, stop=stop,
-                   extra_state={"model_id": meta.model["id"]}, on_prepare=on_prepare)
+                   extra_state={"model_id": meta.model["id"]})
 
     @property
     def resumes(self) -> bool:
