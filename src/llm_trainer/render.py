@@ -297,13 +297,13 @@ def prepare_line(p: Any) -> str:
 
 
 def hold_out_text(hold_out: dict[str, Any]) -> str:
-    """How the validation split was chosen, in words, from the manifest's record."""
-    if not hold_out:
-        return "-"
-    rule = hold_out.get("rule") or hold_out.get("kind") or hold_out.get("method")
-    rest = ", ".join(f"{k} {v}" for k, v in hold_out.items()
-                     if k not in ("rule", "kind", "method") and v is not None)
-    return f"{rule} ({rest})" if rule and rest else str(rule or rest)
+    """How the validation split was chosen, in words, from the manifest's record (``rule``,
+    and the cap on held-out tokens when it was reached)."""
+    rule = hold_out.get("rule") or "-"
+    cap = hold_out.get("val_max_tokens")
+    if hold_out.get("capped") and cap:
+        rule += f"; capped at {cap:,} tokens (data.val_max_tokens), the rest trains"
+    return rule
 
 
 def prepared_lines(v: PreparedData) -> list[str]:
@@ -314,8 +314,8 @@ def prepared_lines(v: PreparedData) -> list[str]:
         rate = f", {v.mb_per_s:,.1f} MB/s" if v.mb_per_s is not None else ""
         resumed = (f"; {v.resumed_shards} of {v.shards} shards were kept from an interrupted "
                    f"preparation" if v.resumed_shards else "")
-        head = f"prepared {v.description} in {v.seconds:.1f} s ({format_bytes(v.bytes)}" \
-               f"{rate}){resumed}"
+        head = f"prepared {v.description} in {v.seconds:.1f} s ({v.bytes / 1e6:,.1f} MB of " \
+               f"text{rate}){resumed}"
     tok = v.tokenizer
     return [
         head,
@@ -324,5 +324,16 @@ def prepared_lines(v: PreparedData) -> list[str]:
         f"  tokenizer:  {describe_tokenizer(tok)}",
         f"  train:      {v.train_tokens:,} tokens in {v.train_documents:,} documents",
         f"  val:        {v.val_tokens:,} tokens in {v.val_documents:,} documents",
-        f"  held out:   {hold_out_text(v.hold_out)}",
+        f"  val split:  {hold_out_text(v.hold_out)}",
     ]
+
+
+def prepare_stopped_line(kept: int | None, total: int | None) -> str:
+    """What `data prepare` says when Ctrl-C stopped it."""
+    if kept is None:
+        shards = "the finished shards kept"
+    elif total:
+        shards = f"{kept} of about {total} shards kept"
+    else:
+        shards = f"{kept} shard{'s' if kept != 1 else ''} kept"
+    return f"stopped; {shards}; run the same command to resume"

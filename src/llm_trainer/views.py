@@ -321,9 +321,9 @@ class PreparedData(JsonView):
     val_tokens: int
     val_documents: int
     hold_out: dict[str, Any]  # the manifest's record of how validation was held out
-    bytes: int  # text read (train + val)
-    seconds: float
-    mb_per_s: float | None  # None when it came from the cache
+    bytes: int  # UTF-8 bytes of the text the tokens encode (train + val)
+    seconds: float  # this call, the vocabulary included
+    mb_per_s: float | None  # what this call tokenized per second; None when from the cache
 
 
 @dataclass(frozen=True)

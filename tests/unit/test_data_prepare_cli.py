@@ -59,12 +59,13 @@ VIEW = PreparedData(
 
 def test_the_summary_says_where_what_and_how_fast():
     lines = prepared_lines(VIEW)
-    assert lines[0] == "prepared big.txt (plain text, 52.4 MB) in 4.0 s (50.0 MiB, 13.1 MB/s)"
+    assert lines[0] == "prepared big.txt (plain text, 52.4 MB) in 4.0 s (52.4 MB of text, " \
+                       "13.1 MB/s)"
     assert "  cache:      /h/data/tokens/k" in lines
     assert "  shards:     3 (uint16)" in lines
     assert "  train:      47,000,000 tokens in 120,000 documents" in lines
     assert "  val:        5,200,000 tokens in 13,000 documents" in lines
-    assert "  held out:   the last 10% of the file, cut at a line break" in lines
+    assert "  val split:  the last 10% of the file, cut at a line break" in lines
     resumed = prepared_lines(PreparedData(**{**VIEW.__dict__, "resumed_shards": 2}))
     assert resumed[0].endswith("; 2 of 3 shards were kept from an interrupted preparation")
     cached = prepared_lines(PreparedData(**{**VIEW.__dict__, "from_cache": True,

@@ -7,6 +7,8 @@ offered here is one `--dataset` accepts."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typing import Any
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data.spec import BUILTIN_PYDOCS, is_data_file
+from llm_trainer.errors import PrepareStopped
 from llm_trainer.views import BuiltinDataset, DatasetFile, PreparedData
 
 BUILTIN_DATASETS = (
@@ -64,10 +67,11 @@ def prepare_dataset(data: DataConfig, *, home: Path, num_proc: int | None = None
                     stop: Callable[[], bool] | None = None,
                     log: Callable[[str], None] | None = None) -> PreparedData:
     """Tokenize ``data.dataset`` into the home's token cache as `train` would (the same
-    tokenizer, vocabulary and hold-out, so a later `train` with these settings reads the
-    cache), or find it there. ``progress`` gets each ``data.prepare.PrepareProgress``;
-    ``stop()`` turning true ends it with ``PrepareStopped`` (finished shards kept: the same
-    call resumes from them)."""
+    tokenizer, vocabulary, hold-out and cap, so a later `train` with these settings reads
+    the cache), or find it there. ``progress`` gets each ``data.prepare.PrepareProgress``;
+    ``stop()`` turning true ends it with ``PrepareStopped``, its ``kept_shards`` and
+    ``total_shards`` (an estimate) set: the finished shards are kept, and the same call
+    resumes from them."""
     from llm_trainer.data.prepare import prepare_data
     from llm_trainer.data.spec import check_dataset_spec
     from llm_trainer.data.tokenizer import tokenizer_kind
@@ -76,28 +80,77 @@ def prepare_dataset(data: DataConfig, *, home: Path, num_proc: int | None = None
     tokenizer = data.tokenizer
     if tokenizer_kind(tokenizer) == "file":
         tokenizer = str(Path(tokenizer).expanduser().resolve())
-    started = time.perf_counter()
-    tokens = prepare_data(dataset=spec, tokenizer_spec=tokenizer, vocab_size=data.vocab_size,
-                          val_fraction=data.val_fraction, text_column=data.text_column,
-                          data_dir=home / "data", explicit=True, log=log, progress=progress,
-                          stop=stop, num_proc=num_proc)
-    return prepared_view(tokens, time.perf_counter() - started)
+    latest: list[Any] = [None]
+
+    def report(p: Any) -> None:
+        latest[0] = p
+        if progress is not None:
+            progress(p)
+
+    started, wall = time.perf_counter(), time.time()
+    try:
+        tokens = prepare_data(dataset=spec, tokenizer_spec=tokenizer,
+                              vocab_size=data.vocab_size, val_fraction=data.val_fraction,
+                              text_column=data.text_column, data_dir=home / "data",
+                              explicit=True, log=log, progress=report, stop=stop,
+                              num_proc=num_proc, val_max_tokens=data.val_max_tokens)
+    except PrepareStopped as exc:
+        exc.kept_shards, exc.total_shards = _shards_at_stop(home / "data" / "tokens", wall,
+                                                            latest[0])
+        raise
+    return prepared_view(tokens, time.perf_counter() - started, since=wall)
 
 
-def prepared_view(tokens: Any, seconds: float) -> PreparedData:
-    """What ``prepare_data`` returned (a ``TokenData``) as the view `data prepare` shows."""
+def _shards_at_stop(tokens_dir: Path, since: float, last: Any) -> tuple[int, int | None]:
+    """(shards kept, about how many the whole preparation makes) after a stop: the kept ones
+    are those committed in the cache folder this preparation worked in (the one changed
+    since it began); the whole from the tokens per byte so far (None before any)."""
+    from llm_trainer.data.shards import PROGRESS, shard_tokens
+    from llm_trainer.store.atomic import read_json
+
+    folders = []
+    with contextlib.suppress(OSError):
+        folders = [d for d in tokens_dir.iterdir() if d.is_dir() and d.stat().st_mtime >= since]
+    record = read_json(max(folders, key=lambda d: d.stat().st_mtime) / PROGRESS) \
+        if folders else None
+    shards = (record or {}).get("shards") or []
+    kept = len(shards)
+    if last is None or last.stage != "tokenizing" or not last.done_bytes \
+            or not last.total_bytes:
+        return kept, None
+    before = sum(int(r.get("tokens") or 0) for r in shards)  # what kept shards hold
+    whole = before + last.tokens * max(0, last.total_bytes - last.done_bytes) / last.done_bytes
+    return kept, max(kept + 1, math.ceil(whole / shard_tokens()))
+
+
+def prepared_view(tokens: Any, seconds: float, *, since: float | None = None) -> PreparedData:
+    """What ``prepare_data`` returned (a ``TokenData``) as the view `data prepare` shows;
+    ``since``: when this preparation began (shards older than that were kept from an
+    interrupted one)."""
     manifest = tokens.manifest
     splits = manifest.get("splits") or {}
     train, val = splits.get("train") or {}, splits.get("val") or {}
+    shards = manifest.get("shards") or []
     read = sum(int(s.get("bytes") or 0) for s in (train, val))
+    kept = [r for r in shards if since is not None and not tokens.from_cache
+            and _older(tokens.cache_dir / r["file"], since)]
+    resumed = manifest.get("resumed_shards", len(kept))
+    fresh = read - sum(int(r.get("bytes") or 0) for r in kept)  # what this call tokenized
     return PreparedData(
         spec=tokens.source.spec, description=tokens.source.description,
         cache_dir=str(tokens.cache_dir), from_cache=bool(tokens.from_cache),
-        resumed_shards=int(getattr(tokens, "resumed_shards", 0) or 0),
-        shards=len(manifest.get("shards") or []), dtype=str(manifest.get("dtype")),
+        resumed_shards=int(resumed or 0), shards=len(shards) or tokens.train.shards
+        + tokens.val.shards, dtype=str(manifest.get("dtype") or tokens.train.dtype),
         tokenizer={"kind": tokens.tokenizer.kind, "vocab_size": tokens.tokenizer.vocab_size},
         train_tokens=len(tokens.train), val_tokens=len(tokens.val),
         train_documents=int(train.get("documents") or 0),
         val_documents=int(val.get("documents") or 0), hold_out=manifest.get("hold_out") or {},
         bytes=read, seconds=seconds,
-        mb_per_s=read / 1e6 / seconds if seconds > 0 and not tokens.from_cache else None)
+        mb_per_s=fresh / 1e6 / seconds if seconds > 0 and not tokens.from_cache else None)
+
+
+def _older(path: Path, than: float) -> bool:
+    try:
+        return path.stat().st_mtime < than
+    except OSError:
+        return False

@@ -13,6 +13,7 @@ import typer
 from llm_trainer.app.options import BY_NAME, DataOptions
 from llm_trainer.cli.common import echo, rich_console, service
 from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, data_options, parse_sets
+from llm_trainer.errors import PrepareStopped
 
 PROGRESS_LINE_EVERY_S = 10.0  # without a terminal: a progress line this often (and per stage)
 
@@ -108,8 +109,13 @@ def data_prepare(
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     from rich.text import Text
 
-    from llm_trainer.data.prepare import PrepareStopped
-    from llm_trainer.render import prepare_line, prepare_rates, prepared_lines, stage_name
+    from llm_trainer.render import (
+        prepare_line,
+        prepare_rates,
+        prepare_stopped_line,
+        prepared_lines,
+        stage_name,
+    )
 
     console = rich_console(err=True)
     live = console.is_terminal
@@ -151,7 +157,8 @@ def data_prepare(
                 sets=parse_sets(set_), num_proc=num_proc, progress=on_progress,
                 stop=lambda: stopping["asked"], log=on_log)
     except PrepareStopped as exc:
-        echo(f"stopped; {_kept(exc)}; run the same command to resume", err=True)
+        echo(prepare_stopped_line(getattr(exc, "kept_shards", None),
+                                  getattr(exc, "total_shards", None)), err=True)
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -160,11 +167,3 @@ def data_prepare(
         return
     for line in prepared_lines(view):
         echo(line)
-
-
-def _kept(exc) -> str:
-    """'3 of 8 shards kept' from a PrepareStopped (what it knows of the shards)."""
-    kept, total = getattr(exc, "kept_shards", None), getattr(exc, "total_shards", None)
-    if kept is None:
-        return "the finished shards kept"
-    return f"{kept} of {total} shards kept" if total else f"{kept} shards kept"
