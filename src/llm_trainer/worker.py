@@ -20,6 +20,7 @@ from typing import Any
 
 from llm_trainer.errors import BusyError, LLMTrainerError, PrepareStopped
 from llm_trainer.progress import format_duration
+from llm_trainer.render import prepare_line
 from llm_trainer.store.atomic import atomic_write_json
 from llm_trainer.store.locks import LockHeld, ModelLock
 from llm_trainer.store.models import ModelStore
@@ -90,6 +91,7 @@ class RunReporter(Callback):
         self.last_progress_line = 0.0
         self.start_info: events.StartInfo | None = None
         self.phase_written: float | None = None  # monotonic time of the last phase write
+        self.phase_logged: float | None = None  # ... and of its last line in train.log
         self._log = open(runs.paths(run_id).log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     # -------------------------------------------------------------- plumbing
@@ -120,9 +122,15 @@ class RunReporter(Callback):
     # -------------------------------------------------------------- before training
     def on_prepare(self, p) -> None:
         """A ``data.prepare.PrepareProgress``: the run is preparing its data. Written to
-        state.json at most every PHASE_WRITE_EVERY_S; the first report, a new stage and the
-        finished preparation always are."""
+        state.json at most every PHASE_WRITE_EVERY_S (the first report, a new stage and the
+        finished preparation always are), and a line in train.log every
+        PROGRESS_LOG_EVERY_S."""
         now = time.monotonic()
+        if self.phase_logged is None:
+            self.phase_logged = now
+        elif now - self.phase_logged >= PROGRESS_LOG_EVERY_S:  # for `tail -f` of a long one
+            self.phase_logged = now
+            self.log(f"preparing data: {prepare_line(p)}")
         fraction = p.fraction
         if not (self.phase_written is None or p.stage != self.state.phase_stage
                 or (fraction is not None and fraction >= 1.0)

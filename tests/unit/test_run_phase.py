@@ -34,6 +34,7 @@ class Prep:
     fraction: float | None
     mb_per_s: float | None = 50.0
     eta_s: float | None = 10.0
+    tokens_per_s: float = 1000.0
 
 
 def test_a_state_json_from_before_the_phase_reads_without_one(tmp_path):
@@ -101,6 +102,21 @@ def test_the_reporter_writes_the_phase_at_most_twice_a_second(tmp_path):
     assert (state.phase, state.phase_stage, state.phase_progress, state.phase_mb_per_s,
             state.phase_eta_s) == (PREPARING_DATA, "tokenizing", 1.0, None, None)
     reporter.close()
+    assert "preparing data" not in runs.paths(RUN).log.read_text()  # not 15 s yet
+
+
+def test_a_long_preparation_leaves_a_line_in_the_log_now_and_then(tmp_path, monkeypatch):
+    import llm_trainer.worker as worker
+
+    monkeypatch.setattr(worker, "PROGRESS_LOG_EVERY_S", 0.05)
+    reporter, runs = _reporter(tmp_path)
+    reporter.on_prepare(Prep("tokenizing", 0.1))
+    time.sleep(0.06)
+    reporter.on_prepare(Prep("tokenizing", 0.437, mb_per_s=85.24, eta_s=80.0))
+    reporter.close()
+    log = runs.paths(RUN).log.read_text()
+    assert log.count("preparing data: ") == 1
+    assert "preparing data: tokenizing 43% (85.2 MB/s, 1,000 tok/s, ETA 1m20s)" in log
 
 
 def test_training_starts_without_the_phase(tmp_path):
