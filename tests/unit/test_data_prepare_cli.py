@@ -10,7 +10,7 @@ from dataclasses import fields
 from llm_trainer import cli
 from llm_trainer.app.options import DATA_OPTIONS, DataOptions
 from llm_trainer.config import DataConfig
-from llm_trainer.render import prepared_lines
+from llm_trainer.render import hold_out_text, prepare_line, prepare_stopped_line, prepared_lines
 from llm_trainer.views import PreparedData
 from tests.helpers import run_cli
 
@@ -53,7 +53,8 @@ VIEW = PreparedData(
     from_cache=False, resumed_shards=0, shards=3, dtype="uint16",
     tokenizer={"kind": "char", "vocab_size": 80}, train_tokens=47_000_000,
     train_documents=120_000, val_tokens=5_200_000, val_documents=13_000,
-    hold_out={"rule": "the last 10% of the file, cut at a line break"}, bytes=52_400_000,
+    hold_out={"rule": "held out: the last 0.1 of the bytes, cut at a line break"},
+    bytes=52_400_000,
     seconds=4.0, mb_per_s=13.1)
 
 
@@ -65,7 +66,7 @@ def test_the_summary_says_where_what_and_how_fast():
     assert "  shards:     3 (uint16)" in lines
     assert "  train:      47,000,000 tokens in 120,000 documents" in lines
     assert "  val:        5,200,000 tokens in 13,000 documents" in lines
-    assert "  val split:  the last 10% of the file, cut at a line break" in lines
+    assert "  val split:  held out: the last 0.1 of the bytes, cut at a line break" in lines
     resumed = prepared_lines(PreparedData(**{**VIEW.__dict__, "resumed_shards": 2}))
     assert resumed[0].endswith("; 2 of 3 shards were kept from an interrupted preparation")
     cached = prepared_lines(PreparedData(**{**VIEW.__dict__, "from_cache": True,
@@ -73,3 +74,25 @@ def test_the_summary_says_where_what_and_how_fast():
     assert cached[0] == "already prepared: big.txt (plain text, 52.4 MB) (read from the " \
                         "cache in 0.1 s)"
     assert set(VIEW.to_json()) == {f.name for f in fields(PreparedData)}
+
+
+def test_the_progress_line_and_the_stop_line():
+    from llm_trainer.data.prepare import PrepareProgress
+
+    vocab = PrepareProgress("vocabulary", 20_000_000, 100_000_000, 0, 2.0)
+    assert prepare_line(vocab) == "building the vocabulary 20% (10.0 MB/s, ETA 8s)"
+    tok = PrepareProgress("tokenizing", 99_900_000, 100_000_000, 50_000_000, 10.0)
+    assert prepare_line(tok) == "tokenizing 99% (10.0 MB/s, 5,000,000 tok/s, ETA 0s)"
+    unknown = PrepareProgress("tokenizing", 5_000_000, 0, 1_000_000, 1.0)  # size unknown
+    assert prepare_line(unknown) == "tokenizing (5.0 MB/s, 1,000,000 tok/s)"
+    assert prepare_stopped_line(3, 8) == \
+        "stopped; 3 of about 8 shards kept; run the same command to resume"
+    assert prepare_stopped_line(0, None) == \
+        "stopped; 0 shards kept; run the same command to resume"
+
+
+def test_a_capped_hold_out_says_so():
+    rule = "held out: the last 0.1 of the bytes, cut at a line break"
+    assert hold_out_text({"rule": rule, "capped": False, "val_max_tokens": 10}) == rule
+    assert hold_out_text({"rule": rule, "capped": True, "val_max_tokens": 10_000_000}) == \
+        rule + "; capped at 10,000,000 tokens (data.val_max_tokens), the rest trains"

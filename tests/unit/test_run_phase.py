@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.cli.format import runs_table
+from llm_trainer.data.prepare import PrepareProgress
 from llm_trainer.launcher import process_start_time
 from llm_trainer.render import phase, phase_detail, run_detail_text, run_state
 from llm_trainer.store.models import ModelStore
@@ -26,15 +26,9 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 RUN = "20261206-120000-m"
 
 
-@dataclass(frozen=True)
-class Prep:
-    """What the reporter reads of a data.prepare.PrepareProgress."""
-
-    stage: str
-    fraction: float | None
-    mb_per_s: float | None = 50.0
-    eta_s: float | None = 10.0
-    tokens_per_s: float = 1000.0
+def prep(stage: str, done: int, total: int = 400, tokens: int = 0,
+         elapsed: float = 1.0) -> PrepareProgress:
+    return PrepareProgress(stage, done, total, tokens, elapsed)
 
 
 def test_a_state_json_from_before_the_phase_reads_without_one(tmp_path):
@@ -86,21 +80,21 @@ def test_the_reporter_writes_the_phase_at_most_twice_a_second(tmp_path):
     reporter, runs = _reporter(tmp_path)
     t0 = time.monotonic()
     for i in range(200):  # a burst far faster than the throttle
-        reporter.on_prepare(Prep("vocabulary", i / 400))
+        reporter.on_prepare(prep("vocabulary", i))
     for i in range(200, 400):
-        reporter.on_prepare(Prep("tokenizing", i / 400))
-    reporter.on_prepare(Prep("tokenizing", 1.0))
+        reporter.on_prepare(prep("tokenizing", i))
+    reporter.on_prepare(prep("tokenizing", 400, tokens=1000, elapsed=2.0))
     burst = time.monotonic() - t0
     assert burst < PHASE_WRITE_EVERY_S  # else the counts below are not the throttle's
     # the first report, the first of the new stage and the finished preparation
     assert [(w.phase_stage, w.phase_progress) for w in runs.writes] == \
         [("vocabulary", 0.0), ("tokenizing", 0.5), ("tokenizing", 1.0)]
     time.sleep(PHASE_WRITE_EVERY_S)
-    reporter.on_prepare(Prep("tokenizing", 1.0, mb_per_s=None, eta_s=None))
+    reporter.on_prepare(prep("tokenizing", 0, total=0))  # the size unknown: no fraction
     assert len(runs.writes) == 4
     state = runs.read_state(RUN)
     assert (state.phase, state.phase_stage, state.phase_progress, state.phase_mb_per_s,
-            state.phase_eta_s) == (PREPARING_DATA, "tokenizing", 1.0, None, None)
+            state.phase_eta_s) == (PREPARING_DATA, "tokenizing", None, 0.0, None)
     reporter.close()
     assert "preparing data" not in runs.paths(RUN).log.read_text()  # not 15 s yet
 
@@ -110,18 +104,18 @@ def test_a_long_preparation_leaves_a_line_in_the_log_now_and_then(tmp_path, monk
 
     monkeypatch.setattr(worker, "PROGRESS_LOG_EVERY_S", 0.05)
     reporter, runs = _reporter(tmp_path)
-    reporter.on_prepare(Prep("tokenizing", 0.1))
+    reporter.on_prepare(prep("tokenizing", 1_000_000, 100_000_000, 10_000, 1.0))
     time.sleep(0.06)
-    reporter.on_prepare(Prep("tokenizing", 0.437, mb_per_s=85.24, eta_s=80.0))
+    reporter.on_prepare(prep("tokenizing", 43_700_000, 100_000_000, 10_000_000, 100.0))
     reporter.close()
     log = runs.paths(RUN).log.read_text()
     assert log.count("preparing data: ") == 1
-    assert "preparing data: tokenizing 43% (85.2 MB/s, 1,000 tok/s, ETA 1m20s)" in log
+    assert "preparing data: tokenizing 43% (0.4 MB/s, 100,000 tok/s, ETA 2m09s)" in log
 
 
 def test_training_starts_without_the_phase(tmp_path):
     reporter, runs = _reporter(tmp_path)
-    reporter.on_prepare(Prep("tokenizing", 0.9))
+    reporter.on_prepare(prep("tokenizing", 360))
     assert runs.read_state(RUN).phase == PREPARING_DATA
     reporter.on_start(None, events.StartInfo(
         device={"selected": "cpu"}, precision="fp32", parameters=10, architecture={},
