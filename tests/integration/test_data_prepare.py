@@ -171,6 +171,38 @@ def test_ctrl_c_stops_data_prepare_within_2s_and_keeps_the_finished_shards(tmp_p
     assert not (progress.parent / "manifest.json").exists()
 
 
+@pytest.mark.slow  # seconds of tokenizing in real processes
+def test_ctrl_c_of_a_foreground_train_while_it_prepares_and_the_same_command_resumes(
+        tmp_path, big):
+    home = tmp_path / "h"
+    home.mkdir()
+    args = ("train", "--preset", "tiny", "--dataset", str(big), "--name", "fg", "--max-steps",
+            "2", "--foreground", "--sample", "0")
+    shards = {"LLM_TRAINER_SHARD_TOKENS": "2000000"}
+    proc = child(home, *args, env=shards)
+    try:
+        tokens = home / "data" / "tokens"
+        wait_for(lambda: next(iter(tokens.glob("*/progress.json")), None), timeout=120)
+        [run_id] = RunStore(home).run_ids()
+        assert RunStore(home).read_state(run_id).phase == "preparing_data"
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        asked = time.monotonic()
+        code = proc.wait(timeout=30)
+        answered = time.monotonic() - asked
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    assert code == 130, out + proc.stderr.read()
+    assert answered < STOP_WITHIN_S, f"Ctrl-C took {answered:.2f} s"
+    assert "stopping the data preparation: its finished shards are kept" in out
+    assert out.rstrip().endswith("stopped while preparing data; the finished data shards are "
+                                 "kept: run the same command to resume from them")
+    again = run_cli(*args, home=home, env=shards)
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = max(RunStore(home).run_ids())  # ids sort by time
+    assert "resuming after" in RunStore(home).paths(second).log.read_text()
+
+
 def stream_sha256(cache_dir: str) -> dict[str, tuple[int, str]]:
     """Each split's tokens end to end, shard after shard: (bytes, sha256)."""
     manifest = json.loads((Path(cache_dir) / "manifest.json").read_text())

@@ -112,6 +112,10 @@ def _report_launch(svc, launch, sample: int) -> None:
     elif status == "paused":
         echo(f"paused at step {final.step:,}; checkpoint {final.checkpoint}")
         echo(f"  continue:   llm-trainer resume {final.model}")
+    elif status == "stopped" and not final.error:  # stopped before its first step
+        echo(f"{final.reason or 'stopped'}; the finished data shards are kept: run the same "
+             "command to resume from them")
+        raise typer.Exit(130)
     else:
         code = launch.process.returncode if launch.process is not None else None
         error = UsageError if code == 2 else LLMTrainerError
@@ -149,10 +153,13 @@ def _follow(svc, launch) -> RunView:
                     # the worker got the same SIGINT (same process group): it finishes its step,
                     # writes a checkpoint and exits paused; a second Ctrl-C aborts it
                     interrupts += 1
+                    preparing = final is not None and phase_name(final) is not None
                     progress.console.print(Text(
+                        "aborting..." if interrupts > 1 else
+                        "stopping the data preparation: its finished shards are kept (Ctrl-C "
+                        "again to abort)" if preparing else
                         "stopping: finishing the current step and writing a checkpoint "
-                        "(Ctrl-C again to abort without one)" if interrupts == 1 else
-                        "aborting..."))
+                        "(Ctrl-C again to abort without one)"))
                     events = iter(follower)  # goes on where it was: no log line twice
                     continue
                 if kind == "log":
