@@ -111,12 +111,6 @@ def wait_line(stream, wanted: str, timeout: float = 60.0) -> list[str]:
 
 
 @pytest.mark.slow  # seconds of tokenizing in real processes
-@pytest.mark.xfail(strict=False, reason=(
-    "data.prepare's pool workers share the run's process group, so `stop`'s SIGTERM kills "
-    "them too, one of them mid-result holding the result queue's lock; Pool.terminate() "
-    "then waits on that lock for ever (fails 3 runs in 4 here). Passes 3 of 3 with "
-    "os.setpgrp() and prctl(PR_SET_PDEATHSIG, SIGKILL) in _init_worker: remove this mark "
-    "with that fix"))
 def test_stop_of_a_run_preparing_its_data_answers_within_2s(tmp_path, big):
     from llm_trainer.service import Service
 

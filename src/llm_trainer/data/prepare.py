@@ -23,10 +23,12 @@ with the run, and ``eval`` scores the same cached validation tokens.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -363,7 +365,8 @@ def _prepare(source: TextSource, tokenizer: TextTokenizer, folder: Path, key: di
             if source.held_out else None, "val_max_tokens": cap,
             "capped": cap is not None and progress.val_tokens >= cap},
         "splits": stats, "shards": [r.to_json() for r in progress.shards],
-        "seconds": round(seconds, 3), "processes": procs, "created_at": time.time()}
+        "resumed_shards": resumed, "seconds": round(seconds, 3), "processes": procs,
+        "created_at": time.time()}
     atomic_write_json(folder / MANIFEST, manifest)
     hooks.say(f"tokenized in {seconds:.1f}s ({tokens:,} tokens this time, "
               f"{done_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
@@ -384,7 +387,8 @@ class _Task:
     texts: list[str]
     docs: list[tuple[str, int]]  # (split, UTF-8 bytes) per text
     end: int  # documents consumed once this batch is done
-    chars: int  # source characters it covers (separators included)
+    chars: int  # source characters it covers (separators included; the first batch of a
+    # resumed preparation also the documents skipped)
 
 
 def _tasks(source: TextSource, eot: bool, skip: int) -> Iterator[_Task]:
@@ -398,7 +402,8 @@ def _tasks(source: TextSource, eot: bool, skip: int) -> Iterator[_Task]:
     for split in ("train", "val"):
         for doc in source.documents(split):
             position += 1
-            if position <= skip:
+            if position <= skip:  # in a committed shard: counts as done for the progress
+                chars += len(doc.raw)
                 continue
             text = _text(doc, eot)
             chars += len(doc.raw)
@@ -486,7 +491,18 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(tokenizer_json: str, kind: str, parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to answer
+    # A stop, Ctrl-C or a closing terminal signals the whole process group: a worker killed
+    # while it holds the pool's result-queue lock would hang Pool.terminate(). So workers
+    # leave the group (the main process alone answers signals, then terminates them) and
+    # die with their parent (Linux: PR_SET_PDEATHSIG), so a kill -9 leaves none behind.
+    with contextlib.suppress(OSError):
+        os.setpgrp()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker
     _WORKER["tokenizer"] = TextTokenizer.from_str(tokenizer_json, kind)
     _WORKER["parent"] = parent
