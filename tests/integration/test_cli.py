@@ -46,7 +46,8 @@ def test_train_foreground_then_generate(tmp_path, corpus):
     gen = run_cli("generate", "--model", "demo", "--prompt", "The water", "--max-new-tokens",
                   "30", "--temperature", "0", home=tmp_path)
     assert gen.returncode == 0, gen.stderr
-    assert gen.stdout.startswith("The water") and len(gen.stdout.strip()) > len("The water")
+    # 30 new characters (a 60-step char model's greedy choice may well be spaces)
+    assert gen.stdout.startswith("The water") and len(gen.stdout.rstrip("\n")) > len("The water")
     again = run_cli("generate", "--model", "demo", "--prompt", "The water", "--max-new-tokens",
                     "30", "--temperature", "0", home=tmp_path)
     assert again.stdout == gen.stdout  # greedy is deterministic
