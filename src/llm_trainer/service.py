@@ -249,11 +249,14 @@ class Service:
     def inspect_data(self, spec: str | None, *, preset: str | None = None,
                      config_file: str | None = None, tokenizer: str | None = None,
                      vocab_size: int | None = None, seq_len: int | None = None,
-                     text_column: str | None = None, sets: dict[str, Any] | None = None):
+                     text_column: str | None = None, sets: dict[str, Any] | None = None,
+                     full: bool = False, sample_bytes: int | None = None):
         """A DataReport of ``spec`` (default: the config's dataset), read with the settings
-        training would use: the preset or file, the options given, then ``sets`` (--set)."""
+        training would use: the preset or file, the options given, then ``sets`` (--set).
+        A split larger than ``sample_bytes`` (default: data.inspect.SAMPLE_BYTES) is
+        sampled unless ``full``."""
         from llm_trainer.config import load_config
-        from llm_trainer.data.inspect import inspect_dataset
+        from llm_trainer.data.inspect import SAMPLE_BYTES, inspect_dataset
 
         given = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
                  "model.block_size": seq_len, "data.text_column": text_column}
@@ -265,7 +268,8 @@ class Service:
         d = cfg.data
         return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
                                val_fraction=d.val_fraction, text_column=d.text_column,
-                               seq_len=cfg.model.block_size, data_dir=self.home / "data")
+                               seq_len=cfg.model.block_size, data_dir=self.home / "data",
+                               full=full, sample_bytes=sample_bytes or SAMPLE_BYTES)
 
     def prepare_data(self, spec: str, *, preset: str | None = None,
                      config_file: str | None = None, options: DataOptions | None = None,

@@ -37,20 +37,22 @@ def test_a_text_file_and_the_json_schema(home):
     r = inspect(home, "notes.txt", "--tokenizer", "byte")
     assert set(r) == {"spec", "format", "format_reason", "files", "document_unit",
                       "text_column", "column_candidates", "column_reason", "tokenizer",
-                      "splits", "histogram", "overlap", "seq_len", "suggestions", "seconds"}
+                      "splits", "histogram", "overlap", "seq_len", "suggestions", "sampled",
+                      "notes", "seconds"}
     assert r["format"] == "text" and "suffix .txt" in r["format_reason"]
     assert r["document_unit"] == "paragraph" and r["text_column"] is None
     train, val = r["splits"]
     assert set(train) == {"name", "origin", "documents", "characters", "tokens", "empty",
                           "duplicates", "undecodable_bytes", "nonprintable", "median_tokens",
-                          "p90_tokens"}
+                          "p90_tokens", "sampled", "share", "documents_read", "bytes"}
+    assert r["sampled"] is False and r["notes"] == [] and train["share"] == 1.0
     assert (train["name"], val["name"]) == ("train", "val")
     assert val["origin"] == "held out: the last 10%"
     # byte tokenizer: one token per byte (the corpus is ASCII), so tokens == characters
     assert train["tokens"] == train["characters"] and val["tokens"] == val["characters"]
     assert 0.08 < val["characters"] / (train["characters"] + val["characters"]) < 0.12
     assert r["tokenizer"] == {"spec": "byte", "kind": "byte", "vocab_size": 256,
-                              "used": r["tokenizer"]["used"]}
+                              "used": r["tokenizer"]["used"], "trained_on": None}
     assert sum(b["documents"] for b in r["histogram"]) == train["documents"] + val["documents"]
 
 

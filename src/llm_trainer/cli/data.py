@@ -13,7 +13,7 @@ import typer
 from llm_trainer.app.options import BY_NAME, DataOptions
 from llm_trainer.cli.common import echo, rich_console, service
 from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, data_options, parse_sets
-from llm_trainer.errors import PrepareStopped
+from llm_trainer.errors import PrepareStopped, UsageError
 
 PROGRESS_LINE_EVERY_S = 10.0  # without a terminal: a progress line this often (and per stage)
 
@@ -31,14 +31,29 @@ def data_inspect(
         help="context length the suggestions assume")] = None,
     text_column: Annotated[str | None, typer.Option(help="text column of a table")] = None,
     set_: SetOpt = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="read every split whole, however large (default: a split of more "
+                       "than 64 MB of text is sampled, its figures estimated)")] = False,
+    sample_mb: Annotated[float | None, typer.Option(
+        help="sample a split larger than this many MB (default 64)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Format, text column, splits, documents / characters / tokens, lengths, problems and
-    suggestions for a dataset, read the way training would read it."""
+    suggestions for a dataset, read the way training would read it. A split of more than
+    64 MB of text is sampled (--full reads it all); the report says which figures are
+    estimates."""
+    if sample_mb is not None and sample_mb <= 0:
+        raise UsageError(f"--sample-mb must be > 0 (got {sample_mb:g})",
+                         hint="e.g. --sample-mb 16, or --full to read everything")
+    if full and sample_mb is not None:
+        raise UsageError("--full reads everything: it takes no --sample-mb",
+                         hint="use one of them")
     report = service().inspect_data(spec, preset=preset, config_file=config,
                                      tokenizer=tokenizer, vocab_size=vocab_size,
                                      seq_len=seq_len, text_column=text_column,
-                                     sets=parse_sets(set_))
+                                     sets=parse_sets(set_), full=full,
+                                     sample_bytes=(round(sample_mb * (1 << 20))
+                                                   if sample_mb else None))
     if as_json:
         echo(json.dumps(report.to_json(), indent=2))
         return
@@ -60,26 +75,37 @@ def _report_data(r) -> None:
         echo(f"text:       column {r.text_column!r} ({r.column_reason})"
              + (f"; other text columns: {', '.join(others)}" if others else ""))
     tok = r.tokenizer
+    where = "the sample of training" if r.splits[0].sampled else "training"
+    trained = (f"; trained on {tok['trained_on']}" if tok["trained_on"] not in
+               (None, "the training split") else "")
     echo(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
-         f"{tok['used']:,} used in training)")
+         f"{tok['used']:,} used in {where}{trained})")
+    if r.sampled:
+        echo("sampled:    the figures marked ~ are estimates from a sample")
     table = Table(title=f"splits (a document is a {r.document_unit})", title_justify="left")
     for col in ("split", "from", "documents", "characters", "tokens", "median", "p90",
                 "empty", "duplicates", "bad bytes", "control chars"):
         table.add_column(col, justify="left" if col in ("split", "from") else "right")
     for s in r.splits:
-        table.add_row(s.name, s.origin, f"{s.documents:,}", f"{s.characters:,}",
-                      f"{s.tokens:,}", f"{s.percentile(0.5):,}", f"{s.percentile(0.9):,}",
-                      f"{s.empty:,}", f"{s.duplicates:,}", f"{s.undecodable_bytes:,}",
-                      f"{s.nonprintable:,}")
+        est = "~" if s.sampled else ""
+        table.add_row(s.name, s.origin + (f" ({s.share:.1%} read)" if s.sampled else ""),
+                      *(f"{est}{n:,}" for n in (s.documents, s.characters, s.tokens)),
+                      f"{s.median_tokens:,}", f"{s.p90_tokens:,}",
+                      *(f"{est}{n:,}" for n in (s.empty, s.duplicates, s.undecodable_bytes,
+                                                s.nonprintable)))
     rich_console().print(table)
     if r.histogram:
-        echo(f"document length in tokens (all splits; seq_len {r.seq_len}):")
+        read = sum(s.documents_read for s in r.splits)
+        echo(f"document length in tokens (all splits; seq_len {r.seq_len}"
+             + (f"; the {read:,} documents read" if r.sampled else "") + "):")
         top = max(b["documents"] for b in r.histogram) or 1
         for b in r.histogram:
             bar = "#" * max(1 if b["documents"] else 0, round(30 * b["documents"] / top))
             span = f"{b['from']:,}-{b['to']:,}" if b["to"] != b["from"] else f"{b['from']:,}"
             mark = "  <- seq_len" if b["from"] <= r.seq_len <= b["to"] else ""
             echo(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
+    for line in r.notes:
+        echo(f"note: {line}")
     if r.suggestions:
         echo("suggestions:")
         for line in r.suggestions:

@@ -1,27 +1,46 @@
 """`llm-trainer data inspect SPEC`: what a dataset is before you train on it.
 
 The data is read through the ``TextSource`` training reads (``data.sources``: text read 1 MB
-at a time, table rows from Arrow in batches), split as training splits it: one pass over
-the documents gathers everything (documents, characters, tokens with the tokenizer
-training would use, their lengths, empty and duplicate documents, bytes that are not UTF-8,
-control and invisible characters), after one more pass over the training documents when
-that tokenizer is trained on them (bpe, char), as training's is. Memory holds the figures
-(a length and a 16-byte hash per document), not the text. A *document* is a row of a table
-(.jsonl/.json/.csv/.parquet, a Hugging Face dataset) or a paragraph of a text file (text
-between blank lines). Suggestions are plain sentences derived from those figures; the
-thresholds are the constants below. No torch here.
+at a time, table rows from Arrow in batches), split as training splits it, and measured
+document by document: documents, characters, tokens with the tokenizer training would use
+(trained first on the training documents for bpe and char, as training's is), their
+lengths, empty and duplicate documents, bytes that are not UTF-8, control and invisible
+characters. A *document* is a row of a table (.jsonl/.json/.csv/.parquet, a Hugging Face
+dataset) or a paragraph of a text file (text between blank lines). Suggestions are plain
+sentences derived from those figures; the thresholds are the constants below. No torch here.
+
+Memory is bounded whatever the size of the data: document lengths are kept in a seeded
+reservoir sample (``RESERVOIR`` of them, for the percentiles; the histogram is counted in
+full), and document hashes (duplicates, train/val overlap) up to ``HASH_CAP`` distinct ones;
+past that only the hashes in a share of the hash space are kept (halved each time it
+fills), so the repeats of those documents are still all seen and the counts are scaled up:
+estimates, and the report says so.
+
+Time is bounded too, unless ``full``: a split of more than ``SAMPLE_BYTES`` of text is
+sampled. A split of plain-text files is read in byte windows spread evenly over it (not its
+head), the documents that start in a window measured whole; documents, characters and
+tokens are the sample's divided by the share read. Other sources (tables, Hugging Face
+datasets) have no random access: every document is counted (documents, characters, empty,
+bad bytes: exact), but past ``SAMPLE_BYTES`` of characters only every n-th is measured (n
+doubling as the split's characters double); tokens and control characters are scaled from
+the measured ones. The tokenizer (bpe, char) is then trained on the sample of the training
+split, or its first ``SAMPLE_BYTES``. The report says what was sampled and how much.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import time
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llm_trainer.data.sources import LOCAL_HINT, Document, Gap, SourceFile, resolve_dataset
+from llm_trainer.data.spec import DatasetKind, TextSource, file_format
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import DataError
 
@@ -38,6 +57,18 @@ DUPLICATE_SHARE = 0.01
 DUPLICATE_MIN_CHARS = 64  # shorter repeats (headings, "ROMEO:") are not worth reporting
 NONPRINTABLE_SHARE = 0.001
 
+SAMPLE_BYTES = 64 << 20  # a split of more text than this is sampled (--full reads it all)
+WINDOW_BYTES = 1 << 20  # a text sample is read in windows of this size ...
+MIN_WINDOWS = 16  # ... and at least this many (smaller windows for a small budget)
+MAX_DOCUMENT_BYTES = 16 << 20  # a sampled document longer than this is cut there
+RESERVOIR = 1 << 16  # document lengths kept for the percentiles
+HASH_CAP = 1 << 17  # distinct document hashes kept for duplicates and overlap
+TOKENIZE_BATCH = 2048  # documents tokenized at a time
+SEED = 0  # the reservoir's: the same data gives the same report
+
+SEPARATOR = re.compile(rb"\n[ \t\r\f\v]*\n")  # sources.PARAGRAPH, on bytes
+ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
+
 
 @dataclass
 class SplitStats:
@@ -50,13 +81,12 @@ class SplitStats:
     duplicates: int = 0  # documents (of 64+ characters) seen before in this split
     undecodable_bytes: int = 0
     nonprintable: int = 0  # control / invisible characters
-    lengths: list[int] = field(default_factory=list, repr=False)  # tokens per document
-
-    def percentile(self, q: float) -> int:
-        if not self.lengths:
-            return 0
-        ordered = sorted(self.lengths)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    median_tokens: int = 0
+    p90_tokens: int = 0
+    sampled: bool = False  # the figures above are estimates from a sample of the split
+    share: float = 1.0  # of the split's text measured
+    documents_read: int = 0  # documents measured (all of them unless sampled)
+    bytes: int | None = None  # the split's size on disk, where known (text files)
 
 
 @dataclass
@@ -69,81 +99,315 @@ class DataReport:
     text_column: str | None
     column_candidates: list[str]
     column_reason: str | None
-    tokenizer: dict[str, Any]  # spec, kind, vocab_size, used (distinct ids in train)
+    tokenizer: dict[str, Any]  # spec, kind, vocab_size, used (distinct ids), trained_on
     splits: list[SplitStats]
     histogram: list[dict[str, int]]  # {"from", "to", "documents"} over token lengths, log2
     overlap: int  # validation documents that also appear in training
     seq_len: int
     suggestions: list[str]
+    sampled: bool  # some figures are estimates from a sample (see notes)
+    notes: list[str]  # what was sampled or estimated, in words
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        for split, stats in zip(out["splits"], self.splits, strict=True):
-            split.pop("lengths")
-            split.update(median_tokens=stats.percentile(0.5), p90_tokens=stats.percentile(0.9))
-        return out
+        return asdict(self)
 
 
-# ---------------------------------------------------------------------------- the pass
+# ---------------------------------------------------------------------------- bounded memory
+
+
+class Reservoir:
+    """A uniform sample of at most ``size`` of the numbers added (Vitter's algorithm R,
+    seeded): the percentiles of a stream in bounded memory."""
+
+    def __init__(self, size: int = RESERVOIR, seed: int = SEED) -> None:
+        self.size, self.seen = size, 0
+        self.items = array("q")
+        self.rng = random.Random(seed)
+
+    def add(self, x: int) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(x)
+        else:
+            j = self.rng.randrange(self.seen)
+            if j < self.size:
+                self.items[j] = x
+
+    def percentile(self, q: float) -> int:
+        if not self.items:
+            return 0
+        ordered = sorted(self.items)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Hashes:
+    """How often each document was seen, per split, by a 64-bit hash, for at most ``cap``
+    distinct hashes: when full, only hashes below a limit are kept (the limit halved, the
+    others dropped), so every repeat of a kept document is still counted, and the counts
+    of the kept share of the hash space, scaled by ``scale``, estimate the whole."""
+
+    def __init__(self, cap: int = HASH_CAP) -> None:
+        self.cap, self.level = cap, 0
+        self.seen: dict[str, dict[int, int]] = {"train": {}, "val": {}}
+
+    @property
+    def limit(self) -> int:
+        return (1 << 64) >> self.level
+
+    @property
+    def scale(self) -> int:
+        return 1 << self.level
+
+    def add(self, split: str, text: str) -> None:
+        h = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                                           digest_size=8).digest(), "little")
+        if h >= self.limit:
+            return
+        seen = self.seen[split]
+        seen[h] = seen.get(h, 0) + 1
+        if len(seen) + len(self.seen["val" if split == "train" else "train"]) > self.cap:
+            self._halve()
+
+    def _halve(self) -> None:
+        while sum(map(len, self.seen.values())) > self.cap:
+            self.level += 1
+            limit = self.limit
+            self.seen = {k: {h: c for h, c in v.items() if h < limit}
+                         for k, v in self.seen.items()}
+
+    def duplicates(self, split: str) -> int:
+        return sum(c - 1 for c in self.seen[split].values()) * self.scale
+
+    def overlap(self) -> int:
+        return len(self.seen["train"].keys() & self.seen["val"].keys()) * self.scale
+
+
+# ---------------------------------------------------------------------------- measuring
 
 
 class _Measure:
-    """One split's figures, gathered document by document (tokens in batches)."""
+    """One split's figures, gathered document by document (tokens in batches). ``every``
+    (documents past the first ``budget`` characters, for a stream that is sampled): how
+    many documents per measured one; all are counted."""
 
     def __init__(self, name: str, origin: str, tokenizer: TextTokenizer | None,
-                 seen_ids: set[int] | None) -> None:
+                 used: set[int] | None, hashes: Hashes, budget: int | None = None) -> None:
         self.stats = SplitStats(name, origin)
-        self.hashes: set[str] = set()
-        self.tokenizer, self.seen_ids = tokenizer, seen_ids
+        self.tokenizer, self.used, self.hashes = tokenizer, used, hashes
         self.batch: list[str] = []
+        self.lengths = Reservoir()
+        self.buckets: dict[int, int] = {}  # bit length of a token count -> documents
+        self.budget, self.every, self.next_double = budget, 1, budget
+        self.skipped_chars = 0  # of the documents not measured
 
     def add(self, doc: Document) -> None:
         stats = self.stats
         stats.documents += 1
         stats.characters += len(doc.text)
         stats.undecodable_bytes += doc.bad
-        stats.nonprintable += len(NONPRINTABLE.findall(doc.text))
         body = doc.text.strip()
         if not body:
             stats.empty += 1
             return
+        if self.budget is not None and stats.characters > self.next_double:
+            self.every *= 2  # a stream sampled: as the characters double, measure half
+            self.next_double *= 2
+        if self.every > 1 and stats.documents % self.every:
+            self.skipped_chars += len(doc.text)
+            return
+        stats.documents_read += 1
+        stats.nonprintable += len(NONPRINTABLE.findall(doc.text))
         if len(body) >= DUPLICATE_MIN_CHARS:
-            digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"),
-                                     digest_size=16).hexdigest()
-            if digest in self.hashes:
-                stats.duplicates += 1
-            self.hashes.add(digest)
+            self.hashes.add(stats.name, body)
         self.batch.append(doc.text)
-        if len(self.batch) >= 2048:
+        if len(self.batch) >= TOKENIZE_BATCH:
             self.flush()
 
-    def flush(self) -> SplitStats:
+    def flush(self) -> None:
         if self.tokenizer is not None and self.batch:
             for enc in self.tokenizer.tok.encode_batch(self.batch, add_special_tokens=False):
-                self.stats.lengths.append(len(enc.ids))
-                self.stats.tokens += len(enc.ids)
-                if self.seen_ids is not None:
-                    self.seen_ids.update(enc.ids)
+                n = len(enc.ids)
+                self.lengths.add(n)
+                self.buckets[n.bit_length()] = self.buckets.get(n.bit_length(), 0) + 1
+                self.stats.tokens += n
+                if self.used is not None:
+                    self.used.update(enc.ids)
         self.batch.clear()
-        return self.stats
+
+    def finish(self, share: float | None = None, size: int | None = None) -> SplitStats:
+        """The figures, scaled up by ``share`` (of the split's text read, for byte windows)
+        or by the characters measured (a thinned stream)."""
+        self.flush()
+        s = self.stats
+        s.bytes = size
+        if share is None:  # a stream: all documents counted, some measured
+            share = 1 - self.skipped_chars / s.characters if s.characters else 1.0
+            if share < 1.0:
+                s.tokens, s.nonprintable = _scaled(s.tokens, share), _scaled(s.nonprintable,
+                                                                             share)
+        elif share < 1.0:  # byte windows: every document read was measured
+            for key in ("documents", "characters", "tokens", "empty", "undecodable_bytes",
+                        "nonprintable"):
+                setattr(s, key, _scaled(getattr(s, key), share))
+        s.sampled, s.share = share < 1.0, share
+        s.duplicates = self.hashes.duplicates(s.name)
+        s.median_tokens, s.p90_tokens = self.lengths.percentile(0.5), self.lengths.percentile(0.9)
+        return s
 
 
-def _histogram(lengths: list[int]) -> list[dict[str, int]]:
-    if not lengths:
-        return []
-    top = max(lengths)
-    buckets, lo = [], 1
-    while lo <= max(top, 1):
-        hi = lo * 2
-        buckets.append({"from": lo, "to": hi - 1,
-                        "documents": sum(1 for n in lengths if lo <= n < hi)})
-        lo = hi
-    zero = sum(1 for n in lengths if n == 0)
-    buckets = ([{"from": 0, "to": 0, "documents": zero}] if zero else []) + buckets
-    while buckets and not buckets[0]["documents"]:  # only the range documents occupy
-        buckets.pop(0)
-    return buckets
+def _scaled(n: int, share: float) -> int:
+    return round(n / share) if share > 0 else n
+
+
+def _histogram(buckets: dict[int, int]) -> list[dict[str, int]]:
+    """Documents per token length in powers of two (``buckets``: by the length's bit
+    length), over the range documents occupy."""
+    out = [{"from": 0, "to": 0, "documents": buckets[0]}] if buckets.get(0) else []
+    bits = sorted(b for b, n in buckets.items() if b and n)
+    for b in range(bits[0], bits[-1] + 1) if bits else ():
+        lo = 1 << (b - 1)
+        out.append({"from": lo, "to": 2 * lo - 1, "documents": buckets.get(b, 0)})
+    return out
+
+
+# ---------------------------------------------------------------------------- text samples
+
+
+@dataclass
+class _Segment:
+    path: Path
+    start: int  # byte range of the file in the split
+    end: int
+
+
+@dataclass
+class _TextPlan:
+    """How a split of plain-text files is read by bytes: ``windows`` (file, from, to, and the
+    range the file has in the split) spread evenly over its ``size`` bytes."""
+
+    size: int
+    windows: list[tuple[Path, int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return sum(b - a for _, a, b, _, _ in self.windows)
+
+    @property
+    def share(self) -> float:
+        return self.read / self.size if self.size else 1.0
+
+
+def _text_groups(source: TextSource) -> dict[str, list[_Segment]] | None:
+    """Each split's byte ranges of files, for a local dataset of plain-text files only
+    (None otherwise: it is streamed). Held out, the files laid end to end are cut at the
+    last ``val_fraction`` of their bytes (training cuts characters: the same for ASCII)."""
+    files = getattr(source, "files", None)
+    groups = getattr(source, "groups_of", None)
+    if (source.dataset.kind is not DatasetKind.LOCAL or not files or groups is None
+            or any(file_format(f) != "text" for f in files)):
+        return None
+    if source.held_out:
+        sizes = [(f, f.stat().st_size) for f in groups["train"]]
+        total = sum(n for _, n in sizes)
+        cut = int(total * (1 - source.val_fraction))
+        return {"train": _range(sizes, 0, cut), "val": _range(sizes, cut, total)}
+    return {split: _range([(f, f.stat().st_size) for f in groups[split]], 0, 1 << 62)
+            for split in ("train", "val")}
+
+
+def _range(sizes: list[tuple[Path, int]], lo: int, hi: int) -> list[_Segment]:
+    """The bytes ``[lo, hi)`` of files laid end to end, per file."""
+    out, pos = [], 0
+    for f, n in sizes:
+        a, b = max(lo, pos), min(hi, pos + n)
+        if a < b:
+            out.append(_Segment(f, a - pos, b - pos))
+        pos += n
+    return out
+
+
+def _plan(segments: list[_Segment], budget: int | None) -> _TextPlan:
+    """Windows spread evenly over the segments, ``budget`` bytes in all (None: windows
+    tiling them, everything read)."""
+    size = sum(s.end - s.start for s in segments)
+    plan = _TextPlan(size)
+    if budget is None or size <= budget:
+        for s in segments:
+            for a in range(s.start, s.end, WINDOW_BYTES):
+                plan.windows.append((s.path, a, min(a + WINDOW_BYTES, s.end), s.start, s.end))
+        return plan
+    n = max(MIN_WINDOWS, budget // WINDOW_BYTES)
+    width = max(1, budget // n)
+    bounds, pos = [], 0
+    for s in segments:
+        bounds.append((pos, s))
+        pos += s.end - s.start
+    k = 0
+    for i in range(n):
+        g = (i * size) // n + (size // n - width) // 2  # a window centred in each n-th
+        while k + 1 < len(bounds) and bounds[k + 1][0] <= g:
+            k += 1
+        base, s = bounds[k]
+        a = s.start + (g - base)
+        plan.windows.append((s.path, a, min(a + width, s.end), s.start, s.end))
+    return plan
+
+
+def _plan_documents(plan: _TextPlan) -> Iterator[Document]:
+    for path, a, b, r0, r1 in plan.windows:
+        yield from window_documents(path, a, b, r0, r1)
+
+
+def window_documents(path: Path, a: int, b: int, r0: int, r1: int) -> Iterator[Document]:
+    """The paragraphs of ``path`` that start in bytes ``[a, b)``, read whole (to the next
+    blank line, the end ``r1`` of the range ``[r0, r1)`` the file has in the split, or
+    ``MAX_DOCUMENT_BYTES`` past ``b``). A paragraph starts at ``r0`` or after a blank line,
+    so windows tiling a range give each of its paragraphs once. Undecodable bytes are counted
+    (``bad``) and shown as U+FFFD, as a lenient ``TextSource`` does."""
+    try:
+        with open(path, "rb") as fh:
+            s0 = a if a <= r0 else max(r0, a - 64)  # a blank line may end just after a
+            fh.seek(s0)
+            buf = fh.read(b - s0)
+            first = 0 if a <= r0 else next(
+                (m.end() for m in SEPARATOR.finditer(buf) if m.end() + s0 >= a), None)
+            if first is None or first + s0 >= b:
+                return  # no paragraph starts here
+            last = first  # read on until the last paragraph starting before b ends
+            for m in SEPARATOR.finditer(buf, first):
+                if m.end() + s0 < b:
+                    last = m.end()
+            searched = last
+            while SEPARATOR.search(buf, searched) is None:
+                end = s0 + len(buf)
+                more = (fh.read(min(WINDOW_BYTES, r1 - end))
+                        if end < r1 and end - b < MAX_DOCUMENT_BYTES else b"")
+                if not more:
+                    break
+                searched = max(last, len(buf) - 64)
+                buf += more
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    start = first
+    for m in SEPARATOR.finditer(buf, first):
+        if start + s0 >= b:
+            return
+        yield from _document(buf[start:m.start()])
+        start = m.end()
+    if start + s0 < b:
+        yield from _document(buf[start:])
+
+
+def _document(data: bytes) -> Iterator[Document]:
+    text = data.decode("utf-8", "surrogateescape")
+    if not text.strip():
+        return
+    bad = len(ESCAPED.findall(text))
+    yield Document(ESCAPED.sub("\ufffd", text) if bad else text, bad=bad)
+
+
+# ---------------------------------------------------------------------------- advice
 
 
 def _pow2_at_least(n: int) -> int:
@@ -171,9 +435,8 @@ def suggestions(report: DataReport, requested_vocab: int) -> list[str]:
     elif share > LARGE_VAL_SHARE:
         out.append(f"val split is {share:.0%} of the data: the model never trains on it; "
                    + ("lower data.val_fraction" if held_out else "move some of it to training"))
-    median = train.percentile(0.5)
-    p90 = train.percentile(0.9)
-    if report.document_unit == "row" and train.lengths and p90 * 2 <= report.seq_len:
+    median, p90 = train.median_tokens, train.p90_tokens
+    if report.document_unit == "row" and train.documents_read and p90 * 2 <= report.seq_len:
         out.append(f"most documents are shorter than seq_len {report.seq_len} (median {median}, "
                    f"90% under {p90} tokens): consider {max(32, _pow2_at_least(p90))}")
     tok = report.tokenizer
@@ -187,10 +450,11 @@ def suggestions(report: DataReport, requested_vocab: int) -> list[str]:
         if s.empty:
             out.append(f"{s.empty:,} empty {report.document_unit}s in the {s.name} split: "
                        "they add nothing; drop them")
-        if s.documents and s.duplicates / s.documents > DUPLICATE_SHARE:
-            out.append(f"{s.duplicates:,} duplicate documents in the {s.name} split "
-                       f"({s.duplicates / s.documents:.1%}): deduplicate; repeats are "
-                       "memorised rather than learned")
+        if s.documents_read and s.duplicates / s.documents_read > DUPLICATE_SHARE:
+            out.append(f"{s.duplicates:,} duplicate documents in the {s.name} split"
+                       + (" sample" if s.sampled else "")
+                       + f" ({s.duplicates / s.documents_read:.1%}): deduplicate; repeats "
+                       "are memorised rather than learned")
         if s.undecodable_bytes:
             out.append(f"{s.undecodable_bytes:,} bytes in the {s.name} split are not UTF-8: "
                        "training refuses such files; convert them "
@@ -204,29 +468,96 @@ def suggestions(report: DataReport, requested_vocab: int) -> list[str]:
     return out
 
 
+def _notes(splits: list[SplitStats], plans: dict[str, _TextPlan], hashes: Hashes,
+           tokenizer: str, trained_on: str | None) -> list[str]:
+    out = []
+    for s in splits:
+        if not s.sampled:
+            continue
+        plan = plans.get(s.name)
+        if plan is not None:
+            out.append(f"the {s.name} split is {plan.size / 1e6:,.0f} MB: {plan.read / 1e6:,.1f} "
+                       f"MB of it ({s.share:.1%}) were read, in {len(plan.windows)} windows "
+                       "spread evenly; its documents, characters and tokens are estimates "
+                       "(--full reads it all)")
+        else:
+            out.append(f"the {s.name} split's documents were all counted but {s.share:.1%} of "
+                       "its text was measured (every n-th document past the first "
+                       "part); its tokens and control characters are estimates (--full "
+                       "measures it all)")
+    if any(s.sampled for s in splits):
+        out.append("duplicates and overlap are counted among the documents read: a sample "
+                   "finds only some of the repeats")
+    if hashes.level:
+        out.append(f"duplicates and overlap were tracked on 1/{hashes.scale:,} of the documents "
+                   f"(chosen by hash, past {hashes.cap:,} distinct ones) and scaled up: "
+                   "estimates")
+    if trained_on not in (None, "the training split"):
+        out.append(f"the {tokenizer} tokenizer was trained on {trained_on} only (--full "
+                   "trains it on all of it, as training does)")
+    return out
+
+
 # ---------------------------------------------------------------------------- entry
 
 
 def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction: float,
-                    text_column: str | None, seq_len: int, data_dir: Path) -> DataReport:
-    """Read ``spec`` through the TextSource training reads, one pass per split (after one
-    over the training documents for a tokenizer trained on them), and describe it."""
+                    text_column: str | None, seq_len: int, data_dir: Path,
+                    full: bool = False, sample_bytes: int = SAMPLE_BYTES) -> DataReport:
+    """Read ``spec`` as training reads it, split by split (after the training documents for
+    a tokenizer trained on them), and describe it. Unless ``full``, a split of more than
+    ``sample_bytes`` of text is sampled (see the module's text)."""
     t0, spec = time.perf_counter(), spec.strip()
+    budget = None if full else sample_bytes
     source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
                              text_column=text_column)
-    tok = _tokenizer(tokenizer, vocab_size,
-                     lambda: (d.text for d in source.documents("train", lenient=True)))
+    groups = _text_groups(source)
+    plans: dict[str, _TextPlan] = {}
+    if groups is not None and budget is not None:
+        plans = {k: _plan(v, budget) for k, v in groups.items()}
+        if all(p.share >= 1.0 for p in plans.values()):
+            plans = {}  # small enough: read as training reads it, exactly
+        elif source.held_out:
+            pass  # both splits by bytes: the character cut would read the whole text
+        else:
+            plans = {k: p for k, p in plans.items() if p.share < 1.0}
+
+    def documents(split: str) -> Iterator[Document]:
+        if split in plans:
+            return _plan_documents(plans[split])
+        return (d for d in source.documents(split, lenient=True) if not isinstance(d, Gap))
+
+    head_cut: list[bool] = []  # the tokenizer's texts stopped at the budget
+
+    def train_texts() -> Iterator[str]:
+        texts = (d.text for d in documents("train"))
+        return (texts if budget is None or "train" in plans else
+                _head(texts, budget, head_cut))
+
+    tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts)
+    if trained_on and "train" in plans and plans["train"].share < 1.0:
+        trained_on = f"a {plans['train'].read / 1e6:,.1f} MB sample of the training split"
+    elif trained_on and head_cut:
+        trained_on = f"the first {budget / 1e6:,.0f} MB of the training split"
     used: set[int] = set()
-    train = _Measure("train", source.origin("train"), tok, used)
-    val = _Measure("val", source.origin("val"), tok, None)
-    for m in (train, val):
-        for d in source.documents(m.stats.name, lenient=True):
-            if not isinstance(d, Gap):
-                m.add(d)
-    train_stats, val_stats = train.flush(), val.flush()
-    if not train_stats.documents - train_stats.empty:
+    hashes = Hashes()
+    stats = []
+    for name in ("train", "val"):
+        m = _Measure(name, source.origin(name), tok, used if name == "train" else None, hashes,
+                     budget if name not in plans else None)
+        for d in documents(name):
+            m.add(d)
+        plan = plans.get(name)
+        stats.append((m, m.finish(plan.share if plan else None,
+                                  plan.size if plan else _bytes_of(groups, name))))
+    (train_m, train), (val_m, val) = stats
+    if not train.documents - train.empty:
         raise DataError(f"the training split of {spec} has no text", hint=LOCAL_HINT)
+    buckets = dict(train_m.buckets)
+    for k, v in val_m.buckets.items():
+        buckets[k] = buckets.get(k, 0) + v
     layout, col = source.layout, source.columns[0] if source.columns else None
+    notes = _notes([train, val], plans, hashes, tokenizer, trained_on)
     report = DataReport(
         spec=spec, format=layout.format,
         format_reason=layout.reason + (f" ({source.notice})" if source.notice else ""),
@@ -235,27 +566,46 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
         column_candidates=list(col.candidates) if col else [],
         column_reason=col.reason if col else None,
         tokenizer={"spec": tokenizer, "kind": tok.kind if tok else None,
-                   "vocab_size": tok.vocab_size if tok else None, "used": len(used)},
-        splits=[train_stats, val_stats],
-        histogram=_histogram(train_stats.lengths + val_stats.lengths),
-        overlap=len(val.hashes & train.hashes), seq_len=seq_len, suggestions=[], seconds=0.0)
+                   "vocab_size": tok.vocab_size if tok else None, "used": len(used),
+                   "trained_on": trained_on},
+        splits=[train, val], histogram=_histogram(buckets), overlap=hashes.overlap(),
+        seq_len=seq_len, suggestions=[], sampled=train.sampled or val.sampled, notes=notes,
+        seconds=0.0)
     report.suggestions = suggestions(report, vocab_size)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _tokenizer(spec: str, vocab_size: int, train_texts) -> TextTokenizer:
-    """The tokenizer training would build for this data: a BPE trained on the training
-    split, a char vocabulary of it (both need one streamed pass over it), bytes, or a
-    tokenizer.json file. ``train_texts()`` yields the training documents afresh."""
+def _bytes_of(groups: dict[str, list[_Segment]] | None, split: str) -> int | None:
+    return sum(s.end - s.start for s in groups[split]) if groups else None
+
+
+def _head(texts: Iterator[str], chars: int, cut: list[bool]) -> Iterator[str]:
+    """The texts until ``chars`` characters have gone by; ``cut`` gets True if some are
+    left."""
+    n = 0
+    for t in texts:
+        yield t
+        n += len(t)
+        if n >= chars:
+            if next(texts, None) is not None:
+                cut.append(True)
+            return
+
+
+def _tokenizer(spec: str, vocab_size: int,
+               train_texts: Callable[[], Iterator[str]]) -> tuple[TextTokenizer, str | None]:
+    """The tokenizer training would build for this data, and what it was built from: a BPE
+    trained on the training documents, a char vocabulary of them (both one streamed pass),
+    bytes, or a tokenizer.json file. ``train_texts()`` yields the training documents afresh."""
     if spec == "bpe":
-        return TextTokenizer.train_bpe_from(train_texts(), vocab_size)
+        return TextTokenizer.train_bpe_from(train_texts(), vocab_size), "the training split"
     if spec == "char":
         chars: set[str] = set()
         for text in train_texts():
             chars.update(text)
         chars.add("\n")  # documents are joined by blank lines in training
-        return TextTokenizer.build_char("".join(sorted(chars)))
+        return TextTokenizer.build_char("".join(sorted(chars))), "the training split"
     if spec == "byte":
-        return TextTokenizer.build_byte()
-    return TextTokenizer.from_file(Path(spec).expanduser())
+        return TextTokenizer.build_byte(), None
+    return TextTokenizer.from_file(Path(spec).expanduser()), None
