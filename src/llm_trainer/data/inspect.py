@@ -120,8 +120,8 @@ class Reservoir:
     """A uniform sample of at most ``size`` of the numbers added (Vitter's algorithm R,
     seeded): the percentiles of a stream in bounded memory."""
 
-    def __init__(self, size: int = RESERVOIR, seed: int = SEED) -> None:
-        self.size, self.seen = size, 0
+    def __init__(self, size: int | None = None, seed: int = SEED) -> None:
+        self.size, self.seen = size or RESERVOIR, 0
         self.items = array("q")
         self.rng = random.Random(seed)
 
@@ -147,8 +147,8 @@ class Hashes:
     others dropped), so every repeat of a kept document is still counted, and the counts
     of the kept share of the hash space, scaled by ``scale``, estimate the whole."""
 
-    def __init__(self, cap: int = HASH_CAP) -> None:
-        self.cap, self.level = cap, 0
+    def __init__(self, cap: int | None = None) -> None:
+        self.cap, self.level = cap or HASH_CAP, 0
         self.seen: dict[str, dict[int, int]] = {"train": {}, "val": {}}
 
     @property
@@ -227,11 +227,11 @@ class _Measure:
     def flush(self) -> None:
         if self.tokenizer is not None and self.batch:
             for enc in self.tokenizer.tok.encode_batch(self.batch, add_special_tokens=False):
-                n = len(enc.ids)
+                n = len(enc)
                 self.lengths.add(n)
                 self.buckets[n.bit_length()] = self.buckets.get(n.bit_length(), 0) + 1
                 self.stats.tokens += n
-                if self.used is not None:
+                if self.used is not None and len(self.used) < self.tokenizer.vocab_size:
                     self.used.update(enc.ids)
         self.batch.clear()
 
@@ -254,6 +254,11 @@ class _Measure:
         s.duplicates = self.hashes.duplicates(s.name)
         s.median_tokens, s.p90_tokens = self.lengths.percentile(0.5), self.lengths.percentile(0.9)
         return s
+
+
+def _mb(n: int) -> str:
+    mb = n / (1 << 20)
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
 
 
 def _scaled(n: int, share: float) -> int:
@@ -476,8 +481,8 @@ def _notes(splits: list[SplitStats], plans: dict[str, _TextPlan], hashes: Hashes
             continue
         plan = plans.get(s.name)
         if plan is not None:
-            out.append(f"the {s.name} split is {plan.size / 1e6:,.0f} MB: {plan.read / 1e6:,.1f} "
-                       f"MB of it ({s.share:.1%}) were read, in {len(plan.windows)} windows "
+            out.append(f"the {s.name} split is {_mb(plan.size)}: {_mb(plan.read)} of it "
+                       f"({s.share:.1%}) were read, in {len(plan.windows)} windows "
                        "spread evenly; its documents, characters and tokens are estimates "
                        "(--full reads it all)")
         else:
@@ -536,9 +541,9 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
 
     tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts)
     if trained_on and "train" in plans and plans["train"].share < 1.0:
-        trained_on = f"a {plans['train'].read / 1e6:,.1f} MB sample of the training split"
+        trained_on = f"a {_mb(plans['train'].read)} sample of the training split"
     elif trained_on and head_cut:
-        trained_on = f"the first {budget / 1e6:,.0f} MB of the training split"
+        trained_on = f"the first {_mb(budget)} of the training split"
     used: set[int] = set()
     hashes = Hashes()
     stats = []
