@@ -175,3 +175,32 @@ def test_a_missing_dataset_is_one_line(home):
     proc = run_cli("data", "inspect", "nowhere.txt", home=home)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: dataset 'nowhere.txt' is not a file or folder")
+
+
+def test_a_text_over_the_sample_size_is_sampled_and_says_so(home):
+    (home / "big.txt").write_text(corpus_text(3_000_000, seed=3), encoding="utf-8")
+    proc = run_cli("data", "inspect", "big.txt", "--tokenizer", "byte", "--sample-mb", "1",
+                   home=home)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "sampled:    the figures marked ~ are estimates from a sample" in out
+    assert "% read)" in out and "~" in out
+    assert "note: the train split is 2.6 MB: 1.0 MB of it (" in out
+    assert "windows spread evenly" in out and "--full reads it all" in out
+    r = inspect(home, "big.txt", "--tokenizer", "byte", "--sample-mb", "1")
+    assert r["sampled"] is True and r["splits"][0]["sampled"] is True
+    assert 0.3 < r["splits"][0]["share"] < 0.45
+    assert abs(r["splits"][0]["characters"] / 2_700_000 - 1) < 0.05
+    full = inspect(home, "big.txt", "--tokenizer", "byte", "--full")
+    assert full["sampled"] is False and full["notes"] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sample-mb", "0"], "error: --sample-mb must be > 0 (got 0)"),
+    (["--full", "--sample-mb", "8"], "error: --full reads everything: it takes no --sample-mb"),
+])
+def test_bad_sampling_options_are_one_line(home, args, message):
+    (home / "t.txt").write_text(corpus_text(2_000), encoding="utf-8")
+    proc = run_cli("data", "inspect", "t.txt", *args, home=home)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message)

@@ -87,12 +87,13 @@ def _report_data(r) -> None:
                 "empty", "duplicates", "bad bytes", "control chars"):
         table.add_column(col, justify="left" if col in ("split", "from") else "right")
     for s in r.splits:
-        est = "~" if s.sampled else ""
+        def fig(n: int, s=s) -> str:
+            return f"~{n:,}" if s.sampled and n else f"{n:,}"
+
         table.add_row(s.name, s.origin + (f" ({s.share:.1%} read)" if s.sampled else ""),
-                      *(f"{est}{n:,}" for n in (s.documents, s.characters, s.tokens)),
-                      f"{s.median_tokens:,}", f"{s.p90_tokens:,}",
-                      *(f"{est}{n:,}" for n in (s.empty, s.duplicates, s.undecodable_bytes,
-                                                s.nonprintable)))
+                      fig(s.documents), fig(s.characters), fig(s.tokens),
+                      f"{s.median_tokens:,}", f"{s.p90_tokens:,}", fig(s.empty),
+                      fig(s.duplicates), fig(s.undecodable_bytes), fig(s.nonprintable))
     rich_console().print(table)
     if r.histogram:
         read = sum(s.documents_read for s in r.splits)
