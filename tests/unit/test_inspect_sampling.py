@@ -9,6 +9,8 @@ import json
 import random
 import tracemalloc
 
+import pytest
+
 from llm_trainer.data import inspect as data_inspect
 from llm_trainer.data import sources
 from llm_trainer.data.inspect import Hashes, Reservoir, _Measure, window_documents
@@ -71,10 +73,6 @@ def test_a_text_over_the_budget_is_sampled_and_its_estimates_are_close(tmp_path)
     # deterministic: the same windows, the same reservoir
     again = inspect(path, tmp_path, sample_bytes=budget)
     assert {**again, "seconds": 0} == {**r, "seconds": 0}
-    # --full reads everything: exact
-    full = inspect(path, tmp_path, full=True)
-    assert full["sampled"] is False and full["notes"] == []
-    assert sum(s["documents"] for s in full["splits"]) == true_docs
 
 
 def test_the_tokenizer_is_trained_on_the_sample(tmp_path):
@@ -85,6 +83,7 @@ def test_the_tokenizer_is_trained_on_the_sample(tmp_path):
     assert any("bpe tokenizer was trained on a" in n for n in r["notes"])
 
 
+@pytest.mark.slow  # imports datasets (the fast suite's 30 s budget)
 def test_a_table_is_counted_whole_and_measured_in_part(tmp_path):
     paras = paragraphs_of(3_000, seed=3)
     path = tmp_path / "d.jsonl"
@@ -141,6 +140,7 @@ def _peak(n: int) -> tuple[int, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # 75,000 documents under tracemalloc: ~5 s
 def test_memory_does_not_grow_with_the_documents(monkeypatch):
     """Twice the documents, the same peak: every document is hashed (short ones too, here)
     and the caps are small, so both runs are past them. The former inspect kept a length
@@ -151,3 +151,23 @@ def test_memory_does_not_grow_with_the_documents(monkeypatch):
     (small, dup1), (large, dup2) = _peak(25_000), _peak(50_000)
     assert large - small < 25_000 * 4, (small, large)  # under 4 bytes per document more
     assert abs(dup1 / 2_500 - 1) < 0.5 and abs(dup2 / 5_000 - 1) < 0.5  # still estimated
+
+
+@pytest.mark.slow  # a full pass and a sample of 3 MB in 1 KB reads: ~4 s
+def test_a_text_without_blank_lines_is_sampled_in_documents_of_the_longest_length(
+        tmp_path, monkeypatch):
+    """One sentence a line, no blank line: training cuts it into documents of at most
+    DOC_MAX_CHARS (at a line break); windows inside such a paragraph find about as many."""
+    monkeypatch.setattr(sources, "DOC_MAX_CHARS", 4_000)
+    monkeypatch.setattr(sources, "READ_BYTES", 1_000)  # paragraphs() cuts once a piece
+    rng = random.Random(4)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30)))
+             for _ in range(40_000)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # ~3.6 MB
+    full = inspect(path, tmp_path, full=True)
+    r = inspect(path, tmp_path, sample_bytes=512 << 10)
+    assert r["splits"][0]["sampled"] and not full["sampled"]
+    for key in ("documents", "characters"):
+        true, est = (sum(s[key] for s in x["splits"]) for x in (full, r))
+        assert abs(est / true - 1) < 0.05, (key, est, true)

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.data import sources
 from llm_trainer.data.sources import LOCAL_HINT, Document, Gap, SourceFile, resolve_dataset
 from llm_trainer.data.spec import DatasetKind, TextSource, file_format
 from llm_trainer.data.tokenizer import TextTokenizer
@@ -60,7 +61,6 @@ NONPRINTABLE_SHARE = 0.001
 SAMPLE_BYTES = 64 << 20  # a split of more text than this is sampled (--full reads it all)
 WINDOW_BYTES = 1 << 20  # a text sample is read in windows of this size ...
 MIN_WINDOWS = 16  # ... and at least this many (smaller windows for a small budget)
-MAX_DOCUMENT_BYTES = 16 << 20  # a sampled document longer than this is cut there
 RESERVOIR = 1 << 16  # document lengths kept for the percentiles
 HASH_CAP = 1 << 17  # distinct document hashes kept for duplicates and overlap
 TOKENIZE_BATCH = 2048  # documents tokenized at a time
@@ -288,7 +288,7 @@ class _Segment:
 
 @dataclass
 class _TextPlan:
-    """How a split of plain-text files is read by bytes: ``windows`` (file, from, to, and the
+    """How a split of plain-text files is sampled: ``windows`` (file, from, to, and the
     range the file has in the split) spread evenly over its ``size`` bytes."""
 
     size: int
@@ -305,8 +305,8 @@ class _TextPlan:
 
 def _text_groups(source: TextSource) -> dict[str, list[_Segment]] | None:
     """Each split's byte ranges of files, for a local dataset of plain-text files only
-    (None otherwise: it is streamed). Held out, the files laid end to end are cut at the
-    last ``val_fraction`` of their bytes (training cuts characters: the same for ASCII)."""
+    (None otherwise: it is streamed). Held out, the files laid end to end are cut where
+    training cuts them: the last ``val_fraction`` of their bytes, at a line break."""
     files = getattr(source, "files", None)
     groups = getattr(source, "groups_of", None)
     if (source.dataset.kind is not DatasetKind.LOCAL or not files or groups is None
@@ -315,7 +315,9 @@ def _text_groups(source: TextSource) -> dict[str, list[_Segment]] | None:
     if source.held_out:
         sizes = [(f, f.stat().st_size) for f in groups["train"]]
         total = sum(n for _, n in sizes)
-        cut = int(total * (1 - source.val_fraction))
+        byte_cut = getattr(source, "_byte_cut", None)  # training's cut, when it has one
+        cut = (byte_cut([n for _, n in sizes]) if byte_cut else
+               int(total * (1 - source.val_fraction)))
         return {"train": _range(sizes, 0, cut), "val": _range(sizes, cut, total)}
     return {split: _range([(f, f.stat().st_size) for f in groups[split]], 0, 1 << 62)
             for split in ("train", "val")}
@@ -332,16 +334,13 @@ def _range(sizes: list[tuple[Path, int]], lo: int, hi: int) -> list[_Segment]:
     return out
 
 
-def _plan(segments: list[_Segment], budget: int | None) -> _TextPlan:
-    """Windows spread evenly over the segments, ``budget`` bytes in all (None: windows
-    tiling them, everything read)."""
+def _plan(segments: list[_Segment], budget: int) -> _TextPlan | None:
+    """Windows spread evenly over the segments, ``budget`` bytes in all; None when they
+    hold no more than that (read whole, as training reads them)."""
     size = sum(s.end - s.start for s in segments)
+    if size <= budget:
+        return None
     plan = _TextPlan(size)
-    if budget is None or size <= budget:
-        for s in segments:
-            for a in range(s.start, s.end, WINDOW_BYTES):
-                plan.windows.append((s.path, a, min(a + WINDOW_BYTES, s.end), s.start, s.end))
-        return plan
     n = max(MIN_WINDOWS, budget // WINDOW_BYTES)
     width = max(1, budget // n)
     bounds, pos = [], 0
@@ -365,51 +364,84 @@ def _plan_documents(plan: _TextPlan) -> Iterator[Document]:
 
 
 def window_documents(path: Path, a: int, b: int, r0: int, r1: int) -> Iterator[Document]:
-    """The paragraphs of ``path`` that start in bytes ``[a, b)``, read whole (to the next
-    blank line, the end ``r1`` of the range ``[r0, r1)`` the file has in the split, or
-    ``MAX_DOCUMENT_BYTES`` past ``b``). A paragraph starts at ``r0`` or after a blank line,
-    so windows tiling a range give each of its paragraphs once. Undecodable bytes are counted
-    (``bad``) and shown as U+FFFD, as a lenient ``TextSource`` does."""
+    """The documents of ``path`` that start in bytes ``[a, b)`` of the range ``[r0, r1)`` it
+    has in a split, each read whole, as ``sources.paragraphs`` cuts them: a paragraph (text
+    between blank lines) starts at ``r0`` or after a blank line, and one longer than
+    ``DOC_MAX_CHARS`` is cut into documents at the last line break before that length. A
+    window that starts inside such a long paragraph cannot see where it began: its first
+    document there is taken to start at the first line break after a point drawn (seeded by
+    ``a``) in the next ``DOC_MAX_CHARS`` bytes, so that windows find as many as there are,
+    on average. Undecodable bytes are counted
+    (``bad``) and shown as U+FFFD, as a lenient ``TextSource`` does. Memory: the window and
+    one document."""
+    limit = sources.DOC_MAX_CHARS
     try:
         with open(path, "rb") as fh:
             s0 = a if a <= r0 else max(r0, a - 64)  # a blank line may end just after a
             fh.seek(s0)
-            buf = fh.read(b - s0)
-            first = 0 if a <= r0 else next(
-                (m.end() for m in SEPARATOR.finditer(buf) if m.end() + s0 >= a), None)
-            if first is None or first + s0 >= b:
-                return  # no paragraph starts here
-            last = first  # read on until the last paragraph starting before b ends
-            for m in SEPARATOR.finditer(buf, first):
-                if m.end() + s0 < b:
-                    last = m.end()
-            searched = last
-            while SEPARATOR.search(buf, searched) is None:
-                end = s0 + len(buf)
-                more = (fh.read(min(WINDOW_BYTES, r1 - end))
-                        if end < r1 and end - b < MAX_DOCUMENT_BYTES else b"")
-                if not more:
+            buf = bytearray(fh.read(b - s0))
+
+            def reach(upto: int) -> None:  # read on to byte upto (of the file), or r1
+                while s0 + len(buf) < min(upto, r1):
+                    more = fh.read(min(WINDOW_BYTES, min(upto, r1) - s0 - len(buf)))
+                    if not more:
+                        break
+                    buf.extend(more)
+
+            if a <= r0:
+                pos = a
+            else:  # the first blank line ending in the window, or a long paragraph's cut
+                first = next((s0 + m.end() for m in SEPARATOR.finditer(buf)
+                              if s0 + m.end() >= a), b)
+                grid = a + random.Random(a).randrange(limit)  # not aligned with windows
+                nl = buf.find(b"\n", grid - s0, first - s0) if grid < first else -1
+                pos = s0 + nl + 1 if nl >= 0 else first
+            docs = []
+            while pos < b:
+                while True:  # the blank line that ends this paragraph, read up to a document
+                    m = SEPARATOR.search(buf, pos - s0)
+                    have = s0 + len(buf)
+                    if m is not None or have >= min(pos + limit + 64, r1):
+                        break
+                    reach(min(have + WINDOW_BYTES, pos + limit + 64))
+                    if s0 + len(buf) == have:
+                        break
+                end = s0 + m.start() if m else s0 + len(buf)
+                if end - pos > limit:  # cut as paragraphs() cuts a long one
+                    nl = buf.rfind(b"\n", pos - s0, pos - s0 + limit + 1)
+                    if nl > pos - s0:
+                        docs.append(_document(bytes(buf[pos - s0:nl])))
+                        pos = s0 + nl + 1
+                    else:
+                        cut = pos - s0 + limit
+                        while cut > pos - s0 and (buf[cut] & 0xC0) == 0x80:
+                            cut -= 1  # not inside a character
+                        docs.append(_document(bytes(buf[pos - s0:cut])))
+                        pos = s0 + cut
+                    continue
+                text = bytes(buf[pos - s0:end - s0])
+                if m is None and end >= r1:  # the range's last line break ends it
+                    text = text.rstrip(b" \t\r\f\v")
+                    text = text[:-1] if text.endswith(b"\n") else bytes(buf[pos - s0:end - s0])
+                docs.append(_document(text))
+                if m is None:
                     break
-                searched = max(last, len(buf) - 64)
-                buf += more
+                pos = s0 + m.end()
+                del buf[:max(0, pos - s0 - 64)]  # what is read stays bounded
+                s0 += max(0, pos - s0 - 64)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    start = first
-    for m in SEPARATOR.finditer(buf, first):
-        if start + s0 >= b:
-            return
-        yield from _document(buf[start:m.start()])
-        start = m.end()
-    if start + s0 < b:
-        yield from _document(buf[start:])
+    for d in docs:
+        if d is not None:
+            yield d
 
 
-def _document(data: bytes) -> Iterator[Document]:
+def _document(data: bytes) -> Document | None:
     text = data.decode("utf-8", "surrogateescape")
     if not text.strip():
-        return
+        return None
     bad = len(ESCAPED.findall(text))
-    yield Document(ESCAPED.sub("\ufffd", text) if bad else text, bad=bad)
+    return Document(ESCAPED.sub("\ufffd", text) if bad else text, bad=bad)
 
 
 # ---------------------------------------------------------------------------- advice
@@ -519,13 +551,7 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
     groups = _text_groups(source)
     plans: dict[str, _TextPlan] = {}
     if groups is not None and budget is not None:
-        plans = {k: _plan(v, budget) for k, v in groups.items()}
-        if all(p.share >= 1.0 for p in plans.values()):
-            plans = {}  # small enough: read as training reads it, exactly
-        elif source.held_out:
-            pass  # both splits by bytes: the character cut would read the whole text
-        else:
-            plans = {k: p for k, p in plans.items() if p.share < 1.0}
+        plans = {k: p for k, v in groups.items() if (p := _plan(v, budget)) is not None}
 
     def documents(split: str) -> Iterator[Document]:
         if split in plans:
@@ -540,7 +566,7 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
                 _head(texts, budget, head_cut))
 
     tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts)
-    if trained_on and "train" in plans and plans["train"].share < 1.0:
+    if trained_on and "train" in plans:
         trained_on = f"a {_mb(plans['train'].read)} sample of the training split"
     elif trained_on and head_cut:
         trained_on = f"the first {_mb(budget)} of the training split"
