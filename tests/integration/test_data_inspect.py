@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from llm_trainer.data.tokenizer import TextTokenizer
 from tests.helpers import corpus_text, run_cli
 
 pytestmark = pytest.mark.slow  # a CLI process per case (datasets is imported for tables)
@@ -51,7 +52,8 @@ def test_a_text_file_and_the_json_schema(home):
     # byte tokenizer: one token per byte (the corpus is ASCII), so tokens == characters
     assert train["tokens"] == train["characters"] and val["tokens"] == val["characters"]
     assert 0.08 < val["characters"] / (train["characters"] + val["characters"]) < 0.12
-    assert r["tokenizer"] == {"spec": "byte", "kind": "byte", "vocab_size": 256,
+    byte_vocab = TextTokenizer.build_byte().vocab_size  # 256 bytes and the separator
+    assert r["tokenizer"] == {"spec": "byte", "kind": "byte", "vocab_size": byte_vocab,
                               "used": r["tokenizer"]["used"], "trained_on": None}
     assert sum(b["documents"] for b in r["histogram"]) == train["documents"] + val["documents"]
 
