@@ -63,7 +63,9 @@ WINDOW_BYTES = 1 << 20  # a text sample is read in windows of this size ...
 MIN_WINDOWS = 16  # ... and at least this many (smaller windows for a small budget)
 RESERVOIR = 1 << 16  # document lengths kept for the percentiles
 HASH_CAP = 1 << 17  # distinct document hashes kept for duplicates and overlap
-TOKENIZE_BATCH = 2048  # documents tokenized at a time
+TOKENIZE_BATCH = 2048  # documents tokenized at a time, at most ...
+BATCH_CHARS = 1 << 19  # ... and characters (a token's encoding takes ~100 bytes)
+PIECE_CHARS = 1 << 14  # a longer document is tokenized in pieces (cut at a space)
 SEED = 0  # the reservoir's: the same data gives the same report
 
 SEPARATOR = re.compile(rb"\n[ \t\r\f\v]*\n")  # sources.PARAGRAPH, on bytes
@@ -195,7 +197,9 @@ class _Measure:
                  used: set[int] | None, hashes: Hashes, budget: int | None = None) -> None:
         self.stats = SplitStats(name, origin)
         self.tokenizer, self.used, self.hashes = tokenizer, used, hashes
-        self.batch: list[str] = []
+        self.batch: list[str] = []  # pieces of documents to tokenize
+        self.ends: list[bool] = []  # whether each piece ends its document
+        self.batch_chars = self.partial = 0  # partial: tokens of the document so far
         self.lengths = Reservoir()
         self.buckets: dict[int, int] = {}  # bit length of a token count -> documents
         self.budget, self.every, self.next_double = budget, 1, budget
@@ -220,20 +224,28 @@ class _Measure:
         stats.nonprintable += len(NONPRINTABLE.findall(doc.text))
         if len(body) >= DUPLICATE_MIN_CHARS:
             self.hashes.add(stats.name, body)
-        self.batch.append(doc.text)
-        if len(self.batch) >= TOKENIZE_BATCH:
-            self.flush()
+        for piece, last in _pieces(doc.text):
+            self.batch.append(piece)
+            self.ends.append(last)
+            self.batch_chars += len(piece)
+            if len(self.batch) >= TOKENIZE_BATCH or self.batch_chars >= BATCH_CHARS:
+                self.flush()
 
     def flush(self) -> None:
         if self.tokenizer is not None and self.batch:
-            for enc in self.tokenizer.tok.encode_batch(self.batch, add_special_tokens=False):
-                n = len(enc)
-                self.lengths.add(n)
-                self.buckets[n.bit_length()] = self.buckets.get(n.bit_length(), 0) + 1
-                self.stats.tokens += n
+            encodings = self.tokenizer.tok.encode_batch(self.batch, add_special_tokens=False)
+            for enc, last in zip(encodings, self.ends, strict=True):
+                self.partial += len(enc)
                 if self.used is not None and len(self.used) < self.tokenizer.vocab_size:
                     self.used.update(enc.ids)
+                if last:  # a document's last piece: its length is known
+                    n, self.partial = self.partial, 0
+                    self.lengths.add(n)
+                    self.buckets[n.bit_length()] = self.buckets.get(n.bit_length(), 0) + 1
+                    self.stats.tokens += n
         self.batch.clear()
+        self.ends.clear()
+        self.batch_chars = 0
 
     def finish(self, share: float | None = None, size: int | None = None) -> SplitStats:
         """The figures, scaled up by ``share`` (of the split's text read, for byte windows)
@@ -254,6 +266,18 @@ class _Measure:
         s.duplicates = self.hashes.duplicates(s.name)
         s.median_tokens, s.p90_tokens = self.lengths.percentile(0.5), self.lengths.percentile(0.9)
         return s
+
+
+def _pieces(text: str) -> Iterator[tuple[str, bool]]:
+    """``text`` in pieces of at most about ``PIECE_CHARS``, cut before a space (where the
+    tokenizers split words anyway), each with whether it is the last."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        cut = text.rfind(" ", start + 1, start + PIECE_CHARS)
+        cut = cut if cut > start else start + PIECE_CHARS
+        yield text[start:cut], False
+        start = cut
+    yield text[start:], True
 
 
 def _mb(n: int) -> str:
