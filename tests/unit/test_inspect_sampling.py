@@ -171,3 +171,16 @@ def test_a_text_without_blank_lines_is_sampled_in_documents_of_the_longest_lengt
     for key in ("documents", "characters"):
         true, est = (sum(s[key] for s in x["splits"]) for x in (full, r))
         assert abs(est / true - 1) < 0.05, (key, est, true)
+
+
+def test_full_trains_the_bpe_on_what_training_does(tmp_path, monkeypatch):
+    """--full: training's own cap on the BPE's text (data.prepare.BPE_SAMPLE_BYTES), said."""
+    from llm_trainer.data import prepare
+
+    monkeypatch.setattr(prepare, "BPE_SAMPLE_BYTES", 64 << 10)
+    path = tmp_path / "t.txt"
+    path.write_text("\n\n".join(paragraphs_of(600, seed=5)), encoding="utf-8")  # ~350 KB
+    r = inspect(path, tmp_path, tokenizer="bpe", vocab_size=300, full=True)
+    assert r["sampled"] is False
+    assert r["tokenizer"]["trained_on"] == "the first 0.1 MB of the training split"
+    assert any(n.endswith(", as training's is") for n in r["notes"])

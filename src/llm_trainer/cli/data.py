@@ -76,8 +76,8 @@ def _report_data(r) -> None:
              + (f"; other text columns: {', '.join(others)}" if others else ""))
     tok = r.tokenizer
     where = "the sample of training" if r.splits[0].sampled else "training"
-    trained = (f"; trained on {tok['trained_on']}" if tok["trained_on"] not in
-               (None, "the training split") else "")
+    on = tok["trained_on"] or ""
+    trained = f"; trained on {on}" if "sample" in on or "first" in on else ""
     echo(f"tokenizer:  {tok['spec']} ({tok['kind']}, {tok['vocab_size']:,} tokens, "
          f"{tok['used']:,} used in {where}{trained})")
     if r.sampled:

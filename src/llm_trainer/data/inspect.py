@@ -30,6 +30,7 @@ split, or its first ``SAMPLE_BYTES``. The report says what was sampled and how m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 import time
@@ -69,6 +70,7 @@ PIECE_CHARS = 1 << 14  # a longer document is tokenized in pieces (cut at a spac
 SEED = 0  # the reservoir's: the same data gives the same report
 
 SEPARATOR = re.compile(rb"\n[ \t\r\f\v]*\n")  # sources.PARAGRAPH, on bytes
+LEADING = re.compile(rb"(?:[ \t\r\f\v]*\n)+")  # sources.LEADING, on bytes
 ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
 
@@ -461,7 +463,8 @@ def window_documents(path: Path, a: int, b: int, r0: int, r1: int) -> Iterator[D
 
 
 def _document(data: bytes) -> Document | None:
-    text = data.decode("utf-8", "surrogateescape")
+    lead = LEADING.match(data)  # blank lines it starts with are a separator's, as in sources
+    text = (data[lead.end():] if lead else data).decode("utf-8", "surrogateescape")
     if not text.strip():
         return None
     bad = len(ESCAPED.findall(text))
@@ -553,9 +556,10 @@ def _notes(splits: list[SplitStats], plans: dict[str, _TextPlan], hashes: Hashes
         out.append(f"duplicates and overlap were tracked on 1/{hashes.scale:,} of the documents "
                    f"(chosen by hash, past {hashes.cap:,} distinct ones) and scaled up: "
                    "estimates")
-    if trained_on not in (None, "the training split"):
-        out.append(f"the {tokenizer} tokenizer was trained on {trained_on} only (--full "
-                   "trains it on all of it, as training does)")
+    if trained_on and ("sample" in trained_on or "first" in trained_on):
+        out.append(f"the {tokenizer} tokenizer was trained on {trained_on}"
+                   + (", as training's is" if not any(x.sampled for x in splits) else
+                      " only (--full trains it as training does)"))
     return out
 
 
@@ -583,17 +587,26 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
         return (d for d in source.documents(split, lenient=True) if not isinstance(d, Gap))
 
     head_cut: list[bool] = []  # the tokenizer's texts stopped at the budget
+    limit = budget
+    if budget is None and tokenizer == "bpe":  # training's own cap on the BPE's text
+        from llm_trainer.data.prepare import BPE_SAMPLE_BYTES
+        limit = BPE_SAMPLE_BYTES
 
     def train_texts() -> Iterator[str]:
         texts = (d.text for d in documents("train"))
-        return (texts if budget is None or "train" in plans else
-                _head(texts, budget, head_cut))
+        return texts if limit is None or "train" in plans else _head(texts, limit, head_cut)
 
-    tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts)
+    def val_texts() -> Iterator[str]:
+        return (d.text for d in documents("val"))
+
+    tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts, val_texts)
     if trained_on and "train" in plans:
-        trained_on = f"a {_mb(plans['train'].read)} sample of the training split"
+        trained_on = trained_on.replace("the training split",
+                                        f"a {_mb(plans['train'].read)} sample of the "
+                                        "training split")
     elif trained_on and head_cut:
-        trained_on = f"the first {_mb(budget)} of the training split"
+        trained_on = trained_on.replace("the training split",
+                                        f"the first {_mb(limit)} of the training split")
     used: set[int] = set()
     hashes = Hashes()
     stats = []
@@ -648,19 +661,20 @@ def _head(texts: Iterator[str], chars: int, cut: list[bool]) -> Iterator[str]:
             return
 
 
-def _tokenizer(spec: str, vocab_size: int,
-               train_texts: Callable[[], Iterator[str]]) -> tuple[TextTokenizer, str | None]:
+def _tokenizer(spec: str, vocab_size: int, train_texts: Callable[[], Iterator[str]],
+               val_texts: Callable[[], Iterator[str]]) -> tuple[TextTokenizer, str | None]:
     """The tokenizer training would build for this data, and what it was built from: a BPE
-    trained on the training documents, a char vocabulary of them (both one streamed pass),
-    bytes, or a tokenizer.json file. ``train_texts()`` yields the training documents afresh."""
+    trained on the training documents, a char vocabulary of both splits' (one streamed pass),
+    bytes, or a tokenizer.json file. ``train_texts()`` and ``val_texts()`` yield the
+    documents afresh."""
     if spec == "bpe":
         return TextTokenizer.train_bpe_from(train_texts(), vocab_size), "the training split"
     if spec == "char":
         chars: set[str] = set()
-        for text in train_texts():
+        for text in itertools.chain(train_texts(), val_texts()):
             chars.update(text)
-        chars.add("\n")  # documents are joined by blank lines in training
-        return TextTokenizer.build_char("".join(sorted(chars))), "the training split"
+        return (TextTokenizer.build_char("".join(sorted(chars))),
+                "the training split and the validation split")
     if spec == "byte":
         return TextTokenizer.build_byte(), None
     return TextTokenizer.from_file(Path(spec).expanduser()), None
