@@ -352,3 +352,14 @@ def test_a_hub_dataset_streams_when_the_hub_is_reachable(tmp_path, monkeypatch):
     assert [d.text for d in source.documents("train")] == rows[:-12]
     data = prep.load_tokens(source, TextTokenizer.build_byte(), tmp_path / "data")
     assert data.tokenizer.decode(_all(data.val).tolist()).split(EOT)[:-1] == rows[-12:]
+
+
+def test_a_text_without_blank_lines_is_cut_into_documents_at_line_breaks():
+    from llm_trainer.data.sources import DOC_MAX_CHARS, paragraphs
+
+    text = ("a line of thirty characters..\n" * 120_000)  # 3.6 MB, no blank line
+    for pieces in ([text], [text[i:i + (1 << 20)] for i in range(0, len(text), 1 << 20)]):
+        docs = list(paragraphs(pieces))
+        assert "".join(d.raw for d in docs) == text  # nothing lost or added
+        assert len(docs) == 4 and all(len(d.text) <= DOC_MAX_CHARS for d in docs)
+        assert all(d.text.endswith("..") for d in docs)  # cut at line breaks

@@ -167,7 +167,7 @@ def paragraphs(pieces: Iterable[str], lenient: bool = False) -> Iterator[Documen
             body.append(rest[:nl] if open_end else rest)
             edge = rest[nl:] if open_end else ""
             size += len(body[-1])
-            if size > DOC_MAX_CHARS:  # no blank line for long: cut a document here
+            while size > DOC_MAX_CHARS:  # no blank line for long: cut documents here
                 text = "".join(body)
                 at = text.rfind("\n", 0, DOC_MAX_CHARS + 1)
                 nl = "\n" if at > 0 else ""
