@@ -13,8 +13,9 @@ deleted afterwards unless ``--keep-corpora``). For each size and tokenizer:
   checkout (``python -m llm_trainer`` with ``PYTHONPATH=src``) under ``/usr/bin/time -v``.
   Figures: the whole command's wall time; peak memory, polled every 0.1 s over the whole
   process tree (the CLI, the worker, any preparation workers): the worker's own peak RSS,
-  the tree's summed RSS and summed PSS (PSS shares forked pages fairly; the RSS sum counts
-  them in each process), and ``time -v``'s maximum RSS (the largest single process, exact);
+  the tree's summed RSS and summed PSS (PSS shares forked pages fairly, the RSS sum counts
+  them in each process; PSS is costly to read, so only every 2 s), and ``time -v``'s
+  maximum RSS (the largest single process, exact);
   preparation time and MB/s from the run's log (an ``MB/s`` figure when it prints one, else
   ``tokenizer ready in Xs`` + ``tokenized in Ys``); token bytes on disk per source byte.
 - **the library**: the same tokenizer (the ``tokenizer.json`` of the run's checkpoint; with
@@ -210,35 +211,42 @@ def _kids_cpu() -> float:
 
 # ------------------------------------------------------------------ memory polling
 class TreeSampler:
-    """Peak memory of a process tree, polled: the whole tree summed (RSS and PSS), the
-    worker's own RSS, and the preparation workers under it summed."""
+    """Peak memory of a process tree, polled: the whole tree's RSS summed, the worker's own
+    RSS, the preparation workers under it summed; every ``pss_every`` seconds also the
+    tree's PSS summed (reading PSS walks the page tables: ~40 ms per GB resident, too dear
+    to do ten times a second without slowing down what is measured)."""
 
-    def __init__(self, root_pid: int) -> None:
+    def __init__(self, root_pid: int, pss_every: float = 2.0) -> None:
         self.root = psutil.Process(root_pid)
         self.peak = {"tree_rss": 0, "tree_pss": 0, "worker_rss": 0, "worker_children_rss": 0,
                      "cli_rss": 0}
         self.max_processes = 0
-        self.pids: set[int] = set()
+        self.samples = 0
+        self.pss_every = pss_every
+        self.last_pss = -1e9
 
     def sample(self) -> None:
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
+        now = time.perf_counter()
+        with_pss = now - self.last_pss >= self.pss_every
+        if with_pss:
+            self.last_pss = now
         rss = pss = kids = 0
         for p in procs:
             try:
                 name = " ".join(p.cmdline()[1:4])
-                try:
-                    info = p.memory_full_info()
-                    p_rss, p_pss = info.rss, getattr(info, "pss", info.rss)
-                except psutil.AccessDenied:
-                    p_rss = p_pss = p.memory_info().rss
+                p_rss = p.memory_info().rss
+                if with_pss:
+                    try:
+                        pss += getattr(p.memory_full_info(), "pss", p_rss)
+                    except psutil.AccessDenied:
+                        pss += p_rss
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
-            self.pids.add(p.pid)
             rss += p_rss
-            pss += p_pss
             if "llm_trainer.worker" in name:
                 self.peak["worker_rss"] = max(self.peak["worker_rss"], p_rss)
                 try:
@@ -248,8 +256,10 @@ class TreeSampler:
                     pass
             elif "-m llm_trainer" in name:
                 self.peak["cli_rss"] = max(self.peak["cli_rss"], p_rss)
+        self.samples += 1
         self.peak["tree_rss"] = max(self.peak["tree_rss"], rss)
-        self.peak["tree_pss"] = max(self.peak["tree_pss"], pss)
+        if with_pss:
+            self.peak["tree_pss"] = max(self.peak["tree_pss"], pss)
         self.peak["worker_children_rss"] = max(self.peak["worker_children_rss"], kids)
         self.max_processes = max(self.max_processes, len(procs))
 
@@ -351,6 +361,7 @@ def run_train(corpus: Path, kind: str, *, python: str, timeout: float, keep_dir:
                                   else f"failed (exit {proc.returncode})")
     result["peak"] = dict(sampler.peak)
     result["max_processes"] = sampler.max_processes
+    result["memory_samples"] = sampler.samples
     result["others_cpu_share"] = cpu.share
     result["cores_used"] = cpu.ours_cores
     if time_file.is_file():
@@ -457,9 +468,9 @@ def markdown(report: dict) -> str:
              "`/usr/bin/time -v`'s. The library: `tokenizers` `encode_batch` over the same "
              "file in line-aligned 1 MB chunks, all cores, ids to numpy.", "",
              "| corpus | tokenizer | whole command | preparation | ours MB/s | tokenizers MB/s "
-             "(all cores) | ours / library | peak RSS worker | peak tree RSS sum (PSS sum) | "
-             "max RSS one process | token bytes per source byte | CPU used by others (train, "
-             "library) | status |",
+             "(all cores) | ours / library | peak RSS worker | peak tree RSS sum (PSS sum, "
+             "per 2 s) | max RSS one process | token bytes per source byte | "
+             "CPU used by others (train, library) | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["cases"]:
         tr, lib = c.get("train") or {}, c.get("library") or {}
