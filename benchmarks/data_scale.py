@@ -359,14 +359,17 @@ def run_train(corpus: Path, kind: str, *, python: str, timeout: float, keep_dir:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = TreeSampler(proc.pid)
         status = None
-        while proc.poll() is None:
-            sampler.sample()
-            if time.perf_counter() - t0 > timeout:
+        try:
+            while proc.poll() is None:
+                sampler.sample()
+                if time.perf_counter() - t0 > timeout:
+                    status = f"killed after {duration(timeout)} (--timeout)"
+                    break
+                time.sleep(interval)
+        finally:  # a timeout, Ctrl-C or an error here: leave no training behind
+            if proc.poll() is None:
                 sampler.kill()
                 proc.wait()
-                status = f"killed after {duration(timeout)} (--timeout)"
-                break
-            time.sleep(interval)
     wall = time.perf_counter() - t0
     result["wall_s"] = wall
     result["returncode"] = proc.returncode
