@@ -43,11 +43,12 @@ def test_preparation_from_a_log_that_prints_mb_per_s(ds):
     log = ("10:00:00 device: cpu\n"
            "10:00:01 preparing data: vocabulary...\n"
            "10:00:30 preparing data 50% 30.5 MB/s 1,000 tokens/s ETA 29s\n"
-           "10:01:00 prepared 1.00 GB in 59.0s (33.9 MB/s)\n"
+           "10:01:00 tokenized in 59.0s (1,000,000 tokens this time, 33.9 MB/s)\n"
            "10:01:00 data: big.txt: 1,000 training tokens\n")
     prep = ds.parse_prepare(log, 1_000_000_000)
     assert prep["tokenize_mb_per_s"] == 33.9  # the last figure the log printed
-    assert prep["prepare_s"] == 60.0  # the log's clock
+    assert prep["tokenizing_s"] == 59.0
+    assert prep["prepare_s"] == 60.0  # no "tokenizer ready" line: the log's clock
     assert prep["mb_per_s"] == pytest.approx(1000 / 60)
 
 
