@@ -27,9 +27,15 @@ deleted afterwards unless ``--keep-corpora``). For each size and tokenizer:
   into a numpy array as a real pipeline must; in a separate process, so its memory is its
   own. Ratio: ours / library MB/s.
 
-The JSON (``--out``) holds every figure; a markdown table for benchmarks/RESULTS.md is printed,
-with a "scale on paper" section: disk, time and memory for a 40 GB corpus extrapolated from
-the measured sizes by a least-squares line (through the origin when one size was measured).
+Expect hours at the default sizes on 2 cores: the library's char tokenizer (a regex split
+per character) runs at ~0.5-1 MB/s here, over an hour for 4 GB; ``--library-mb 250`` measures
+its rate on the first 250 MB of each file (the rate does not depend on the file's size).
+Every figure is printed next to the share of the CPU that other processes used meanwhile.
+
+The JSON (``--out``, rewritten after every case) holds every figure. Markdown tables for
+benchmarks/RESULTS.md are printed (memory with the issue's goals checked, speed), and "scale
+on paper": disk, time and memory for a 40 GB corpus extrapolated from the measured sizes by
+a least-squares line (through the origin when one size was measured).
 """
 
 from __future__ import annotations
