@@ -30,10 +30,18 @@ def _weights(model_dir):
     return load_file(str(resolve_checkpoint(model_dir, "latest").path / "model.safetensors"))
 
 
-def test_pause_and_resume_equals_an_uninterrupted_run_bitwise(home, corpus):
+@pytest.mark.parametrize("layout", ["one shard", "many shards, Feistel order"])
+def test_pause_and_resume_equals_an_uninterrupted_run_bitwise(home, corpus, layout,
+                                                               monkeypatch):
+    if layout != "one shard":  # windows span shards; the order is computed per index
+        monkeypatch.setenv("LLM_TRAINER_SHARD_TOKENS", "4000")
+        monkeypatch.setattr("llm_trainer.data.prepare.TASK_CHARS", 3000)
+        monkeypatch.setattr("llm_trainer.data.batches.PERMUTE_IN_MEMORY", 16)
     cfg = _cfg(corpus)
-    straight = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "a"), Recorder())
+    rec = Recorder()
+    straight = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "a"), rec)
     assert straight.status == "completed" and straight.step == 40
+    assert (rec.info["dataset"]["shards"] > 5) == (layout != "one shard")
 
     flag = Flag()
     paused = run_training(TrainingJob(config=cfg, home=home, model_dir=home / "b", stop=flag),

@@ -8,7 +8,8 @@ on its own; a second run on the same data finds the cache and starts in millisec
    over the first ``BPE_SAMPLE_BYTES``; char: every character of both splits) and cached in
    ``<home>/data/tokenizers/`` by dataset and kind.
 2. **The tokens** (``load_tokens``): the documents stream through worker processes that
-   encode them (``num_proc``, default the cores this process may use) and come back in
+   encode them (``num_proc``, default this run's share of the cores: ``cpu_share``) and
+   come back in
    order; the main process writes them to shards of about ``SHARD_TOKENS`` tokens
    (``data.shards``), each followed by the separator (``TextTokenizer.encode_texts``). A shard
    is committed (renamed into place, then recorded in ``progress.json``) before the next
@@ -297,7 +298,8 @@ def _prepare(source: TextSource, tokenizer: TextTokenizer, folder: Path, key: di
     """Tokenize the source into ``folder``, resuming after its committed shards."""
     progress = Progress.read(folder, key)
     total = source.nbytes or 0
-    procs = _procs(num_proc) if total >= POOL_MIN_BYTES or num_proc else 1
+    procs = _procs(num_proc, folder.parent.parent.parent) \
+        if total >= POOL_MIN_BYTES or num_proc else 1
     resumed = len(progress.shards)
     hooks.say(f"tokenizing {source.description} with {procs} process"
               f"{'es' if procs > 1 else ''}"
@@ -373,13 +375,18 @@ def _prepare(source: TextSource, tokenizer: TextTokenizer, folder: Path, key: di
     return manifest
 
 
-def _procs(num_proc: int | None) -> int:
+def _procs(num_proc: int | None, home: Path) -> int:
+    """``num_proc``, or this process's share of the cores it may use: the cores divided
+    among the runs training in the same home now (``cpu_share``) and this one."""
     if num_proc is not None:
         return max(1, num_proc)
+    from llm_trainer import cpu_share
+
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return cpu_share.threads_per_process(cpu_share.active_processes(home) + 1, cores)
 
 
 @dataclass
