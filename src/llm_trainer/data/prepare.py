@@ -9,8 +9,7 @@ on its own; a second run on the same data finds the cache and starts in millisec
    ``<home>/data/tokenizers/`` by dataset and kind.
 2. **The tokens** (``load_tokens``): the documents stream through worker processes that
    encode them (``num_proc``, default this run's share of the cores: ``cpu_share``) and
-   come back in
-   order; the main process writes them to shards of about ``SHARD_TOKENS`` tokens
+   come back in order; the main process writes them to shards of about ``SHARD_TOKENS`` tokens
    (``data.shards``), each followed by the separator (``TextTokenizer.encode_texts``). A shard
    is committed (renamed into place, then recorded in ``progress.json``) before the next
    begins, so a stopped or killed preparation resumes after its last committed shard. Memory
