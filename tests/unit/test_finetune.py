@@ -169,3 +169,20 @@ def test_a_padded_embedding_imports_and_resumes(tmp_path, home, corpus):
                                model_dir=home / "p", init=InitFrom(ckpt.path, InitMode.CONTINUE)),
                    [Recorder()])
     assert more.status == "completed" and more.step == 30  # continue: 20 more
+
+
+def test_an_imported_tokenizer_without_a_separator_is_kept_as_it_is(tmp_path, home, corpus):
+    """The imported embedding has no row for an added <|endoftext|>: the model's tokenizer is
+    used unchanged, and its data is the plain text (no separators)."""
+    from llm_trainer.data.tokenizer import TextTokenizer
+
+    folder = make_hf_gpt2(tmp_path / "bytes-gpt2", corpus_text(5_000), vocab_size=300)
+    TextTokenizer.build_byte(eot=False).save(folder / "tokenizer.json")  # 256 tokens, no EOT
+    src = inspect_hf_folder(f"hf:{folder}")
+    rec = Recorder()
+    result = train(TrainingJob(config=_cfg(src, corpus, **{"train.max_steps": 3}), home=home,
+                               model_dir=home / "m", init=InitFrom(src.path, InitMode.IMPORT)),
+                   [rec])
+    assert result.status == "completed"
+    assert rec.info["tokenizer"]["vocab_size"] == 256
+    assert rec.info["dataset"]["separator"] is None

@@ -290,15 +290,22 @@ def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
     """The tokenized data (with the checkpoint's tokenizer when there is one). Rank 0
     downloads / tokenizes into the cache first; the others then read the cache."""
     from llm_trainer.data.prepare import prepare_data
+    from llm_trainer.data.tokenizer import TextTokenizer, tokenizer_kind
 
     if not dist.is_main:
         dist.barrier()
     stop = job.stop.is_set if job.stop is not None else None
+    tokenizer = start.tokenizer if start else None
+    if tokenizer is None and job.init is not None and job.init.mode == InitMode.IMPORT \
+            and tokenizer_kind(cfg.data.tokenizer) == "file":
+        # an imported model's tokenizer as it is: its embedding has no row for an added
+        # separator (its own <|endoftext|> / </s> separates documents when it has one)
+        tokenizer = TextTokenizer.from_file(Path(cfg.data.tokenizer).expanduser())
     data = prepare_data(
         dataset=cfg.data.dataset, tokenizer_spec=cfg.data.tokenizer,
         vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
         text_column=cfg.data.text_column, data_dir=job.home / "data",
-        explicit=job.dataset_explicit, tokenizer=start.tokenizer if start else None, log=log,
+        explicit=job.dataset_explicit, tokenizer=tokenizer, log=log,
         progress=job.on_prepare if dist.is_main else None, stop=stop,
         val_max_tokens=cfg.data.val_max_tokens)
     if dist.is_main:
