@@ -20,6 +20,9 @@ from typing import Any
 from llm_trainer.errors import UsageError
 
 CREATE_TIME_TOLERANCE_S = 0.5
+# a --foreground command's request to its worker: sample this many tokens when the run
+# completes, for the command to print (inference.samples.FinalSample)
+FINAL_SAMPLE_ENV = "LLM_TRAINER_FINAL_SAMPLE"
 
 
 def process_start_time(pid: int) -> float | None:
@@ -82,19 +85,21 @@ class FinishedProcess:
         return self.returncode
 
 
-def run_in_process(run_id: str, home: Path, *, log_path: Path, lock_fd: int) -> FinishedProcess:
+def run_in_process(run_id: str, home: Path, *, log_path: Path, lock_fd: int,
+                   env: dict[str, str] | None = None) -> FinishedProcess:
     """``python -m llm_trainer.worker RUN_ID --foreground`` without the child process:
     ``run_worker`` in this process, in the home, its output appended to ``log_path``, the
     training lock ``lock_fd`` handed over as a child inherits it (a duplicate descriptor named
-    in the environment). What a child would have changed only for itself is put back
-    afterwards: signal handlers, the working folder, the environment, torch's thread count
-    and random state. Training happens before this returns (a debugger or profiler sees it)."""
+    in the environment), ``env`` added to the environment. What a child would have changed
+    only for itself is put back afterwards: signal handlers, the working folder, the
+    environment, torch's thread count and random state. Training happens before this
+    returns (a debugger or profiler sees it)."""
     from llm_trainer.store.locks import LOCK_FD_ENV
     from llm_trainer.worker import run_worker
 
     handed = os.dup(lock_fd)  # the worker adopts it and closes it when it is done
     try:
-        with _as_a_child(home, log_path, {LOCK_FD_ENV: str(handed)}):
+        with _as_a_child(home, log_path, {**(env or {}), LOCK_FD_ENV: str(handed)}):
             code = run_worker(run_id, home, foreground=True)
     finally:
         _close_if_same_file(handed, lock_fd)  # the worker failed before taking it

@@ -141,6 +141,7 @@ class Service:
         plan = self.planner.plan_train(req)
         if req.auto_batch or plan.config.train.auto_batch:
             plan = self._auto_batch(plan)
+        plan.final_sample = req.final_sample
         return self.control.start(plan)
 
     def estimate(self, req: TrainRequest, *, timed_steps: int | None = None
@@ -201,14 +202,18 @@ class Service:
                more_epochs: int | None = None, or_more_epochs: int | None = None,
                restart_schedule: bool = False, options: LaunchOptions | None = None,
                sets: dict[str, Any] | None = None, foreground: bool = False,
-               command: list[str] | None = None, dist: DistLaunch | None = None) -> Launch:
+               command: list[str] | None = None, dist: DistLaunch | None = None,
+               final_sample: int = 0) -> Launch:
         """Continue exactly where a checkpoint stopped (``more_epochs``: N beyond it;
         ``or_more_epochs``: N more only if its plan is already finished). ``options``: the
-        launch options given (device, precision...), then ``sets`` (--set)."""
-        return self.control.start(self._plan_resume(
+        launch options given (device, precision...), then ``sets`` (--set).
+        ``final_sample``: as ``TrainRequest.final_sample``."""
+        plan = self._plan_resume(
             target, checkpoint=checkpoint, more_epochs=more_epochs,
             or_more_epochs=or_more_epochs, restart_schedule=restart_schedule, options=options,
-            sets=sets, foreground=foreground, command=command, dist=dist))
+            sets=sets, foreground=foreground, command=command, dist=dist)
+        plan.final_sample = final_sample
+        return self.control.start(plan)
 
     def presets(self) -> list[str]:
         """The built-in presets and this home's own, by name."""

@@ -206,7 +206,8 @@ class RunReporter(Callback):
                  f"(perplexity {r.perplexity:.2f}, best {r.best_val_loss:.4f})")
 
     def on_sample(self, trainer, s: events.Sample) -> None:
-        record = {"time": time.time(), "step": s.step, "prompt": s.prompt, "text": s.text}
+        record = {"time": time.time(), "step": s.step, "prompt": s.prompt, "text": s.text,
+                  **({"final": True} if s.final else {})}
         self.runs.append_sample(self.run_id, record)
         self.write_state(last_sample=record)
         self.log(f"step {s.step}: sample written to samples.jsonl")
@@ -346,7 +347,7 @@ def run_worker(run_id: str, home: Path, *, foreground: bool = False,
 
 def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: StopFlag) -> None:
     """The job of ``meta`` trained with the run's callbacks; the end written to the run."""
-    from llm_trainer.inference.samples import Sampler
+    from llm_trainer.inference.samples import FinalSample, Sampler
     from llm_trainer.training.estimate import EstimateCheck
     from llm_trainer.training.parts import TrainingJob
     from llm_trainer.training.trainer import train
@@ -354,7 +355,8 @@ def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: Stop
     job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag)
     job.on_prepare = reporter.on_prepare  # the phase in state.json while the data is prepared
     runtime = job.config.runtime
-    callbacks: list[Callback] = [reporter, CpuShare(
+    final_sample = FinalSample.from_env()  # before the others' on_end (TensorBoard closes)
+    callbacks: list[Callback] = [reporter, *([final_sample] if final_sample else []), CpuShare(
         home, meta.run_id, fixed_threads=runtime.num_threads),
         EstimateCheck(lambda **fields: reporter.write_state(durable=True, **fields))]
     sampler = Sampler.from_config(job.config.train)

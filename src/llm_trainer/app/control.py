@@ -108,10 +108,13 @@ class ProcessControl:
             env, fds = {LOCK_SOCKET_ENV: str(handover.path)}, ()
         else:
             env, fds = {LOCK_FD_ENV: str(lock.fd)}, (lock.fd,)  # inherited by the worker
+        asks = {launcher.FINAL_SAMPLE_ENV: str(plan.final_sample)} \
+            if plan.foreground and plan.final_sample > 0 else {}
+        env.update(asks)
         try:
             if plan.foreground and self.in_process and handover is None:
                 proc = launcher.run_in_process(run_id, self.home, log_path=paths.log,
-                                               lock_fd=lock.fd)
+                                               lock_fd=lock.fd, env=asks)
             elif plan.foreground:
                 with open(paths.log, "ab") as log:
                     proc = subprocess.Popen(cmd, cwd=str(self.home), stdin=subprocess.DEVNULL,

@@ -49,6 +49,7 @@ class TrainRequest:
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     dist: DistLaunch | None = None
     auto_batch: bool = False  # --batch-size auto: the largest micro-batch that fits
+    final_sample: int = 0  # with foreground: tokens the worker samples when the run completes
 
     @cached_property
     def overrides(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class LaunchPlan:
     dist: DistLaunch | None
     notes: list[str] = field(default_factory=list)
     batch_choice: BatchChoiceView | None = None  # set when --batch-size auto chose one
+    final_sample: int = 0  # foreground: the worker's sample at the end (FINAL_SAMPLE_ENV)
 
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained

@@ -69,7 +69,7 @@ def train(
                        preset=preset, name=name, model=model, data_from=data_from,
                        init_from=init_from, foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]], dist=dist,
-                       auto_batch=auto_batch)
+                       auto_batch=auto_batch, final_sample=sample if foreground else 0)
     svc = service()
     if dry_run:
         _report_estimate(svc.estimate(req), json_out)
@@ -102,12 +102,15 @@ def _report_launch(svc, launch, sample: int) -> None:
         return
     echo(f"run {launch.run_id} (pid {launch.pid}) training model {launch.model_name}; "
          "Ctrl-C pauses it with a checkpoint")
-    final = _follow(svc, launch)
+    final, interrupted = _follow(svc, launch)
     status = final.status
     if status == "completed":
         echo(f"completed: model {final.model} at step {final.step:,}; checkpoint "
              f"{final.checkpoint}")
-        if sample > 0:
+        written = final.last_sample
+        if sample > 0 and written and written.get("final") and written.get("step") == final.step:
+            _print_sample(final.model, sample, written["text"])
+        elif sample > 0 and not interrupted:  # the worker wrote none (several processes)
             _sample(svc, final.model, sample)
     elif status == "paused":
         echo(f"paused at step {final.step:,}; checkpoint {final.checkpoint}")
@@ -123,8 +126,9 @@ def _report_launch(svc, launch, sample: int) -> None:
                     hint=f"details: llm-trainer status {launch.run_id}")
 
 
-def _follow(svc, launch) -> RunView:
-    """Stream the worker's log and draw a progress bar from its state until it exits."""
+def _follow(svc, launch) -> tuple[RunView, bool]:
+    """Stream the worker's log and draw a progress bar from its state until it exits; the
+    last view, and whether Ctrl-C was pressed."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     from rich.text import Text
 
@@ -186,11 +190,13 @@ def _follow(svc, launch) -> RunView:
                                     description=f"step {step:,}/{total or '?'}")
     finally:
         signal.signal(signal.SIGINT, previous)
-    return final if final is not None else svc.run_view(launch.run_id)
+    return (final if final is not None else svc.run_view(launch.run_id)), interrupts > 0
 
 
 
 def _sample(svc, model: str, tokens: int) -> None:
+    """The sample at the end, drawn here (the worker draws it with the same settings:
+    ``inference.samples.final_sample_settings``)."""
     from llm_trainer.service import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=tokens, temperature=0.8, top_k=200, seed=0)
@@ -199,6 +205,13 @@ def _sample(svc, model: str, tokens: int) -> None:
     for piece in gen.stream(""):
         sys.stdout.write(piece)
         sys.stdout.flush()
+    echo("\n---")
+
+
+def _print_sample(model: str, tokens: int, text: str) -> None:
+    """What ``_sample`` prints, from the text the worker wrote."""
+    echo(f"--- sample from {model} ({tokens} tokens, temperature 0.8) ---")
+    sys.stdout.write(text)
     echo("\n---")
 
 
@@ -243,7 +256,8 @@ def resume(
     launch = svc.resume(target, checkpoint=checkpoint, more_epochs=more_epochs,
                         restart_schedule=restart_schedule, options=options,
                         sets=parse_sets(set_), foreground=foreground,
-                        command=["llm-trainer", *sys.argv[1:]], dist=dist)
+                        command=["llm-trainer", *sys.argv[1:]], dist=dist,
+                        final_sample=sample if foreground else 0)
     if launch.checkpoint and not foreground:
         echo(f"resuming from {launch.checkpoint}")
     _report_launch(svc, launch, sample)

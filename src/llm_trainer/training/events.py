@@ -111,3 +111,4 @@ class Sample(_Event):
     step: int
     prompt: str
     text: str
+    final: bool = False  # the end-of-run sample a --foreground command prints
