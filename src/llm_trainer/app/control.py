@@ -9,6 +9,7 @@ spawn ``python -m llm_trainer.worker`` (in its own session when detached, attach
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -207,4 +208,8 @@ class RunFollower:
                 time.sleep(self.poll)
                 yield "end", self.queries.run_view(self.run_id)
                 return
-            time.sleep(self.poll)
+            if process is None:
+                time.sleep(self.poll)
+            else:  # back as soon as the worker exits (a whole poll later costs start-up)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(self.poll)
