@@ -42,8 +42,34 @@ data_app.command("prepare")(data_prepare)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning known errors into one line and an exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point: run the app, turning known errors into one line and an exit code. As the
+    program itself (no ``argv``: the console script, ``python -m llm_trainer``) it then leaves
+    at once when nothing is left to run at exit (``_leave``)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    """Exit without the interpreter's teardown (freeing every module: ~0.1-0.2 s after a
+    foreground run, more where torch was imported) when no atexit handler is registered and
+    no other thread runs; otherwise return and let the normal exit happen."""
+    import atexit
+    import threading
+
+    pending = getattr(atexit, "_ncallbacks", lambda: 1)()
+    if pending or threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # a reader that went away: its output is lost anyway
+        code = code or 1
+    os._exit(code)
+
+
+def _main(args: list[str]) -> int:
     debug = "--debug" in args
     try:
         result = app(args=args, prog_name="llm-trainer", standalone_mode=False)
