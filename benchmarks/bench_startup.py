@@ -25,7 +25,10 @@ lines; both processes append to one file) and prints where the time goes, median
     .venv/bin/python benchmarks/bench_startup.py --nanogpt ../nanogpt \\
         --dataset ../shared/data/tinyshakespeare.txt --rounds 6 --breakdown 3
 
-The machine is shared: only figures from one invocation are comparable.
+The machine is shared: only figures from one invocation are comparable. Where
+``PYTHONDONTWRITEBYTECODE`` is set (as in this project's sandbox), every run compiles our
+modules from source (nanoGPT's two files too); ``--bytecode`` times both with a bytecode
+cache instead, as a normal install has.
 """
 
 from __future__ import annotations
@@ -82,9 +85,17 @@ class Runner:
         self.scratch, self.dataset, self.nanogpt = scratch, dataset, nanogpt
         self.template = scratch / "prepared-home"
         self.count = 0
+        self.bytecode = False
+
+    def base_env(self) -> dict[str, str]:
+        env = {**os.environ}
+        if self.bytecode:  # compiled modules cached (in the scratch folder) and read back
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(self.scratch / "pycache")
+        return env
 
     def env(self, src: Path, **extra: str) -> dict[str, str]:
-        env = {**os.environ, **extra}
+        env = {**self.base_env(), **extra}
         env["PYTHONPATH"] = os.pathsep.join(
             [str(src)] + ([extra["PROBE_DIR"]] if "PROBE_DIR" in extra else []))
         env.pop("LLM_TRAINER_HOME", None)
@@ -131,7 +142,7 @@ class Runner:
 
     def nano(self) -> dict[str, float]:
         out = self.scratch / "nanogpt-out"
-        env = {**os.environ}
+        env = self.base_env()
         env.pop("PYTHONPATH", None)
         return self.timed([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={out}"],
                           self.nanogpt, env)
@@ -257,12 +268,13 @@ def phases(lines: list[tuple[int, float, str]], start: float, end: float,
         "worker: final sample (200 tokens)": span("worker:> FinalSample.on_end",
                                                   "worker:< FinalSample.on_end"),
         "worker: end of run (records, lock) to exit": span("worker:< Trainer.fit",
-                                                            "worker:os._exit")
-        - span("worker:> FinalSample.on_end", "worker:< FinalSample.on_end"),
+                                                            "worker:os._exit"),
         "CLI: notices the worker's exit": max(0.0, first.get("cli:< _follow", 0.0) - last.get(
             "worker:os._exit", first.get("cli:< _follow", 0.0))),
         "CLI: final sample (import torch, load the checkpoint, 200 tokens)": span(
             "cli:> _sample", "cli:< _sample"),
+        "CLI: the rest of its output": span("cli:< _follow", "cli:< main")
+        - span("cli:> _sample", "cli:< _sample"),
         "CLI: exit (interpreter teardown)": end - last.get("cli:< main", end),
     })
     build = span("worker:> build_parts", "worker:< build_parts")
@@ -280,8 +292,8 @@ def breakdown(runner: Runner, src: Path, n: int) -> list[dict[str, float]]:
     probe_dir.mkdir(exist_ok=True)
     (probe_dir / "sitecustomize.py").write_text(PROBE % {"targets": TARGETS})
     results = []
-    for i in range(n):
-        marks = runner.scratch / f"marks-{i}.txt"
+    for _ in range(n):
+        marks = runner.scratch / f"marks-{runner.count}.txt"
         home = runner.fresh_home()
         start = time.time()
         proc = subprocess.Popen(ours_command(runner.dataset), cwd=home,
@@ -311,11 +323,15 @@ def main() -> None:
     ap.add_argument("--before", type=Path, help="another src/ tree to time as 'before'")
     ap.add_argument("--breakdown", type=int, default=0, help="probed runs of ours")
     ap.add_argument("--scratch", type=Path, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="let Python cache compiled modules (where PYTHONDONTWRITEBYTECODE is "
+                         "set, every run compiles ours from source)")
     args = ap.parse_args()
     dataset = args.dataset.resolve()
     src = REPO / "src"
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     runner = Runner(scratch, dataset, args.nanogpt.resolve() if args.nanogpt else None)
+    runner.bytecode = args.bytecode
     if runner.nanogpt:
         prepare_nanogpt(runner.nanogpt, dataset)
     runner.prepare(src)
@@ -347,10 +363,17 @@ def main() -> None:
                 print(f"{name} / nanoGPT: {median([f['wall'] for f in figures[name]]) / nano:.2f}x"
                       " (median walls)")
     if args.breakdown:
-        results = breakdown(runner, src, args.breakdown)
-        print(f"\nwhere the time goes (ours, {args.breakdown} probed runs, median seconds)")
-        for key in results[0]:
-            print(f"  {key:<68} {median([r[key] for r in results]):6.3f}")
+        trees = [("ours", src)] + ([("before", args.before.resolve())] if args.before else [])
+        tables = {name: [] for name, _ in trees}
+        for _ in range(args.breakdown):  # alternating, one probed run of each at a time
+            for name, tree in trees:
+                tables[name] += breakdown(runner, tree, 1)
+        keys = list(dict.fromkeys(k for rows in tables.values() for r in rows for k in r))
+        print(f"\nwhere the time goes ({args.breakdown} probed runs each, median seconds)")
+        print(f"  {'phase':<68} " + " ".join(f"{name:>7}" for name in tables))
+        for key in keys:
+            print(f"  {key:<68} " + " ".join(
+                f"{median([r.get(key, 0.0) for r in rows]):7.3f}" for rows in tables.values()))
     if not args.scratch:
         shutil.rmtree(scratch, ignore_errors=True)
 
