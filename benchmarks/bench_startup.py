@@ -237,25 +237,34 @@ def phases(lines: list[tuple[int, float, str]], start: float, end: float,
             return 0.0
         return max(0.0, min(last[b], last[d]) - max(first[a], first[c]))
 
+    torch_import = span("worker:> import torch", "worker:< import torch")
+    dynamo = span("worker:> import torch._dynamo", "worker:< import torch._dynamo")
     out = {
         "CLI: interpreter and imports (to main())": span("cli:python-up", "cli:> main")
         + (first.get("cli:python-up", start) - start),
-        "CLI: parse, plan, write the run, spawn the worker": span("cli:> main",
-                                                                  "cli:< ProcessControl._spawn"),
+        "CLI: parse, plan, write the run, start or hand over the worker": span(
+            "cli:> main", "cli:< ProcessControl._spawn"),
     }
     if worker_pid is None:  # the worker ran in this process (LLM_TRAINER_IN_PROCESS)
         return out
+    build = span("worker:> build_parts", "worker:< build_parts")
+    optimizer = span("worker:> build_optimizer", "worker:< build_optimizer")
+    dynamo_in_optimizer = overlap("worker:> import torch._dynamo", "worker:< import torch._dynamo",
+                                  "worker:> build_optimizer", "worker:< build_optimizer")
     out.update({
-        "worker: interpreter and llm_trainer imports": span("cli:< ProcessControl._spawn",
-                                                            "worker:> build_parts")
-        - overlap("worker:> import torch", "worker:< import torch", "worker:python-up",
-                  "worker:> build_parts"),
-        "worker: import torch": span("worker:> import torch", "worker:< import torch"),
+        "worker: process up (s after the command started)": first.get("worker:python-up",
+                                                                       start) - start,
+        "worker: import torch": torch_import,
+        "worker: import torch._dynamo (the first optimizer's, or the standby's)": dynamo,
+        "worker: set-up starts (s after the command started)": first.get(
+            "worker:> build_parts", start) - start,
         "worker: data (tokenizer + token cache)": span("worker:> _data", "worker:< _data"),
         "worker: model build": span("worker:> _model", "worker:< _model"),
-        "worker: optimizer (first use imports torch._dynamo)": span(
-            "worker:> build_optimizer", "worker:< build_optimizer"),
-        "worker: rest of set-up (device, threads, batches, state)": 0.0,
+        "worker: optimizer (less torch._dynamo)": optimizer - dynamo_in_optimizer,
+        "worker: rest of set-up (device, threads, batches, state)": max(0.0, build - span(
+            "worker:> _data", "worker:< _data") - span("worker:> _model", "worker:< _model")
+            - optimizer - overlap("worker:> import torch", "worker:< import torch",
+                                  "worker:> build_parts", "worker:< build_parts")),
         "worker: run records (on_start: meta, state, model)": span("worker:> Trainer.announce",
                                                                   "worker:< Trainer.announce"),
         "worker: the step": span("worker:> TrainingParts.train_step",
@@ -267,6 +276,8 @@ def phases(lines: list[tuple[int, float, str]], start: float, end: float,
                                                   "worker:< FinalSample.on_end"),
         "worker: end of run (records, lock) to exit": span("worker:< Trainer.fit",
                                                             "worker:os._exit"),
+        "worker: exits (s after the command started)": last.get("worker:os._exit",
+                                                                start) - start,
         "CLI: notices the worker's exit": max(0.0, first.get("cli:< _follow", 0.0) - last.get(
             "worker:os._exit", first.get("cli:< _follow", 0.0))),
         "CLI: final sample (import torch, load the checkpoint, 200 tokens)": span(
@@ -275,13 +286,6 @@ def phases(lines: list[tuple[int, float, str]], start: float, end: float,
         - span("cli:> _sample", "cli:< _sample"),
         "CLI: exit (interpreter teardown)": end - last.get("cli:< main", end),
     })
-    build = span("worker:> build_parts", "worker:< build_parts")
-    out["worker: rest of set-up (device, threads, batches, state)"] = max(0.0, build - sum(
-        out[k] for k in ("worker: data (tokenizer + token cache)", "worker: model build",
-                         "worker: optimizer (first use imports torch._dynamo)"))
-        - overlap("worker:> import torch", "worker:< import torch", "worker:> build_parts",
-                  "worker:< build_parts"))
-    out["other (between the phases above)"] = max(0.0, (end - start) - sum(out.values()))
     return out
 
 
