@@ -23,6 +23,8 @@ CREATE_TIME_TOLERANCE_S = 0.5
 # a --foreground command's request to its worker: sample this many tokens when the run
 # completes, for the command to print (inference.samples.FinalSample)
 FINAL_SAMPLE_ENV = "LLM_TRAINER_FINAL_SAMPLE"
+# "1": a --foreground run on one process trains in the command's own process (service.Service)
+IN_PROCESS_ENV = "LLM_TRAINER_IN_PROCESS"
 
 
 def process_start_time(pid: int) -> float | None:
@@ -68,6 +70,95 @@ def spawn_detached(cmd: list[str], *, log_path: Path, cwd: Path,
             start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
             pass_fds=pass_fds,
         )
+
+
+class StandbyWorker:
+    """A ``--foreground`` worker started before its run exists: ``python -m
+    llm_trainer.worker --standby`` imports torch and the training code while the command
+    parses and plans (on two cores the two overlap: ~0.3 s of a 1-step run), then ``hand``
+    gives it the run over a socket pair on its stdin: run id, home, environment, and the
+    training lock's and the run log's descriptors (``SCM_RIGHTS``), which it makes its own as
+    a worker spawned then would have them (cwd the home, stdout and stderr the log, stdin
+    /dev/null). Closed unused (``close``, or this process ending), it exits at once."""
+
+    def __init__(self) -> None:
+        import socket
+
+        ours, theirs = socket.socketpair()
+        try:
+            self.process: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-m", "llm_trainer.worker", "--standby"], stdin=theirs,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        except OSError:
+            self.process = None
+        finally:
+            theirs.close()
+        self.sock = ours
+
+    def hand(self, run_id: str, home: Path, *, env: dict[str, str], lock_fd: int,
+             log_path: Path) -> subprocess.Popen | None:
+        """The worker, now training ``run_id``; None if it is gone (spawn one instead)."""
+        import json
+        import socket
+
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            self.close()
+            return None
+        job = json.dumps({"run_id": run_id, "home": str(home), "env": env}).encode()
+        try:
+            with open(log_path, "ab") as log:
+                socket.send_fds(self.sock, [job], [lock_fd, log.fileno()])
+        except OSError:
+            proc.kill()
+            proc.wait()
+            return None
+        finally:
+            self.close()
+        return proc
+
+    def close(self) -> None:
+        """Unused: the standby sees the end of its stdin and exits (as soon as its import in
+        progress lets go of the interpreter; this command does not wait for it)."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.process = None
+
+
+def receive_job() -> tuple[dict[str, Any], list[int]] | None:
+    """The standby's side of ``StandbyWorker.hand``: wait for the run on stdin (the job and
+    its two descriptors). None: the command closed it unused."""
+    import json
+    import socket
+
+    sock = socket.socket(fileno=os.dup(0))
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 2)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if not msg or len(fds) != 2:
+        return None
+    return json.loads(msg), fds
+
+
+def adopt_job(job: dict[str, Any], fds: list[int]) -> tuple[str, Path]:
+    """Make the handed run's descriptors, environment and folder this process's, as a worker
+    spawned for it would have them; its run id and home."""
+    from llm_trainer.store.locks import LOCK_FD_ENV
+
+    lock_fd, log_fd = fds
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd in (1, 2):
+        os.dup2(log_fd, fd)
+    os.close(log_fd)
+    os.environ.update(job["env"])
+    os.environ[LOCK_FD_ENV] = str(lock_fd)
+    os.chdir(job["home"])
+    return job["run_id"], Path(job["home"])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from llm_trainer.app.options import DataOptions, LaunchOptions, launch_overrides
 from llm_trainer.app.planner import TrainRequest
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.inference.settings import GenerationSettings
-from llm_trainer.launcher import DistLaunch
+from llm_trainer.launcher import IN_PROCESS_ENV, DistLaunch
 from llm_trainer.store.checkpoints import CheckpointInfo
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.runs import RunStore
@@ -68,7 +68,6 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
     return Path(home or os.environ.get("LLM_TRAINER_HOME") or ".").expanduser().resolve()
 
 
-IN_PROCESS_ENV = "LLM_TRAINER_IN_PROCESS"
 
 
 class Service:
@@ -141,7 +140,7 @@ class Service:
         plan = self.planner.plan_train(req)
         if req.auto_batch or plan.config.train.auto_batch:
             plan = self._auto_batch(plan)
-        plan.final_sample = req.final_sample
+        plan.final_sample, plan.standby = req.final_sample, req.standby
         return self.control.start(plan)
 
     def estimate(self, req: TrainRequest, *, timed_steps: int | None = None
@@ -203,16 +202,16 @@ class Service:
                restart_schedule: bool = False, options: LaunchOptions | None = None,
                sets: dict[str, Any] | None = None, foreground: bool = False,
                command: list[str] | None = None, dist: DistLaunch | None = None,
-               final_sample: int = 0) -> Launch:
+               final_sample: int = 0, standby: Any = None) -> Launch:
         """Continue exactly where a checkpoint stopped (``more_epochs``: N beyond it;
         ``or_more_epochs``: N more only if its plan is already finished). ``options``: the
         launch options given (device, precision...), then ``sets`` (--set).
-        ``final_sample``: as ``TrainRequest.final_sample``."""
+        ``final_sample``, ``standby``: as in ``TrainRequest``."""
         plan = self._plan_resume(
             target, checkpoint=checkpoint, more_epochs=more_epochs,
             or_more_epochs=or_more_epochs, restart_schedule=restart_schedule, options=options,
             sets=sets, foreground=foreground, command=command, dist=dist)
-        plan.final_sample = final_sample
+        plan.final_sample, plan.standby = final_sample, standby
         return self.control.start(plan)
 
     def presets(self) -> list[str]:

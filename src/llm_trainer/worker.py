@@ -454,12 +454,46 @@ def _fmt_loss(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_trainer.worker",
                                      description="Run one training job (started by llm-trainer).")
-    parser.add_argument("run_id")
+    parser.add_argument("run_id", nargs="?")
     parser.add_argument("--home", default=os.environ.get("LLM_TRAINER_HOME", "."))
     parser.add_argument("--foreground", action="store_true",
                         help="attached to a terminal: SIGHUP pauses instead of being ignored")
+    parser.add_argument("--standby", action="store_true",
+                        help="started ahead by a --foreground command: the run comes on stdin")
     args = parser.parse_args(argv)
+    if args.standby:
+        return standby()
+    if args.run_id is None:
+        parser.error("the run id is required")
     return run_worker(args.run_id, Path(args.home), foreground=args.foreground)
+
+
+def standby() -> int:
+    """``--standby`` (``launcher.StandbyWorker``): import what training needs while the
+    command plans the run, then train the run it hands over (a foreground one). Closed
+    unused, it leaves at once, imports unfinished."""
+    import threading
+
+    from llm_trainer import launcher
+
+    handed: list = []
+
+    def receive() -> None:  # blocked in recvmsg (no GIL) while the imports go on
+        job = launcher.receive_job()
+        if job is None:
+            os._exit(0)
+        handed.append(job)
+
+    waiter = threading.Thread(target=receive, daemon=True)
+    waiter.start()
+    import torch._dynamo  # noqa: F401  (torch, and what the first optimizer imports)
+
+    from llm_trainer.inference import samples  # noqa: F401
+    from llm_trainer.training import estimate, trainer  # noqa: F401
+
+    waiter.join()
+    run_id, home = launcher.adopt_job(*handed[0])
+    return run_worker(run_id, home, foreground=True)
 
 
 def exit_now(code: int) -> None:

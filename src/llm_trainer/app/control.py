@@ -117,10 +117,15 @@ class ProcessControl:
                 proc = launcher.run_in_process(run_id, self.home, log_path=paths.log,
                                                lock_fd=lock.fd, env=asks)
             elif plan.foreground:
-                with open(paths.log, "ab") as log:
-                    proc = subprocess.Popen(cmd, cwd=str(self.home), stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **env}, pass_fds=fds)
+                proc = plan.standby.hand(run_id, self.home, env=env, lock_fd=lock.fd,
+                                         log_path=paths.log) \
+                    if plan.standby is not None and handover is None else None
+                if proc is None:  # none started ahead, or it is gone
+                    with open(paths.log, "ab") as log:
+                        proc = subprocess.Popen(cmd, cwd=str(self.home),
+                                                stdin=subprocess.DEVNULL, stdout=log,
+                                                stderr=subprocess.STDOUT,
+                                                env={**os.environ, **env}, pass_fds=fds)
             else:
                 proc = launcher.spawn_detached(cmd, log_path=paths.log, cwd=self.home, env=env,
                                                pass_fds=fds)

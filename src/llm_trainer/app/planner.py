@@ -50,6 +50,7 @@ class TrainRequest:
     dist: DistLaunch | None = None
     auto_batch: bool = False  # --batch-size auto: the largest micro-batch that fits
     final_sample: int = 0  # with foreground: tokens the worker samples when the run completes
+    standby: Any = None  # with foreground: a launcher.StandbyWorker started ahead, to use
 
     @cached_property
     def overrides(self) -> dict[str, Any]:
@@ -75,6 +76,7 @@ class LaunchPlan:
     notes: list[str] = field(default_factory=list)
     batch_choice: BatchChoiceView | None = None  # set when --batch-size auto chose one
     final_sample: int = 0  # foreground: the worker's sample at the end (FINAL_SAMPLE_ENV)
+    standby: Any = None  # foreground: the worker started ahead (launcher.StandbyWorker)
 
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from llm_trainer.cli.common import app, data_app, echo, models_app
+from llm_trainer.cli.common import STATE, app, data_app, echo, models_app
 from llm_trainer.cli.data import data_inspect, data_prepare
 from llm_trainer.cli.eval import eval_, generate
 from llm_trainer.cli.export import models_export
@@ -45,10 +45,35 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning known errors into one line and an exit code. As the
     program itself (no ``argv``: the console script, ``python -m llm_trainer``) it then leaves
     at once when nothing is left to run at exit (``_leave``)."""
-    code = _main(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    STATE["standby"] = _standby_for(args) if argv is None else None
+    try:
+        code = _main(args)
+    finally:
+        if STATE["standby"] is not None:
+            STATE["standby"].close()  # unused (or already handed over: then a no-op)
+            STATE["standby"] = None
     if argv is None:
         _leave(code)
     return code
+
+
+def _standby_for(args: list[str]):
+    """For ``train`` / ``resume`` with ``--foreground`` on one process: a worker started now,
+    before parsing and planning, so that its imports (torch: seconds) overlap them
+    (``launcher.StandbyWorker``); the launch hands it the run, or it is closed unused."""
+    from llm_trainer.launcher import IN_PROCESS_ENV, StandbyWorker
+
+    rest = list(args)
+    while rest and rest[0].startswith("-"):  # the global options before the command
+        rest = rest[2:] if rest[0] == "--home" else rest[1:]
+    if not rest or rest[0] not in ("train", "resume"):
+        return None
+    if not {"--foreground", "-f"} & set(rest) or os.environ.get(IN_PROCESS_ENV) == "1":
+        return None
+    if any(a.split("=")[0] in ("--dry-run", "--help", "--nproc", "--nnodes") for a in rest):
+        return None
+    return StandbyWorker()
 
 
 def _leave(code: int) -> None:

@@ -27,7 +27,7 @@ data_app = typer.Typer(help="Look at a dataset, or tokenize it, before training 
                        rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
-STATE: dict[str, Any] = {"home": None, "debug": False}
+STATE: dict[str, Any] = {"home": None, "debug": False, "standby": None}
 
 
 def service():

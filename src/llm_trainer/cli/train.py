@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llm_trainer.app.options import LaunchOptions
-from llm_trainer.cli.common import echo, rich_console, service
+from llm_trainer.cli.common import STATE, echo, rich_console, service
 from llm_trainer.cli.options import (
     ConfigOpt,
     PresetOpt,
@@ -69,7 +69,8 @@ def train(
                        preset=preset, name=name, model=model, data_from=data_from,
                        init_from=init_from, foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]], dist=dist,
-                       auto_batch=auto_batch, final_sample=sample if foreground else 0)
+                       auto_batch=auto_batch, final_sample=sample if foreground else 0,
+                       standby=STATE["standby"] if foreground else None)
     svc = service()
     if dry_run:
         _report_estimate(svc.estimate(req), json_out)
@@ -257,7 +258,8 @@ def resume(
                         restart_schedule=restart_schedule, options=options,
                         sets=parse_sets(set_), foreground=foreground,
                         command=["llm-trainer", *sys.argv[1:]], dist=dist,
-                        final_sample=sample if foreground else 0)
+                        final_sample=sample if foreground else 0,
+                        standby=STATE["standby"] if foreground else None)
     if launch.checkpoint and not foreground:
         echo(f"resuming from {launch.checkpoint}")
     _report_launch(svc, launch, sample)
