@@ -3,8 +3,10 @@ process), stop one, follow one. No torch.
 
 Starting always goes the same way: take the model's training lock, write the run record,
 spawn ``python -m llm_trainer.worker`` (in its own session when detached, attached with
-``--foreground``; through torchrun for several processes) and hand the lock to it. With
-``in_process``, a one-process foreground run calls the same worker in this process instead.
+``--foreground``, or hand the run to the worker the command started ahead,
+``launcher.StandbyWorker``; through torchrun for several processes) and hand the lock to
+it. With ``in_process``, a one-process foreground run calls the same worker in this process
+instead.
 """
 
 from __future__ import annotations
