@@ -73,8 +73,7 @@ def prepare_dataset(data: DataConfig, *, home: Path, num_proc: int | None = None
     ``total_shards`` (an estimate) set: the finished shards are kept, and the same call
     resumes from them."""
     from llm_trainer.data.prepare import prepare_data
-    from llm_trainer.data.spec import check_dataset_spec
-    from llm_trainer.data.tokenizer import tokenizer_kind
+    from llm_trainer.data.spec import check_dataset_spec, tokenizer_kind
 
     spec = check_dataset_spec(data.dataset)  # as the planner hands it to a training process
     tokenizer = data.tokenizer

@@ -249,7 +249,7 @@ class LaunchPlanner:
     def _local_paths_absolute(cfg: RunConfig) -> RunConfig:
         """The dataset checked, and it and a tokenizer file as absolute paths: the training
         process runs in the home, not in the folder the command was given in."""
-        from llm_trainer.data.tokenizer import tokenizer_kind
+        from llm_trainer.data.spec import tokenizer_kind
 
         changes: dict[str, Any] = {"data.dataset": check_dataset_spec(cfg.data.dataset)}
         if tokenizer_kind(cfg.data.tokenizer) == "file":

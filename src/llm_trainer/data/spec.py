@@ -44,6 +44,13 @@ EVAL_SPLITS = ("val", "test")  # what `eval --split` scores
 LOCAL_HINT = ("point --dataset at local text: a .txt/.md file, a .jsonl/.csv/.parquet file with "
               "a text column, or a folder with train.txt and valid.txt")
 HOLD_OUT_WINDOW = 2000  # how far back from the cut a line break is looked for
+KINDS = ("bpe", "char", "byte")  # data.tokenizer's built-in kinds; anything else is a file
+
+
+def tokenizer_kind(spec: str) -> str:
+    """'bpe' | 'char' | 'byte', or 'file' for a path to a tokenizer.json (no numpy here:
+    the planner asks it on every launch)."""
+    return spec if spec in KINDS else "file"
 
 
 def check_split(split: str) -> str:

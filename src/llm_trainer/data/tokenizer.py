@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_trainer.data.spec import KINDS, tokenizer_kind  # noqa: F401 - re-exported
 from llm_trainer.errors import DataError
 
-KINDS = ("bpe", "char", "byte")
 EOT = "<|endoftext|>"
 EOT_NAMES = (EOT, "<|end_of_text|>", "</s>", "<eos>")  # what other tokenizers call theirs
 UNK = "[UNK]"
@@ -282,5 +282,3 @@ def _chunks(text: str, size: int = CHUNK_CHARS):
         start = end
 
 
-def tokenizer_kind(spec: str) -> str:
-    return spec if spec in KINDS else "file"
