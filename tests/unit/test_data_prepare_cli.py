@@ -53,7 +53,7 @@ VIEW = PreparedData(
     from_cache=False, resumed_shards=0, shards=3, dtype="uint16",
     tokenizer={"kind": "char", "vocab_size": 80}, train_tokens=47_000_000,
     train_documents=120_000, val_tokens=5_200_000, val_documents=13_000,
-    hold_out={"rule": "held out: the last 0.1 of the bytes, cut at a line break"},
+    hold_out={"rule": "held out: the last 10% of the bytes, cut at a line break"},
     bytes=52_400_000,
     seconds=4.0, mb_per_s=13.1)
 
@@ -66,7 +66,7 @@ def test_the_summary_says_where_what_and_how_fast():
     assert "  shards:     3 (uint16)" in lines
     assert "  train:      47,000,000 tokens in 120,000 documents" in lines
     assert "  val:        5,200,000 tokens in 13,000 documents" in lines
-    assert "  val split:  held out: the last 0.1 of the bytes, cut at a line break" in lines
+    assert "  val split:  held out: the last 10% of the bytes, cut at a line break" in lines
     resumed = prepared_lines(PreparedData(**{**VIEW.__dict__, "resumed_shards": 2}))
     assert resumed[0].endswith("; 2 of 3 shards were kept from an interrupted preparation")
     cached = prepared_lines(PreparedData(**{**VIEW.__dict__, "from_cache": True,
@@ -92,7 +92,7 @@ def test_the_progress_line_and_the_stop_line():
 
 
 def test_a_capped_hold_out_says_so():
-    rule = "held out: the last 0.1 of the bytes, cut at a line break"
+    rule = "held out: the last 10% of the bytes, cut at a line break"
     assert hold_out_text({"rule": rule, "capped": False, "val_max_tokens": 10}) == rule
     assert hold_out_text({"rule": rule, "capped": True, "val_max_tokens": 10_000_000}) == \
         rule + "; capped at 10,000,000 tokens (data.val_max_tokens), the rest trains"

@@ -171,7 +171,7 @@ def test_the_hold_out_is_deterministic_and_recorded(tmp_path):
     b = _prepare(tmp_path / "t.txt", tmp_path / "b", num_proc=2)  # a pool of workers
     assert np.array_equal(_all(a.train), _all(b.train))
     assert np.array_equal(_all(a.val), _all(b.val))
-    assert a.hold_out == "held out: the last 0.1 of the bytes, cut at a line break"
+    assert a.hold_out == "held out: the last 10% of the bytes, cut at a line break"
     assert b.manifest["processes"] == 2
 
 
@@ -181,7 +181,7 @@ def test_a_table_holds_out_its_last_rows_and_the_cap_trains_the_rest(tmp_path):
     data = _prepare(tmp_path / "d.jsonl", tmp_path / "data")
     tok = data.tokenizer
     val = tok.decode(_all(data.val).tolist()).split(EOT)[:-1]
-    assert val == rows[-20:] and data.hold_out == "held out: the last 0.1 of the rows"
+    assert val == rows[-20:] and data.hold_out == "held out: the last 10% of the rows"
     capped = _prepare(tmp_path / "d.jsonl", tmp_path / "data", val_max_tokens=100)
     val = tok.decode(_all(capped.val).tolist()).split(EOT)[:-1]
     train = tok.decode(_all(capped.train).tolist()).split(EOT)[:-1]

@@ -265,7 +265,7 @@ class TextSource(ABC):
         """How validation is chosen, in words (recorded with the run and its token cache)."""
         if not self.held_out:
             return "the data's own validation split"
-        return f"held out: the last {self.val_fraction:g} of the {self._held_unit}"
+        return f"held out: the last {self.val_fraction * 100:g}% of the {self._held_unit}"
 
     _held_unit = "text, cut at a line break"
 
