@@ -459,7 +459,7 @@ class _Encoder:
             eot = self.tokenizer.eot_id is not None
             for task in tasks:
                 hooks.check()
-                yield task, _encode(self.tokenizer, task.texts, eot)
+                yield task, self.tokenizer.encode_documents(task.texts, eot=eot)
             return
         window: deque = deque()
         eot = self.tokenizer.eot_id is not None
@@ -481,16 +481,6 @@ class _Encoder:
             window.popleft()
             hooks.check()
             yield task, result.get()
-
-
-def _encode(tokenizer: TextTokenizer, texts: list[str], eot: bool):
-    """The texts' ids (each followed by the separator when ``eot``) and tokens per text."""
-    each = tokenizer.encode_each(texts)
-    lengths = [len(a) + eot for a in each]
-    if eot:
-        tail = np.asarray([tokenizer.eot_id], dtype=tokenizer.dtype)
-        each = [a for ids in each for a in (ids, tail)]
-    return (np.concatenate(each) if each else np.zeros(0, tokenizer.dtype)), lengths
 
 
 _WORKER: dict[str, Any] = {}
@@ -517,7 +507,7 @@ def _init_worker(tokenizer_json: str, kind: str, parent: int) -> None:
 def _work(texts: list[str], eot: bool):
     if os.getppid() != _WORKER["parent"]:  # the main process died (kill -9): stop too
         os._exit(1)
-    return _encode(_WORKER["tokenizer"], texts, eot)
+    return _WORKER["tokenizer"].encode_documents(texts, eot=eot)
 
 
 # --------------------------------------------------------------------------- the entry point

@@ -576,9 +576,9 @@ class HFSource(TextSource):
         is counted first: one pass over its rows, no text kept)."""
         ds = self.dsd[self.names["train"]]
         column = self.column().column
-        if self._cut is None:
-            self._cut = count_rows(ds)
-        total = self._cut
+        if "_rows" not in self.__dict__:  # a streamed split is counted once
+            self.__dict__["_rows"] = count_rows(ds)
+        total = self.__dict__["_rows"]
         cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
         return rows(row_range(ds, 0, cut) if split == "train" else row_range(ds, cut, None),
                     column)

@@ -148,14 +148,19 @@ class TextTokenizer:
         """The texts' ids as one flat array, each text followed by the separator (``eot``;
         the tokenizer must have one) or not. Texts must not split words (whole documents,
         or line-aligned pieces)."""
+        return self.encode_documents(texts, eot=eot)[0]
+
+    def encode_documents(self, texts: list[str], *, eot: bool) -> tuple[np.ndarray, list[int]]:
+        """``encode_texts`` and the tokens each text became (its separator included)."""
         sep = self.eot_id if eot else None
         if eot and sep is None:
             raise ValueError("this tokenizer has no document separator")
         each = self.encode_each(texts)
+        lengths = [len(a) + eot for a in each]
         if sep is not None:
             tail = np.asarray([sep], dtype=self.dtype)
             each = [a for ids in each for a in (ids, tail)]
-        return np.concatenate(each) if each else np.zeros(0, dtype=self.dtype)
+        return (np.concatenate(each) if each else np.zeros(0, dtype=self.dtype)), lengths
 
     def encode_each(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's ids, as arrays of ``dtype`` (through the lookup table of a char or byte
