@@ -139,6 +139,28 @@ def test_a_handed_over_lock_lives_as_long_as_the_child_and_no_longer(tmp_path):
         child.wait()
 
 
+def test_a_lock_whose_holder_has_died_is_waited_for_while_the_kernel_frees_it(tmp_path):
+    """kill -9 of a many-threaded rank: its pid is gone (or a zombie) a moment before its last
+    thread lets go of the lock. A launch then waits for it; a live holder is refused at once."""
+    import threading
+
+    d = tmp_path / "m"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lock = ModelLock.acquire(d, run_id="run-1")
+    lock.record(run_id="run-1", pid=int(dead.stdout))  # its holder has exited
+    threading.Timer(0.4, lock.release).start()  # ... and the kernel frees the lock later
+    start = time.monotonic()
+    ModelLock.acquire(d, run_id="run-2").release()
+    assert 0.3 < time.monotonic() - start < 4.0
+
+    with ModelLock.acquire(d, run_id="run-3"):  # this process, alive, holds it
+        start = time.monotonic()
+        with pytest.raises(LockHeld):
+            ModelLock.acquire(d, run_id="run-4")
+        assert time.monotonic() - start < 0.3
+
+
 def test_adopt_ignores_a_descriptor_that_is_not_this_lock(tmp_path, monkeypatch):
     other = open(tmp_path / "other.txt", "w")  # noqa: SIM115
     monkeypatch.setenv(LOCK_FD_ENV, str(other.fileno()))

@@ -134,6 +134,8 @@ class ProcessControl:
         except OSError as exc:
             self.runs.write_control(run_id, start_error=f"could not start the worker: {exc}")
             raise UsageError(f"could not start the training process: {exc}") from None
+        if proc.pid != os.getpid():  # it holds the lock now: name it, not this command
+            lock.record(run_id=run_id, pid=proc.pid)
         if handover is not None and not handover.wait(120.0, lambda: proc.poll() is None):
             plan.notes.append("rank 0 did not take over the training lock within 120 s")
         if not plan.foreground:

@@ -29,6 +29,11 @@ from llm_trainer.errors import BusyError
 LOCK_FILE = ".train.lock"
 LOCK_FD_ENV = "LLM_TRAINER_LOCK_FD"
 LOCK_SOCKET_ENV = "LLM_TRAINER_LOCK_SOCKET"
+EXIT_GRACE_S = 5.0
+"""How long a launch waits for a lock whose recorded holder has already died: a process
+killed with SIGKILL shows as gone (or a zombie) as soon as its main thread has exited, but the
+kernel releases its files, and so the lock, only once its last thread has (a rank's gloo and
+torch threads can take a moment)."""
 
 try:  # POSIX; on other systems the lock degrades to a no-op with the same interface
     import fcntl
@@ -70,8 +75,22 @@ class ModelLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def acquire(cls, model_dir: Path, **holder: object) -> ModelLock:
-        """Take the lock without waiting and record ``holder`` in it, or raise ``LockHeld``."""
+    def acquire(cls, model_dir: Path, *, grace: float = EXIT_GRACE_S,
+                **holder: object) -> ModelLock:
+        """Take the lock and record ``holder`` in it, or raise ``LockHeld``. A live holder is
+        refused at once; one whose recorded process has died is waited for up to ``grace``
+        seconds while the kernel finishes its exit."""
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                return cls._try(model_dir, **holder)
+            except LockHeld as held:
+                if time.monotonic() >= deadline or not _holder_exiting(held.holder):
+                    raise
+            time.sleep(0.02)
+
+    @classmethod
+    def _try(cls, model_dir: Path, **holder: object) -> ModelLock:
         path = lock_path(model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -118,6 +137,16 @@ class ModelLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _holder_exiting(holder: dict | None) -> bool:
+    """Has the process the lock file names ended (or become a zombie) though its lock is not
+    free yet? Every holder records itself (the launcher re-records the process it spawned
+    before letting go), so a named process that is gone is one still being torn down."""
+    from llm_trainer.launcher import process_alive
+
+    pid = (holder or {}).get("pid")
+    return isinstance(pid, int) and pid > 0 and not process_alive(pid, None)
 
 
 def _fd_from_env() -> int | None:
