@@ -11,6 +11,7 @@ Folder layout and manifests live in ``store.checkpoints``.
     trainer.json        step, epoch, data position, LR schedule, grad scaler, best val loss
     config.json         the RunConfig and the resolved architecture
     tokenizer.json      the tokenizer (Hugging Face tokenizers format)
+                        (config.json's "chat": the chat template, for a model that has one)
     manifest.json       sha256 of each file above; written last
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from llm_trainer.config import RunConfig
+from llm_trainer.data.chat import ChatTemplate
 from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import NotFoundError
 from llm_trainer.model.gpt import GPT
@@ -81,6 +83,7 @@ class LoadedCheckpoint:
     tokenizer: TextTokenizer
     lora: dict[str, Any] | None = None  # the adapters' settings, for a LoRA checkpoint
     base: str | None = None  # its base weights' folder, relative to the checkpoint
+    chat: ChatTemplate | None = None  # how a conversation is written for it, if it has one
 
     @property
     def path(self) -> Path:
@@ -94,8 +97,10 @@ class LoadedCheckpoint:
 def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, trainer_state: dict,
                     config: RunConfig, shape: ModelShape, tokenizer: TextTokenizer, step: int,
                     epoch: float, val_loss: float | None,
-                    rng: list[dict[str, Any]] | None = None) -> Path:
-    """``rng``: the RNG states of every rank of a data-parallel run (default: this process)."""
+                    rng: list[dict[str, Any]] | None = None,
+                    chat: ChatTemplate | None = None) -> Path:
+    """``rng``: the RNG states of every rank of a data-parallel run (default: this process);
+    ``chat``: the model's chat template (stored in config.json)."""
     from safetensors.torch import save_file, save_model
 
     from llm_trainer.model.lora import ADAPTER_FILE, adapter_state_dict, is_lora, settings_of
@@ -112,6 +117,8 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     states = rng or [capture_rng()]
     torch.save({**states[0], "ranks": states if len(states) > 1 else []}, staging / "rng.pt")
+    if chat is not None:
+        extra["chat"] = chat.to_json()
     (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
     (staging / CONFIG).write_text(json.dumps(
         {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
@@ -144,7 +151,8 @@ def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:
                                         kind=meta["config"]["data"]["tokenizer"])
     return LoadedCheckpoint(info, RunConfig.from_dict(meta["config"], source=str(path)),
                             ModelShape.from_stored(meta["architecture"]), trainer, tokenizer,
-                            meta.get("lora"), meta.get("base"))
+                            meta.get("lora"), meta.get("base"),
+                            ChatTemplate.from_json(meta["chat"]) if meta.get("chat") else None)
 
 
 def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu", *,

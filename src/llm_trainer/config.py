@@ -92,6 +92,17 @@ class DataConfig:
                                min=0.0, max=0.5, min_exclusive=True)
     val_max_tokens: int = _opt(10_000_000, "cap on held-out validation tokens (the rest of "
                                            "the held-out text trains); 0: no cap", min=0)
+    format: Literal["auto", "text", "chat"] = _opt(
+        "auto", "auto: a table whose columns hold conversations (messages, conversations, "
+                "instruction/output, prompt/completion) is chat data, anything else text; "
+                "text or chat to say so")
+    on_bad_rows: Literal["auto", "skip", "fail"] = _opt(
+        "auto", "malformed chat rows: skip them, fail on the first, or auto (skip up to 1% "
+                "of the rows, fail above)")
+    packing: bool = _opt(True, "chat: pack whole examples into each block_size window (false: "
+                               "one example per window, padded)")
+    truncate: bool = _opt(True, "chat: cut an example longer than block_size to fit (false: "
+                                "drop it); both are counted")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +136,9 @@ class TrainConfig:
                                   min=0.0, min_exclusive=True, max=10.0)
     beta1: float = _opt(0.9, "AdamW beta1", min=0.0, max=1.0, max_exclusive=True)
     beta2: float = _opt(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
+    loss_on: Literal["assistant", "all"] = _opt(
+        "assistant", "chat data: train on the assistant turns only (the prompt is context), "
+                     "or on every token")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", min=0.0)
     eval_interval: int = _opt(250, "validate every N steps (0: only at the end)", min=0)
     eval_batches: int = _opt(20, "validation batches per evaluation", min=1)

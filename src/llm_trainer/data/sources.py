@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     BUILTIN_PYDOCS,
+    ChatRow,
     LOCAL_HINT,
     SPLIT_WORDS,
     WIKITEXT,
@@ -43,6 +44,7 @@ from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     is_data_file,
     split_of,
 )
+from llm_trainer.data.chat import FORMATS, detect_format, format_columns
 from llm_trainer.errors import DataError
 
 TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story", "article")
@@ -56,19 +58,31 @@ ESCAPED = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogatee
 
 def resolve_dataset(spec: str | DatasetSpec, *, data_dir: Path, val_fraction: float,
                     text_column: str | None, explicit: bool = True,
-                    reachable: Callable[[], bool] | None = None) -> TextSource:
+                    reachable: Callable[[], bool] | None = None,
+                    data_format: str = "auto") -> TextSource:
     """Turn ``--dataset`` into a TextSource. ``explicit`` is False when the user did not name
-    a dataset: then an unreachable WikiText-2 falls back to the built-in corpus."""
+    a dataset: then an unreachable WikiText-2 falls back to the built-in corpus.
+    ``data_format`` (``data.format``): auto, text or chat."""
     dataset = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
     reachable = reachable or hub_reachable
     if dataset.kind is DatasetKind.WIKITEXT:
-        return _wikitext(dataset, data_dir, val_fraction, text_column, explicit, reachable)
-    if dataset.kind is DatasetKind.BUILTIN:
-        return BuiltinSource(dataset, val_fraction)
-    if dataset.kind is DatasetKind.HF:
-        return HFSource(dataset, _load_hf(dataset, data_dir, reachable), val_fraction,
-                        text_column)
-    return LocalSource(dataset, data_dir, val_fraction, text_column)
+        source = _wikitext(dataset, data_dir, val_fraction, text_column, explicit, reachable)
+    elif dataset.kind is DatasetKind.BUILTIN:
+        source = BuiltinSource(dataset, val_fraction)
+    elif dataset.kind is DatasetKind.HF:
+        source = HFSource(dataset, _load_hf(dataset, data_dir, reachable), val_fraction,
+                          text_column)
+    else:
+        source = LocalSource(dataset, data_dir, val_fraction, text_column)
+    source.data_format = data_format
+    if data_format != "auto":
+        source.fingerprint += f"-f{data_format}"
+    if data_format == "chat" and source.chat_format is None:
+        raise DataError(f"{source.description} holds no conversations (data.format is chat)",
+                        hint="chat data is a table (.jsonl, .json, .csv, .parquet, hf:) with "
+                             "a messages, conversations, instruction/output or "
+                             "prompt/completion column")
+    return source
 
 
 # --------------------------------------------------------------------------- text
@@ -225,9 +239,21 @@ def join_parts(parts: Iterable[Iterable[Document]]) -> Iterator[Document]:
 # --------------------------------------------------------------------------- tables
 
 
-def rows(ds, column: str) -> Iterator[Document]:
+def rows(ds, column: str, start: int = 0) -> Iterator[Document]:
     """The rows of a ``datasets.Dataset`` column, from Arrow in batches, one per line (a row
-    that is not text, e.g. null, is an empty document that adds nothing to the text)."""
+    that is not text, e.g. null, is an empty document that adds nothing to the text). A chat
+    "column" (``chat:FORMAT``) yields each row's fields as a ``ChatRow``, numbered from
+    ``start + 1``."""
+    if column.startswith(CHAT_COLUMN):
+        keep = format_columns(column[len(CHAT_COLUMN):])
+        number = start
+        for batch in ds.iter(batch_size=1024):
+            n = len(next(iter(batch.values()), []))
+            for i in range(n):
+                number += 1
+                yield ChatRow("", row={k: batch[k][i] for k in keep if k in batch},
+                              number=number)
+        return
     sep = ""
     for batch in ds.iter(batch_size=1024):
         for value in batch[column]:
@@ -269,7 +295,8 @@ STREAMED_TABLES = {"json"}  # read as they stream, 1 MB at a time: datasets' JSO
 # copy held their text (and its 10 MB read chunks held ~100 MB of Arrow buffers)
 
 
-def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path):
+def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: Path,
+               data_format: str = "auto"):
     """The files as a Hugging Face dataset and the choice of its text column: CSV and
     Parquet as Arrow (memory-mapped: rows are read when iterated), JSON lines streamed
     (``STREAMED_TABLES``: converting them to Arrow holds their text in memory)."""
@@ -292,12 +319,21 @@ def open_table(files: list[Path], fmt: str, text_column: str | None, cache_dir: 
                         ) from None
     features = features_of(ds)
     choice = choose_text_column(list(features), features, text_column,
-                                where=", ".join(f.name for f in files))
+                                where=", ".join(f.name for f in files), data_format=data_format)
     return ds, choice
 
 
+CHAT_COLUMN = "chat:"  # a ColumnChoice whose column is chat:FORMAT reads conversations
+
+
 def choose_text_column(columns: list[str], features, wanted: str | None,
-                       where: str) -> ColumnChoice:
+                       where: str, data_format: str = "auto") -> ColumnChoice:
+    fmt = detect_format(columns) if data_format != "text" and wanted is None else None
+    if fmt is not None:
+        return ColumnChoice(CHAT_COLUMN + fmt, list(format_columns(fmt)),
+                            f"its {' and '.join(FORMATS[fmt])} column"
+                            f"{'s hold' if len(FORMATS[fmt]) > 1 else ' holds'} "
+                            f"conversations ({fmt} format)")
     text_cols = [c for c in columns if getattr(features.get(c), "dtype", None) in
                  ("string", "large_string")]
     if wanted is not None:
@@ -494,13 +530,21 @@ class LocalSource(TextSource):
         for ds, column, n in tables:
             lo, hi = (pos, min(pos + n, cut)) if split == "train" else (max(pos, cut), pos + n)
             if hi > lo:
-                yield rows(row_range(ds, lo - pos, hi - pos), column)
+                yield rows(row_range(ds, lo - pos, hi - pos), column, start=lo - pos)
             pos += n
+
+    def _first_column(self) -> ColumnChoice | None:
+        group = self.groups_of["train"]
+        if not group or any(file_format(f) == "text" for f in self.files):
+            return None
+        if not self.columns:
+            next(self._tables(group), None)
+        return self.columns[0] if self.columns else None
 
     def _tables(self, group: list[Path]):
         for fmt in sorted({file_format(f) for f in group}):
             ds, choice = open_table([f for f in group if file_format(f) == fmt], fmt,
-                                    self.text_column, self.cache)
+                                    self.text_column, self.cache, self.data_format)
             if choice not in self.columns:
                 self.columns.append(choice)
             yield ds, choice.column
@@ -516,7 +560,7 @@ class LocalSource(TextSource):
                 yield self._table(members, fmt)
 
     def _table(self, files: list[Path], fmt: str) -> Iterator[Document]:
-        ds, choice = open_table(files, fmt, self.text_column, self.cache)
+        ds, choice = open_table(files, fmt, self.text_column, self.cache, self.data_format)
         if choice not in self.columns:
             self.columns.append(choice)
         yield from rows(ds, choice.column)
@@ -555,12 +599,16 @@ class HFSource(TextSource):
                 raise DataError(f"{self.spec} has no splits")
             features = features_of(self.dsd[self.names["train"]])
             self.columns.append(choose_text_column(list(features), features,
-                                                   self.text_column, self.spec))
+                                                   self.text_column, self.spec,
+                                                   self.data_format))
         return self.columns[0]
 
     def _read(self, split: str, lenient: bool) -> Iterator[Document]:
         column = self.column().column
         return rows(self.dsd[self.names[split]], column)
+
+    def _first_column(self) -> ColumnChoice | None:
+        return self.column()
 
     _held_unit = "rows"
 
@@ -581,7 +629,7 @@ class HFSource(TextSource):
         total = self.__dict__["_rows"]
         cut = total - max(1, math.ceil(total * self.val_fraction)) if total > 1 else total
         return rows(row_range(ds, 0, cut) if split == "train" else row_range(ds, cut, None),
-                    column)
+                    column, start=0 if split == "train" else cut)
 
 
 class WikiTextSource(HFSource):

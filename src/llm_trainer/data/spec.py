@@ -178,6 +178,15 @@ class Document:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatRow(Document):
+    """A row of chat data: its fields (those of its format) and its number in its table
+    (1-based: the line of a JSON lines file). Its ``text`` is empty: the template writes it."""
+
+    row: dict = field(default_factory=dict)
+    number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Gap(Document):
     """Text between documents that belongs to none (a blank file, blank lines where a split
     is cut): part of the split's text, but no document, so not counted or separated."""
@@ -222,6 +231,20 @@ class TextSource(ABC):
     notice: str | None = None  # a one-line message for the user (e.g. the offline fallback)
     columns: list[ColumnChoice] = field(default_factory=list)  # text columns, as tables open
     _cut: int | None = field(default=None, repr=False)
+    data_format: str = field(default="auto", repr=False)  # data.format: auto | text | chat
+
+    @property
+    def chat_format(self) -> str | None:
+        """The conversation format of chat data (``messages``, ``sharegpt``, ``alpaca``,
+        ``prompt_completion``), None for text."""
+        choice = self._first_column()
+        if choice is None or not choice.column.startswith("chat:"):
+            return None
+        return choice.column[len("chat:"):]
+
+    def _first_column(self) -> ColumnChoice | None:
+        """The column choice of the training data's first table (None: text, no tables)."""
+        return None
 
     @property
     def spec(self) -> str:
