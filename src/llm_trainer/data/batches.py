@@ -38,9 +38,12 @@ class BatchPlan:
     grad_accum: int = 1
     world_size: int = 1
     seed: int = 0
+    aligned: bool = False  # chat data: the tokens are laid out in windows of T+1 already
 
     @property
     def n_windows(self) -> int:
+        if self.aligned:  # window i is tokens i*(T+1) .. (i+1)*(T+1)
+            return self.n_tokens // (self.seq_len + 1)
         # window i starts at shift + i*T with shift < T and needs T+1 tokens
         return max(0, (self.n_tokens - self.seq_len) // self.seq_len)
 
@@ -58,6 +61,11 @@ class BatchPlan:
 
     def check(self, what: str = "training data") -> None:
         need = self.seqs_per_step * self.seq_len + self.seq_len
+        if self.steps_per_epoch < 1 and self.aligned:
+            raise DataError(
+                f"the {what} fills {self.n_windows:,} windows of {self.seq_len + 1} tokens; "
+                f"one step needs {self.seqs_per_step}",
+                hint="lower --batch-size, or add more conversations")
         if self.steps_per_epoch < 1:
             raise DataError(
                 f"the {what} has {self.n_tokens:,} tokens; one step needs {need:,} "
@@ -85,13 +93,20 @@ class DataPosition:
         return {"epoch": self.epoch, "cursor": self.cursor}
 
 
-class Batches:
-    """Training batches for one process (``rank``) as numpy arrays of shape (B, T)."""
+IGNORE = -1  # a target the loss skips (the model's cross-entropy ignore_index)
 
-    def __init__(self, tokens: np.ndarray, plan: BatchPlan, rank: int = 0) -> None:
+
+class Batches:
+    """Training batches for one process (``rank``) as numpy arrays of shape (B, T). With
+    ``mask`` (chat data: 1 where a token is a trained target), the other targets are
+    ``IGNORE``."""
+
+    def __init__(self, tokens: np.ndarray, plan: BatchPlan, rank: int = 0,
+                 mask: np.ndarray | None = None) -> None:
         self.tokens = tokens
         self.plan = plan
         self.rank = rank
+        self.mask = mask
         self._epoch = -1
         self._starts: np.ndarray | None = None
         self._offsets = np.arange(plan.seq_len + 1)
@@ -101,6 +116,8 @@ class Batches:
         if epoch != self._epoch:
             rng = np.random.default_rng([self.plan.seed, epoch])
             self._shift = int(rng.integers(0, self.plan.seq_len))
+            if self.plan.aligned:
+                self._shift = 0
             n = self.plan.n_windows
             self._starts = (rng.permutation(n) if n <= PERMUTE_IN_MEMORY else
                             Feistel(n, (self.plan.seed, epoch)))
@@ -114,12 +131,21 @@ class Batches:
         first = pos.cursor + (micro * p.world_size + self.rank) * p.batch_size
         index = perm[first:first + p.batch_size] if isinstance(perm, np.ndarray) else \
             perm.at(np.arange(first, first + p.batch_size, dtype=np.int64))
-        return shift + index * p.seq_len
+        return shift + index * (p.seq_len + 1 if p.aligned else p.seq_len)
 
     def get(self, pos: DataPosition, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
         idx = self.starts(pos, micro)[:, None] + self._offsets  # (B, T+1)
-        window = np.asarray(self.tokens[idx], dtype=np.int64)
-        return window[:, :-1], window[:, 1:]
+        return windows_xy(self.tokens, self.mask, idx)
+
+
+def windows_xy(tokens, mask, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of the windows at ``idx`` (B, T+1); targets ``mask`` leaves out
+    are ``IGNORE``."""
+    window = np.asarray(tokens[idx], dtype=np.int64)
+    x, y = window[:, :-1], window[:, 1:]
+    if mask is not None:
+        y = np.where(np.asarray(mask[idx[:, 1:]], dtype=bool), y, IGNORE)
+    return x, y
 
 
 class Feistel:
@@ -175,3 +201,18 @@ def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: i
     for i in range(0, count, batch_size):
         window = np.asarray(tokens[starts[i:i + batch_size, None] + offsets], dtype=np.int64)
         yield window[:, :-1], window[:, 1:]
+
+
+def chat_eval_windows(tokens, mask, seq_len: int, batch_size: int, n_batches: int):
+    """Validation batches of chat data: evenly spaced whole windows (all of them when there
+    are few), the same every evaluation. Yields (x, y) with untrained targets ``IGNORE``."""
+    width = seq_len + 1
+    n = len(tokens) // width
+    if n < 1:
+        raise DataError("the validation split holds no conversation window",
+                        hint="raise data.val_fraction, or add validation conversations")
+    count = min(n, n_batches * batch_size)
+    starts = np.linspace(0, n - 1, num=count).astype(np.int64) * width
+    offsets = np.arange(width)
+    for i in range(0, count, batch_size):
+        yield windows_xy(tokens, mask, starts[i:i + batch_size, None] + offsets)

@@ -184,6 +184,23 @@ def _text(row: dict[str, Any], key: str) -> str:
     return value
 
 
+BAD_ROWS_AUTO = 0.01  # data.on_bad_rows auto: skip up to this share of the rows, fail above
+
+
+def bad_rows_verdict(bad: int, total: int, policy: str) -> str | None:
+    """Why ``bad`` malformed rows of ``total`` stop the run under ``data.on_bad_rows``
+    (``skip``, ``fail``, ``auto``: skip up to 1%), or None when they are skipped."""
+    if not bad or policy == "skip":
+        return None
+    share = bad / max(1, total)
+    if policy == "fail":
+        return f"{bad:,} malformed row{'s' if bad != 1 else ''} (data.on_bad_rows is fail)"
+    if share > BAD_ROWS_AUTO:
+        return (f"{bad:,} of {total:,} rows ({share:.1%}) are malformed, more than the "
+                f"{BAD_ROWS_AUTO:.0%} skipped without asking")
+    return None
+
+
 # --------------------------------------------------------------------------- templates
 
 

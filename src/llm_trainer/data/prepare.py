@@ -38,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from llm_trainer.config import ModelConfig
+from llm_trainer.data.chat import BadRow, ChatTemplate, to_messages, with_chat_tokens
+from llm_trainer.data.chat_data import prepare_chat
 from llm_trainer.data.shards import (
     CACHE_VERSION,
     MANIFEST,
@@ -49,7 +52,7 @@ from llm_trainer.data.shards import (
     shard_tokens,
 )
 from llm_trainer.data.sources import TextSource, resolve_dataset
-from llm_trainer.data.spec import LOCAL_HINT, SPLIT_NAMES, Document
+from llm_trainer.data.spec import LOCAL_HINT, SPLIT_NAMES, ChatRow, Document
 from llm_trainer.data.tokenizer import TextTokenizer, tokenizer_kind
 from llm_trainer.errors import DataError, PrepareStopped
 from llm_trainer.store.atomic import atomic_write_json, atomic_write_text, read_json
@@ -108,6 +111,15 @@ class TokenData:
     cache_dir: Path
     from_cache: bool
     manifest: dict[str, Any] = field(default_factory=dict)
+    # chat data: windows of block_size + 1 tokens and, per token, whether it is a target
+    train_mask: TokenShards | None = None
+    val_mask: TokenShards | None = None
+    chat: ChatTemplate | None = None
+
+    @property
+    def window(self) -> int | None:
+        """Tokens per window of chat data (block_size + 1), None for a token stream."""
+        return self.manifest.get("window") if self.chat is not None else None
 
     @property
     def hold_out(self) -> str:
@@ -120,6 +132,14 @@ class TokenData:
 
     @property
     def summary(self) -> str:
+        if self.chat is not None:
+            c = self.manifest.get("chat", {}).get("train", {})
+            return (f"{self.source.description}: {c.get('examples', 0):,} conversations "
+                    f"({self.source.chat_format} format, {self.chat.kind} template) in "
+                    f"{c.get('windows', 0):,} windows, {c.get('trained', 0):,} trained "
+                    f"tokens; {len(self.val):,} validation tokens ({self.tokenizer.kind} "
+                    f"tokenizer, vocab {self.tokenizer.vocab_size:,}"
+                    f"{', cached' if self.from_cache else ''})")
         return (f"{self.source.description}: {len(self.train):,} training and {len(self.val):,} "
                 f"validation tokens ({self.tokenizer.kind} tokenizer, vocab "
                 f"{self.tokenizer.vocab_size:,}{', cached' if self.from_cache else ''})")
@@ -156,9 +176,19 @@ class _Hooks:
 
 
 def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path, log=None,
-                  progress=None, stop=None) -> TextTokenizer:
-    """The tokenizer a new model gets (always with a document separator): built by one
-    streaming pass and cached for this dataset, or loaded."""
+                  progress=None, stop=None, chat: ChatTemplate | None = None) -> TextTokenizer:
+    """The tokenizer a new model gets (always with a document separator; for chat data,
+    ``chat``'s markers as single tokens too): built by one streaming pass over the text
+    (chat data: its conversations as the template writes them) and cached for this dataset,
+    or loaded."""
+    if chat is not None:
+        return with_chat_tokens(_get_tokenizer(source, spec, vocab_size, data_dir, log,
+                                               progress, stop, chat), chat)
+    return _get_tokenizer(source, spec, vocab_size, data_dir, log, progress, stop, None)
+
+
+def _get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path, log,
+                   progress, stop, chat: ChatTemplate | None) -> TextTokenizer:
     hooks = _Hooks(log, progress, stop)
     kind = tokenizer_kind(spec)
     if kind == "byte":
@@ -166,6 +196,8 @@ def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path
     if kind == "file":
         return TextTokenizer.from_file(Path(spec).expanduser()).with_eot()
     key = f"{source.fingerprint}-{kind}{vocab_size if kind == 'bpe' else ''}{TOKENIZER_SUFFIX}"
+    if chat is not None:
+        key += "-chat-" + hashlib.sha256(chat.source.encode()).hexdigest()[:8]
     cached = data_dir / "tokenizers" / f"{key}.json"
     if cached.is_file():
         try:
@@ -178,12 +210,12 @@ def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path
         hooks.say(f"training a BPE tokenizer (vocab {vocab_size:,}) on {source.description} "
                   f"(the first {BPE_SAMPLE_BYTES >> 20:,} MB of training text at most)...")
         tok = TextTokenizer.train_bpe_from(
-            _texts(source, ("train",), hooks, min(total, BPE_SAMPLE_BYTES), BPE_SAMPLE_BYTES),
-            vocab_size)
+            _texts(source, ("train",), hooks, min(total, BPE_SAMPLE_BYTES), BPE_SAMPLE_BYTES,
+                   chat), vocab_size)
     else:
         hooks.say(f"building a character vocabulary from {source.description}...")
         seen = np.zeros(0x110000, dtype=bool)
-        for texts in _texts(source, ("train", "val"), hooks, total, None):
+        for texts in _texts(source, ("train", "val"), hooks, total, None, chat):
             seen[np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"),
                                dtype=np.uint32)] = True
         tok = TextTokenizer.build_char("".join(map(chr, np.flatnonzero(seen))))
@@ -193,16 +225,23 @@ def get_tokenizer(source: TextSource, spec: str, vocab_size: int, data_dir: Path
 
 
 def _texts(source: TextSource, splits: tuple[str, ...], hooks: _Hooks, total: int,
-           limit: int | None) -> Iterator[list[str]]:
+           limit: int | None, chat: ChatTemplate | None = None) -> Iterator[list[str]]:
     """The documents' text of ``splits`` in order, in batches of about ``TASK_CHARS``, up to
-    ``limit`` characters, with progress and stop checks between batches."""
+    ``limit`` characters, with progress and stop checks between batches. Chat rows are
+    written out by ``chat`` (malformed ones are left out: they never train)."""
     done, batch, size = 0, [], 0
     for split in splits:
         for doc in source.documents(split):
-            if doc.text:
-                batch.append(doc.text)
-                size += len(doc.text)
-            done += len(doc.raw)
+            text = doc.text
+            if chat is not None and isinstance(doc, ChatRow):
+                try:
+                    text = chat.render(to_messages(doc.row, source.chat_format or "messages"))
+                except BadRow:
+                    text = ""
+            if text:
+                batch.append(text)
+                size += len(text)
+            done += len(doc.raw) or len(text)
             if size >= TASK_CHARS or (limit is not None and done >= limit):
                 yield batch
                 batch, size = [], 0
@@ -518,17 +557,51 @@ def prepare_data(*, dataset: str, tokenizer_spec: str, vocab_size: int, val_frac
                  tokenizer: TextTokenizer | None = None, log=None,
                  progress: Callable[[PrepareProgress], None] | None = None,
                  stop: Callable[[], bool] | None = None, num_proc: int | None = None,
-                 val_max_tokens: int = 0) -> TokenData:
+                 val_max_tokens: int = 0, chat: ChatSettings | None = None) -> TokenData:
     """Resolve, tokenize (or reuse) and return the token shards. Pass ``tokenizer`` to keep a
     model's own tokenizer (continued training on new data). ``progress`` gets a
     PrepareProgress a few times a second; ``stop`` is polled as often, and a true answer
-    raises PrepareStopped (the finished shards are kept for the next run)."""
+    raises PrepareStopped (the finished shards are kept for the next run). ``chat``: how
+    chat data is prepared when the data turns out to be conversations (default: ChatML,
+    the default block size and the config's defaults)."""
     source = resolve_dataset(dataset, data_dir=data_dir, val_fraction=val_fraction,
-                             text_column=text_column, explicit=explicit)
+                             text_column=text_column, explicit=explicit,
+                             data_format=chat.data_format if chat else "auto")
     if source.notice and log is not None:
         log(source.notice)
+    template = None
+    if source.chat_format is not None:
+        chat = chat or ChatSettings(block_size=ModelConfig().block_size)
+        template = chat.template or ChatTemplate.chatml()
     if tokenizer is None:
         tokenizer = get_tokenizer(source, tokenizer_spec, vocab_size, data_dir, log, progress,
-                                  stop)
-    return load_tokens(source, tokenizer, data_dir, log, progress=progress, stop=stop,
-                       num_proc=num_proc, val_max_tokens=val_max_tokens)
+                                  stop, template)
+    if template is None:
+        return load_tokens(source, tokenizer, data_dir, log, progress=progress, stop=stop,
+                           num_proc=num_proc, val_max_tokens=val_max_tokens)
+    tokenizer = with_chat_tokens(tokenizer, template)
+    train, train_mask, val, val_mask, folder, manifest, cached = prepare_chat(
+        source, tokenizer, template, data_dir, _Hooks(log, progress, stop),
+        block_size=chat.block_size, packing=chat.packing, truncate=chat.truncate,
+        loss_on=chat.loss_on, on_bad_rows=chat.on_bad_rows)
+    return TokenData(train, val, tokenizer, source, folder, cached, manifest, train_mask,
+                     val_mask, template)
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """How chat data is prepared (the run's data.* and train.loss_on settings), and the
+    model's own template (None: ChatML)."""
+
+    block_size: int
+    data_format: str = "auto"
+    packing: bool = True
+    truncate: bool = True
+    loss_on: str = "assistant"
+    on_bad_rows: str = "auto"
+    template: ChatTemplate | None = None
+
+    @classmethod
+    def from_config(cls, cfg, template: ChatTemplate | None = None) -> ChatSettings:
+        return cls(cfg.model.block_size, cfg.data.format, cfg.data.packing, cfg.data.truncate,
+                   cfg.train.loss_on, cfg.data.on_bad_rows, template)

@@ -23,12 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from llm_trainer.data.chat import FORMATS, detect_format, format_columns
 from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     BUILTIN_PYDOCS,
-    ChatRow,
     LOCAL_HINT,
     SPLIT_WORDS,
     WIKITEXT,
+    ChatRow,
     ColumnChoice,
     DatasetKind,
     DatasetSpec,
@@ -44,7 +45,6 @@ from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     is_data_file,
     split_of,
 )
-from llm_trainer.data.chat import FORMATS, detect_format, format_columns
 from llm_trainer.errors import DataError
 
 TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story", "article")

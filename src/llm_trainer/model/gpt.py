@@ -33,6 +33,7 @@ the GPT-2 names so LoRA targets stay valid:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import torch
@@ -235,6 +236,34 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layer))
 
+    @torch.no_grad()
+    def grow_vocab(self, vocab_size: int) -> None:
+        """Add rows to the token embedding (and an untied head) up to ``vocab_size``, each
+        the mean of the existing rows: a new token (a chat marker) starts where the trained
+        embeddings are on average, not at random noise the rest of the model never saw."""
+        old = self.shape.vocab_size
+        if vocab_size <= old:
+            return
+        wte = self.transformer.wte.weight
+        rows = wte.mean(dim=0, keepdim=True).expand(vocab_size - old, -1)
+        grown = nn.Embedding(vocab_size, self.shape.n_embd, device=wte.device, dtype=wte.dtype)
+        grown.weight.copy_(torch.cat([wte, rows]))
+        grown.weight.requires_grad_(wte.requires_grad)
+        self.transformer.wte = grown
+        if self.shape.tie_embeddings:
+            head = nn.Linear(self.shape.n_embd, vocab_size, bias=False, device=wte.device,
+                             dtype=wte.dtype)
+            head.weight = grown.weight
+        else:
+            w = self.lm_head.weight
+            head = nn.Linear(self.shape.n_embd, vocab_size, bias=False, device=w.device,
+                             dtype=w.dtype)
+            head.weight.copy_(torch.cat([w, w.mean(dim=0, keepdim=True).expand(
+                vocab_size - old, -1)]))
+            head.weight.requires_grad_(w.requires_grad)
+        self.lm_head = head
+        self.shape = dataclasses.replace(self.shape, vocab_size=vocab_size)
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -293,7 +322,9 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
+            # targets of -1 (a prompt or padding of chat data) are not trained
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T),
+                                   ignore_index=-1)
             return logits, loss
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)

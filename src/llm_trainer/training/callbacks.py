@@ -48,6 +48,7 @@ class StepStats:
     lr: float
     loss: float | None
     grad_norm: float | None
+    tokens: int = 0  # target tokens this process trained on (chat data: the trained ones)
 
 
 class Callback:
@@ -149,9 +150,13 @@ class EarlyStopping(Callback):
 # ============================================================================ anomalies
 
 
+SPIKE_MIN_RISE = 0.25  # nats: a near-zero loss (a learned task) doubling is noise, not a spike
+
+
 class AnomalyGuard(Callback):
     """Detects a non-finite loss or gradient norm, and a loss spike (above ``spike_factor`` x
-    the median of the last ``spike_window`` good steps, once warm-up is over), and decides
+    the median of the last ``spike_window`` good steps and at least ``SPIKE_MIN_RISE`` nats
+    above it, once warm-up is over), and decides
     what to do: roll back (at most ``max_rollbacks`` times) or stop. The trainer carries the
     decision out; every rank decides, and any rank's anomaly counts for all."""
 
@@ -180,7 +185,7 @@ class AnomalyGuard(Callback):
         if (self.spike_factor > 0 and stats.step > self.warmup_steps
                 and len(self.window) >= min(self.window.maxlen or 2, 5)):
             median = statistics.median(self.window)
-            if loss > self.spike_factor * median:
+            if loss > self.spike_factor * median and loss - median > SPIKE_MIN_RISE:
                 return (f"loss spike: {loss:.4f} is more than {self.spike_factor:g}x the "
                         f"median {median:.4f} of the last {len(self.window)} steps")
         self.window.append(loss)

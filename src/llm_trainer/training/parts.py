@@ -78,6 +78,7 @@ class TrainingParts:
     state: TrainState
     start: Any  # the LoadedCheckpoint it started from (resume / continue), or None
     started_at: float
+    chat: Any = None  # the model's ChatTemplate (stored with every checkpoint), or None
 
     def __post_init__(self) -> None:
         import torch
@@ -117,8 +118,10 @@ class TrainingParts:
         for group in self.optimizer.param_groups:  # each at its own peak (optim.py)
             group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = 0.0
+        trained = 0
         for micro in range(accum):
             xb, yb = self.batches.get(s.position, micro)
+            trained += int((yb >= 0).sum()) if self.data.chat is not None else yb.size
             sync = self.no_sync() if self.no_sync and micro < accum - 1 else \
                 contextlib.nullcontext()
             with sync:
@@ -148,7 +151,7 @@ class TrainingParts:
         s.step += 1
         self.last_loss = loss
         return StepStats(step=s.step, lr=lr, loss=float(loss) if read else None,
-                         grad_norm=float(norm) if read else None)
+                         grad_norm=float(norm) if read else None, tokens=trained)
 
     def evaluate(self) -> float:
         """Mean loss over the held-out batches (eval mode, no gradients)."""
@@ -158,8 +161,9 @@ class TrainingParts:
         with torch.no_grad(), self.autocast:
             for xb, yb in self.val_batches:
                 _, loss = self.model(self.to_device(xb), self.to_device(yb))
-                total += float(loss) * len(xb)
-                count += len(xb)
+                n = int((yb >= 0).sum())  # the targets it scored (chat: the trained ones)
+                total += float(loss) * n
+                count += n
         self.model.train()
         return total / max(1, count)
 
@@ -178,7 +182,8 @@ class TrainingParts:
         config = dataclasses.replace(self.config, train=dataclasses.replace(
             self.config.train, batch_size=batch, grad_accum=accum))
         return dataclasses.replace(self, plan=plan, config=config,
-                                   batches=Batches(self.data.train, plan, rank=self.dist.rank))
+                                   batches=Batches(self.data.train, plan, rank=self.dist.rank,
+                                                   mask=self.data.train_mask))
 
 
 def _autocast(torch, device_type: str, precision: str):
@@ -223,7 +228,8 @@ def build_parts(job: TrainingJob, log: Log = lambda message: None) -> TrainingPa
     _set_threads(torch, cfg, dist)
     device, precision = _device(cfg, dist, log)
     start = _starting_checkpoint(job, log)
-    data, cfg = _data(job, cfg, dist, start, log)
+    own_chat = _own_template(job, start)
+    data, cfg = _data(job, cfg, dist, start, own_chat, log)
     plan, batches, val_batches = _batches(cfg, dist, data)
     shape, model = _model(job, cfg, dist, device, data, start, log)
     model.train()
@@ -237,7 +243,7 @@ def build_parts(job: TrainingJob, log: Log = lambda message: None) -> TrainingPa
         plan=plan, batches=batches, val_batches=val_batches, shape=shape, model=model,
         train_model=train_model, compiled=compiled, optimizer=optimizer,
         optimizer_kind=optimizer_kind, scaler=scaler, state=state, start=start,
-        started_at=started_at)
+        started_at=started_at, chat=data.chat or own_chat)
 
 
 def _quiet(message: str) -> None:
@@ -286,10 +292,10 @@ def _starting_checkpoint(job: TrainingJob, log: Log):
     return ckpt
 
 
-def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
+def _data(job: TrainingJob, cfg: RunConfig, dist, start, own_chat, log: Log):
     """The tokenized data (with the checkpoint's tokenizer when there is one). Rank 0
     downloads / tokenizes into the cache first; the others then read the cache."""
-    from llm_trainer.data.prepare import prepare_data
+    from llm_trainer.data.prepare import ChatSettings, prepare_data
     from llm_trainer.data.tokenizer import TextTokenizer, tokenizer_kind
 
     if not dist.is_main:
@@ -307,7 +313,8 @@ def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
         text_column=cfg.data.text_column, data_dir=job.home / "data",
         explicit=job.dataset_explicit, tokenizer=tokenizer, log=log,
         progress=job.on_prepare if dist.is_main else None, stop=stop,
-        val_max_tokens=cfg.data.val_max_tokens)
+        val_max_tokens=cfg.data.val_max_tokens,
+        chat=ChatSettings.from_config(cfg, own_chat))
     if dist.is_main:
         dist.barrier()
     log(f"data: {data.summary}")
@@ -317,16 +324,40 @@ def _data(job: TrainingJob, cfg: RunConfig, dist, start, log: Log):
     return data, cfg
 
 
-def _batches(cfg: RunConfig, dist, data):
-    from llm_trainer.data.batches import Batches, BatchPlan, eval_windows
+def _own_template(job: TrainingJob, start):
+    """The chat template the model already has: its checkpoint's, or the one of the folder
+    it is imported from (a Hugging Face folder's chat_template, or a model of ours); None:
+    it gets ChatML when it trains on conversations."""
+    if start is not None:
+        return start.chat
+    if job.init is None or job.init.mode != InitMode.IMPORT:
+        return None
+    from llm_trainer.data.chat import ChatTemplate
 
+    folder = Path(job.init.checkpoint)
+    found = ChatTemplate.from_hf_folder(folder)
+    if found is None and (folder / "manifest.json").is_file():
+        from llm_trainer.checkpoint_io import read_checkpoint
+
+        found = read_checkpoint(folder).chat
+    return found
+
+
+def _batches(cfg: RunConfig, dist, data):
+    from llm_trainer.data.batches import Batches, BatchPlan, chat_eval_windows, eval_windows
+
+    chat = data.chat is not None
     plan = BatchPlan(n_tokens=len(data.train), seq_len=cfg.model.block_size,
                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-                     world_size=dist.world_size, seed=cfg.train.seed)
+                     world_size=dist.world_size, seed=cfg.train.seed, aligned=chat)
     plan.check()
-    val = list(eval_windows(data.val, cfg.model.block_size, cfg.train.batch_size,
-                            cfg.train.eval_batches))
-    return plan, Batches(data.train, plan, rank=dist.rank), val
+    if chat:
+        val = list(chat_eval_windows(data.val, data.val_mask, cfg.model.block_size,
+                                     cfg.train.batch_size, cfg.train.eval_batches))
+    else:
+        val = list(eval_windows(data.val, cfg.model.block_size, cfg.train.batch_size,
+                                cfg.train.eval_batches))
+    return plan, Batches(data.train, plan, rank=dist.rank, mask=data.train_mask), val
 
 
 def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log):
@@ -354,12 +385,32 @@ def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log
     torch.manual_seed(cfg.train.seed)
     if start is not None:
         model = load_model(start, device.device, merged=False)
+        _grow(model, data.tokenizer, log)
     else:
         model = GPT(shape)
         if source is not None:
             _import_weights(job, cfg, dist, model, shape, data.tokenizer, source, log)
         model.to(device.device)
-    return shape, _finetune(cfg, model, shape)
+    return model.shape, _finetune(cfg, model, model.shape)
+
+
+def _grow(model, tokenizer, log: Log) -> None:
+    """Room in the embedding for tokens the tokenizer gained (a chat template's markers),
+    initialised as the mean of the trained rows."""
+    from llm_trainer.model.lora import is_lora
+
+    if tokenizer.vocab_size <= model.shape.vocab_size:
+        return
+    if is_lora(model):
+        raise UsageError(
+            f"the tokenizer needs {tokenizer.vocab_size - model.shape.vocab_size} new tokens "
+            "(the chat template's markers), but this LoRA model's embedding is frozen",
+            hint="fine-tune it on chat data without LoRA first, or start from a model whose "
+                 "tokenizer has them")
+    added = tokenizer.vocab_size - model.shape.vocab_size
+    model.grow_vocab(tokenizer.vocab_size)
+    log(f"added {added} token embedding{'s' if added != 1 else ''} for the chat template's "
+        f"markers (each the mean of the existing ones)")
 
 
 def _import_weights(job: TrainingJob, cfg: RunConfig, dist, model, shape, tokenizer, source,
@@ -374,10 +425,11 @@ def _import_weights(job: TrainingJob, cfg: RunConfig, dist, model, shape, tokeni
         sd = load_hf_weights(source, shape.block_size)
     check_complete(sd, model.state_dict(), source)
     model.load_state_dict(sd, strict=True)
+    _grow(model, tokenizer, log)
     if cfg.finetune.lora_r and dist.is_main:
         from llm_trainer.checkpoint_io import save_base
 
-        path = save_base(job.model_dir, model=model, config=cfg, shape=shape,
+        path = save_base(job.model_dir, model=model, config=cfg, shape=model.shape,
                          tokenizer=tokenizer, source=cfg.finetune.init_from or source.spec)
         log(f"base weights for the LoRA adapters: {path}")
 

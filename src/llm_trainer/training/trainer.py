@@ -143,6 +143,7 @@ class Trainer:
     def loop(self) -> TrainingResult:
         p, s, t = self.parts, self.parts.state, self.cfg.train
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        self.window_tokens = 0
         while s.step < p.total_steps:
             t0 = time.perf_counter()
             stats = p.train_step(read=p.on_cpu or (s.step + 1) % t.log_interval == 0,
@@ -152,11 +153,13 @@ class Trainer:
             self.train_time += step_s
             window_loss = window_loss + (stats.loss if stats.loss is not None else p.last_loss)
             window_steps += 1
+            self.window_tokens += stats.tokens
             self.control.anomaly = self.guard.check(stats)
             done = s.step >= p.total_steps
             if s.step % t.log_interval == 0 or done:
                 self.report_progress(stats, window_loss, window_steps, window_start)
                 window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                self.window_tokens = 0
             # decisions that end or rewind the loop are taken by every rank together
             stop, anomaly = p.dist.any([self.stop_requested(),
                                         self.control.anomaly is not None], p.device.device)
@@ -259,9 +262,18 @@ class Trainer:
         self.callbacks.on_progress(self, Progress(
             step=s.step, total_steps=p.total_steps, epoch=p.epoch, loss=mean_loss,
             lr=stats.lr, grad_norm=stats.grad_norm,
-            tokens_per_s=window_steps * p.plan.tokens_per_step / max(1e-9, now - window_start),
+            tokens_per_s=self.trained_tokens(window_steps) / max(1e-9, now - window_start),
             train_time_s=self.train_time, elapsed_s=est.elapsed_s,
             eta_seconds=est.remaining_s, finish_at=est.finish_at, step_time_s=est.step_time_s))
+
+    def trained_tokens(self, steps: int) -> int:
+        """Target tokens of the last ``steps`` steps, all processes: every window position
+        of text, only the trained ones of chat data (counted by this process, times the
+        processes: each takes the same number of windows)."""
+        p = self.parts
+        if p.data.chat is None:
+            return steps * p.plan.tokens_per_step
+        return self.window_tokens * p.dist.world_size
 
     def run_eval(self, final: bool = False) -> float:
         p, s = self.parts, self.parts.state
@@ -388,7 +400,7 @@ class Trainer:
         path = save_checkpoint(self.job.model_dir, model=p.model, optimizer=p.optimizer,
                                trainer_state=self.trainer_json(), config=self.cfg,
                                shape=p.shape, tokenizer=p.tokenizer, step=s.step,
-                               epoch=p.epoch, val_loss=val, rng=rng_states)
+                               epoch=p.epoch, val_loss=val, rng=rng_states, chat=p.chat)
         prune_checkpoints(self.job.model_dir, keep_last=self.cfg.train.keep_last,
                           keep_every=self.cfg.train.keep_every)
         self.last_saved = path
