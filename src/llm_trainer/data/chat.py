@@ -184,21 +184,22 @@ def _text(row: dict[str, Any], key: str) -> str:
     return value
 
 
-BAD_ROWS_AUTO = 0.01  # data.on_bad_rows auto: skip up to this share of the rows, fail above
+BAD_ROWS_AUTO_SHARE = 0.01  # data.on_bad_rows auto: skip up to this share of the rows
 
 
 def bad_rows_verdict(bad: int, total: int, policy: str) -> str | None:
-    """Why ``bad`` malformed rows of ``total`` stop the run under ``data.on_bad_rows``
-    (``skip``, ``fail``, ``auto``: skip up to 1%), or None when they are skipped."""
+    """Why malformed rows stop training under ``data.on_bad_rows`` (``skip``: never; ``fail``:
+    any; ``auto``: more than 1% of the rows), or None when they are skipped. One rule, for
+    ``data inspect`` (which says what training would do) and for training itself."""
     if not bad or policy == "skip":
         return None
-    share = bad / max(1, total)
+    share = bad / total if total else 1.0
+    if policy == "auto" and share <= BAD_ROWS_AUTO_SHARE:
+        return None
+    rows = f"{bad:,} of {total:,} rows ({share:.1%}) are not usable conversations"
     if policy == "fail":
-        return f"{bad:,} malformed row{'s' if bad != 1 else ''} (data.on_bad_rows is fail)"
-    if share > BAD_ROWS_AUTO:
-        return (f"{bad:,} of {total:,} rows ({share:.1%}) are malformed, more than the "
-                f"{BAD_ROWS_AUTO:.0%} skipped without asking")
-    return None
+        return f"{rows} and data.on_bad_rows is fail"
+    return f"{rows}: more than the {BAD_ROWS_AUTO_SHARE:.0%} data.on_bad_rows=auto skips"
 
 
 # --------------------------------------------------------------------------- templates
