@@ -259,21 +259,46 @@ class Service:
         training would use: the preset or file, the options given, then ``sets`` (--set).
         A split larger than ``sample_bytes`` (default: data.inspect.SAMPLE_BYTES) is
         sampled unless ``full``."""
-        from llm_trainer.config import load_config
         from llm_trainer.data.inspect import SAMPLE_BYTES, inspect_dataset
+
+        cfg = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size, seq_len,
+                                   text_column, sets)
+        d = cfg.data
+        return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
+                               val_fraction=d.val_fraction, text_column=d.text_column,
+                               seq_len=cfg.model.block_size, data_dir=self.home / "data",
+                               full=full, sample_bytes=sample_bytes or SAMPLE_BYTES,
+                               data_format=d.format, loss_on=cfg.train.loss_on,
+                               on_bad_rows=d.on_bad_rows, truncate=d.truncate)
+
+    def template_examples(self, spec: str | None, n: int, *, preset: str | None = None,
+                          config_file: str | None = None, tokenizer: str | None = None,
+                          vocab_size: int | None = None, text_column: str | None = None,
+                          sets: dict[str, Any] | None = None, sample_bytes: int | None = None):
+        """The first ``n`` conversations of chat data ``spec`` as training renders them, the
+        trained text marked (``data inspect --show-template``; a TemplateView)."""
+        from llm_trainer.data.inspect import SAMPLE_BYTES, template_examples
+
+        cfg = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size, None,
+                                   text_column, sets)
+        d = cfg.data
+        return template_examples(d.dataset, n, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
+                                 val_fraction=d.val_fraction, text_column=d.text_column,
+                                 data_dir=self.home / "data", data_format=d.format,
+                                 loss_on=cfg.train.loss_on,
+                                 sample_bytes=sample_bytes or SAMPLE_BYTES)
+
+    def _inspect_config(self, spec, preset, config_file, tokenizer, vocab_size, seq_len,
+                        text_column, sets):
+        from llm_trainer.config import load_config
 
         given = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
                  "model.block_size": seq_len, "data.text_column": text_column}
         values = {k: v for k, v in {**given, **(sets or {})}.items() if v is not None}
         if spec is not None:
             values["data.dataset"] = spec
-        cfg = load_config(config_file=config_file, preset=preset, overrides=values,
-                          home=self.home)
-        d = cfg.data
-        return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
-                               val_fraction=d.val_fraction, text_column=d.text_column,
-                               seq_len=cfg.model.block_size, data_dir=self.home / "data",
-                               full=full, sample_bytes=sample_bytes or SAMPLE_BYTES)
+        return load_config(config_file=config_file, preset=preset, overrides=values,
+                           home=self.home)
 
     def prepare_data(self, spec: str, *, preset: str | None = None,
                      config_file: str | None = None, options: DataOptions | None = None,

@@ -39,7 +39,8 @@ def test_a_text_file_and_the_json_schema(home):
     assert set(r) == {"spec", "format", "format_reason", "files", "document_unit",
                       "text_column", "column_candidates", "column_reason", "tokenizer",
                       "splits", "histogram", "overlap", "seq_len", "suggestions", "sampled",
-                      "notes", "seconds"}
+                      "notes", "seconds", "chat"}
+    assert r["chat"] is None  # text, not conversations
     assert r["format"] == "text" and "suffix .txt" in r["format_reason"]
     assert r["document_unit"] == "paragraph" and r["text_column"] is None
     train, val = r["splits"]

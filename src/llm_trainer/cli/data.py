@@ -36,18 +36,37 @@ def data_inspect(
                        "than 64 MB of text is sampled, its figures estimated)")] = False,
     sample_mb: Annotated[float | None, typer.Option(
         help="sample a split larger than this many MB (default 64)")] = None,
+    show_template: Annotated[int | None, typer.Option(
+        "--show-template", min=1, metavar="N",
+        help="chat data: print the first N conversations rendered with the chat template, "
+             "the trained text marked (--set train.loss_on=all to mark every token), "
+             "instead of the report")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Format, text column, splits, documents / characters / tokens, lengths, problems and
-    suggestions for a dataset, read the way training would read it. A split of more than
-    64 MB of text is sampled (--full reads it all); the report says which figures are
-    estimates."""
+    suggestions for a dataset, read the way training would read it; for chat data also the
+    conversation format, turns, prompt and response lengths and the malformed rows. A split
+    of more than 64 MB of text is sampled (--full reads it all); the report says which
+    figures are estimates."""
     if sample_mb is not None and sample_mb <= 0:
         raise UsageError(f"--sample-mb must be > 0 (got {sample_mb:g})",
                          hint="e.g. --sample-mb 16, or --full to read everything")
     if full and sample_mb is not None:
         raise UsageError("--full reads everything: it takes no --sample-mb",
                          hint="use one of them")
+    if show_template is not None:
+        if seq_len is not None or full:
+            raise UsageError("--show-template prints conversations, not the report: it takes "
+                             "no --seq-len or --full", hint="run the report without it")
+        view = service().template_examples(
+            spec, show_template, preset=preset, config_file=config, tokenizer=tokenizer,
+            vocab_size=vocab_size, text_column=text_column, sets=parse_sets(set_),
+            sample_bytes=round(sample_mb * (1 << 20)) if sample_mb else None)
+        if as_json:
+            echo(json.dumps(view.to_json(), indent=2))
+        else:
+            _show_template(view)
+        return
     report = service().inspect_data(spec, preset=preset, config_file=config,
                                      tokenizer=tokenizer, vocab_size=vocab_size,
                                      seq_len=seq_len, text_column=text_column,
@@ -70,6 +89,9 @@ def _report_data(r) -> None:
             echo(f"  {f.path:<40} {f.format:<8} {f.split}")
         if len(r.files) > 12:
             echo(f"  ... and {len(r.files) - 12} more files")
+    if r.chat is not None:
+        echo(f"chat:       {r.chat.format} ({r.chat.reason}); the {r.chat.template} "
+             f"template; loss on {r.chat.loss_on}")
     if r.text_column:
         others = [c for c in r.column_candidates if c != r.text_column]
         echo(f"text:       column {r.text_column!r} ({r.column_reason})"
@@ -105,6 +127,8 @@ def _report_data(r) -> None:
             span = f"{b['from']:,}-{b['to']:,}" if b["to"] != b["from"] else f"{b['from']:,}"
             mark = "  <- seq_len" if b["from"] <= r.seq_len <= b["to"] else ""
             echo(f"  {span:>13} {b['documents']:>9,} {bar}{mark}")
+    if r.chat is not None:
+        _report_chat(r.chat)
     for line in r.notes:
         echo(f"note: {line}")
     if r.suggestions:
@@ -114,6 +138,56 @@ def _report_data(r) -> None:
     else:
         echo("suggestions: none; the data looks ready")
     echo(f"(read in {r.seconds:.1f} s)")
+
+
+def _report_chat(c) -> None:
+    def spread(d: dict[str, int], what: str) -> str:
+        if not d:
+            return "none"
+        return " / ".join(f"{d[k]:,}" for k in d) + f" ({' / '.join(d)}){what}"
+
+    some = " (of the conversations measured)" if c.measured < c.conversations else ""
+    echo(f"conversations: {c.conversations:,} of {c.rows:,} rows")
+    echo(f"turns:         {spread(c.turns, ' user and assistant turns per conversation')}")
+    echo(f"prompt:        {spread(c.prompt_tokens, ' tokens: context, not trained' + some)}")
+    echo(f"response:      {spread(c.response_tokens, ' tokens: trained' + some)}")
+    echo(f"over seq_len:  {c.over_seq_len:,} conversations longer than {c.seq_len} tokens "
+         f"(training: {c.over_action})")
+    echo(f"bad rows:      {c.bad_rows:,}: {c.bad_action}")
+    for b in c.bad_shown:
+        echo(f"  {b.where}: {b.problem}; {b.suggestion}")
+    if c.bad_rows > len(c.bad_shown):
+        echo(f"  ... and {c.bad_rows - len(c.bad_shown):,} more")
+
+
+def _show_template(v) -> None:
+    from rich.text import Text
+
+    from llm_trainer.data.inspect_chat import MARK_CLOSE, MARK_OPEN
+
+    console = rich_console()
+    echo(f"dataset:    {v.spec}")
+    echo(f"chat:       {v.format} ({v.format_reason})")
+    tok = v.tokenizer
+    echo(f"template:   {v.template}; tokenizer {tok['spec']} ({tok['kind']}, "
+         f"{tok['vocab_size']:,} tokens)")
+    echo(f"marks:      {v.legend}")
+    if not v.examples:
+        echo("no usable conversations (data inspect lists the malformed rows)")
+    for i, ex in enumerate(v.examples, 1):
+        echo()
+        echo(f"--- example {i} ({ex.where}): {ex.tokens:,} tokens, {ex.trained_tokens:,} "
+             "trained")
+        if not console.is_terminal:
+            echo(ex.marked())
+            continue
+        text, pos = Text(), 0  # on a terminal the trained text is highlighted as well
+        for lo, hi in ex.trained:
+            text.append(ex.text[pos:lo])
+            text.append(MARK_OPEN + ex.text[lo:hi] + MARK_CLOSE, style="bold green")
+            pos = hi
+        text.append(ex.text[pos:])
+        console.print(text, soft_wrap=True)
 
 
 @data_options(after="spec")

@@ -41,6 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.data import sources
+from llm_trainer.data.inspect_chat import (
+    ChatMeasure,
+    ChatStats,
+    TemplateView,
+    example,
+    legend,
+    row_where,
+)
+from llm_trainer.data.inspect_chat import suggestions as chat_suggestions
 from llm_trainer.data.sources import LOCAL_HINT, Document, Gap, SourceFile, resolve_dataset
 from llm_trainer.data.spec import DatasetKind, TextSource, file_format
 from llm_trainer.data.tokenizer import TextTokenizer
@@ -112,9 +121,12 @@ class DataReport:
     sampled: bool  # some figures are estimates from a sample (see notes)
     notes: list[str]  # what was sampled or estimated, in words
     seconds: float
+    chat: ChatStats | None = None  # chat data: its format, turns, lengths and bad rows
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["chat"] = self.chat.to_json() if self.chat else None
+        return out
 
 
 # ---------------------------------------------------------------------------- bounded memory
@@ -207,7 +219,8 @@ class _Measure:
         self.budget, self.every, self.next_double = budget, 1, budget
         self.skipped_chars = 0  # of the documents not measured
 
-    def add(self, doc: Document) -> None:
+    def add(self, doc: Document) -> bool:
+        """Count ``doc``; measure it unless the stream is thinned past it (then False)."""
         stats = self.stats
         stats.documents += 1
         stats.characters += len(doc.text)
@@ -215,13 +228,13 @@ class _Measure:
         body = doc.text.strip()
         if not body:
             stats.empty += 1
-            return
+            return False
         if self.budget is not None and stats.characters > self.next_double:
             self.every *= 2  # a stream sampled: as the characters double, measure half
             self.next_double *= 2
         if self.every > 1 and stats.documents % self.every:
             self.skipped_chars += len(doc.text)
-            return
+            return False
         stats.documents_read += 1
         stats.nonprintable += len(NONPRINTABLE.findall(doc.text))
         if len(body) >= DUPLICATE_MIN_CHARS:
@@ -232,6 +245,7 @@ class _Measure:
             self.batch_chars += len(piece)
             if len(self.batch) >= TOKENIZE_BATCH or self.batch_chars >= BATCH_CHARS:
                 self.flush()
+        return True
 
     def flush(self) -> None:
         if self.tokenizer is not None and self.batch:
@@ -492,7 +506,7 @@ def suggestions(report: DataReport, requested_vocab: int) -> list[str]:
     total = train.characters + val.characters
     share = val.characters / total if total else 0.0
     held_out = val.origin.startswith("held out")
-    if share < SMALL_VAL_SHARE:
+    if total and share < SMALL_VAL_SHARE:  # (no text: chat rows all malformed)
         out.append(f"val split is {share:.1%} of the data: its loss will be noisy; "
                    + ("raise data.val_fraction" if held_out else
                       "use a larger validation file, or remove it and set data.val_fraction"))
@@ -568,23 +582,41 @@ def _notes(splits: list[SplitStats], plans: dict[str, _TextPlan], hashes: Hashes
 
 def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction: float,
                     text_column: str | None, seq_len: int, data_dir: Path,
-                    full: bool = False, sample_bytes: int = SAMPLE_BYTES) -> DataReport:
+                    full: bool = False, sample_bytes: int = SAMPLE_BYTES,
+                    data_format: str = "auto", loss_on: str = "assistant",
+                    on_bad_rows: str = "auto", truncate: bool = True) -> DataReport:
     """Read ``spec`` as training reads it, split by split (after the training documents for
     a tokenizer trained on them), and describe it. Unless ``full``, a split of more than
-    ``sample_bytes`` of text is sampled (see the module's text)."""
+    ``sample_bytes`` of text is sampled (see the module's text). Chat data (``data_format``,
+    ``data.format``) is measured as training renders it, a document per conversation, and
+    described in ``DataReport.chat`` (``loss_on``, ``on_bad_rows``, ``truncate``: the
+    settings training would use; see ``data.inspect_chat``)."""
     t0, spec = time.perf_counter(), spec.strip()
     budget = None if full else sample_bytes
     source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
-                             text_column=text_column)
+                             text_column=text_column, data_format=data_format)
     groups = _text_groups(source)
     plans: dict[str, _TextPlan] = {}
     if groups is not None and budget is not None:
         plans = {k: p for k, v in groups.items() if (p := _plan(v, budget)) is not None}
+    chat = template = None
+    if source.chat_format is not None:
+        from llm_trainer.data.chat import ChatTemplate
 
-    def documents(split: str) -> Iterator[Document]:
+        template = ChatTemplate.chatml()
+        chat = ChatMeasure(source, template, loss_on=loss_on, seq_len=seq_len,
+                           on_bad_rows=on_bad_rows, truncate=truncate)
+
+    def read(split: str) -> Iterator[Document]:
         if split in plans:
             return _plan_documents(plans[split])
         return (d for d in source.documents(split, lenient=True) if not isinstance(d, Gap))
+
+    def documents(split: str) -> Iterator[Document]:
+        if chat is None:
+            return read(split)
+        return (Document(template.render(messages)) for _, messages in
+                chat.conversations(split, read(split), record=False))
 
     head_cut: list[bool] = []  # the tokenizer's texts stopped at the budget
     limit = budget
@@ -600,6 +632,10 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
         return (d.text for d in documents("val"))
 
     tok, trained_on = _tokenizer(tokenizer, vocab_size, train_texts, val_texts)
+    if chat is not None:
+        from llm_trainer.data.chat import with_chat_tokens
+
+        tok = with_chat_tokens(tok, template)
     if trained_on and "train" in plans:
         trained_on = trained_on.replace("the training split",
                                         f"a {_mb(plans['train'].read)} sample of the "
@@ -613,23 +649,32 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
     for name in ("train", "val"):
         m = _Measure(name, source.origin(name), tok, used if name == "train" else None, hashes,
                      budget if name not in plans else None)
-        for d in documents(name):
-            m.add(d)
+        if chat is None:
+            for d in documents(name):
+                m.add(d)
+        else:  # every row checked; a conversation measured as training renders it
+            for _, messages in chat.conversations(name, read(name), record=True):
+                if m.add(Document(template.render(messages))):
+                    chat.measure(tok, messages)
         plan = plans.get(name)
         stats.append((m, m.finish(plan.share if plan else None,
                                   plan.size if plan else _bytes_of(groups, name))))
     (train_m, train), (val_m, val) = stats
-    if not train.documents - train.empty:
+    chat_stats = chat.finish() if chat is not None else None
+    if not train.documents - train.empty and not (chat_stats and chat_stats.rows):
         raise DataError(f"the training split of {spec} has no text", hint=LOCAL_HINT)
     buckets = dict(train_m.buckets)
     for k, v in val_m.buckets.items():
         buckets[k] = buckets.get(k, 0) + v
     layout, col = source.layout, source.columns[0] if source.columns else None
     notes = _notes([train, val], plans, hashes, tokenizer, trained_on)
+    if chat_stats is not None:
+        col = None  # the columns a conversation is read from are the chat format's
     report = DataReport(
         spec=spec, format=layout.format,
         format_reason=layout.reason + (f" ({source.notice})" if source.notice else ""),
-        files=list(layout.files), document_unit=layout.unit,
+        files=list(layout.files),
+        document_unit="conversation" if chat_stats else layout.unit,
         text_column=col.column if col else None,
         column_candidates=list(col.candidates) if col else [],
         column_reason=col.reason if col else None,
@@ -638,8 +683,10 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
                    "trained_on": trained_on},
         splits=[train, val], histogram=_histogram(buckets), overlap=hashes.overlap(),
         seq_len=seq_len, suggestions=[], sampled=train.sampled or val.sampled, notes=notes,
-        seconds=0.0)
+        seconds=0.0, chat=chat_stats)
     report.suggestions = suggestions(report, vocab_size)
+    if chat_stats is not None:
+        report.suggestions += chat_suggestions(chat_stats)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -678,3 +725,48 @@ def _tokenizer(spec: str, vocab_size: int, train_texts: Callable[[], Iterator[st
     if spec == "byte":
         return TextTokenizer.build_byte(), None
     return TextTokenizer.from_file(Path(spec).expanduser()), None
+
+
+def template_examples(spec: str, n: int, *, tokenizer: str, vocab_size: int,
+                      val_fraction: float, text_column: str | None, data_dir: Path,
+                      data_format: str = "auto", loss_on: str = "assistant",
+                      sample_bytes: int = SAMPLE_BYTES) -> TemplateView:
+    """The first ``n`` usable conversations of chat data ``spec`` (training split first)
+    rendered with the template training would use (ChatML), each with the character spans
+    whose tokens are trained (``encode_conversation``'s mask under ``loss_on``), for the
+    tokenizer inspect builds (a BPE or char vocabulary from the first ``sample_bytes`` of the
+    training conversations, the template's markers added)."""
+    from llm_trainer.data.chat import ChatTemplate, with_chat_tokens
+
+    spec = spec.strip()
+    source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
+                             text_column=text_column, data_format=data_format)
+    if source.chat_format is None:
+        raise DataError(f"{spec} holds no conversations: --show-template shows chat data",
+                        hint="chat data is a table (.jsonl, .json, .csv, .parquet, hf:) with a "
+                             "messages, conversations, instruction/output or prompt/completion "
+                             "column")
+    template = ChatTemplate.chatml()
+    chat = ChatMeasure(source, template, loss_on=loss_on, seq_len=0, on_bad_rows="skip",
+                       truncate=True)
+
+    def conversations(split: str):
+        docs = (d for d in source.documents(split, lenient=True) if not isinstance(d, Gap))
+        return chat.conversations(split, docs, record=False)
+
+    def texts(split: str) -> Iterator[str]:
+        return (template.render(messages) for _, messages in conversations(split))
+
+    tok, _ = _tokenizer(tokenizer, vocab_size, lambda: _head(texts("train"), sample_bytes, []),
+                        lambda: texts("val"))
+    tok = with_chat_tokens(tok, template)
+    examples = []
+    for split in ("train", "val"):
+        for row, messages in itertools.islice(conversations(split), n - len(examples)):
+            examples.append(example(tok, template, messages, row_where(split, row, source),
+                                    loss_on))
+        if len(examples) >= n:
+            break
+    return TemplateView(spec, source.chat_format, chat.stats.reason, template.kind,
+                        {"spec": tokenizer, "kind": tok.kind, "vocab_size": tok.vocab_size},
+                        loss_on, legend(loss_on), examples)
