@@ -254,51 +254,74 @@ class Service:
                      config_file: str | None = None, tokenizer: str | None = None,
                      vocab_size: int | None = None, seq_len: int | None = None,
                      text_column: str | None = None, sets: dict[str, Any] | None = None,
-                     full: bool = False, sample_bytes: int | None = None):
+                     full: bool = False, sample_bytes: int | None = None,
+                     init_from: str | None = None):
         """A DataReport of ``spec`` (default: the config's dataset), read with the settings
         training would use: the preset or file, the options given, then ``sets`` (--set).
         A split larger than ``sample_bytes`` (default: data.inspect.SAMPLE_BYTES) is
-        sampled unless ``full``."""
+        sampled unless ``full``. ``init_from`` (hf:FOLDER): the tokenizer and chat template
+        of a model imported from that folder."""
         from llm_trainer.data.inspect import SAMPLE_BYTES, inspect_dataset
 
-        cfg = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size, seq_len,
-                                   text_column, sets)
+        cfg, folder = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size,
+                                           seq_len, text_column, sets, init_from)
         d = cfg.data
         return inspect_dataset(d.dataset, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
                                val_fraction=d.val_fraction, text_column=d.text_column,
                                seq_len=cfg.model.block_size, data_dir=self.home / "data",
                                full=full, sample_bytes=sample_bytes or SAMPLE_BYTES,
                                data_format=d.format, loss_on=cfg.train.loss_on,
-                               on_bad_rows=d.on_bad_rows, truncate=d.truncate)
+                               on_bad_rows=d.on_bad_rows, truncate=d.truncate,
+                               model_folder=folder)
 
     def template_examples(self, spec: str | None, n: int, *, preset: str | None = None,
                           config_file: str | None = None, tokenizer: str | None = None,
                           vocab_size: int | None = None, text_column: str | None = None,
-                          sets: dict[str, Any] | None = None, sample_bytes: int | None = None):
+                          sets: dict[str, Any] | None = None, sample_bytes: int | None = None,
+                          init_from: str | None = None):
         """The first ``n`` conversations of chat data ``spec`` as training renders them, the
         trained text marked (``data inspect --show-template``; a TemplateView)."""
         from llm_trainer.data.inspect import SAMPLE_BYTES, template_examples
 
-        cfg = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size, None,
-                                   text_column, sets)
+        cfg, folder = self._inspect_config(spec, preset, config_file, tokenizer, vocab_size,
+                                           None, text_column, sets, init_from)
         d = cfg.data
         return template_examples(d.dataset, n, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
                                  val_fraction=d.val_fraction, text_column=d.text_column,
                                  data_dir=self.home / "data", data_format=d.format,
                                  loss_on=cfg.train.loss_on,
-                                 sample_bytes=sample_bytes or SAMPLE_BYTES)
+                                 sample_bytes=sample_bytes or SAMPLE_BYTES,
+                                 model_folder=folder)
 
     def _inspect_config(self, spec, preset, config_file, tokenizer, vocab_size, seq_len,
-                        text_column, sets):
+                        text_column, sets, init_from=None):
+        """The config ``data inspect`` reads with, and the Hugging Face folder ``init_from``
+        names (None without it): its tokenizer.json replaces data.tokenizer, as
+        ``train --init-from`` does."""
         from llm_trainer.config import load_config
+        from llm_trainer.errors import UsageError
 
+        folder = None
+        if init_from is not None:
+            if not init_from.startswith("hf:"):
+                raise UsageError(f"data inspect --init-from takes hf:FOLDER (got {init_from!r})",
+                                 hint="a Hugging Face model folder: its tokenizer and chat "
+                                      "template are what training would use")
+            if tokenizer is not None:
+                raise UsageError("--init-from uses the folder's tokenizer: drop --tokenizer")
+            folder = Path(init_from[3:]).expanduser().resolve()
+            if not (folder / "tokenizer.json").is_file():
+                raise UsageError(f"--init-from: {folder} has no tokenizer.json",
+                                 hint="save the fast tokenizer too: "
+                                      "tokenizer.save_pretrained(FOLDER)")
+            tokenizer = str(folder / "tokenizer.json")
         given = {"data.tokenizer": tokenizer, "data.vocab_size": vocab_size,
                  "model.block_size": seq_len, "data.text_column": text_column}
         values = {k: v for k, v in {**given, **(sets or {})}.items() if v is not None}
         if spec is not None:
             values["data.dataset"] = spec
         return load_config(config_file=config_file, preset=preset, overrides=values,
-                           home=self.home)
+                           home=self.home), folder
 
     def prepare_data(self, spec: str, *, preset: str | None = None,
                      config_file: str | None = None, options: DataOptions | None = None,

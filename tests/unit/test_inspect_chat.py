@@ -327,3 +327,63 @@ def test_an_hf_dataset_of_sharegpt_rows_names_bad_rows_by_split_and_row(home):
     assert (c["format"], c["rows"], c["bad_rows"]) == ("sharegpt", 34, 1)
     assert [(b["where"], b["problem"]) for b in c["bad_shown"]] == [
         ("row 4 of the val split", "no assistant turn")]
+
+
+PHI_LIKE = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}"
+            "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+
+
+def hf_folder(home):
+    """A model folder's tokenizer (bytes, its markers as special tokens) and its own chat
+    template: what `train --init-from hf:FOLDER` takes the tokenizer and template from."""
+    from tokenizers import AddedToken
+
+    from llm_trainer.data.tokenizer import TextTokenizer
+
+    folder = home / "tiny-hf"
+    folder.mkdir()
+    tok = TextTokenizer.build_byte()
+    tok.tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in ("<|system|>", "<|user|>", "<|assistant|>",
+                                          "<|end|>")])
+    tok.save(folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": PHI_LIKE,
+                                                              "eos_token": "<|endoftext|>"}))
+    return folder
+
+
+@pytest.mark.slow  # the CLI in process, datasets and jinja imported
+def test_init_from_an_hf_folder_uses_its_tokenizer_and_its_own_template(home):
+    rows = conversations_file(home)
+    folder = hf_folder(home)
+    proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", f"hf:{folder}",
+                   "--show-template", "1", "--json", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    v = json.loads(proc.stdout)
+    assert v["template"] == "hf" and v["tokenizer"]["spec"] == str(folder / "tokenizer.json")
+    (ex,) = v["examples"]
+    messages = rows[0]["messages"]
+    text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in messages)
+    assert ex["text"] == text
+    assert [ex["text"][a:b] for a, b in ex["trained"]] == [
+        m["content"] + "<|end|>\n" for m in messages if m["role"] == "assistant"]
+    # the report measures with them too: the markers are one token each
+    proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", f"hf:{folder}", "--json",
+                   home=home)
+    c = json.loads(proc.stdout)["chat"]
+    assert c["template"] == "hf"
+    # the shortest reply is row 3's "4" <|end|> \n; the shortest prompt a "q0" row's:
+    # <|user|> \n q 0 <|end|> \n <|assistant|> \n
+    assert c["response_tokens"]["min"] == 1 + 2
+    assert c["prompt_tokens"]["min"] == 1 + 1 + 2 + 1 + 1 + 1 + 1
+
+
+@pytest.mark.slow  # the CLI in process
+def test_init_from_takes_an_hf_folder_with_a_tokenizer(home):
+    conversations_file(home)
+    proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", f"hf:{home}", home=home)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: --init-from: {home.resolve()} has no tokenizer.json")
+    proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", "mymodel", home=home)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: data inspect --init-from takes hf:FOLDER")

@@ -36,6 +36,11 @@ def data_inspect(
                        "than 64 MB of text is sampled, its figures estimated)")] = False,
     sample_mb: Annotated[float | None, typer.Option(
         help="sample a split larger than this many MB (default 64)")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="hf:FOLDER",
+        help="chat data: read it as a model imported from this Hugging Face folder would "
+             "(train --init-from): the folder's tokenizer.json and its own chat template "
+             "(default: --tokenizer and ChatML)")] = None,
     show_template: Annotated[int | None, typer.Option(
         "--show-template", min=1, metavar="N",
         help="chat data: print the first N conversations rendered with the chat template, "
@@ -61,7 +66,8 @@ def data_inspect(
         view = service().template_examples(
             spec, show_template, preset=preset, config_file=config, tokenizer=tokenizer,
             vocab_size=vocab_size, text_column=text_column, sets=parse_sets(set_),
-            sample_bytes=round(sample_mb * (1 << 20)) if sample_mb else None)
+            sample_bytes=round(sample_mb * (1 << 20)) if sample_mb else None,
+            init_from=init_from)
         if as_json:
             echo(json.dumps(view.to_json(), indent=2))
         else:
@@ -72,7 +78,8 @@ def data_inspect(
                                      seq_len=seq_len, text_column=text_column,
                                      sets=parse_sets(set_), full=full,
                                      sample_bytes=(round(sample_mb * (1 << 20))
-                                                   if sample_mb else None))
+                                                   if sample_mb else None),
+                                     init_from=init_from)
     if as_json:
         echo(json.dumps(report.to_json(), indent=2))
         return
@@ -90,8 +97,8 @@ def _report_data(r) -> None:
         if len(r.files) > 12:
             echo(f"  ... and {len(r.files) - 12} more files")
     if r.chat is not None:
-        echo(f"chat:       {r.chat.format} ({r.chat.reason}); the {r.chat.template} "
-             f"template; loss on {r.chat.loss_on}")
+        echo(f"chat:       {r.chat.format} ({r.chat.reason}); {_template_name(r.chat.template)}"
+             f"; loss on {r.chat.loss_on}")
     if r.text_column:
         others = [c for c in r.column_candidates if c != r.text_column]
         echo(f"text:       column {r.text_column!r} ({r.column_reason})"
@@ -160,6 +167,10 @@ def _report_chat(c) -> None:
         echo(f"  ... and {c.bad_rows - len(c.bad_shown):,} more")
 
 
+def _template_name(kind: str) -> str:
+    return "ChatML" if kind == "chatml" else "the model folder's own chat_template"
+
+
 def _show_template(v) -> None:
     from rich.text import Text
 
@@ -169,7 +180,7 @@ def _show_template(v) -> None:
     echo(f"dataset:    {v.spec}")
     echo(f"chat:       {v.format} ({v.format_reason})")
     tok = v.tokenizer
-    echo(f"template:   {v.template}; tokenizer {tok['spec']} ({tok['kind']}, "
+    echo(f"template:   {_template_name(v.template)}; tokenizer {tok['spec']} ({tok['kind']}, "
          f"{tok['vocab_size']:,} tokens)")
     echo(f"marks:      {v.legend}")
     if not v.examples:

@@ -584,13 +584,15 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
                     text_column: str | None, seq_len: int, data_dir: Path,
                     full: bool = False, sample_bytes: int = SAMPLE_BYTES,
                     data_format: str = "auto", loss_on: str = "assistant",
-                    on_bad_rows: str = "auto", truncate: bool = True) -> DataReport:
+                    on_bad_rows: str = "auto", truncate: bool = True,
+                    model_folder: Path | None = None) -> DataReport:
     """Read ``spec`` as training reads it, split by split (after the training documents for
     a tokenizer trained on them), and describe it. Unless ``full``, a split of more than
     ``sample_bytes`` of text is sampled (see the module's text). Chat data (``data_format``,
     ``data.format``) is measured as training renders it, a document per conversation, and
     described in ``DataReport.chat`` (``loss_on``, ``on_bad_rows``, ``truncate``: the
-    settings training would use; see ``data.inspect_chat``)."""
+    settings training would use; see ``data.inspect_chat``). ``model_folder``: a Hugging Face
+    folder the run imports (``--init-from``): its own chat template, else ChatML."""
     t0, spec = time.perf_counter(), spec.strip()
     budget = None if full else sample_bytes
     source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
@@ -601,9 +603,7 @@ def inspect_dataset(spec: str, *, tokenizer: str, vocab_size: int, val_fraction:
         plans = {k: p for k, v in groups.items() if (p := _plan(v, budget)) is not None}
     chat = template = None
     if source.chat_format is not None:
-        from llm_trainer.data.chat import ChatTemplate
-
-        template = ChatTemplate.chatml()
+        template = chat_template(model_folder)
         chat = ChatMeasure(source, template, loss_on=loss_on, seq_len=seq_len,
                            on_bad_rows=on_bad_rows, truncate=truncate)
 
@@ -730,13 +730,15 @@ def _tokenizer(spec: str, vocab_size: int, train_texts: Callable[[], Iterator[st
 def template_examples(spec: str, n: int, *, tokenizer: str, vocab_size: int,
                       val_fraction: float, text_column: str | None, data_dir: Path,
                       data_format: str = "auto", loss_on: str = "assistant",
-                      sample_bytes: int = SAMPLE_BYTES) -> TemplateView:
+                      sample_bytes: int = SAMPLE_BYTES,
+                      model_folder: Path | None = None) -> TemplateView:
     """The first ``n`` usable conversations of chat data ``spec`` (training split first)
-    rendered with the template training would use (ChatML), each with the character spans
+    rendered with the template training would use (``model_folder``'s own, else ChatML), each
+    with the character spans
     whose tokens are trained (``encode_conversation``'s mask under ``loss_on``), for the
     tokenizer inspect builds (a BPE or char vocabulary from the first ``sample_bytes`` of the
     training conversations, the template's markers added)."""
-    from llm_trainer.data.chat import ChatTemplate, with_chat_tokens
+    from llm_trainer.data.chat import with_chat_tokens
 
     spec = spec.strip()
     source = resolve_dataset(spec, data_dir=data_dir, val_fraction=val_fraction,
@@ -746,7 +748,7 @@ def template_examples(spec: str, n: int, *, tokenizer: str, vocab_size: int,
                         hint="chat data is a table (.jsonl, .json, .csv, .parquet, hf:) with a "
                              "messages, conversations, instruction/output or prompt/completion "
                              "column")
-    template = ChatTemplate.chatml()
+    template = chat_template(model_folder)
     chat = ChatMeasure(source, template, loss_on=loss_on, seq_len=0, on_bad_rows="skip",
                        truncate=True)
 
@@ -770,3 +772,12 @@ def template_examples(spec: str, n: int, *, tokenizer: str, vocab_size: int,
     return TemplateView(spec, source.chat_format, chat.stats.reason, template.kind,
                         {"spec": tokenizer, "kind": tok.kind, "vocab_size": tok.vocab_size},
                         loss_on, legend(loss_on), examples)
+
+
+def chat_template(model_folder: Path | None):
+    """The template training renders chat data with: an imported Hugging Face folder's own
+    ``chat_template``, else (a model of ours, or a folder without one) ChatML."""
+    from llm_trainer.data.chat import ChatTemplate
+
+    own = ChatTemplate.from_hf_folder(model_folder) if model_folder is not None else None
+    return own or ChatTemplate.chatml()
