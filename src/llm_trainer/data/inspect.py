@@ -25,6 +25,10 @@ bad bytes: exact), but past ``SAMPLE_BYTES`` of characters only every n-th is me
 doubling as the split's characters double); tokens and control characters are scaled from
 the measured ones. The tokenizer (bpe, char) is then trained on the sample of the training
 split, or its first ``SAMPLE_BYTES``. The report says what was sampled and how much.
+
+Chat data (a table whose columns are a conversation format) is measured a conversation at a
+time, rendered with its template as training renders it; every row is checked, and the chat
+figures (format, turns, prompt and response tokens, malformed rows) are ``data.inspect_chat``'s.
 """
 
 from __future__ import annotations
@@ -734,10 +738,9 @@ def template_examples(spec: str, n: int, *, tokenizer: str, vocab_size: int,
                       model_folder: Path | None = None) -> TemplateView:
     """The first ``n`` usable conversations of chat data ``spec`` (training split first)
     rendered with the template training would use (``model_folder``'s own, else ChatML), each
-    with the character spans
-    whose tokens are trained (``encode_conversation``'s mask under ``loss_on``), for the
-    tokenizer inspect builds (a BPE or char vocabulary from the first ``sample_bytes`` of the
-    training conversations, the template's markers added)."""
+    with the character spans whose tokens are trained (``encode_conversation``'s mask under
+    ``loss_on``), for the tokenizer inspect builds (a BPE or char vocabulary from the first
+    ``sample_bytes`` of the training conversations, the template's markers added)."""
     from llm_trainer.data.chat import with_chat_tokens
 
     spec = spec.strip()
