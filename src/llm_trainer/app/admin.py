@@ -205,7 +205,7 @@ class ModelAdmin:
         if fmt in GGUF_FORMATS:
             from llm_trainer.inference.gguf_export import export_notes
 
-            notes.extend(export_notes(ckpt))
+            notes.extend(export_notes(ckpt, fmt))
         return ExportResult(path=str(path), model=info.path.parent.name,
                             checkpoint=info.path.name, format=fmt, dtype=dtype,
                             context=ckpt.shape.block_size, notes=notes)

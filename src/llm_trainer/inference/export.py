@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
-from llm_trainer.data.tokenizer import EOT
+from llm_trainer.data.chat import stop_ids
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.outputs import check_out_folder
 from llm_trainer.inference.settings import GenerationSettings
@@ -38,9 +39,48 @@ GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to
 
 
 def _special_ids(ckpt: LoadedCheckpoint) -> tuple[int | None, str | None]:
-    tok = ckpt.tokenizer.tok
-    eot = tok.token_to_id(EOT)
-    return (eot, EOT) if eot is not None else (None, None)
+    """The document separator (``<|endoftext|>``, or an imported tokenizer's ``</s>``...)."""
+    eot = ckpt.tokenizer.eot_id
+    return (eot, ckpt.tokenizer.tok.id_to_token(eot)) if eot is not None else (None, None)
+
+
+def chat_settings(ckpt: LoadedCheckpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a chat model's ``tokenizer_config.json`` and ``generation_config.json`` add, so
+    that transformers writes a conversation as we do and stops where we stop:
+
+    - ``chat_template``, the jinja source, and the tokens it is rendered with: a template
+      from a Hugging Face folder gets that folder's ``bos_token`` / ``eos_token`` (it may
+      use them); ChatML keeps ``<|endoftext|>`` as BOS and ends a reply with
+      ``<|im_end|>`` as EOS (as Qwen's chat models), the separator becoming the pad token;
+    - the template's markers as ``additional_special_tokens`` (they are already single
+      special tokens in tokenizer.json);
+    - ``eos_token_id``: the end-of-turn id first, then our other stop ids (``stop_ids``).
+    Both dicts are empty for a model without a template."""
+    chat = ckpt.chat
+    if chat is None:
+        return {}, {}
+    tok = ckpt.tokenizer
+    eot_id, eot_token = _special_ids(ckpt)
+    if chat.kind == "hf":
+        bos, eos = chat.bos_token, chat.eos_token
+    else:
+        bos, eos = eot_token, chat.end_of_turn
+    pad = eot_token if eot_token and eot_token != eos else None
+    named = {"bos_token": bos, "eos_token": eos, "pad_token": pad}
+    markers = [t for t in dict.fromkeys((*chat.special_tokens, chat.end_of_turn))
+               if tok.tok.token_to_id(t) is not None and t not in named.values()]
+    tok_config: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+    if markers:
+        tok_config["additional_special_tokens"] = markers
+    tok_config["chat_template"] = chat.source
+    end = tok.tok.token_to_id(chat.end_of_turn)
+    stops = list(dict.fromkeys([i for i in (end, *stop_ids(tok, chat)) if i is not None]))
+    gen: dict[str, Any] = {"eos_token_id": stops}
+    if bos is not None and tok.tok.token_to_id(bos) is not None:
+        gen["bos_token_id"] = tok.tok.token_to_id(bos)
+    if pad is not None:
+        gen["pad_token_id"] = eot_id
+    return tok_config, gen
 
 
 def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
@@ -49,6 +89,7 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
     shape = ckpt.shape
     adapter = family_for(shape)(shape)  # refuses before anything is written
     eos_id, eos_token = _special_ids(ckpt)
+    chat_tok, chat_gen = chat_settings(ckpt)
     defaults = GenerationSettings()  # what `llm-trainer generate` samples with
     weights = adapter.to_hf(load_model(ckpt, "cpu").state_dict())
     out.mkdir(parents=True, exist_ok=True)
@@ -56,8 +97,8 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "generation_config.json").write_text(json.dumps({
         "bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": shape.block_size,
-        "do_sample": True, "temperature": defaults.temperature, "top_k": defaults.top_k},
-        indent=2))
+        "do_sample": True, "temperature": defaults.temperature, "top_k": defaults.top_k,
+        **chat_gen}, indent=2))
     ckpt.tokenizer.save(out / "tokenizer.json")
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   "model_max_length": shape.block_size, "clean_up_tokenization_spaces": False}
@@ -65,9 +106,13 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
         tok_config.update({"eos_token": eos_token, "bos_token": eos_token})
     if ckpt.tokenizer.tok.token_to_id("[UNK]") is not None:
         tok_config["unk_token"] = "[UNK]"
+    if chat_tok:
+        tok_config = {k: v for k, v in tok_config.items()
+                      if k not in ("bos_token", "eos_token")} | chat_tok
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps(
-        {k: v for k, v in tok_config.items() if k.endswith("_token")}, indent=2))
+        {k: v for k, v in tok_config.items()
+         if k.endswith("_token") or k == "additional_special_tokens"}, indent=2))
     return out
 
 

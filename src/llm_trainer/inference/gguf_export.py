@@ -168,6 +168,23 @@ def model_name(ckpt: LoadedCheckpoint) -> str:
     return ckpt.path.parent.name  # checkpoints/<model>/<checkpoint>
 
 
+def special_ids(ckpt: LoadedCheckpoint, vocab: GGUFVocab
+                ) -> tuple[int | None, int | None, int | None]:
+    """BOS, EOS and end-of-turn ids for the file. Without a chat template: the document
+    separator as BOS and EOS (as before). With one: the tokens the template is rendered with
+    (llama.cpp's ``--jinja`` passes the BOS/EOS texts to it; a Hugging Face folder's own, or
+    the separator for ChatML), and the end-of-turn marker as EOT, which llama.cpp stops at
+    as it does at EOS."""
+    chat = ckpt.chat
+    if chat is None:
+        return vocab.eot_id, vocab.eot_id, None
+    ids = {t: i for i, t in enumerate(vocab.tokens)}
+    bos = ids.get(chat.bos_token) if chat.bos_token else None
+    eos = ids.get(chat.eos_token) if chat.eos_token else None
+    return (vocab.eot_id if bos is None else bos, vocab.eot_id if eos is None else eos,
+            ids.get(chat.end_of_turn))
+
+
 def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str) -> None:
     """Write the file at ``path`` (no temporary file, no checks: see export_gguf)."""
     import gguf
@@ -196,9 +213,15 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
         w.add_token_merges(vocab.merges)
     else:
         w.add_key_value(gguf.Keys.Tokenizer.MERGES, _EmptyStrings(), gguf.GGUFValueType.ARRAY)
-    if vocab.eot_id is not None:
-        w.add_bos_token_id(vocab.eot_id)
-        w.add_eos_token_id(vocab.eot_id)
+    bos, eos, end_of_turn = special_ids(ckpt, vocab)
+    if bos is not None:
+        w.add_bos_token_id(bos)
+    if eos is not None:
+        w.add_eos_token_id(eos)
+    if ckpt.chat is not None:
+        w.add_chat_template(ckpt.chat.source)
+        if end_of_turn is not None:
+            w.add_eot_token_id(end_of_turn)
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
     for name, array in gguf_tensors(ckpt).items():
@@ -228,17 +251,29 @@ def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
 
 
 def modelfile(ckpt: LoadedCheckpoint, vocab: GGUFVocab) -> str:
-    """An Ollama Modelfile for ./model.gguf: a base model, so the prompt goes in raw."""
+    """An Ollama Modelfile for ./model.gguf. A base model takes the prompt raw; a chat model
+    gets its template as a Go ``TEMPLATE`` (``ollama_template``) and stops at its
+    end-of-turn marker as well as at the document separator."""
+    from llm_trainer.inference.ollama_template import ollama_template
+
     defaults = GenerationSettings()
+    eot = vocab.tokens[vocab.eot_id] if vocab.eot_id is not None else None
     lines = [f"# {model_name(ckpt)} ({ckpt.path.name}), exported by llm-trainer",
-             "FROM ./model.gguf",
-             'TEMPLATE "{{ .Prompt }}"',
-             f"PARAMETER temperature {defaults.temperature:g}"]
+             "FROM ./model.gguf"]
+    if ckpt.chat is None:
+        lines.append('TEMPLATE "{{ .Prompt }}"')
+        stops = [eot] if eot else []
+    else:
+        template = ollama_template(ckpt.chat, eot)
+        if template.note:
+            lines.append(f"# note: {template.note}")
+        lines.append(f'TEMPLATE """{template.text}"""')
+        stops = list(template.stops)
+    lines.append(f"PARAMETER temperature {defaults.temperature:g}")
     if defaults.top_k is not None:
         lines.append(f"PARAMETER top_k {defaults.top_k}")
     lines.append(f"PARAMETER num_ctx {ckpt.shape.block_size}")
-    if vocab.eot_id is not None:
-        lines.append(f'PARAMETER stop "{EOT}"')
+    lines.extend(f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in stops)
     return "\n".join(lines) + "\n"
 
 
@@ -255,9 +290,17 @@ def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     return out
 
 
-def export_notes(ckpt: LoadedCheckpoint) -> list[str]:
-    """What a user should know about running this checkpoint in llama.cpp."""
+def export_notes(ckpt: LoadedCheckpoint, fmt: str = "gguf") -> list[str]:
+    """What a user should know about running this checkpoint in llama.cpp and Ollama."""
+    notes = []
     if ckpt.shape.activation == "gelu":
-        return ["llama.cpp's gpt2 architecture computes the tanh GELU; this model was trained "
-                "with the exact (erf) GELU, so its logits there differ slightly from ours"]
-    return []
+        notes.append("llama.cpp's gpt2 architecture computes the tanh GELU; this model was "
+                     "trained with the exact (erf) GELU, so its logits there differ slightly "
+                     "from ours")
+    if fmt == "ollama" and ckpt.chat is not None:
+        from llm_trainer.inference.ollama_template import ollama_template
+
+        note = ollama_template(ckpt.chat).note
+        if note:
+            notes.append(f"Ollama: {note}")
+    return notes
