@@ -28,7 +28,7 @@ from llm_trainer.data.chat import (
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.model.gpt import GPT
 from llm_trainer.model.shape import ModelShape
-from tests.unit.test_ollama_template import CHATML_GO, LLAMA3
+from tests.unit.test_ollama_template import CHATML_GO, LLAMA3, QWEN_DEFAULT_SYSTEM
 
 CONTROL = 3  # gguf.TokenType.CONTROL
 TAUGHT = [Message("system", "be brief"), Message("user", "hello"),
@@ -256,3 +256,18 @@ def test_ollama_modelfile_has_the_chatml_template_and_stops(tmp_path):
     modelfile = (export(plain, tmp_path / "plain", "ollama") / "Modelfile").read_text()
     assert 'TEMPLATE "{{ .Prompt }}"' in modelfile.splitlines()
     assert "im_end" not in modelfile
+
+
+def test_a_template_ollama_cannot_copy_is_exported_with_a_note(tmp_path):
+    from llm_trainer.inference.export import export
+    from llm_trainer.inference.gguf_export import export_notes
+
+    chat = ChatTemplate(QWEN_DEFAULT_SYSTEM, "hf", None, EOT, IM_END, (IM_START, IM_END))
+    ckpt = save(tmp_path, "qwenish", chatml_tokenizer(), chat, block_size=16)
+    modelfile = (export(ckpt, tmp_path / "ollama", "ollama") / "Modelfile").read_text()
+    lines = modelfile.splitlines()
+    assert lines[2].startswith("# note: the model's chat template is not a fixed text")
+    assert f'TEMPLATE """{CHATML_GO}"""\n' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in lines
+    assert [n for n in export_notes(ckpt, "ollama") if n.startswith("Ollama: ")]
+    assert export_notes(ckpt, "gguf") == []  # the GGUF file holds the jinja itself

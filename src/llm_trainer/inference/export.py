@@ -18,6 +18,10 @@ swiglu ``c_fc`` into gate_proj (its first half) and up_proj.
 ``safetensors``: our own weights, config and tokenizer, unchanged.
 ``gguf`` / ``ollama``: one GGUF file for llama.cpp, or a folder with it and an Ollama
 Modelfile (``gguf_export``).
+
+A chat model's template goes with it in every format (``chat_settings`` here for ``hf``; the
+GGUF keys and the Modelfile TEMPLATE in ``gguf_export``); ``safetensors`` copies the
+checkpoint's config.json, which holds it.
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ def chat_settings(ckpt: LoadedCheckpoint) -> tuple[dict[str, Any], dict[str, Any
     eot_id, eot_token = _special_ids(ckpt)
     if chat.kind == "hf":
         bos, eos = chat.bos_token, chat.eos_token
-    else:
-        bos, eos = eot_token, chat.end_of_turn
+    else:  # a marker missing from the vocabulary would be added by transformers: not as EOS
+        bos = eot_token
+        eos = chat.end_of_turn if tok.tok.token_to_id(chat.end_of_turn) is not None \
+            else eot_token
     pad = eot_token if eot_token and eot_token != eos else None
     named = {"bos_token": bos, "eos_token": eos, "pad_token": pad}
     markers = [t for t in dict.fromkeys((*chat.special_tokens, chat.end_of_turn))

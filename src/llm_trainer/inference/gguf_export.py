@@ -15,6 +15,10 @@ tokenizers' output and would not know ours; our byte-level split is GPT-2's rege
 byte-level BPE tokenizers can be written this way: ``bpe``, ``byte``, or a GPT-2 style
 ``tokenizer.json``; the JSON is checked, not the kind.
 
+A chat model's file also holds its jinja template (``tokenizer.chat_template``) and its
+end-of-turn id (``tokenizer.ggml.eot_token_id``); its Modelfile gets the template rewritten in
+Ollama's Go syntax (``ollama_template``) and a stop at the end-of-turn marker.
+
 Files are written to a temporary name in the destination folder and renamed at the end.
 """
 
