@@ -271,3 +271,12 @@ def test_a_template_ollama_cannot_copy_is_exported_with_a_note(tmp_path):
     assert 'PARAMETER stop "<|im_end|>"' in lines
     assert [n for n in export_notes(ckpt, "ollama") if n.startswith("Ollama: ")]
     assert export_notes(ckpt, "gguf") == []  # the GGUF file holds the jinja itself
+
+
+def test_safetensors_export_keeps_the_template_in_its_config(tmp_path):
+    from llm_trainer.inference.export import export
+
+    ckpt = save(tmp_path, "chat", chatml_tokenizer(), ChatTemplate.chatml(), block_size=16)
+    config = json.loads((export(ckpt, tmp_path / "raw", "safetensors") / "config.json")
+                        .read_text())
+    assert ChatTemplate.from_json(config["chat"]) == ChatTemplate.chatml()
