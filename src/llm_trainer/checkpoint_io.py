@@ -180,6 +180,21 @@ def load_model(ckpt: LoadedCheckpoint, device: str | torch.device = "cpu", *,
     return merge(model) if merged else model
 
 
+def load_base(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, TextTokenizer]:
+    """A LoRA model's frozen base folder (``save_base``) as a model of its own, with its
+    tokenizer: what the model answered before its adapters trained (chat --compare-base)."""
+    from safetensors.torch import load_model as st_load
+
+    _, meta = checked_config(path, verify=True, error=lambda what: NotFoundError(
+        f"the base weights are not usable: {what}",
+        hint="train a new model from the original folder with --init-from hf:FOLDER --lora"))
+    model = GPT(ModelShape.from_stored(meta["architecture"]))
+    st_load(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    tokenizer = TextTokenizer.from_file(path / "tokenizer.json",
+                                        kind=meta["config"]["data"]["tokenizer"])
+    return model.to(device), tokenizer
+
+
 def load_weights(model: torch.nn.Module, path: Path, device) -> None:
     """Load a checkpoint folder's trainable weights into a model of its shape: all of them, or
     for a LoRA checkpoint the adapters (the base weights never change)."""

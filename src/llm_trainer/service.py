@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
+from llm_trainer.app.chat import Chat
 from llm_trainer.app.compare import RunComparison
 from llm_trainer.app.control import Launch, ProcessControl, RunFollower
 from llm_trainer.app.options import DataOptions, LaunchOptions, launch_overrides, parse_lora
@@ -389,6 +390,24 @@ class Service:
         settings.check()
         generator, info, notes = self.admin.generator(model, checkpoint, device)
         return Generation(generator, settings, info, notes)
+
+    def chat(self, settings: GenerationSettings, *, model: str | None = None,
+             checkpoint: str | None = None, device: str = "auto", compare_base: bool = False,
+             system: str | None = None) -> Chat:
+        """A model's checkpoint (as ``generate`` picks it) opened for a conversation, with
+        its base beside it for ``compare_base`` (imports torch); see ``app.chat``."""
+        from llm_trainer.app.chat import open_chat
+
+        return open_chat(self.admin, self.queries.runs, settings, model=model,
+                         checkpoint=checkpoint, device=device, compare_base=compare_base,
+                         system=system)
+
+    def chat_base(self, model: ModelView) -> str | None:
+        """What a model was fine-tuned from (``--init-from``), for offering a comparison with
+        it; None for a model trained from scratch. Reads no files."""
+        from llm_trainer.app.chat import init_from_of
+
+        return init_from_of(model.config)
 
     def evaluate(self, target: str | None = None, *, checkpoint: str | None = None,
                  dataset: str | None = None, split: str = "val", batch_size: int | None = None,

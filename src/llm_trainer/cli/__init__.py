@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from llm_trainer.cli.chat import chat
 from llm_trainer.cli.common import STATE, app, data_app, echo, models_app
 from llm_trainer.cli.data import data_inspect, data_prepare
 from llm_trainer.cli.eval import eval_, generate
@@ -28,7 +29,7 @@ from llm_trainer.cli.train import resume, train
 from llm_trainer.errors import LLMTrainerError
 
 # the order here is the order of `llm-trainer --help`
-for command in (train, status, stop, compare, resume, generate):
+for command in (train, status, stop, compare, resume, generate, chat):
     app.command()(command)
 app.command("eval")(eval_)
 app.command()(tui)

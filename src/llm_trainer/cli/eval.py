@@ -8,39 +8,51 @@ from typing import Annotated
 
 import typer
 
+from llm_trainer.cli.chat import CompareBaseOpt, SystemOpt, say, show_notes
 from llm_trainer.cli.common import echo, service
+from llm_trainer.cli.options import generation_options
+from llm_trainer.errors import UsageError
+from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.render import num
 
 
+@generation_options(after="checkpoint")
 def generate(
-    prompt: Annotated[str, typer.Option(help="text to continue (may be empty)")] = "",
+    prompt: Annotated[str, typer.Option(help="text to continue (may be empty); with --chat, "
+                                             "the user's message")] = "",
     model: Annotated[str | None, typer.Option(help="model name (default: the active model)")
                      ] = None,
     checkpoint: Annotated[str | None, typer.Option(
         help="latest, best, a step, or a checkpoint folder")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 200,
-    temperature: Annotated[float, typer.Option(help="0 is greedy")] = 0.8,
-    top_k: Annotated[int | None, typer.Option(help="sample among the k likeliest")] = 200,
-    top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass")] = None,
-    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats")] = 1.0,
-    seed: Annotated[int | None, typer.Option(help="seed for reproducible sampling")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = "auto",
+    chat: Annotated[bool, typer.Option(
+        "--chat", help="one chat turn: --prompt is the user's message, only the model's "
+                       "reply is printed (it ends at the end-of-turn token)")] = False,
+    system: SystemOpt = None,
+    compare_base: CompareBaseOpt = False,
+    *, settings: GenerationSettings,
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
-    from llm_trainer.service import GenerationSettings
-
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
-                                  top_k=top_k, top_p=top_p,
-                                  repetition_penalty=repetition_penalty, seed=seed)
-    gen = service().generate(settings, model=model, checkpoint=checkpoint, device=device)
-    for note in gen.notes:
-        echo(note if note.startswith("warning") else f"warning: {note}", err=True)
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    for piece in gen.stream(prompt, on_note=lambda n: echo(n, err=True)):
-        sys.stdout.write(piece)
+    if not chat:
+        for given, flag in ((system, "--system"), (compare_base, "--compare-base")):
+            if given:
+                raise UsageError(f"{flag} is for a chat turn", hint="add --chat")
+        gen = service().generate(settings, model=model, checkpoint=checkpoint, device=device)
+        show_notes(gen.notes)
+        sys.stdout.write(prompt)
         sys.stdout.flush()
-    sys.stdout.write("\n")
+        for piece in gen.stream(prompt, on_note=lambda n: echo(n, err=True)):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    if not prompt.strip():
+        raise UsageError("generate --chat needs the user's message",
+                         hint='e.g. llm-trainer generate --chat --prompt "Hello"')
+    conversation = service().chat(settings, model=model, checkpoint=checkpoint, device=device,
+                                  compare_base=compare_base, system=system)
+    show_notes(conversation.notes)
+    say(conversation, prompt)
 
 
 # ============================================================================ eval

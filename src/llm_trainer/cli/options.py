@@ -157,3 +157,27 @@ def dist_options(after: str) -> Callable[[Callable], Callable]:
                                    given["master_addr"], given["master_port"])}
 
     return lambda func: _inject(func, DIST_PARAMETERS, after, ("dist",), collect)
+
+
+GENERATION_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                      annotation=Annotated[kind, typer.Option(flag, help=text)])
+    for name, kind, default, flag, text in (
+        ("max_new_tokens", int, 200, "--max-new-tokens", "tokens to generate"),
+        ("temperature", float, 0.8, "--temperature", "0 is greedy"),
+        ("top_k", int | None, 200, "--top-k", "sample among the k likeliest"),
+        ("top_p", float | None, None, "--top-p", "nucleus sampling mass"),
+        ("repetition_penalty", float, 1.0, "--repetition-penalty", "> 1 discourages repeats"),
+        ("seed", int | None, None, "--seed", "seed for reproducible sampling"))]
+
+
+def generation_options(after: str) -> Callable[[Callable], Callable]:
+    """Decorate a command: it takes the sampling options of `generate` (--max-new-tokens,
+    --temperature, --top-k, --top-p, --repetition-penalty, --seed), after its parameter
+    ``after``, and receives them as ``settings: GenerationSettings``."""
+    def collect(given: dict[str, Any]) -> dict[str, Any]:
+        from llm_trainer.inference.settings import GenerationSettings
+
+        return {"settings": GenerationSettings(**given)}
+
+    return lambda func: _inject(func, GENERATION_PARAMETERS, after, ("settings",), collect)
