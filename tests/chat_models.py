@@ -7,6 +7,7 @@ reply again, until the token limit."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import string
 import time
@@ -45,7 +46,7 @@ def chain_model(tok: TextTokenizer, reply: str, *, block_size: int = 256) -> GPT
                   block.mlp.c_proj.bias, model.transformer.wpe.weight, model.lm_head.weight):
             p.zero_()
         model.transformer.wte.weight.copy_(torch.eye(vocab, shape.n_embd))
-        for src, dst in zip(chain, chain[1:], strict=False):
+        for src, dst in itertools.pairwise(chain):
             model.lm_head.weight[dst, src] = 20.0
     return model.eval()
 

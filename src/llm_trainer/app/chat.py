@@ -231,8 +231,12 @@ def base_generator(base: BaseRef, block_size: int, device: str):
     from llm_trainer.data.chat import ChatTemplate
     from llm_trainer.data.tokenizer import TextTokenizer
     from llm_trainer.model.gpt import GPT
-    from llm_trainer.model.hf_import import PREFIX, check_complete, inspect_hf_folder, \
-        load_hf_weights
+    from llm_trainer.model.hf_import import (
+        PREFIX,
+        check_complete,
+        inspect_hf_folder,
+        load_hf_weights,
+    )
     from llm_trainer.model.shape import ModelShape
 
     src = inspect_hf_folder(f"{PREFIX}{base.path}")

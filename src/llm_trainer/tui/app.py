@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
+from llm_trainer.app.chat import Chat
 from llm_trainer.errors import LLMTrainerError
 from llm_trainer.service import GenerationSettings, LaunchOptions, Service, TrainRequest
 from llm_trainer.tui.modals import ConfirmScreen, DatasetPickerScreen, RunDetailScreen
@@ -86,6 +87,8 @@ class TrainerApp(App):
         self.active_id: str | None = None
         self.last_refresh_ms: dict[str, float] = {}
         self.generation_cancel = threading.Event()
+        self.chat: Chat | None = None  # the generate panel's conversation (chat mode)
+        self.chat_key: tuple[str, bool] | None = None  # its model, and with its base or not
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -175,7 +178,8 @@ class TrainerApp(App):
         self.models_panel.update_models(snap.models, self.active_id, snap.latest)
         selected = self.models_by_id.get(self.active_id) if self.active_id else None
         self.train_panel.set_model(selected)
-        self.generate_panel.set_model(selected)
+        self.generate_panel.set_model(
+            selected, self.service.chat_base(selected) if selected is not None else None)
         self.last_refresh_ms = {"read": snap.read_ms, "apply": (time.perf_counter() - t0) * 1000}
 
     # ------------------------------------------------------------------ A: runs
@@ -311,9 +315,18 @@ class TrainerApp(App):
             return
         panel.set_busy(True)
         self.generation_cancel.clear()
+        form = message.form
+        if form.chat:
+            panel.query_one("#prompt", Input).value = ""
+            self.chat_turn(model.name, form)
+            return
         panel.output.write_line("")
-        panel.output.write(message.form.prompt)
-        self.generate(model.name, message.form)
+        panel.output.write(form.prompt)
+        self.generate(model.name, form)
+
+    def on_generate_panel_reset_chat(self, _message: GeneratePanel.ResetChat) -> None:
+        if self.chat is not None:
+            self.chat.reset()
 
     def on_generate_panel_cancel(self, _message: GeneratePanel.Cancel) -> None:
         self.generation_cancel.set()
@@ -347,6 +360,65 @@ class TrainerApp(App):
             self.call_from_thread(out.write_line, f"\nerror: {error_text(exc)}")
         finally:
             self.call_from_thread(panel.set_busy, False)
+
+    @work(thread=True, group="generate", exclusive=True)
+    def chat_turn(self, model_name: str, form: GenerateForm) -> None:
+        """One turn of the panel's conversation: the model (and its base) loaded on the first
+        turn, or again when the model or the Base box changed; each reply streamed under its
+        model's name."""
+        panel = self.generate_panel
+        out = panel.output
+        try:
+            settings = GenerationSettings(max_new_tokens=form.max_new_tokens,
+                                          temperature=form.temperature, top_k=form.top_k)
+            key = (model_name, form.compare_base)
+            if self.chat is None or self.chat_key != key:
+                self.chat, self.chat_key = None, None
+                self.chat = self.service.chat(settings, model=model_name, device="auto",
+                                              compare_base=form.compare_base)
+                self.chat_key = key
+                for note in self.chat.notes:
+                    self.call_from_thread(self.notify, note, severity="warning", markup=False)
+                names = " and ".join(side.label for side in self.chat.sides)
+                self.call_from_thread(out.write_line, f"-- new conversation with {names} --")
+            conversation = self.chat
+            conversation.set_system(form.system)
+            self.call_from_thread(out.write_line, f"you: {form.prompt}")
+            notes: list[str] = []
+            for side, stream in conversation.answers(form.prompt, settings,
+                                                     on_note=notes.append):
+                for note in notes:
+                    self.call_from_thread(out.write_line, note)
+                notes.clear()
+                self.call_from_thread(out.write, f"{side.label}: ")
+                cancelled = self._stream_into(out, stream)
+                self.call_from_thread(out.write_line, "")
+                if cancelled:
+                    break
+        except Exception as exc:
+            self.call_from_thread(out.write_line, f"error: {error_text(exc)}")
+        finally:
+            self.call_from_thread(panel.set_busy, False)
+
+    def _stream_into(self, out, stream) -> bool:
+        """Write a reply's pieces as they come (batched: ~20 UI updates a second); True when
+        x cancelled it (the part written stays in the conversation)."""
+        buffer: list[str] = []
+        last = time.monotonic()
+        cancelled = False
+        for piece in stream:
+            if self.generation_cancel.is_set():
+                stream.close()
+                buffer.append(" [cancelled]")
+                cancelled = True
+                break
+            buffer.append(piece)
+            if time.monotonic() - last > 0.05:
+                self.call_from_thread(out.write, "".join(buffer))
+                buffer, last = [], time.monotonic()
+        if buffer:
+            self.call_from_thread(out.write, "".join(buffer))
+        return cancelled
 
     # ------------------------------------------------------------------ E: models
     def on_models_panel_action(self, message: ModelsPanel.Action) -> None:

@@ -1,4 +1,8 @@
-"""Panel D — Generate From Model: prompt and sampling options; output streams in."""
+"""Panel D — Generate From Model: prompt and sampling options; output streams in. In chat
+mode (h, or the Chat box) each prompt is a turn of a conversation with the model, shown as
+turns; for a model fine-tuned from another (--init-from) the Base box (b) has its base answer
+each turn too. The conversation itself is the app's (``app.chat``); this panel only reads the
+form and shows text, unparsed."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Button, Input, Label, Log, Static
+from textual.widgets import Button, Checkbox, Input, Label, Log, Static
 
 from llm_trainer.tui.panels.base import Field, Panel, PromptField
 from llm_trainer.views import ModelView
@@ -22,6 +26,9 @@ class GenerateForm:
     max_new_tokens: int
     temperature: float
     top_k: int | None
+    chat: bool = False  # a turn of the conversation rather than a continuation
+    compare_base: bool = False  # the base model answers too
+    system: str = ""  # the conversation's system message (chat mode)
 
 
 class GeneratePanel(Panel):
@@ -32,6 +39,8 @@ class GeneratePanel(Panel):
         Binding("i", "edit_prompt", "edit prompt"),
         Binding("x", "cancel", "cancel"),
         Binding("c", "clear", "clear output"),
+        Binding("h", "toggle_chat", "chat mode"),
+        Binding("b", "toggle_base", "vs base", show=False),
         Binding("m", "bump('max', -50)", "tokens-", show=False),
         Binding("M", "bump('max', 50)", "tokens+", show=False),
         Binding("t", "bump_temp(-0.1)", "temp-"),
@@ -45,13 +54,24 @@ class GeneratePanel(Panel):
     class Cancel(Message):
         pass
 
+    class ResetChat(Message):
+        """Start the conversation afresh (chat mode's clear)."""
+
     def __init__(self) -> None:
         super().__init__(id="generate")
         self.model: ModelView | None = None
         self.busy = False
+        self.base: str | None = None  # what the selected model was fine-tuned from
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Selected Model: none"), id="gen-model")
+        with Horizontal(classes="row"):
+            yield Static(Text("Selected Model: none"), id="gen-model")
+            yield Checkbox("Chat", id="chat-mode", compact=True)
+            yield Checkbox("Base", id="compare-base", compact=True)
+        with Horizontal(classes="row", id="system-row"):
+            yield Label("System")
+            yield Field("", id="system", placeholder="system message (optional)",
+                        compact=True)
         yield PromptField("", id="prompt", placeholder="prompt (enter generates)",
                           compact=True)
         with Horizontal(classes="row"):
@@ -64,18 +84,55 @@ class GeneratePanel(Panel):
             yield Button("Generate", id="go", compact=True, variant="success")
         yield Log(id="gen-output", highlight=False, auto_scroll=True)
 
-    def set_model(self, model: ModelView | None) -> None:
-        self.model = model
+    def on_mount(self) -> None:
+        self.query_one("#compare-base", Checkbox).display = False
+        self.query_one("#system-row").display = False
+
+    def set_model(self, model: ModelView | None, base: str | None = None) -> None:
+        """The selected model, and what it was fine-tuned from (None: trained from scratch,
+        and the Base box is hidden)."""
+        self.model, self.base = model, base
         text = "Selected Model: none (train one, or pick one in 5)" if model is None else \
             f"Selected Model: {model.name}"
         self.query_one("#gen-model", Static).update(Text(text))
+        box = self.query_one("#compare-base", Checkbox)
+        box.display = base is not None
+        box.tooltip = f"also answer with the base model, {base}" if base else None
+        if base is None and box.value:
+            box.value = False
+
+    @property
+    def chat_mode(self) -> bool:
+        return self.query_one("#chat-mode", Checkbox).value
+
+    @property
+    def compare_base(self) -> bool:
+        return self.base is not None and self.query_one("#compare-base", Checkbox).value
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        if event.checkbox.id == "chat-mode":
+            self.query_one("#system-row").display = event.value
+            self.query_one("#prompt", Input).placeholder = \
+                "your message (enter sends)" if event.value else "prompt (enter generates)"
+        self.set_mode_changed()
+
+    def action_toggle_chat(self) -> None:
+        self.query_one("#chat-mode", Checkbox).toggle()
+
+    def action_toggle_base(self) -> None:
+        if self.base is not None:
+            self.query_one("#compare-base", Checkbox).toggle()
 
     def mode(self) -> str:
         if self.busy:
-            return "generating (x cancels)"
+            return ("replying" if self.chat_mode else "generating") + " (x cancels)"
         focused = self.app.focused
         if isinstance(focused, Input):
             return "editing prompt" if focused.id == "prompt" else f"editing {focused.id}"
+        if self.chat_mode:
+            return "chat" + (" with the base model beside it" if self.compare_base else "") + \
+                " (c starts afresh)"
         return "ready"
 
     @property
@@ -108,7 +165,11 @@ class GeneratePanel(Panel):
             self.post_message(self.Cancel())
 
     def action_clear(self) -> None:
+        if self.busy:
+            return
         self.output.clear()
+        if self.chat_mode:
+            self.post_message(self.ResetChat())
 
     def action_bump(self, field: str, delta: int) -> None:
         box = self.query_one(f"#{field}", Input)
@@ -157,4 +218,10 @@ class GeneratePanel(Panel):
         if top_k is not None and top_k < 1:
             bad("top-k must be 1 or more (or empty for none)")
             return None
-        return GenerateForm(self.query_one("#prompt", Input).value, max_new, temperature, top_k)
+        prompt = self.query_one("#prompt", Input).value
+        if self.chat_mode and not prompt.strip():
+            bad("write a message first")
+            return None
+        return GenerateForm(prompt, max_new, temperature, top_k, chat=self.chat_mode,
+                            compare_base=self.compare_base,
+                            system=self.query_one("#system", Input).value)
