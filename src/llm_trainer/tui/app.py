@@ -380,23 +380,23 @@ class TrainerApp(App):
                 for note in self.chat.notes:
                     self.call_from_thread(self.notify, note, severity="warning", markup=False)
                 names = " and ".join(side.label for side in self.chat.sides)
-                self.call_from_thread(out.write_line, f"-- new conversation with {names} --")
+                self.call_from_thread(panel.show_line, f"-- new conversation with {names} --")
             conversation = self.chat
             conversation.set_system(form.system)
-            self.call_from_thread(out.write_line, f"you: {form.prompt}")
+            self.call_from_thread(panel.show_line, f"you: {form.prompt}")
             notes: list[str] = []
             for side, stream in conversation.answers(form.prompt, settings,
                                                      on_note=notes.append):
                 for note in notes:
-                    self.call_from_thread(out.write_line, note)
+                    self.call_from_thread(panel.show_line, note)
                 notes.clear()
-                self.call_from_thread(out.write, f"{side.label}: ")
+                self.call_from_thread(panel.show_line, f"{side.label}: ", end="")
                 cancelled = self._stream_into(out, stream)
-                self.call_from_thread(out.write_line, "")
+                self.call_from_thread(out.write, "\n")
                 if cancelled:
                     break
         except Exception as exc:
-            self.call_from_thread(out.write_line, f"error: {error_text(exc)}")
+            self.call_from_thread(panel.show_line, f"error: {error_text(exc)}")
         finally:
             self.call_from_thread(panel.set_busy, False)
 

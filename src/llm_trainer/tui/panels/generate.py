@@ -139,6 +139,14 @@ class GeneratePanel(Panel):
     def output(self) -> Log:
         return self.query_one("#gen-output", Log)
 
+    def show_line(self, text: str, end: str = "\n") -> None:
+        """``text`` at the start of a line of the output (a reply then streams after it when
+        ``end`` is empty)."""
+        out = self.output
+        if out.lines and out.lines[-1]:
+            out.write("\n")
+        out.write(text + end)
+
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
         self.query_one("#go", Button).disabled = busy
