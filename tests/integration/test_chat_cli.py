@@ -98,3 +98,11 @@ def test_chat_repl_compare_base_and_end_of_input(chat_home):
     assert proc.returncode == 0, proc.stderr  # the end of the input ends it
     assert proc.stdout == ("[ft-m (step-00000001)]\nhi\n"
                            "[base: base-m (step-00000001)]\nyo\n")
+
+
+def test_generate_chat_from_a_checkpoint_folder(chat_home):
+    folder = chat_home / "checkpoints" / "ft-m" / "step-00000001"
+    proc = run_cli("generate", "--checkpoint", str(folder), "--chat", "--prompt", "hello",
+                   "--compare-base", *GREEDY, home=chat_home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("hi\n[base: base-m (step-00000001)]\nyo\n")

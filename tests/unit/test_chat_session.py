@@ -167,3 +167,18 @@ def test_chat_base_names_the_init_source_without_reading_files(home):
     views = {m.name: m for m in svc.list_models()}
     assert svc.chat_base(views["ft-m"]) == "base-m (step-00000001)"
     assert svc.chat_base(views["base-m"]) is None
+
+
+def test_compare_base_of_a_model_imported_from_a_hugging_face_folder(home, tmp_path):
+    """The base read as the import read it: the folder's weights and tokenizer."""
+    from llm_trainer.checkpoint_io import read_checkpoint
+    from llm_trainer.config import RunConfig
+    from llm_trainer.inference.export import export
+
+    folder = export(read_checkpoint(save_chat_model(home, "src", "yo")), tmp_path / "hf", "hf")
+    config = RunConfig().replace(**{"finetune.init_from": f"hf:{folder}"})
+    save_chat_model(home, "ft-hf", "hi", config=config, lineage=[
+        {"run_id": "r-import", "kind": "train", "from_checkpoint": str(folder)}])
+    chat = Service(home).chat(GREEDY, model="ft-hf", compare_base=True, device="cpu")
+    assert [(s.label, "".join(stream)) for s, stream in chat.answers("hello")] == [
+        ("ft-hf (step-00000001)", "hi"), (f"base: hf:{folder}", "yo")]
