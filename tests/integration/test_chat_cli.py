@@ -106,3 +106,41 @@ def test_generate_chat_from_a_checkpoint_folder(chat_home):
                    "--compare-base", *GREEDY, home=chat_home)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.endswith("hi\n[base: base-m (step-00000001)]\nyo\n")
+
+
+@pytest.mark.slow  # a real process on a pseudo-terminal
+def test_chat_at_a_terminal_prompts_and_ends_at_ctrl_d(chat_home):
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm_trainer", "chat", "ft-m", *GREEDY], stdin=slave,
+        stdout=slave, stderr=slave, cwd=chat_home, close_fds=True,
+        env={**os.environ, "LLM_TRAINER_HOME": str(chat_home), "HF_HUB_OFFLINE": "1",
+             "TERM": "dumb"})
+    os.close(slave)
+    seen = b""
+
+    def read_until(needle: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while needle not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        assert needle in seen, seen
+
+    try:
+        read_until(b"> ")
+        os.write(master, b"hello\n")
+        read_until(b"hi\r\n> ")
+        os.write(master, b"\x04")  # Ctrl-D at the prompt
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

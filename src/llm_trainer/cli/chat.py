@@ -4,7 +4,9 @@ live in ``app.chat`` and ``inference.chat``; this module reads lines and prints 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
@@ -60,19 +62,8 @@ def show_notes(notes: list[str]) -> None:
 
 def repl(conversation: Chat, lines: TextIO, *, prompt: bool) -> None:
     """Read ``lines`` until /exit or their end; answer each message, run each command.
-    ``prompt``: show "> " before each line (at a terminal)."""
-    while True:
-        if prompt:
-            sys.stdout.write("> ")
-            sys.stdout.flush()
-        try:
-            line = lines.readline()
-        except KeyboardInterrupt:
-            line = ""
-        if not line:
-            if prompt:
-                echo()
-            return
+    ``prompt``: a terminal: "> " before each line, with line editing and history."""
+    for line in _read_lines(lines, prompt):
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
@@ -86,6 +77,22 @@ def repl(conversation: Chat, lines: TextIO, *, prompt: bool) -> None:
             echo(f"error: {exc}", err=True)
             if exc.hint:
                 echo(f"hint: {exc.hint}", err=True)
+
+
+def _read_lines(lines: TextIO, prompt: bool) -> Iterator[str]:
+    """The lines typed or piped in. At a terminal through ``input`` (readline's editing and
+    history where Python has it); Ctrl-C or Ctrl-D at the prompt ends the conversation."""
+    if not prompt:
+        yield from iter(lines.readline, "")
+        return
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (input() then edits lines and keeps a history)
+    while True:
+        try:
+            yield input("> ")
+        except (EOFError, KeyboardInterrupt):
+            echo()
+            return
 
 
 def command(conversation: Chat, text: str) -> bool:
