@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from llm_trainer.data.chat import CHATML, IM_END, ChatTemplate, Message, prompt_ids
 from llm_trainer.errors import NotFoundError, UsageError
@@ -182,3 +183,18 @@ def test_compare_base_of_a_model_imported_from_a_hugging_face_folder(home, tmp_p
     chat = Service(home).chat(GREEDY, model="ft-hf", compare_base=True, device="cpu")
     assert [(s.label, "".join(stream)) for s, stream in chat.answers("hello")] == [
         ("ft-hf (step-00000001)", "hi"), (f"base: hf:{folder}", "yo")]
+
+
+def test_a_reply_that_opens_the_next_turn_ends_there():
+    """A model that skips <|im_end|> and starts "<|im_start|>user" itself: cut at the marker."""
+    tok = chat_tokenizer()
+    model = chain_model(tok, "ok")
+    start, end = (tok.tok.token_to_id(t) for t in ("<|im_start|>", IM_END))
+    k = tok.tok.token_to_id("k")
+    with torch.no_grad():  # after "k": the turn start instead of the end
+        model.lm_head.weight[end, k] = 0.0
+        model.lm_head.weight[start, k] = 20.0
+    s = ChatSession(TextGenerator(model, tok), ChatTemplate.chatml())
+    ids, _, _ = s.prompt("hello", 5)
+    assert s.tokenizer.decode(list(s.generator.generate_ids(ids, GREEDY)))[:3] == "ok<"
+    assert "".join(s.reply("hello", GREEDY)) == "ok"

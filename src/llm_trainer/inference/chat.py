@@ -9,10 +9,11 @@ Why the pieces are as they are:
   session keeps every message (``save`` writes the whole conversation); only the prompt is
   trimmed, and ``dropped`` says how many exchanges the last prompt left out.
 - A reply ends at the template's end-of-turn marker or the end-of-text token
-  (``data.chat.stop_ids``); neither is part of the reply. A tokenizer that lacks the marker as
-  one token (a base model read with its fine-tuned child's template) may still write it as
-  text: the reply is cut there too, and text that could be the start of the marker is held
-  back until it is known not to be.
+  (``data.chat.stop_ids``), or at another of its turn markers (a model that opens the next
+  turn without closing its own); none of them is part of the reply. A tokenizer that lacks a
+  marker as one token (a base model read with its fine-tuned child's template) may still
+  write it as text: the reply is cut there too, and text that could be the start of a marker
+  is held back until it is known not to be.
 - A reply is recorded in the history when its stream ends, also when the reader stops early
   (a cancel): what was shown is what the model said.
 """
@@ -56,9 +57,13 @@ class ChatSession:
                  system: str | None = None) -> None:
         self.generator, self.template = generator, template
         self.tokenizer = generator.tokenizer
-        self.stop = frozenset(stop_ids(self.tokenizer, template))
+        # a reply never holds a turn marker: one that opens a turn (ChatML's <|im_start|>)
+        # means the model ended its own without saying so
+        markers = {template.end_of_turn, template.eos_token, *template.special_tokens} - {None}
+        opening = {self.tokenizer.tok.token_to_id(t) for t in template.special_tokens} - {None}
+        self.stop = frozenset(stop_ids(self.tokenizer, template)) | opening
         # text that ends a reply when the tokenizer writes it piece by piece
-        self.stop_text = tuple(t for t in (template.end_of_turn, template.eos_token) if t)
+        self.stop_text = tuple(sorted(t for t in markers if t))
         self.system: str | None = system or None
         self.turns: list[Message] = []
         self.dropped = 0  # exchanges the last prompt left out (they did not fit the context)
