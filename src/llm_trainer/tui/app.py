@@ -384,12 +384,10 @@ class TrainerApp(App):
             conversation = self.chat
             conversation.set_system(form.system)
             self.call_from_thread(panel.show_line, f"you: {form.prompt}")
-            notes: list[str] = []
-            for side, stream in conversation.answers(form.prompt, settings,
-                                                     on_note=notes.append):
-                for note in notes:
-                    self.call_from_thread(panel.show_line, note)
-                notes.clear()
+            def note(text: str) -> None:  # older exchanges left out of what the model sees
+                self.call_from_thread(self.notify, text, markup=False)
+
+            for side, stream in conversation.answers(form.prompt, settings, on_note=note):
                 self.call_from_thread(panel.show_line, f"{side.label}: ", end="")
                 cancelled = self._stream_into(out, stream)
                 self.call_from_thread(out.write, "\n")
