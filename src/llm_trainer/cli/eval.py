@@ -32,7 +32,8 @@ def generate(
     compare_base: CompareBaseOpt = False,
     *, settings: GenerationSettings,
 ) -> None:
-    """Generate text from a trained model, streamed as it is produced."""
+    """Generate text from a trained model, streamed as it is produced. With --chat: one turn
+    of a conversation with a chat model, only its reply printed."""
     if not chat:
         for given, flag in ((system, "--system"), (compare_base, "--compare-base")):
             if given:
