@@ -4,7 +4,20 @@ Config is data. Every value is checked at the edge (YAML file, CLI flag, ``--set
 bad one fails with one line naming the key and what is allowed. The resolved ``RunConfig``
 is stored with every run and checkpoint.
 
-Layering, lowest first: dataclass defaults < preset or ``--config`` file < CLI flags < ``--set``.
+Layering, lowest first (each layer overrides the ones before it):
+
+1. the dataclass defaults below;
+2. a preset (``--preset``, ``configs/<name>.yaml``) or a ``--config`` file, never both;
+3. a use-case profile (``--profile``, ``configs/profiles/<name>.yaml``, ``profiles.py``): a
+   fine-tuning overlay whose every value carries its reason;
+4. the command line's own options (``--lr``, ``--seq-len``...: the launch options table,
+   ``app/options.py``);
+5. ``--set section.key=value``, which wins over everything.
+
+``load_config`` applies 2, 3 and then 4 + 5 (``launch_overrides`` has already put ``--set``
+over the options). A run started from weights adds what those weights fix (the architecture,
+the tokenizer) at the options' level, so only a flag can conflict with them: a profile's longer
+context is cut to the model's instead (``app/planner.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llm_trainer.errors import ConfigError
 from llm_trainer.model.shape import (
@@ -26,6 +39,9 @@ from llm_trainer.model.shape import (
     ModelShape,
     attention_problem,
 )
+
+if TYPE_CHECKING:
+    from llm_trainer.profiles import Profile
 
 SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
@@ -222,6 +238,8 @@ class FinetuneConfig:
                                          "adapters (c_attn, c_proj, c_fc; c_proj covers both "
                                          "the attention and the MLP output)")
     freeze_layers: int = _opt(0, "keep the embeddings and the first N blocks frozen", min=0)
+    profile: str | None = _opt(None, "the use-case profile the run was set up with "
+                                     "(set by --profile; recorded, not read again)")
 
     def check(self) -> None:
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
@@ -330,6 +348,17 @@ def _field(section: str, name: str, source: str) -> dataclasses.Field:
             hint=f"keys in {section}: {', '.join(by_name)}",
         )
     return by_name[name]
+
+
+def typed_value(key: str, raw: Any, *, source: str) -> Any:
+    """One ``section.key`` value checked and typed as ``apply_overrides`` would; a ConfigError
+    names ``source`` and the key."""
+    section, name = _split_key(key, source)
+    f = _field(section, name, source)
+    try:
+        return coerce(key, f, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}", hint=exc.hint) from None
 
 
 def _suggest(name: str, options: list[str], section: str | None = None) -> str:
@@ -544,12 +573,18 @@ def load_config(
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     home: Path | None = None,
+    profile: Profile | None = None,
 ) -> RunConfig:
-    """Resolve the layers into one validated ``RunConfig``."""
+    """Resolve the layers into one validated ``RunConfig``: the preset or file, then the
+    ``profile`` (recorded as ``finetune.profile``), then ``overrides`` (the options with
+    ``--set`` over them)."""
     if config_file is not None and preset is not None:
         raise ConfigError("use either --config or --preset, not both")
     path = Path(config_file) if config_file else preset_path(preset or DEFAULT_PRESET, home)
     cfg = RunConfig.from_dict(load_yaml(path), source=str(path.name))
+    if profile is not None:
+        cfg = apply_overrides(cfg, {**profile.overrides(), "finetune.profile": profile.name},
+                              source=f"profile {profile.name}")
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="option")
     return cfg

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 from llm_trainer.progress import format_bytes, format_clock, format_duration
 
 if TYPE_CHECKING:
-    from llm_trainer.views import BatchChoiceView, DryRunReport, PreparedData, RunDetail, RunView
+    from llm_trainer.views import (
+        BatchChoiceView,
+        DryRunReport,
+        PreparedData,
+        ProfileView,
+        RunDetail,
+        RunView,
+    )
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -215,14 +222,40 @@ def estimate_lines(est: DryRunReport) -> list[str]:
     ]
     t = est.time
     if t is None:
-        return [*lines, "  time:        not measured"]
-    evals = (f" incl. {t.evals} evaluation(s) of {format_duration(t.eval_time_s)}"
-             if t.evals and t.eval_time_s is not None else "")
-    return [*lines,
-            f"  time (estimate from {t.timed_steps} timed steps after {t.warmup_steps} "
-            f"warm-up): {t.step_time_s:.3f} s per step ({t.tokens_per_s:,.0f} tok/s); "
-            f"{format_duration(t.epoch_time_s)} per epoch; "
-            f"{format_duration(t.run_time_s)} for the run{evals}"]
+        lines.append("  time:        not measured")
+    else:
+        evals = (f" incl. {t.evals} evaluation(s) of {format_duration(t.eval_time_s)}"
+                 if t.evals and t.eval_time_s is not None else "")
+        lines.append(f"  time (estimate from {t.timed_steps} timed steps after "
+                     f"{t.warmup_steps} warm-up): {t.step_time_s:.3f} s per step "
+                     f"({t.tokens_per_s:,.0f} tok/s); {format_duration(t.epoch_time_s)} per "
+                     f"epoch; {format_duration(t.run_time_s)} for the run{evals}")
+    return lines + (profile_lines(est.profile) if est.profile is not None else [])
+
+
+def profile_lines(profile: ProfileView) -> list[str]:
+    """``--profile``'s values, each with its reason; one an option replaced says by which."""
+    lines = [f"  profile:     {profile.name}: {profile.description}"]
+    width = max(len(v.key) for v in profile.values)
+    for v in profile.values:
+        if v.overridden_by:
+            value = _value(v.used)
+            why = f"overridden by {v.overridden_by}; the profile's {_value(v.value)}: {v.why}"
+        else:
+            value, why = _value(v.value), v.why
+        lines.append(f"    {v.key:<{width}} = {value}  # {why}")
+        if v.note and not v.overridden_by:
+            lines.append(f"    {'':<{width}}   ({v.note})")
+    return lines
+
+
+def _value(value: Any) -> str:
+    """A config value as the profile's YAML writes it."""
+    if isinstance(value, list):
+        return "[" + ", ".join(str(x) for x in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 # ---------------------------------------------------------------------------- a model

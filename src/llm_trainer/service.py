@@ -36,6 +36,7 @@ from llm_trainer.views import (
     ModelView,
     PreparedData,
     PresetDefaults,
+    ProfileDefaults,
     RecentDataset,
     RerunCommand,
     RunDetail,
@@ -174,7 +175,8 @@ class Service:
         if plan.dist is not None and plan.dist.enabled:
             notes.append("estimated for one process on this machine: with several, the "
                          "global batch, steps per epoch and time per step differ")
-        return dataclasses.replace(out, kind=str(plan.kind), model=name, notes=notes)
+        return dataclasses.replace(out, kind=str(plan.kind), model=name, notes=notes,
+                                   profile=plan.profile)
 
     def _job_of(self, plan):
         """The ``TrainingJob`` a launch plan would give the worker, for measuring it (no run
@@ -230,20 +232,45 @@ class Service:
         return PresetDefaults(preset=preset, dataset=cfg.data.dataset,
                               batch_size=cfg.train.batch_size, seq_len=cfg.model.block_size)
 
+    def profiles(self) -> list[str]:
+        """The use-case profiles (`train --profile`), the home's own included, by name."""
+        from llm_trainer.profiles import list_profiles
+
+        return list_profiles(self.home)
+
+    def profile_defaults(self, profile: str) -> ProfileDefaults:
+        """What a profile is for, and its epochs and context (the train panel's fields)."""
+        from llm_trainer.profiles import load_profile
+
+        prof = load_profile(profile, self.home)
+        epochs, context = prof.get("train.epochs"), prof.get("model.block_size")
+        return ProfileDefaults(name=prof.name, description=prof.description,
+                               epochs=epochs.value if epochs else None,
+                               seq_len=context.value if context else None)
+
     def panel_request(self, options: LaunchOptions, *, preset: str, model: str | None = None,
                       name: str | None = None, init_from: str | None = None,
+                      profile: str | None = None,
                       command: list[str] | None = None) -> TrainRequest:
         """The request of the dashboard's train panel: `llm-trainer train` with the same
         options. Its Dataset field starts as the preset's, so the dataset counts as named
         (and is not replaced by the built-in corpus when it cannot be fetched) only when it
         differs from the preset's, or when it trains an existing model (which takes no
-        preset and keeps its architecture: no --seq-len)."""
+        preset and keeps its architecture: no --seq-len). A profile fills the Epochs and Seq
+        len fields with its own values: left so, they are the profile's, not options over it
+        (its context is then cut to the model's, as on the command line)."""
         if model is not None:
             options = options.replace(seq_len=None)
         elif options.dataset == self.preset_defaults(preset).dataset:
             options = options.replace(dataset=None)
+        if profile is not None:
+            own = self.profile_defaults(profile)
+            if own.epochs is not None and options.epochs == own.epochs:
+                options = options.replace(epochs=None)
+            if own.seq_len is not None and options.seq_len == own.seq_len:
+                options = options.replace(seq_len=None)
         return TrainRequest(options=options, preset=None if model else preset, name=name,
-                            model=model, init_from=init_from,
+                            model=model, init_from=init_from, profile=profile,
                             command=command or ["llm-trainer", "tui"])
 
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,

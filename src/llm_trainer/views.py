@@ -235,6 +235,17 @@ class PresetDefaults(JsonView):
 
 
 @dataclass(frozen=True)
+class ProfileDefaults(JsonView):
+    """A use-case profile as the train panel offers it: what it is for, and the values of its
+    that are fields of the panel (None: the profile leaves it to the preset)."""
+
+    name: str
+    description: str
+    epochs: int | None
+    seq_len: int | None  # model.block_size
+
+
+@dataclass(frozen=True)
 class EvalResult(JsonView):
     """A checkpoint scored over a whole dataset split (`llm-trainer eval`)."""
 
@@ -394,6 +405,28 @@ class DryRunTime(JsonView):
 
 
 @dataclass(frozen=True)
+class ProfileValueView(JsonView):
+    """One value of a use-case profile as the run uses it."""
+
+    key: str  # "train.lr"
+    value: Any  # the profile's value (after ``note``'s change, if any)
+    why: str  # the profile's one-line reason for it
+    used: Any  # the value the run uses
+    overridden_by: str | None  # the option that replaced it (--lr, --lora, --set); None: used
+    note: str | None = None  # a change the planner made, e.g. a context cut to the model's
+
+
+@dataclass(frozen=True)
+class ProfileView(JsonView):
+    """``--profile NAME``: what it is for and each of its values with its reason."""
+
+    name: str
+    description: str
+    path: str
+    values: list[ProfileValueView]
+
+
+@dataclass(frozen=True)
 class DryRunReport(JsonView):
     """`train --dry-run` / `resume --dry-run`: what the run would be, resolved without
     training or writing anything, with its memory and (measured) time estimates."""
@@ -419,3 +452,4 @@ class DryRunReport(JsonView):
     batch_choice: BatchChoiceView | None
     memory: DryRunMemory
     time: DryRunTime | None  # None: not measured (timed_steps 0, or nothing to train)
+    profile: ProfileView | None = None  # --profile: its values and reasons

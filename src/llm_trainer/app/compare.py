@@ -16,6 +16,7 @@ from llm_trainer.app.options import BY_NAME
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.config import RunConfig, all_keys, load_config
 from llm_trainer.errors import ConfigError, NotFoundError, UsageError
+from llm_trainer.profiles import Profile, load_profile
 from llm_trainer.views import CompareRun, CompareView, RerunCommand
 
 MIN_RUNS, MAX_RUNS = 2, 8
@@ -128,11 +129,12 @@ class RunComparison:
         except ConfigError as exc:
             raise UsageError(f"run {run_id} has a config this release cannot read: {exc}") \
                 from None
-        base = load_config(home=self.home)
         model = (meta.model or {}).get("name") or "model"
         args = ["llm-trainer", "train"]
         notes: list[str] = []
         skip = set(_OWN_OPTIONS)
+        profile = self._profile(cfg, notes)
+        base = load_config(home=self.home, profile=profile)
         if cfg.finetune.init_from:
             # the import takes architecture and tokenizer from the folder, and its own lr
             # unless one is given
@@ -141,6 +143,9 @@ class RunComparison:
             force = {"train.lr"}
         else:
             force = set()
+        if profile is not None:  # its values are the base; --set gives the run's others
+            args += ["--profile", profile.name]
+            skip.add("finetune.profile")
         args += [DATASET.flag, cfg.get(DATASET.config_key),
                  "--name", self.models.default_name(f"{model}-rerun")]
         changed = [k for k in all_keys()
@@ -156,3 +161,16 @@ class RunComparison:
             notes.append(f"run {run_id} used {meta.world_size} processes: add the same "
                          "--nproc/--nnodes options to train the same way")
         return RerunCommand(run_id=run_id, args=args, notes=notes)
+
+    def _profile(self, cfg: RunConfig, notes: list[str]) -> Profile | None:
+        """The profile a run was set up with, when the rerun can name it: a fine-tune (a
+        profile needs --init-from) whose profile this home still has."""
+        name = cfg.finetune.profile
+        if not name or not cfg.finetune.init_from:
+            return None
+        try:
+            return load_profile(name, self.home)
+        except UsageError:
+            notes.append(f"profile {name} is not found any more: its values are given with "
+                         "--set")
+            return None

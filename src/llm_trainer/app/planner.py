@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.app.admin import ModelAdmin
-from llm_trainer.app.options import LaunchOptions, launch_overrides
+from llm_trainer.app.options import LaunchOptions, launch_overrides, parse_lora
 from llm_trainer.config import (
     RunConfig,
     TrainConfig,
@@ -27,12 +27,13 @@ from llm_trainer.config import (
 from llm_trainer.data.spec import check_dataset_spec
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import DistLaunch
+from llm_trainer.profiles import Profile, load_profile
 from llm_trainer.store.atomic import read_json
 from llm_trainer.store.checkpoints import CheckpointInfo, plan_finished
 from llm_trainer.store.models import ModelRecord, slug, validate_name
 from llm_trainer.store.records import InitFrom, InitMode, RunKind
 from llm_trainer.store.runs import RunStore
-from llm_trainer.views import BatchChoiceView
+from llm_trainer.views import BatchChoiceView, ProfileValueView, ProfileView
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainRequest:
     sets: dict[str, Any] = field(default_factory=dict)  # --set section.key=value, as typed
     config_file: str | None = None
     preset: str | None = None
+    profile: str | None = None  # --profile: a use-case overlay (configs/profiles/NAME.yaml)
     name: str | None = None  # name of a new model
     model: str | None = None  # continue this existing model instead
     data_from: str | None = None  # train on the dataset model B was trained on
@@ -77,6 +79,7 @@ class LaunchPlan:
     batch_choice: BatchChoiceView | None = None  # set when --batch-size auto chose one
     final_sample: int = 0  # foreground: the worker's sample at the end (FINAL_SAMPLE_ENV)
     standby: Any = None  # foreground: the worker started ahead (launcher.StandbyWorker)
+    profile: ProfileView | None = None  # --profile: its values, reasons and what overrode them
 
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained
@@ -115,6 +118,13 @@ class LaunchPlanner:
         """A new model, or (with ``req.model``) an existing one continued on new data."""
         notes: list[str] = []
         dist = req.dist.check() if req.dist else None
+        if req.profile is not None:
+            load_profile(req.profile, self.home)  # an unknown name first: it is the typo
+            if not req.init_from:
+                raise UsageError(f"--profile {req.profile} sets up a fine-tune (LoRA adapters, "
+                                 "their learning rate): it needs --init-from, the weights to "
+                                 "start from", hint=f"e.g. llm-trainer train --init-from "
+                                 f"hf:FOLDER --profile {req.profile} --dataset chats.jsonl")
         if req.init_from:
             return self._plan_import(req, notes, dist)
         if req.model:
@@ -192,14 +202,21 @@ class LaunchPlanner:
                                                    "--seq-len is allowed)")
         if "data.tokenizer" in overrides:
             raise UsageError("--init-from keeps the folder's tokenizer: drop data.tokenizer")
+        profile = self._profile_for(req.profile, src) if req.profile else None
         arch = {f"model.{k}": v for k, v in src.arch.items()}
         shorter = {k: v for k, v in own_file.items() if k == "model.block_size"}
+        if profile is not None and profile.get("model.block_size"):
+            # the profile's context (cut to the model's) sits above the file's and the folder's
+            arch.pop("model.block_size")
+            shorter = {}
         forced = {**arch, **shorter, **overrides, "data.tokenizer": str(src.tokenizer),
                   "finetune.init_from": src.spec}
         cfg = load_config(config_file=req.config_file, preset=req.preset, overrides=forced,
-                          home=self.home)
-        # a preset's lr is meant for training from scratch; the user's own value wins
-        if "train.lr" not in overrides and "train.lr" not in own_file:
+                          home=self.home, profile=profile)
+        # a preset's lr is meant for training from scratch; the user's own value (or the
+        # profile's) wins
+        if ("train.lr" not in overrides and "train.lr" not in own_file
+                and not (profile and profile.get("train.lr"))):
             cfg = cfg.replace(**{"train.lr": LORA_LR if cfg.finetune.lora_r else FINETUNE_LR})
         check_optimizer(cfg)
         if cfg.finetune.lora_r:
@@ -217,8 +234,25 @@ class LaunchPlanner:
         cfg = self._local_paths_absolute(cfg)
         base = f"{slug(src.name, 24)}-{'lora' if cfg.finetune.lora_r else 'ft'}"
         init = InitFrom(src.path, InitMode.IMPORT)
+        view = profile_view(profile, cfg, req) if profile is not None else None
+        if (profile is not None and profile.get("train.lr") and not cfg.finetune.lora_r
+                and "train.lr" not in overrides):
+            notes.append(f"profile {profile.name}'s learning rate {cfg.train.lr:g} is meant "
+                         f"for LoRA adapters; a full fine-tune usually wants about "
+                         f"{FINETUNE_LR:g} (--lr)")
         return LaunchPlan(RunKind.TRAIN, cfg, None, req.name, base, init,
-                          self._dataset_explicit(req), req.foreground, req.command, dist, notes)
+                          self._dataset_explicit(req), req.foreground, req.command, dist, notes,
+                          profile=view)
+
+    def _profile_for(self, name: str, src) -> Profile:
+        """The profile, its context cut to what the weights have positions for."""
+        profile = load_profile(name, self.home)
+        context = profile.get("model.block_size")
+        if context is not None and context.value > src.n_positions:
+            profile = profile.with_value(
+                "model.block_size", src.n_positions,
+                f"cut from {context.value} to the {src.n_positions} positions of {src.name}")
+        return profile
 
     def _init_source(self, spec: str, notes: list[str]):
         """``--init-from``: ``hf:PATH``, a checkpoint folder, or a model name (its latest
@@ -362,6 +396,29 @@ class LaunchPlanner:
         if "data.dataset" in req.overrides:
             return True
         return bool(req.config_file) and "data.dataset" in self._file_values(req)
+
+
+def profile_view(profile: Profile, cfg: RunConfig, req: TrainRequest) -> ProfileView:
+    """The profile's values beside what the run uses; a value an option or ``--set`` changed
+    names that option (an option given with the profile's own value overrides nothing)."""
+    given: dict[str, str] = {}
+    for opt, value in req.options.given():
+        keys = parse_lora(value) if opt.name == "lora" else [opt.config_key]
+        given.update(dict.fromkeys(keys, opt.flag))
+    given.update(dict.fromkeys(req.sets, "--set"))
+    rows = []
+    for v in profile.values:
+        used = cfg.get(v.key)
+        same = set(used) == set(v.value) if isinstance(used, tuple) else used == v.value
+        by = None if same else given.get(v.key, "--init-from")  # only the weights force keys
+        rows.append(ProfileValueView(key=v.key, value=_plain(v.value), why=v.why,
+                                     used=_plain(used), note=v.note, overridden_by=by))
+    return ProfileView(name=profile.name, description=profile.description,
+                       path=str(profile.path), values=rows)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _default_base(cfg: RunConfig, req: TrainRequest) -> str:

@@ -37,6 +37,21 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="YAML config file")]
 PresetOpt = Annotated[str | None, typer.Option(
     "--preset", help="built-in config: default, tiny, shakespeare-char, small, medium")]
+
+
+def _profile_help() -> str:
+    """``--profile``'s help, with the packaged profiles' names (a folder listing, no YAML
+    read: --help stays fast)."""
+    from llm_trainer.profiles import list_profiles
+
+    names = "|".join(list_profiles()) or "none found"
+    return (f"use-case profile, a fine-tuning overlay over the preset ({names}, or your own "
+            "in configs/profiles/): LoRA rank/alpha/targets, lr, epochs, loss_on, context and "
+            "sampling, each with its reason (see them with --dry-run); needs --init-from; "
+            "options and --set win over it")
+
+
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help=_profile_help())]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="any config key: --set section.key=value (repeatable), e.g. "
                   "--set train.weight_decay=0.05")]

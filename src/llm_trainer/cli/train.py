@@ -15,6 +15,7 @@ from llm_trainer.cli.common import STATE, echo, rich_console, service
 from llm_trainer.cli.options import (
     ConfigOpt,
     PresetOpt,
+    ProfileOpt,
     SetOpt,
     dist_options,
     launch_options,
@@ -30,10 +31,11 @@ if TYPE_CHECKING:
 
 
 @dist_options(after="sample")
-@launch_options(after="preset")
+@launch_options(after="profile")
 def train(
     config: ConfigOpt = None,
     preset: PresetOpt = None,
+    profile: ProfileOpt = None,
     name: Annotated[str | None, typer.Option(help="name of the new model")] = None,
     model: Annotated[str | None, typer.Option(
         help="continue training this existing model (keeps its tokenizer)")] = None,
@@ -66,7 +68,8 @@ def train(
     if json_out and not dry_run:
         raise UsageError("--json goes with --dry-run", hint="llm-trainer train --dry-run --json")
     req = TrainRequest(options=options, sets=parse_sets(set_), config_file=config,
-                       preset=preset, name=name, model=model, data_from=data_from,
+                       preset=preset, profile=profile, name=name, model=model,
+                       data_from=data_from,
                        init_from=init_from, foreground=foreground,
                        command=["llm-trainer", *sys.argv[1:]], dist=dist,
                        auto_batch=auto_batch, final_sample=sample if foreground else 0,

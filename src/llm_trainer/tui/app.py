@@ -95,7 +95,7 @@ class TrainerApp(App):
         # references, not queries: a modal on top must not hide the panels from refreshes
         self.runs_panel = RunsPanel()
         self.system_panel = SystemPanel()
-        self.train_panel = TrainPanel(self.service.presets())
+        self.train_panel = TrainPanel(self.service.presets(), self.service.profiles())
         self.models_panel = ModelsPanel()
         self.generate_panel = GeneratePanel()
         with Container(id="grid"):
@@ -305,7 +305,8 @@ class TrainerApp(App):
                                 precision=form.precision, dataset=form.dataset,
                                 lora=form.lora, freeze_layers=form.freeze_layers)
         return self.service.panel_request(options, preset=form.preset, model=form.model,
-                                          name=form.name, init_from=form.init_from)
+                                          name=form.name, init_from=form.init_from,
+                                          profile=form.profile)
 
     # ------------------------------------------------------------------ D: generate
     def on_generate_panel_generate(self, message: GeneratePanel.Generate) -> None:

@@ -1,8 +1,10 @@
 """Panel C — Train Selected Model: options, validation, confirmation, Start / Resume.
 
-The fine-tuning fields (init from, LoRA, frozen layers) are passed on as typed, exactly as
-`llm-trainer train --init-from / --lora / --freeze-layers` pass them: the planner decides what
-they mean and refuses what it cannot do, in one line shown under the form."""
+The fine-tuning fields (init from, profile, LoRA, frozen layers) are passed on as typed,
+exactly as `llm-trainer train --init-from / --profile / --lora / --freeze-layers` pass them:
+the planner decides what they mean and refuses what it cannot do, in one line shown under the
+form. Choosing a profile fills Epochs and Seq len with its values (the confirmation's
+estimate lists all of them, with their reasons)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ FIELD_OPTIONS = {"epochs": "epochs", "batch": "batch_size", "seq": "seq_len",
                  "device": "device", "precision": "precision", "dataset": "dataset",
                  "lora": "lora", "freeze": "freeze_layers"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NO_PROFILE = "none"  # the Profile select's first choice: no --profile
 
 
 @dataclass
@@ -44,6 +47,7 @@ class TrainForm:
     dataset: str
     name: str | None
     init_from: str | None = None  # as typed: MODEL, a checkpoint folder or hf:FOLDER
+    profile: str | None = None  # a use-case profile (--profile); None: none
     lora: str | None = None  # as typed: r=8,alpha=16,... (LaunchOptions.lora)
     freeze_layers: str | None = None  # as typed: the config checks it is a whole number >= 0
 
@@ -58,7 +62,8 @@ class TrainForm:
             f"Train {target}"
         seq = f"sequence length {self.seq_len}" if self.seq_len else \
             "the default sequence length"
-        tuning = "".join((f", LoRA {self.lora}" if self.lora else "",
+        tuning = "".join((f", profile {self.profile}" if self.profile else "",
+                          f", LoRA {self.lora}" if self.lora else "",
                           f", freeze layers {self.freeze_layers}"
                           if self.freeze_layers else ""))
         return (f"{what} on {self.dataset} for {self.epochs} epoch"
@@ -96,9 +101,10 @@ class TrainPanel(Panel):
 
         current: str
 
-    def __init__(self, presets: list[str]) -> None:
+    def __init__(self, presets: list[str], profiles: list[str] | None = None) -> None:
         super().__init__(id="train")
         self.presets = presets or ["default"]
+        self.profiles = profiles or []
         self.model: ModelView | None = None  # the selected (active) model
         self.new_model = False
 
@@ -125,6 +131,9 @@ class TrainPanel(Panel):
                 yield Select([(p, p) for p in self.presets], id="preset", allow_blank=False,
                              value="default" if "default" in self.presets else self.presets[0],
                              compact=True)
+                yield Label("Profile")
+                yield Select([(NO_PROFILE, NO_PROFILE), *((p, p) for p in self.profiles)],
+                             value=NO_PROFILE, id="profile", allow_blank=False, compact=True)
                 yield Label("Dataset")
                 yield Field("wikitext-2", id="dataset", compact=True)
             with Horizontal(classes="row"):
@@ -150,6 +159,9 @@ class TrainPanel(Panel):
     def on_mount(self) -> None:
         for field_id, name in FIELD_OPTIONS.items():
             self.query_one(f"#{field_id}").tooltip = BY_NAME[name].help
+        self.query_one("#profile").tooltip = (
+            "a use-case profile: LoRA, learning rate, epochs, loss_on, context and sampling "
+            "for a fine-tune (needs Init from); the estimate lists each value with its reason")
 
     # ------------------------------------------------------------------ state from the app
     def set_model(self, model: ModelView | None) -> None:
@@ -161,9 +173,10 @@ class TrainPanel(Panel):
         seq = self.query_one("#seq", Input)
         name = self.query_one("#name", Input)
         init_from = self.query_one("#init-from", Input)
+        profile = self.query_one("#profile", Select)
         if model is None or self.new_model:
             label.update(Text("Selected Model: new model"))
-            seq.disabled = name.disabled = init_from.disabled = False
+            seq.disabled = name.disabled = init_from.disabled = profile.disabled = False
             self.query_one("#resume", Button).disabled = True
         else:
             arch = model.architecture or {}
@@ -175,7 +188,7 @@ class TrainPanel(Panel):
                 if model.datasets:
                     self.query_one("#dataset", Input).value = model.datasets[-1]["spec"]
             # the architecture of a model is fixed; a fine-tune starts a new model (press n)
-            seq.disabled = name.disabled = init_from.disabled = True
+            seq.disabled = name.disabled = init_from.disabled = profile.disabled = True
             self.query_one("#resume", Button).disabled = False
 
     def show_result(self, text: str, *, error: bool = False) -> None:
@@ -192,6 +205,29 @@ class TrainPanel(Panel):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "preset" and event.value is not Select.BLANK:
             self.apply_preset(str(event.value))
+        elif event.select.id == "profile" and event.value is not Select.BLANK:
+            self.apply_profile(str(event.value))
+
+    def chosen_profile(self) -> str | None:
+        value = self.query_one("#profile", Select).value
+        return None if value in (NO_PROFILE, Select.BLANK) else str(value)
+
+    def apply_profile(self, profile: str) -> None:
+        """A profile's epochs and context in their fields, and what it is for below the form;
+        back to none: the preset's context again."""
+        if profile == NO_PROFILE:
+            self.apply_preset(str(self.query_one("#preset", Select).value))
+            return
+        try:
+            own = self.app.service.profile_defaults(profile)
+        except Exception as exc:  # a user profile with an error: say so, keep the form
+            self.show_result(str(exc), error=True)
+            return
+        if own.epochs is not None:
+            self.query_one("#epochs", Input).value = str(own.epochs)
+        if own.seq_len is not None and (self.model is None or self.new_model):
+            self.query_one("#seq", Input).value = str(own.seq_len)
+        self.show_result(f"profile {own.name}: {own.description}")
 
     def apply_preset(self, preset: str) -> None:
         try:
@@ -203,6 +239,9 @@ class TrainPanel(Panel):
         self.query_one("#dataset", Input).value = defaults.dataset
         if self.model is None or self.new_model:
             self.query_one("#seq", Input).value = str(defaults.seq_len)
+        profile = self.chosen_profile()
+        if profile is not None:  # the profile sits over the preset
+            self.apply_profile(profile)
 
     def action_new_model(self) -> None:
         self.new_model = not self.new_model
@@ -284,4 +323,5 @@ class TrainPanel(Panel):
                          preset=str(self.query_one("#preset", Select).value), dataset=dataset,
                          name=None if existing else text("name"),
                          init_from=None if existing else text("init-from"),
+                         profile=None if existing else self.chosen_profile(),
                          lora=text("lora"), freeze_layers=text("freeze"))
