@@ -236,6 +236,25 @@ def make_hf_gpt2(folder: Path, text: str, *, n_layer: int = 2, n_head: int = 2,
     return folder
 
 
+def plan_only_hf_folder(folder: Path, *, n_positions: int = 64) -> Path:
+    """A GPT-2 folder as planning reads it (config.json and a byte-level tokenizer.json; the
+    weights file only exists, empty): fast, for tests that plan a fine-tune but never load
+    it. ``make_hf_gpt2`` makes a real one."""
+    import json
+
+    from llm_trainer.data.tokenizer import TextTokenizer
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 32,
+        "n_head": 2, "n_layer": 2, "n_positions": n_positions, "vocab_size": 300,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True}))
+    (folder / "model.safetensors").write_bytes(b"")
+    TextTokenizer.build_byte().save(folder / "tokenizer.json")
+    return folder
+
+
 def run_cli_tty(*args: str, home: Path, columns: int = 100, lines: int = 30,
                 env: dict | None = None, timeout: float = 120) -> tuple[int, str]:
     """The real CLI with a pseudo-terminal of ``columns`` x ``lines`` as its stdin, stdout and

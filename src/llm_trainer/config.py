@@ -582,8 +582,9 @@ def load_config(
         raise ConfigError("use either --config or --preset, not both")
     path = Path(config_file) if config_file else preset_path(preset or DEFAULT_PRESET, home)
     cfg = RunConfig.from_dict(load_yaml(path), source=str(path.name))
-    if profile is not None:
-        cfg = apply_overrides(cfg, {**profile.overrides(), "finetune.profile": profile.name},
+    if profile is not None:  # its epochs clear the preset's max_steps, as --epochs does
+        values = TrainConfig.epochs_clear_max_steps(profile.overrides())
+        cfg = apply_overrides(cfg, {**values, "finetune.profile": profile.name},
                               source=f"profile {profile.name}")
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="option")

@@ -12,7 +12,7 @@ from tests.helpers import TINY, dry_run, home_contents, run_cli, train_tiny
 JSON_KEYS = {"kind", "model", "notes", "config", "device", "precision", "dataset", "parameters",
              "trainable_parameters", "architecture", "batch_size", "grad_accum",
              "global_batch", "tokens_per_step", "steps_per_epoch", "start_step",
-             "total_steps", "steps", "batch_choice", "memory", "time"}
+             "total_steps", "steps", "batch_choice", "memory", "time", "profile"}
 
 
 def _only_run(home):

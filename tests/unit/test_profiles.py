@@ -5,8 +5,6 @@ planner of a fine-tune, whose weights cut the profile's context to theirs)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
@@ -15,7 +13,7 @@ from llm_trainer.config import load_config, preset_dirs
 from llm_trainer.errors import ConfigError, UsageError
 from llm_trainer.profiles import PROFILE_DIR, list_profiles, load_profile
 from llm_trainer.service import Service, TrainRequest
-from tests.helpers import corpus_text
+from tests.helpers import corpus_text, plan_only_hf_folder
 
 SHIPPED = ["chatbot", "code", "creative", "domain", "qa", "summarize"]
 # what every shipped profile decides (the issue's list), and its loss_on
@@ -113,6 +111,10 @@ def test_preset_then_profile_then_option_then_set():
     only_profile = load_config(preset="tiny", profile=prof)
     assert (only_profile.train.lr, only_profile.train.epochs) == (2e-4, 3)
     assert only_profile.model.block_size == 1024 and only_profile.train.batch_size == 8
+    # the profile's epochs are what it means: they clear the preset's max_steps (200)
+    assert only_profile.train.max_steps is None
+    assert load_config(preset="tiny", profile=prof, overrides={
+        "train.max_steps": 5}).train.max_steps == 5
     overrides = launch_overrides(LaunchOptions(lr=0.01, epochs=5, seq_len=64),
                                  {"train.epochs": "7", "train.sample_temperature": "0.1"})
     cfg = load_config(preset="tiny", profile=prof, overrides=overrides)
@@ -131,20 +133,8 @@ def test_preset_then_profile_then_option_then_set():
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     """A GPT-2 folder with 64 positions (less than any profile's context), as planning reads
-    it: config.json and tokenizer.json (the weights file only has to exist: a plan loads no
-    weights; the dry run through the CLI, in tests/integration, uses a real one)."""
-    from llm_trainer.data.tokenizer import TextTokenizer
-
-    folder = tmp_path_factory.mktemp("hf") / "gpt2"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 32,
-        "n_head": 2, "n_layer": 2, "n_positions": 64, "vocab_size": 300,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "tie_word_embeddings": True}))
-    (folder / "model.safetensors").write_bytes(b"")
-    TextTokenizer.build_byte().save(folder / "tokenizer.json")
-    return folder
+    it (tests/integration/test_profiles_cli.py's dry run loads a real one)."""
+    return plan_only_hf_folder(tmp_path_factory.mktemp("hf") / "gpt2")
 
 
 def _plan(home, **req):
