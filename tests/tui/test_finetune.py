@@ -59,17 +59,18 @@ async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_f
         app.query_one("#dataset", Input).focus()
         # the fine-tune fields come after the dataset in the Tab order, before the name
         order = []
-        for _ in range(4):
+        for _ in range(5):
             await pilot.press("tab")
             order.append(app.focused.id)
-        assert order == ["init-from", "lora", "freeze", "name"]
+        assert order == ["init-from", "profile", "lora", "freeze", "name"]
         for field, hint in (("init-from", "a model, a checkpoint folder or hf:FOLDER"),
                             ("lora", "r=8,alpha=16"),
                             ("freeze", "N")):
             assert app.query_one(f"#{field}", Input).placeholder.startswith(hint)
-        await pilot.press("shift+tab", "shift+tab", "shift+tab")
+        await pilot.press("shift+tab", "shift+tab", "shift+tab", "shift+tab")
         assert app.focused.id == "init-from"
-        await pilot.press(*f"hf:{hf_folder}", "tab", *"r=2,alpha=4,dropout=0.0,targets=c_attn,c_fc",
+        await pilot.press(*f"hf:{hf_folder}", "tab", "tab",
+                          *"r=2,alpha=4,dropout=0.0,targets=c_attn,c_fc",
                           "tab", "1", "tab", *"adapted", "enter")
         assert app.focused.id == "train"  # Enter hands the keys back: s starts
         await pilot.press("s")

@@ -131,9 +131,6 @@ class TrainPanel(Panel):
                 yield Select([(p, p) for p in self.presets], id="preset", allow_blank=False,
                              value="default" if "default" in self.presets else self.presets[0],
                              compact=True)
-                yield Label("Profile")
-                yield Select([(NO_PROFILE, NO_PROFILE), *((p, p) for p in self.profiles)],
-                             value=NO_PROFILE, id="profile", allow_blank=False, compact=True)
                 yield Label("Dataset")
                 yield Field("wikitext-2", id="dataset", compact=True)
             with Horizontal(classes="row"):
@@ -141,6 +138,9 @@ class TrainPanel(Panel):
                 yield Field("", id="init-from", compact=True,
                             placeholder="a model, a checkpoint folder or hf:FOLDER to start "
                                         "from (empty: train from scratch)")
+                yield Label("Profile")
+                yield Select([(NO_PROFILE, NO_PROFILE), *((p, p) for p in self.profiles)],
+                             value=NO_PROFILE, id="profile", allow_blank=False, compact=True)
             with Horizontal(classes="row"):
                 yield Label("LoRA")
                 yield Field("", id="lora", compact=True,
