@@ -78,20 +78,25 @@ def cli(home: Path, *args: str, check: bool = True) -> tuple[subprocess.Complete
 
 
 def val_loss(home: Path, model: str) -> float | None:
-    from llm_trainer.store.checkpoints import find_checkpoint
+    from llm_trainer.store.checkpoints import resolve_checkpoint
 
-    ckpt = find_checkpoint(home / "checkpoints" / model, "latest")
-    trainer = json.loads((ckpt / "trainer.json").read_text())
+    ckpt = resolve_checkpoint(home / "checkpoints" / model, "latest")
+    trainer = json.loads((ckpt.path / "trainer.json").read_text())
     return trainer.get("val_loss")
 
 
 def exact_match(home: Path, model: str, task: str, held: list[str]) -> tuple[float, list]:
     """Greedy replies to the held-out prompts, through the service call `generate --chat`
     makes; the share that is exactly right, and the misses."""
+    from llm_trainer.inference.settings import GenerationSettings
     from llm_trainer.service import Service
 
-    svc = Service(home)
-    replies = svc.chat_replies(model, [f"{task}: {w}" for w in held])
+    settings = GenerationSettings(max_new_tokens=24, temperature=0.0, top_k=None)
+    chat = Service(home).chat(settings, model=model, device="cpu")
+    replies = []
+    for w in held:  # each prompt a new conversation, as `generate --chat` has it
+        chat.reset()
+        replies.append("".join(chat.session.reply(f"{task}: {w}", settings)))
     misses = [(w, r) for w, r in zip(held, replies, strict=True) if r != TASKS[task](w)]
     return 1 - len(misses) / len(held), misses
 

@@ -78,6 +78,8 @@ class LaunchOptions:
         TrainConfig, "sample_prompts", help="prompt for those samples (repeatable; default: "
                                             "an empty prompt)")
     on_anomaly: str | None = launch(TrainConfig, "on_anomaly", note=" (rollback or stop)")
+    loss_on: str | None = launch(TrainConfig, "loss_on", note=" (assistant or all)")
+    on_bad_rows: str | None = launch(DataConfig, "on_bad_rows")
     tensorboard: bool | None = launch(RuntimeConfig, "tensorboard",
                                       note="; view with: tensorboard --logdir runs/")
 

@@ -1,6 +1,6 @@
 """`chat`: talk to a chat model, turn by turn, from a terminal or a pipe; and the one turn of
 `generate --chat`. The conversation's rules (template, stop tokens, what fits the context)
-live in ``app.chat`` and ``inference.chat``; this module reads lines and prints replies."""
+live in ``app.chat`` and the inference chat session; this module reads lines and prints replies."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import typer
 from llm_trainer.cli.common import echo, service
 from llm_trainer.cli.options import generation_options
 from llm_trainer.errors import LLMTrainerError
-from llm_trainer.inference.settings import GenerationSettings
+from llm_trainer.service import GenerationSettings
 
 if TYPE_CHECKING:
     from llm_trainer.app.chat import Chat

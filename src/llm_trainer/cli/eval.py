@@ -12,7 +12,7 @@ from llm_trainer.cli.chat import CompareBaseOpt, SystemOpt, say, show_notes
 from llm_trainer.cli.common import echo, service
 from llm_trainer.cli.options import generation_options
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.settings import GenerationSettings
+from llm_trainer.service import GenerationSettings
 from llm_trainer.render import num
 
 

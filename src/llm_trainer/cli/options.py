@@ -191,7 +191,7 @@ def generation_options(after: str) -> Callable[[Callable], Callable]:
     --temperature, --top-k, --top-p, --repetition-penalty, --seed), after its parameter
     ``after``, and receives them as ``settings: GenerationSettings``."""
     def collect(given: dict[str, Any]) -> dict[str, Any]:
-        from llm_trainer.inference.settings import GenerationSettings
+        from llm_trainer.service import GenerationSettings
 
         return {"settings": GenerationSettings(**given)}
 

@@ -150,7 +150,8 @@ class EarlyStopping(Callback):
 # ============================================================================ anomalies
 
 
-SPIKE_MIN_RISE = 0.25  # nats: a near-zero loss (a learned task) doubling is noise, not a spike
+SPIKE_MIN_RISE = 1.0  # nats: a small loss (a learned task, a few trained tokens) doubling is
+# noise; a divergence climbs by nats
 
 
 class AnomalyGuard(Callback):

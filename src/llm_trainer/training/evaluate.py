@@ -16,6 +16,7 @@ also count an ``[UNK]`` token as the character it replaced. Comparable across to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -275,6 +276,12 @@ def evaluate_loaded(ckpt, model, *, dataset: str | None = None, split: str = "va
     cfg = ckpt.config.data
     own = dataset is None
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    chat = chat_split(ckpt, cfg.dataset if own else dataset, split, data_dir,
+                      data_format=cfg.format if own else "auto",
+                      text_column=cfg.text_column if own else None)
+    if chat is not None:
+        return _chat_result(ckpt, model, chat, split=split, batch_size=batch_size,
+                            device=device, model_name=model_name, notes=notes)
     part = split_tokens(cfg.dataset if own else dataset, split, ckpt.tokenizer,
                         data_dir=data_dir, val_fraction=cfg.val_fraction,
                         text_column=cfg.text_column if own else None,
@@ -318,3 +325,98 @@ def _model_name(path: Path) -> str:
 
     record = read_json(Path(path).parent / MODEL_FILE) or {}
     return str(record.get("name") or Path(path).parent.name)
+
+
+# --------------------------------------------------------------------------- chat data
+
+
+@dataclass(frozen=True)
+class ChatSplit:
+    """A split of chat data as training validates on it: windows of ``block_size + 1``
+    tokens and which targets are trained (the assistant's replies, or every token)."""
+
+    tokens: Any
+    mask: Any
+    spec: str
+    description: str
+    origin: str
+
+
+def chat_split(ckpt, spec: str, split: str, data_dir: Path, *, data_format: str,
+               text_column: str | None) -> ChatSplit | None:
+    """``split`` of ``spec`` prepared as the checkpoint's training prepares chat data (its
+    template, or ChatML; its block size, packing and loss_on), None when the data is text."""
+    from llm_trainer.data.prepare import ChatSettings, prepare_data
+
+    check_split(split)
+    cfg = ckpt.config
+    source = resolve_dataset(spec, data_dir=data_dir, val_fraction=cfg.data.val_fraction,
+                             text_column=text_column, explicit=True, data_format=data_format)
+    if source.chat_format is None:
+        return None
+    if split != "val":
+        raise UsageError("chat data is scored on its validation split only",
+                         hint="use --split val")
+    data = prepare_data(dataset=spec, tokenizer_spec=cfg.data.tokenizer,
+                        vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
+                        text_column=text_column, data_dir=data_dir, tokenizer=ckpt.tokenizer,
+                        chat=dataclasses.replace(ChatSettings.from_config(cfg, ckpt.chat),
+                                                 data_format=data_format))
+    return ChatSplit(data.val, data.val_mask, source.spec, source.description,
+                     "held out" if source.held_out else "split")
+
+
+def evaluate_chat(model: torch.nn.Module, part: ChatSplit, tokenizer: TextTokenizer, *,
+                  batch_size: int, device: str | torch.device = "cpu") -> TextScore:
+    """Summed cross-entropy over the trained targets of every window, and the UTF-8 bytes of
+    the text those targets are."""
+    from llm_trainer.data.batches import IGNORE, windows_xy
+
+    width = model.shape.block_size + 1
+    n = len(part.tokens) // width
+    offsets = np.arange(width)
+    per_id = _bytes_per_id(tokenizer, model.shape.vocab_size)
+    nats, count, nbytes = 0.0, 0, 0
+    t0 = time.perf_counter()
+    model.eval()
+    with torch.inference_mode():
+        for first in range(0, n, batch_size):
+            idx = np.arange(first, min(first + batch_size, n))[:, None] * width + offsets
+            x, y = windows_xy(part.tokens, part.mask, idx)
+            logits = model(torch.from_numpy(x).to(device))[0]
+            target = torch.from_numpy(y).to(device)
+            nats += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                          target.reshape(-1), ignore_index=IGNORE,
+                                          reduction="sum").double())
+            trained = y[y != IGNORE]
+            count += int(trained.size)
+            nbytes += int(per_id[trained].sum())
+    return TextScore(EvalTotals(nats, count, n), nbytes, time.perf_counter() - t0)
+
+
+def _bytes_per_id(tokenizer: TextTokenizer, vocab_size: int) -> np.ndarray:
+    """UTF-8 bytes each id writes (a special token: its text, as the template writes it)."""
+    out = np.zeros(vocab_size, dtype=np.int64)
+    for i in range(min(vocab_size, tokenizer.vocab_size)):
+        out[i] = len(tokenizer.decode([i]).encode("utf-8", "replace"))
+    return out
+
+
+def _chat_result(ckpt, model, part: ChatSplit, *, split: str, batch_size: int | None,
+                 device: str, model_name: str | None, notes: list[str] | None) -> EvalResult:
+    shape = model.shape
+    batch = batch_size or default_batch(shape.block_size, shape.vocab_size)
+    score = evaluate_chat(model, part, ckpt.tokenizer, batch_size=batch, device=device)
+    t = score.totals
+    scored = ("assistant replies" if ckpt.config.train.loss_on == "assistant" else
+              "whole conversations")
+    return EvalResult(
+        model=model_name or _model_name(ckpt.path), checkpoint=str(ckpt.path),
+        step=int(ckpt.info.step), dataset=part.spec, dataset_description=part.description,
+        split=split, split_source=part.origin, tokenizer=ckpt.tokenizer.kind,
+        tokens=t.tokens, windows=t.windows, bytes=score.bytes, nats=t.nats, loss=t.loss,
+        perplexity=math.exp(t.loss) if t.loss < 700 else None,
+        bits_per_byte=score.bits_per_byte, block_size=shape.block_size, batch_size=batch,
+        device=str(device), dtype="float32", seconds=score.seconds,
+        notes=[*(notes or []), f"chat data: the loss is over the {scored} ({t.tokens:,} "
+                               f"trained tokens in {t.windows:,} windows)"])
