@@ -367,7 +367,7 @@ class Service:
         cfg = load_config(config_file=config_file, preset=preset, overrides=values,
                           home=self.home)
         return prepare_dataset(cfg.data, home=self.home, num_proc=num_proc, progress=progress,
-                               stop=stop, log=log)
+                               stop=stop, log=log, config=cfg)
 
     def follow(self, run_id: str, *, poll: float = 0.2, process=None) -> RunFollower:
         return self.control.follow(run_id, poll=poll, process=process)

@@ -65,14 +65,16 @@ def dataset_files(folder: Path, *, home: Path | None = None) -> list[DatasetFile
 def prepare_dataset(data: DataConfig, *, home: Path, num_proc: int | None = None,
                     progress: Callable[[Any], None] | None = None,
                     stop: Callable[[], bool] | None = None,
-                    log: Callable[[str], None] | None = None) -> PreparedData:
+                    log: Callable[[str], None] | None = None,
+                    config: Any = None) -> PreparedData:
     """Tokenize ``data.dataset`` into the home's token cache as `train` would (the same
     tokenizer, vocabulary, hold-out and cap, so a later `train` with these settings reads
     the cache), or find it there. ``progress`` gets each ``data.prepare.PrepareProgress``;
     ``stop()`` turning true ends it with ``PrepareStopped``, its ``kept_shards`` and
     ``total_shards`` (an estimate) set: the finished shards are kept, and the same call
-    resumes from them."""
-    from llm_trainer.data.prepare import prepare_data
+    resumes from them. ``config``: the whole RunConfig, for chat data (its windows depend on
+    the block size, packing and loss_on)."""
+    from llm_trainer.data.prepare import ChatSettings, prepare_data
     from llm_trainer.data.spec import check_dataset_spec, tokenizer_kind
 
     spec = check_dataset_spec(data.dataset)  # as the planner hands it to a training process
@@ -92,7 +94,8 @@ def prepare_dataset(data: DataConfig, *, home: Path, num_proc: int | None = None
                               vocab_size=data.vocab_size, val_fraction=data.val_fraction,
                               text_column=data.text_column, data_dir=home / "data",
                               explicit=True, log=log, progress=report, stop=stop,
-                              num_proc=num_proc, val_max_tokens=data.val_max_tokens)
+                              num_proc=num_proc, val_max_tokens=data.val_max_tokens,
+                              chat=ChatSettings.from_config(config) if config else None)
     except PrepareStopped as exc:
         exc.kept_shards, exc.total_shards = _shards_at_stop(home / "data" / "tokens", wall,
                                                             latest[0])
