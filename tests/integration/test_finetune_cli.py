@@ -212,3 +212,35 @@ def test_bad_fine_tuning_options_are_refused_in_one_line(env, args, message):
     proc = run_cli("train", *args, *FAST, home=home)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr.splitlines()[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_lora_on_chat_data_trains_the_added_markers(env):
+    """A folder without a chat template: the ChatML markers are added to its tokenizer, and
+    with --lora their embedding rows train with the adapters (saved in adapter.safetensors,
+    their ids in config.json), so the model can tell them apart."""
+    home, folder = env
+    with open(home / "chats.jsonl", "w") as fh:
+        for i in range(200):
+            word = "abcdefgh"[: 3 + i % 5]
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"reverse {word}"},
+                                              {"role": "assistant", "content": word[::-1]}]})
+                     + "\n")
+    fast = [a if a != "corpus.txt" else "chats.jsonl" for a in FAST]
+    proc = run_cli("train", "--init-from", f"hf:{folder}", "--name", "chat-lora", "--lora",
+                   "r=4", *fast, home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "added 2 token embeddings" in proc.stdout
+    from llm_trainer.store.checkpoints import resolve_checkpoint
+
+    step = resolve_checkpoint(home / "checkpoints" / "chat-lora", "latest").path
+    config = json.loads((step / "config.json").read_text())
+    assert config["lora"]["tokens"] == [300, 301] and config["chat"]["kind"] == "chatml"
+    from safetensors.torch import load_file
+
+    rows = load_file(str(step / "adapter.safetensors"))[
+        "transformer.wte.token_adapter.trainable_tokens_delta"]
+    assert rows.shape == (2, 32) and not torch.allclose(rows[0], rows[1])
+    gen = run_cli("generate", "--chat", "--model", "chat-lora", "--prompt", "reverse abc",
+                  "--max-new-tokens", "6", "--seed", "1", home=home)
+    assert gen.returncode == 0, gen.stderr

@@ -5,10 +5,18 @@ our ``c_attn`` / ``c_proj`` / ``c_fc`` are plain ``nn.Linear``), so no adapter l
 own is needed. A LoRA checkpoint stores only the adapters (``adapter.safetensors``, the
 names peft's ``get_peft_model_state_dict`` gives) and points at the frozen base weights;
 ``merge`` folds the adapters into the base weights for generation and export.
+
+Tokens a chat template added to the tokenizer (``settings["tokens"]``, their ids) train as
+peft's Trainable Tokens (``LoraConfig(trainable_token_indices=...)``): only those rows of the
+embedding (and of an untied head) change, and they are saved with the adapters. The frozen
+embedding would otherwise keep every added row at the same mean vector, so the model could
+never tell ``<|im_start|>`` from ``<|im_end|>``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,27 +27,68 @@ if TYPE_CHECKING:
 ADAPTER_FILE = "adapter.safetensors"
 
 
-def lora_settings(ft: FinetuneConfig) -> dict[str, Any]:
-    """What defines the adapters (stored in each LoRA checkpoint's config.json)."""
-    return {"r": ft.lora_r, "alpha": ft.lora_alpha, "dropout": ft.lora_dropout,
-            "targets": list(ft.lora_targets)}
+def lora_settings(ft: FinetuneConfig, tokens: Sequence[int] = ()) -> dict[str, Any]:
+    """What defines the adapters (stored in each LoRA checkpoint's config.json). ``tokens``:
+    the ids the tokenizer gained for this run (a chat template's markers), whose embedding
+    rows train with the adapters; recorded only when there are some, so older checkpoints
+    read the same."""
+    settings = {"r": ft.lora_r, "alpha": ft.lora_alpha, "dropout": ft.lora_dropout,
+                "targets": list(ft.lora_targets)}
+    if tokens:
+        settings["tokens"] = [int(i) for i in tokens]
+    return settings
 
 
 def settings_of(model: torch.nn.Module) -> dict[str, Any]:
     """The settings the model's adapters were built with (what a checkpoint must record)."""
     cfg = model.peft_config["default"]
-    return {"r": cfg.r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
-            "targets": sorted(cfg.target_modules)}
+    settings = {"r": cfg.r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                "targets": sorted(cfg.target_modules)}
+    if cfg.trainable_token_indices:
+        settings["tokens"] = list(cfg.trainable_token_indices[EMBEDDING])
+    return settings
+
+
+EMBEDDING = "transformer.wte"
 
 
 def apply_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Module:
-    """Freeze ``model`` and add trainable rank-r adapters to the target linear layers."""
+    """Freeze ``model`` and add trainable rank-r adapters to the target linear layers, and
+    trainable rows for ``settings["tokens"]`` in the embedding and the output head."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    tokens = [int(i) for i in settings.get("tokens") or ()]
+    rows = None
+    if tokens:
+        # an untied head has rows of its own to train; a tied one follows the embedding's
+        rows = {EMBEDDING: tokens} if model.shape.tie_embeddings else \
+            {EMBEDDING: tokens, "lm_head": tokens}
     config = LoraConfig(r=int(settings["r"]), lora_alpha=float(settings["alpha"]),
                         lora_dropout=float(settings["dropout"]),
-                        target_modules=list(settings["targets"]), bias="none")
-    return inject_adapter_in_model(config, model)
+                        target_modules=list(settings["targets"]), bias="none",
+                        trainable_token_indices=rows)
+    with _tying_shown(model, bool(tokens) and model.shape.tie_embeddings):
+        return inject_adapter_in_model(config, model)
+
+
+@contextlib.contextmanager
+def _tying_shown(model: torch.nn.Module, tied: bool) -> Iterator[None]:
+    """Tell peft, for the time it injects, that ``lm_head`` shares the embedding's weight, in
+    the terms it reads from a transformers model (``config.tie_word_embeddings``,
+    ``get_input_embeddings()``, ``_tied_weights_keys``). Without them peft sees no tying and
+    wraps only the embedding: the head would keep scoring every added token with the same
+    frozen mean row. With them it wraps the head too, sharing the embedding's trainable rows."""
+    if not tied:
+        yield
+        return
+    model.config = {"model_type": "custom", "tie_word_embeddings": True}
+    model.get_input_embeddings = lambda: model.transformer.wte
+    model._tied_weights_keys = ["lm_head.weight"]
+    try:
+        yield
+    finally:
+        for name in ("config", "get_input_embeddings", "_tied_weights_keys"):
+            delattr(model, name)
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -57,23 +106,36 @@ def load_adapters(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
     from peft import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(model, state)
+    # a tied head's token rows are the embedding's own (peft saves them once)
+    tied = tuple(f"{name}." for name, module in model.named_modules()
+                 if getattr(getattr(module, "token_adapter", None), "tied_adapter", None))
     wrong = [k for k in (*getattr(result, "unexpected_keys", ()),
-                         *getattr(result, "missing_keys", ())) if "lora_" in k]
+                         *getattr(result, "missing_keys", ()))
+             if ("lora_" in k or "trainable_tokens" in k) and not k.startswith(tied)]
     if wrong:
         raise ValueError(f"adapter weights do not fit the model: {wrong[:3]}")
 
 
 def merge(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold every adapter into its base layer and put the plain ``nn.Linear`` back, so the
-    model has our usual parameter names again (W + scale * B @ A, computed by peft)."""
+    """Fold every adapter into its base layer and put the plain ``nn.Linear`` (and
+    ``nn.Embedding``) back, so the model has our usual parameter names again (W + scale *
+    B @ A, and the trained token rows written over theirs, computed by peft). A tied head's
+    weight is the embedding's own tensor, so it gets the trained rows with it."""
     from peft.tuners.lora import LoraLayer
+    from peft.utils.other import TrainableTokensWrapper
 
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge(safe_merge=True)
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
+            base = module.get_base_layer()
+        elif isinstance(module, TrainableTokensWrapper):
+            module.token_adapter.merge(safe_merge=True)
+            base = module.original_module
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, base)
     return model
 
 

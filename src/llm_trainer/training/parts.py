@@ -383,38 +383,42 @@ def _model(job: TrainingJob, cfg: RunConfig, dist, device, data, start, log: Log
                 f"{'; '.join(diff)} (checkpoint vs requested)",
                 hint="resume with the model's own settings (drop the model.* overrides)")
     torch.manual_seed(cfg.train.seed)
+    added: list[int] = []
     if start is not None:
         model = load_model(start, device.device, merged=False)
-        _grow(model, data.tokenizer, log)
+        added = _grow(model, data.tokenizer, log)
     else:
         model = GPT(shape)
         if source is not None:
-            _import_weights(job, cfg, dist, model, shape, data.tokenizer, source, log)
+            added = _import_weights(job, cfg, dist, model, shape, data.tokenizer, source, log)
         model.to(device.device)
-    return model.shape, _finetune(cfg, model, model.shape)
+    return model.shape, _finetune(cfg, model, model.shape, added)
 
 
-def _grow(model, tokenizer, log: Log) -> None:
+def _grow(model, tokenizer, log: Log) -> list[int]:
     """Room in the embedding for tokens the tokenizer gained (a chat template's markers),
-    initialised as the mean of the trained rows."""
+    initialised as the mean of the trained rows. Returns the new rows' ids: a LoRA run
+    trains those rows with its adapters (model/lora.py), the rest of the embedding frozen."""
     from llm_trainer.model.lora import is_lora
 
     if tokenizer.vocab_size <= model.shape.vocab_size:
-        return
+        return []
     if is_lora(model):
         raise UsageError(
             f"the tokenizer needs {tokenizer.vocab_size - model.shape.vocab_size} new tokens "
             "(the chat template's markers), but this LoRA model's embedding is frozen",
             hint="fine-tune it on chat data without LoRA first, or start from a model whose "
                  "tokenizer has them")
-    added = tokenizer.vocab_size - model.shape.vocab_size
+    old = model.shape.vocab_size
+    added = tokenizer.vocab_size - old
     model.grow_vocab(tokenizer.vocab_size)
     log(f"added {added} token embedding{'s' if added != 1 else ''} for the chat template's "
         f"markers (each the mean of the existing ones)")
+    return list(range(old, tokenizer.vocab_size))
 
 
 def _import_weights(job: TrainingJob, cfg: RunConfig, dist, model, shape, tokenizer, source,
-                    log: Log) -> None:
+                    log: Log) -> list[int]:
     from llm_trainer.model.hf_import import OWN, check_complete, load_hf_weights
 
     if source.family == OWN:
@@ -425,23 +429,32 @@ def _import_weights(job: TrainingJob, cfg: RunConfig, dist, model, shape, tokeni
         sd = load_hf_weights(source, shape.block_size)
     check_complete(sd, model.state_dict(), source)
     model.load_state_dict(sd, strict=True)
-    _grow(model, tokenizer, log)
+    added = _grow(model, tokenizer, log)
+    if source.tokenizer.is_file():
+        # a padded embedding (more rows than the folder's tokens) may hold new tokens
+        # without growing: they are the ids past the folder's own tokenizer all the same
+        from llm_trainer.data.tokenizer import TextTokenizer
+
+        known = TextTokenizer.from_file(source.tokenizer).vocab_size
+        added = sorted({*added, *range(known, tokenizer.vocab_size)})
     if cfg.finetune.lora_r and dist.is_main:
         from llm_trainer.checkpoint_io import save_base
 
         path = save_base(job.model_dir, model=model, config=cfg, shape=model.shape,
                          tokenizer=tokenizer, source=cfg.finetune.init_from or source.spec)
         log(f"base weights for the LoRA adapters: {path}")
+    return added
 
 
-def _finetune(cfg: RunConfig, model, shape):
+def _finetune(cfg: RunConfig, model, shape, added: list[int]):
     """LoRA adapters (a fresh LoRA run; a LoRA checkpoint already has them) and frozen
-    layers, before the optimizer sees the parameters."""
+    layers, before the optimizer sees the parameters. ``added``: the ids of the embedding
+    rows this run added, which train with the adapters."""
     from llm_trainer.model.lora import apply_lora, freeze_layers, is_lora, lora_settings
 
     ft = cfg.finetune
     if ft.lora_r and not is_lora(model):
-        model = apply_lora(model, lora_settings(ft))
+        model = apply_lora(model, lora_settings(ft, added))
     if ft.freeze_layers:
         if ft.freeze_layers > shape.n_layer:
             raise UsageError(f"finetune.freeze_layers {ft.freeze_layers} exceeds the "
