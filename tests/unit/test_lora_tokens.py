@@ -15,7 +15,14 @@ from llm_trainer.config import load_config
 from llm_trainer.data.chat import IM_END, IM_START
 from llm_trainer.model.gpt import GPT
 from llm_trainer.model.hf_import import inspect_hf_folder
-from llm_trainer.model.lora import adapter_state_dict, apply_lora, load_adapters, merge, settings_of
+from llm_trainer.model.lora import (
+    adapter_state_dict,
+    apply_lora,
+    freeze_layers,
+    load_adapters,
+    merge,
+    settings_of,
+)
 from llm_trainer.model.shape import ModelShape
 from llm_trainer.store.checkpoints import resolve_checkpoint
 from llm_trainer.store.records import InitFrom, InitMode
@@ -96,6 +103,13 @@ def test_lora_without_added_tokens_is_unchanged():
     assert not any("trainable_tokens" in k for k in adapter_state_dict(model))
     assert not model.transformer.wte.weight.requires_grad
     assert not hasattr(model, "config") and not hasattr(model, "_tied_weights_keys")
+
+
+def test_frozen_layers_leave_the_added_rows_training():
+    model = apply_lora(grown_model(True), SETTINGS)
+    freeze_layers(model, 1)
+    training = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert training == ["transformer.wte.token_adapter.trainable_tokens_delta.default"]
 
 
 def _chats(path, n: int) -> None:

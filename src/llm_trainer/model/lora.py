@@ -141,15 +141,17 @@ def merge(model: torch.nn.Module) -> torch.nn.Module:
 
 def freeze_layers(model: torch.nn.Module, n: int) -> None:
     """Keep the token and position embeddings (and so the tied head) and the first ``n``
-    blocks fixed: they stop receiving gradients and optimizer state."""
+    blocks fixed: they stop receiving gradients and optimizer state. A LoRA model's rows for
+    added tokens keep training: frozen, every added marker would stay the same mean row."""
     if n <= 0:
         return
     positions = getattr(model.transformer, "wpe", None)  # none with rotary positions
     frozen = [model.transformer.wte, *([positions] if positions is not None else []),
               *model.transformer.h[:n]]
     for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
+        for name, p in module.named_parameters():
+            if "trainable_tokens_delta" not in name:
+                p.requires_grad_(False)
 
 
 def trainable(model: torch.nn.Module) -> tuple[int, int]:
