@@ -166,3 +166,24 @@ def test_a_lora_run_on_chat_data_trains_the_markers_and_resumes_bitwise(tmp_path
     with torch.no_grad():
         apart = load_model(ckpt, merged=False).eval()(ids)[0]
         assert torch.allclose(merged.eval()(ids)[0], apart, atol=1e-5)
+
+
+def test_markers_in_a_padded_embedding_train_too(tmp_path, home):
+    """Embedding rows beyond the folder's tokens (padded to a multiple): the markers take
+    two of those rows without the embedding growing, and still train with the adapters."""
+    folder = make_hf_gpt2(tmp_path / "gpt2", corpus_text(20_000), pad_vocab=20)
+    _chats(tmp_path / "chats.jsonl", 100)
+    src = inspect_hf_folder(f"hf:{folder}")
+    cfg = load_config(preset="tiny", overrides={
+        **{f"model.{k}": v for k, v in src.arch.items()}, "model.block_size": 32,
+        "data.dataset": str(tmp_path / "chats.jsonl"), "data.tokenizer": str(src.tokenizer),
+        "finetune.init_from": src.spec, "finetune.lora_r": 2, "train.max_steps": 3,
+        "train.eval_interval": 3, "train.lr": 1e-2, "train.batch_size": 4})
+    train(TrainingJob(config=cfg, home=home, model_dir=home / "p",
+                      init=InitFrom(src.path, InitMode.IMPORT)), [Recorder()])
+    ckpt = read_checkpoint(resolve_checkpoint(home / "p", "latest").path)
+    assert ckpt.shape.vocab_size == 320 and ckpt.lora["tokens"] == [300, 301]
+    emb = load_model(ckpt).transformer.wte.weight
+    base = load_base(home / "p" / "base")[0].transformer.wte.weight
+    assert not torch.equal(emb[300:302], base[300:302])
+    assert torch.equal(emb[:300], base[:300]) and torch.equal(emb[302:], base[302:])
