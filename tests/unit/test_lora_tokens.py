@@ -112,6 +112,17 @@ def test_frozen_layers_leave_the_added_rows_training():
     assert training == ["transformer.wte.token_adapter.trainable_tokens_delta.default"]
 
 
+def test_the_added_rows_get_no_weight_decay_like_the_rest_of_the_embedding():
+    from llm_trainer.training.optim import build_optimizer
+
+    model = apply_lora(grown_model(True), SETTINGS)
+    opt, _ = build_optimizer(model, load_config(preset="tiny"), "cpu")
+    rows = model.transformer.wte.token_adapter.trainable_tokens_delta["default"]
+    decayed = [p for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert decayed and all(p is not rows for p in decayed)
+    assert any(p is rows for g in opt.param_groups for p in g["params"])
+
+
 def _chats(path, n: int) -> None:
     with open(path, "w") as fh:
         for i in range(n):

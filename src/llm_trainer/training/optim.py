@@ -86,10 +86,11 @@ def build_optimizer(model, cfg: RunConfig, device_type: str, precision: str = "f
     position = _weight(getattr(model.transformer, "wpe", None))
     embeddings = {id(wte)} | ({id(position)} if position is not None else set())
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        embedding = id(p) in embeddings or "trainable_tokens_delta" in name  # LoRA's token rows
+        (decay if p.dim() >= 2 and not embedding else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     opt, how = _adamw(groups, cfg, device_type)
