@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from llm_trainer.config import FinetuneConfig
 
 ADAPTER_FILE = "adapter.safetensors"
+EMBEDDING = "transformer.wte"  # the module whose added rows train (peft's Trainable Tokens)
 
 
 def lora_settings(ft: FinetuneConfig, tokens: Sequence[int] = ()) -> dict[str, Any]:
@@ -47,9 +48,6 @@ def settings_of(model: torch.nn.Module) -> dict[str, Any]:
     if cfg.trainable_token_indices:
         settings["tokens"] = list(cfg.trainable_token_indices[EMBEDDING])
     return settings
-
-
-EMBEDDING = "transformer.wte"
 
 
 def apply_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Module:
