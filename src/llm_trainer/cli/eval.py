@@ -12,8 +12,8 @@ from llm_trainer.cli.chat import CompareBaseOpt, SystemOpt, say, show_notes
 from llm_trainer.cli.common import echo, service
 from llm_trainer.cli.options import generation_options
 from llm_trainer.errors import UsageError
-from llm_trainer.service import GenerationSettings
 from llm_trainer.render import num
+from llm_trainer.service import GenerationSettings
 
 
 @generation_options(after="checkpoint")
