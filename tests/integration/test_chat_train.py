@@ -10,6 +10,7 @@ import random
 import pytest
 
 from llm_trainer.store.checkpoints import resolve_checkpoint
+from llm_trainer.store.runs import RunStore
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # real training processes
@@ -38,8 +39,9 @@ def test_train_on_chat_data_then_eval_and_generate_chat(tmp_path):
     ckpt = resolve_checkpoint(home / "checkpoints" / "c")
     config = json.loads((ckpt.path / "config.json").read_text())
     assert config["chat"]["kind"] == "chatml" and "<|im_start|>" in config["chat"]["template"]
-    metrics = [json.loads(line) for line in
-               next((home / "runs").iterdir()).joinpath("metrics.jsonl").read_text().splitlines()]
+    store = RunStore(home)
+    run = store.paths(store.run_ids()[0])
+    metrics = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")]
     assert rates  # the trained tokens: far fewer than 8 x 64 per step
     scored = json.loads(run_cli("eval", "c", "--json", home=home, check=True).stdout)
