@@ -41,6 +41,7 @@ from llm_trainer.data.shards import (
     MANIFEST,
     ShardWriter,
     TokenShards,
+    cache_lock,
     memmap,
     open_split,
     shard_tokens,
@@ -153,24 +154,12 @@ def prepare_chat(source: TextSource, tokenizer: TextTokenizer, template: ChatTem
     opened = _open(folder, key)
     if opened is not None:
         return (*opened, True)
-    from filelock import FileLock, Timeout
-
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(data_dir / "tokens" / f".{name}.lock"))
-    while True:
-        try:
-            lock.acquire(timeout=0.2)
-            break
-        except Timeout:
-            hooks.check()
-    try:
+    with cache_lock(data_dir / "tokens", name, hooks.check):
         opened = _open(folder, key)
         if opened is not None:
             return (*opened, True)
         _write(source, tokenizer, template, folder, key, hooks, block_size=block_size,
                packing=packing, truncate=truncate, loss_on=loss_on, on_bad_rows=on_bad_rows)
-    finally:
-        lock.release()
     opened = _open(folder, key)
     if opened is None:  # pragma: no cover - we have just written it
         raise DataError(f"the chat cache {folder} could not be read back after writing it")

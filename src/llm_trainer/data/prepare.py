@@ -47,6 +47,7 @@ from llm_trainer.data.shards import (
     Progress,
     ShardWriter,
     TokenShards,
+    cache_lock,
     open_split,
     open_v1,
     shard_tokens,
@@ -278,23 +279,11 @@ def load_tokens(source: TextSource, tokenizer: TextTokenizer, data_dir: Path, lo
     done = _open(folder, key, tokenizer, source, True)
     if done is not None:
         return done
-    from filelock import FileLock, Timeout
-
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(data_dir / "tokens" / f".{name}.lock"))
-    while True:  # another process may be preparing the same data: wait, answering stops
-        try:
-            lock.acquire(timeout=0.2)
-            break
-        except Timeout:
-            hooks.check()
-    try:
+    with cache_lock(data_dir / "tokens", name, hooks.check):
         done = _open(folder, key, tokenizer, source, True)
         if done is not None:
             return done
         manifest = _prepare(source, tokenizer, folder, key, hooks, num_proc, val_max_tokens)
-    finally:
-        lock.release()
     data = _open(folder, key, tokenizer, source, False)
     if data is None:  # pragma: no cover - we have just written it
         raise DataError(f"the token cache {folder} could not be read back after writing it")

@@ -18,8 +18,10 @@ two one-shard splits, as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,3 +207,25 @@ def open_v1(folder: Path, meta: dict[str, Any]) -> tuple[TokenShards, TokenShard
     dtype = meta["dtype"]
     return (TokenShards([memmap(folder / "train.bin", dtype)], dtype),
             TokenShards([memmap(folder / "val.bin", dtype)], dtype))
+
+
+@contextlib.contextmanager
+def cache_lock(tokens_dir: Path, name: str, check: Callable[[], None]) -> Iterator[Path]:
+    """Hold the lock of the cache folder ``tokens_dir/name`` (made if missing): another
+    process may be preparing the same data, so wait for it, calling ``check`` every 0.2 s
+    (it raises to answer a stop). Yields the folder."""
+    from filelock import FileLock, Timeout
+
+    folder = tokens_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(tokens_dir / f".{name}.lock"))
+    while True:
+        try:
+            lock.acquire(timeout=0.2)
+            break
+        except Timeout:
+            check()
+    try:
+        yield folder
+    finally:
+        lock.release()
