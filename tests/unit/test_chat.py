@@ -211,3 +211,39 @@ def test_more_than_one_percent_bad_rows_fail_with_the_rows_named(tmp_path):
                            chat=ChatSettings(block_size=48, on_bad_rows="skip"))
     c = skipped.manifest["chat"]
     assert c["train"]["bad"] + c["val"]["bad"] == 2
+
+
+NO_SYSTEM = (  # a Gemma-style template: it refuses a system turn with raise_exception
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_row_the_template_refuses_is_a_bad_row_with_its_number(tmp_path):
+    path = tmp_path / "c.jsonl"
+    _chat_file(path, 150)
+    rows = path.read_text().splitlines()
+    rows[10] = json.dumps({"messages": [{"role": S, "content": "be brief"},
+                                        {"role": U, "content": "rev: abc"},
+                                        {"role": A, "content": "cba"}]})
+    path.write_text("\n".join(rows) + "\n")
+    template = ChatTemplate(NO_SYSTEM, "hf", None, None, IM_END, (IM_START, IM_END))
+    tok = with_chat_tokens(TextTokenizer.build_char("abcdefgh rev:\nsystemuserassistant"),
+                           template)
+    with pytest.raises(BadRow) as bad:
+        encode_conversation(tok, template, to_messages(json.loads(rows[10]), "messages"))
+    assert "System role not supported" in bad.value.problem
+    data = prepare_data(dataset=str(path), tokenizer_spec="char", vocab_size=300,
+                        val_fraction=0.1, text_column=None, data_dir=tmp_path / "data",
+                        chat=ChatSettings(block_size=48, template=template,
+                                          on_bad_rows="skip"))
+    counts = data.manifest["chat"]
+    assert counts["train"]["bad"] + counts["val"]["bad"] == 2  # with _chat_file's last row
+    shown = counts["train"]["bad_rows"][0]
+    assert shown["row"] == 11 and "System role not supported" in shown["problem"]
+    with pytest.raises(DataError) as err:
+        prepare_data(dataset=str(path), tokenizer_spec="char", vocab_size=300,
+                     val_fraction=0.1, text_column=None, data_dir=tmp_path / "data",
+                     chat=ChatSettings(block_size=48, template=template, on_bad_rows="fail"))
+    assert "row 11" in str(err.value)

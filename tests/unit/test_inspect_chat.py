@@ -387,3 +387,22 @@ def test_init_from_takes_an_hf_folder_with_a_tokenizer(home):
     proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", "mymodel", home=home)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: data inspect --init-from takes hf:FOLDER")
+
+
+@pytest.mark.slow  # the CLI in process
+def test_a_row_the_folders_template_refuses_is_a_bad_row_with_its_line(home):
+    conversations_file(home)  # row 1 has a system turn
+    folder = hf_folder(home)
+    refuses_system = ("{% if messages[0]['role'] == 'system' %}"
+                      "{{ raise_exception('System role not supported') }}{% endif %}" + PHI_LIKE)
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": refuses_system, "eos_token": "<|endoftext|>"}))
+    proc = run_cli("data", "inspect", "talk.jsonl", "--init-from", f"hf:{folder}", "--json",
+                   home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    c = json.loads(proc.stdout)["chat"]
+    assert c["bad_rows"] == 2 and c["conversations"] == 21
+    first = c["bad_shown"][0]
+    assert first["line"] == 1
+    assert first["problem"] == "the chat template refuses it: System role not supported"
+    assert "fold a system turn into the first user turn" in first["suggestion"]

@@ -205,6 +205,17 @@ def bad_rows_verdict(bad: int, total: int, policy: str) -> str | None:
 # --------------------------------------------------------------------------- templates
 
 
+class TemplateRefused(DataError):
+    """The template raised on a conversation (often on purpose: ``raise_exception('System
+    role not supported')``). Preparing data counts that row as a bad row
+    (``encode_conversation`` turns this into ``BadRow``); elsewhere it is a user error."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.reason = str(exc) or type(exc).__name__
+        super().__init__(f"the chat template failed on a conversation: {self.reason}",
+                         hint="check the model's chat_template")
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
     """A jinja chat template and the special tokens it is rendered with."""
@@ -268,8 +279,7 @@ class ChatTemplate:
                 messages=plain, add_generation_prompt=add_generation_prompt, tools=None,
                 documents=None, bos_token=self.bos_token or "", eos_token=self.eos_token or "")
         except Exception as exc:  # jinja's TemplateError, or the template's own raise
-            raise DataError(f"the chat template failed on a conversation: {exc}",
-                            hint="check the model's chat_template") from None
+            raise TemplateRefused(exc) from None
 
     def trained_spans(self, messages: list[Message]) -> tuple[str, list[tuple[int, int]]]:
         """The rendered conversation and the character spans of what the model writes: each
@@ -380,12 +390,31 @@ def stop_ids(tokenizer: TextTokenizer, template: ChatTemplate) -> list[int]:
     return sorted({i for i in ids if i is not None})
 
 
+def check_renders(template: ChatTemplate, messages: list[Message]) -> None:
+    """Raise ``BadRow`` when the template refuses the conversation (``data inspect`` checks
+    every row as training will read it)."""
+    try:
+        template.render(messages)
+    except TemplateRefused as refused:
+        raise _refused_row(refused) from None
+
+
+def _refused_row(refused: TemplateRefused) -> BadRow:
+    return BadRow(f"the chat template refuses it: {refused.reason}",
+                  "rewrite the row in a shape the model's template accepts (e.g. fold a "
+                  "system turn into the first user turn), or drop it")
+
+
 def encode_conversation(tokenizer: TextTokenizer, template: ChatTemplate,
                         messages: list[Message], *,
                         loss_on: str = "assistant") -> tuple[np.ndarray, np.ndarray]:
     """The conversation's ids and, per id, whether it is a trained target (predicted from
-    the ids before it): the assistant's tokens, or every token but the first (``all``)."""
-    text, spans = template.trained_spans(messages)
+    the ids before it): the assistant's tokens, or every token but the first (``all``).
+    A conversation the template refuses raises ``BadRow`` (a bad row, counted as any other)."""
+    try:
+        text, spans = template.trained_spans(messages)
+    except TemplateRefused as refused:
+        raise _refused_row(refused) from None
     enc = tokenizer.tok.encode(text, add_special_tokens=False)
     ids = np.asarray(enc.ids, dtype=np.int64)
     if loss_on == "all":

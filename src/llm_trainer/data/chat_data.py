@@ -213,6 +213,8 @@ def _write(source: TextSource, tokenizer: TextTokenizer, template: ChatTemplate,
                 c.rows += 1
                 try:
                     messages = to_messages(doc.row, source.chat_format or "messages")
+                    ids, mask = encode_conversation(tokenizer, template, messages,
+                                                    loss_on=loss_on)
                 except BadRow as bad:
                     c.bad += 1
                     if len(c.bad_rows) < SHOWN_BAD_ROWS:
@@ -221,7 +223,6 @@ def _write(source: TextSource, tokenizer: TextTokenizer, template: ChatTemplate,
                     if on_bad_rows == "fail":
                         raise _bad_rows_error(source, c, on_bad_rows) from None
                     continue
-                ids, mask = encode_conversation(tokenizer, template, messages, loss_on=loss_on)
                 cut = len(ids) > width
                 if cut and not truncate:
                     c.dropped += 1

@@ -25,6 +25,7 @@ from llm_trainer.data.chat import (
     ChatTemplate,
     Message,
     bad_rows_verdict,
+    check_renders,
     encode_conversation,
     to_messages,
 )
@@ -133,6 +134,7 @@ class ChatMeasure:
                 continue
             try:
                 messages = to_messages(d.row, self.fmt)
+                check_renders(self.template, messages)
             except BadRow as bad:
                 if record:
                     self.stats.rows += 1

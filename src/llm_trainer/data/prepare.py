@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from llm_trainer.config import ModelConfig
-from llm_trainer.data.chat import BadRow, ChatTemplate, to_messages, with_chat_tokens
+from llm_trainer.data.chat import (
+    BadRow,
+    ChatTemplate,
+    TemplateRefused,
+    to_messages,
+    with_chat_tokens,
+)
 from llm_trainer.data.chat_data import prepare_chat
 from llm_trainer.data.shards import (
     CACHE_VERSION,
@@ -237,7 +243,7 @@ def _texts(source: TextSource, splits: tuple[str, ...], hooks: _Hooks, total: in
             if chat is not None and isinstance(doc, ChatRow):
                 try:
                     text = chat.render(to_messages(doc.row, source.chat_format or "messages"))
-                except BadRow:
+                except (BadRow, TemplateRefused):
                     text = ""
             if text:
                 batch.append(text)
