@@ -246,4 +246,7 @@ def test_a_row_the_template_refuses_is_a_bad_row_with_its_number(tmp_path):
         prepare_data(dataset=str(path), tokenizer_spec="char", vocab_size=300,
                      val_fraction=0.1, text_column=None, data_dir=tmp_path / "data",
                      chat=ChatSettings(block_size=48, template=template, on_bad_rows="fail"))
-    assert "row 11" in str(err.value)
+    # it stops at the first bad row: no share of rows not yet read ("1 of 11 rows (9.1%)")
+    assert str(err.value) == (
+        "c.jsonl: row 11 is not a usable conversation and data.on_bad_rows is fail "
+        "(row 11: the chat template refuses it: System role not supported)")

@@ -280,7 +280,11 @@ def _bad_rows_error(source: TextSource, c: ChatCounts, policy: str,
     bad, rows = c.bad + (val.bad if val else 0), c.rows + (val.rows if val else 0)
     first = shown[0] if shown else {}
     where = "; ".join(f"row {r['row']}: {r['problem']}" for r in shown[:SHOWN_BAD_ROWS])
-    reason = bad_rows_verdict(bad, rows, policy) or f"{bad} malformed rows"
+    if policy == "fail":  # stopped at the first: a share of the rows read so far misleads
+        reason = f"row {first.get('row')} is not a usable conversation and data.on_bad_rows " \
+                 "is fail"
+    else:
+        reason = bad_rows_verdict(bad, rows, policy) or f"{bad} malformed rows"
     return DataError(f"{source.description}: {reason} ({where})",
                      hint=f"{first.get('suggestion', 'fix the rows')}; see them all with "
                           f"`llm-trainer data inspect {source.spec}`, or skip them with "
