@@ -162,3 +162,41 @@ def test_evaluate_checkpoint_scores_the_held_out_tail_of_its_training_data(tmp_p
     assert r.to_json()["dtype"] == "float32"
     with pytest.raises(UsageError, match="has no test split"):
         evaluate_checkpoint(path, split="test", data_dir=tmp_path / "data")
+
+
+def test_eval_on_another_chat_dataset_skips_its_malformed_rows_and_says_so(tmp_path):
+    """A run's data.on_bad_rows decides whether it trains; eval on someone else's chat data
+    (5% bad rows: over auto's 1%) scores the usable conversations instead of refusing with a
+    hint (--set) that eval does not take."""
+    import json
+
+    from llm_trainer.data.chat import ChatTemplate, with_chat_tokens
+
+    def rows(path, n, bad_every=0):
+        with open(path, "w") as fh:
+            for i in range(n):
+                m = [{"role": "user", "content": f"rev: {'abcde'[:2 + i % 4]}"},
+                     {"role": "assistant", "content": "edcba"[3 - i % 4:]}]
+                fh.write(json.dumps({"messages": m[:1] if bad_every and i % bad_every == 5
+                                     else m}) + "\n")
+
+    own, other = tmp_path / "own.jsonl", tmp_path / "other.jsonl"
+    rows(own, 60)
+    rows(other, 200, bad_every=20)  # rows 6, 26, ...: 10 bad, 1 of them in the last 10%
+    template = ChatTemplate.chatml()
+    tok = with_chat_tokens(TextTokenizer.build_byte(), template)
+    torch.manual_seed(0)
+    model = GPT(ModelShape(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2,
+                           n_embd=16)).eval()
+    cfg = RunConfig().replace(**{"data.dataset": str(own), "data.tokenizer": "byte",
+                                 "data.val_fraction": 0.1, "model.block_size": 64})
+    no_optimizer = SimpleNamespace(state_dict=dict)
+    path = save_checkpoint(tmp_path / "m", model=model, optimizer=no_optimizer,
+                           trainer_state={"step": 3}, config=cfg, shape=model.shape,
+                           tokenizer=tok, step=3, epoch=0.5, val_loss=None, chat=template)
+    r = evaluate_checkpoint(path, dataset=str(other), batch_size=4,
+                            data_dir=tmp_path / "data")
+    assert r.tokens > 0
+    assert any(n.startswith("1 malformed row of the split left out") for n in r.notes)
+    mine = evaluate_checkpoint(path, batch_size=4, data_dir=tmp_path / "data")
+    assert not any("malformed" in n for n in mine.notes)

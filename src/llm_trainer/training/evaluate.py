@@ -340,12 +340,15 @@ class ChatSplit:
     spec: str
     description: str
     origin: str
+    skipped: int = 0  # malformed rows of the split left out (another dataset: never refused)
 
 
 def chat_split(ckpt, spec: str, split: str, data_dir: Path, *, data_format: str,
                text_column: str | None) -> ChatSplit | None:
     """``split`` of ``spec`` prepared as the checkpoint's training prepares chat data (its
-    template, or ChatML; its block size, packing and loss_on), None when the data is text."""
+    template, or ChatML; its block size, packing and loss_on), None when the data is text.
+    Malformed rows of another dataset are skipped and counted (a score of the rest is what
+    eval can give; data.on_bad_rows decides whether a run trains, and eval has no --set)."""
     from llm_trainer.data.prepare import ChatSettings, prepare_data
 
     check_split(split)
@@ -360,10 +363,13 @@ def chat_split(ckpt, spec: str, split: str, data_dir: Path, *, data_format: str,
     data = prepare_data(dataset=spec, tokenizer_spec=cfg.data.tokenizer,
                         vocab_size=cfg.data.vocab_size, val_fraction=cfg.data.val_fraction,
                         text_column=text_column, data_dir=data_dir, tokenizer=ckpt.tokenizer,
-                        chat=dataclasses.replace(ChatSettings.from_config(cfg, ckpt.chat),
-                                                 data_format=data_format))
+                        chat=dataclasses.replace(
+                            ChatSettings.from_config(cfg, ckpt.chat), data_format=data_format,
+                            on_bad_rows=cfg.data.on_bad_rows if spec == cfg.data.dataset
+                            else "skip"))
     return ChatSplit(data.val, data.val_mask, source.spec, source.description,
-                     "held out" if source.held_out else "split")
+                     "held out" if source.held_out else "split",
+                     int(data.manifest["chat"]["val"]["bad"]))
 
 
 def evaluate_chat(model: torch.nn.Module, part: ChatSplit, tokenizer: TextTokenizer, *,
@@ -419,4 +425,7 @@ def _chat_result(ckpt, model, part: ChatSplit, *, split: str, batch_size: int | 
         bits_per_byte=score.bits_per_byte, block_size=shape.block_size, batch_size=batch,
         device=str(device), dtype="float32", seconds=score.seconds,
         notes=[*(notes or []), f"chat data: the loss is over the {scored} ({t.tokens:,} "
-                               f"trained tokens in {t.windows:,} windows)"])
+                               f"trained tokens in {t.windows:,} windows)",
+               *([f"{part.skipped:,} malformed row{'s' if part.skipped != 1 else ''} of the "
+                  f"split left out (`llm-trainer data inspect {part.spec}` lists them)"]
+                 if part.skipped else [])])
