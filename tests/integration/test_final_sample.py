@@ -73,3 +73,32 @@ def test_several_processes_the_command_samples_itself(tmp_path):
     [run_id] = RunStore(home).run_ids()
     assert RunStore(home).read_samples(run_id) == []  # rank 0 left it to the command
     assert "--- sample from pair (20 tokens, temperature 0.8) ---" in proc.stdout
+
+
+@pytest.mark.slow  # a training run in process (~4 s)
+def test_a_chat_model_samples_a_reply_to_a_held_out_prompt(home, tmp_path):
+    """From an empty prompt a chat model writes noise (``aaaa...`` after a good run): its
+    sample is the first held-out conversation's prompt and the reply, up to the end of turn."""
+    import json
+
+    data = tmp_path / "tasks.jsonl"
+    with open(data, "w") as fh:
+        for i in range(200):
+            word = "abcdefgh"[i % 4:i % 4 + 3 + i % 3]
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"rev: {word}"},
+                                              {"role": "assistant",
+                                               "content": word[::-1]}]}) + "\n")
+    cfg = load_config(preset="tiny", overrides={
+        "data.dataset": str(data), "data.tokenizer": "char", "data.val_fraction": 0.1,
+        "model.block_size": 32, "model.n_embd": 32, "train.max_steps": 3,
+        "train.batch_size": 4, "runtime.num_threads": 1})
+    rec = Recorder()
+    done = train(TrainingJob(config=cfg, home=home, model_dir=home / "chat"),
+                 [rec, FinalSample(40)])
+    assert done.status == "completed"
+    [sample] = rec.samples
+    first_held_out = json.loads(data.read_text().splitlines()[180])["messages"][0]["content"]
+    prompt = f"<|im_start|>user\n{first_held_out}<|im_end|>\n<|im_start|>assistant\n"
+    assert sample["text"].startswith(prompt)
+    reply = sample["text"][len(prompt):]
+    assert "<|im_end|>" not in reply and "<|im_start|>" not in reply

@@ -141,14 +141,16 @@ class ChatSession:
         limited = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, room))
         written: list[str] = []
         try:
-            for piece in self._pieces(ids, limited):
+            for piece in self.pieces(ids, limited):
                 written.append(piece)
                 yield piece
         finally:
             self.turns = [*self.turns, Message("user", user_text),
                           Message("assistant", "".join(written))]
 
-    def _pieces(self, ids: list[int], settings: GenerationSettings) -> Iterator[str]:
+    def pieces(self, ids: list[int], settings: GenerationSettings) -> Iterator[str]:
+        """The reply to the prompt ``ids``, piece by piece, up to its end of turn (the
+        history is not touched: the end-of-run sample of a chat model uses it too)."""
         decoder = self.tokenizer.decode_stream()
         held = ""  # text that may be the start of a stop marker
         for token in self.generator.generate_ids(ids, settings):

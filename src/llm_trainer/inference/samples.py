@@ -85,7 +85,8 @@ def final_sample_settings(tokens: int):
 class FinalSample(Callback):
     """The sample a ``--foreground`` command prints when its run completes, written by the
     worker from the model it has in memory, after the last checkpoint (the same weights), with
-    the command's settings: ``tokens`` new tokens from the empty prompt, temperature 0.8,
+    the command's settings: ``tokens`` new tokens from the empty prompt (a chat model: a
+    reply to the first held-out prompt, ``_chat_reply``), temperature 0.8,
     top-k 200, seed 0. The command then prints it from the run's state (``last_sample``, with
     ``final``) and needs neither torch nor the checkpoint: on a small CPU run that was most of
     its start-up (importing torch a second time, ~1.4 s, and loading the checkpoint).
@@ -115,7 +116,8 @@ class FinalSample(Callback):
         generator = TextGenerator(parts.model, parts.tokenizer, parts.device.device)
         pieces = []
         try:
-            for piece in generator.stream("", settings):
+            for piece in (_chat_reply(generator, parts.data, settings)
+                          if parts.data.chat is not None else generator.stream("", settings)):
                 if trainer.stop_requested():
                     return
                 pieces.append(piece)
@@ -123,3 +125,22 @@ class FinalSample(Callback):
             return
         trainer.callbacks.on_sample(trainer, Sample(step=result.step, prompt="",
                                                     text="".join(pieces), final=True))
+
+
+def _chat_reply(generator, data, settings):
+    """A chat model's sample: the first held-out conversation's prompt (as the model reads
+    it, markers included) and the model's reply to it, up to its end of turn. From an empty
+    prompt a chat model writes no conversation, only noise that looks like a failed run."""
+    import numpy as np
+
+    from llm_trainer.inference.chat import ChatSession
+
+    width = data.window
+    window = np.asarray(data.val[:width], dtype=np.int64)
+    trained = np.flatnonzero(np.asarray(data.val_mask[:width], dtype=bool))
+    if not len(trained):  # pragma: no cover - every window holds a trained target
+        return
+    ids = window[:trained[0]].tolist()
+    yield generator.tokenizer.decode(ids)
+    session = ChatSession(generator, data.chat)
+    yield from session.pieces(ids, settings)
