@@ -37,6 +37,8 @@ def test_train_help_lists_the_profiles(tmp_path):
     text = " ".join(proc.stdout.split())  # as wrapped to any width
     assert f"--profile <str> use-case profile, a fine-tuning overlay over the preset " \
            f"({'|'.join(list_profiles())}, or your own in configs/profiles/)" in text
+    assert "--preset <str> built-in config: chat-synthetic, default, medium, modern-medium, " \
+           "modern-small, shakespeare-char, shakespeare-char-fast, small, tiny" in text
 
 
 def test_a_wrong_profile_and_one_without_init_from_are_one_line(tmp_path):
