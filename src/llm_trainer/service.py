@@ -429,6 +429,17 @@ class Service:
                          checkpoint=checkpoint, device=device, compare_base=compare_base,
                          system=system)
 
+    def has_chat(self, model: ModelView) -> bool:
+        """Whether the model's newest checkpoint carries a chat template (the generate panel
+        starts in chat mode for it: a chat model's raw continuation shows its turn markers).
+        Reads that checkpoint's config.json only."""
+        from llm_trainer.store.atomic import read_json
+        from llm_trainer.store.checkpoints import list_checkpoints
+
+        found = list_checkpoints(Path(model.path), verify=False)
+        config = read_json(found[-1].path / "config.json") if found else None
+        return bool(isinstance(config, dict) and config.get("chat"))
+
     def chat_base(self, model: ModelView) -> str | None:
         """What a model was fine-tuned from (``--init-from``), for offering a comparison with
         it; None for a model trained from scratch. Reads no files."""

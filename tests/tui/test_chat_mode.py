@@ -37,7 +37,8 @@ async def test_chat_mode_turns_with_the_base_beside(chat_home):
         base_box = app.query_one("#compare-base", Checkbox)
         await wait_until(pilot, lambda: panel.model is not None and panel.model.name == "ft-m")
         assert base_box.display  # ft-m was started from base-m
-        await pilot.press("4", "h", "b")
+        await wait_until(pilot, lambda: panel.chat_mode)  # a chat model starts in chat mode
+        await pilot.press("4", "b")
         assert panel.chat_mode and panel.compare_base
         assert app.query_one("#max").value == "200"
         await pilot.press("i", *"hello [b]x[/b]", "enter")
@@ -66,3 +67,24 @@ async def test_chat_mode_turns_with_the_base_beside(chat_home):
         ModelStore(chat_home).set_active("base-m")
         await wait_until(pilot, lambda: panel.model.name == "base-m")
         assert not base_box.display and not panel.compare_base
+
+
+async def test_chat_mode_starts_on_for_a_chat_model_only_and_stays_the_users(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    save_chat_model(home, "chatty", "hi")
+    save_chat_model(home, "texty", "yo", chat=False)
+    store = ModelStore(home)
+    store.set_active("texty")
+    app = TrainerApp(home, refresh_s=0.2)
+    async with app.run_test(size=(160, 48)) as pilot:
+        panel = app.query_one("#generate")
+        await wait_until(pilot, lambda: panel.model is not None and panel.model.name == "texty")
+        assert not panel.chat_mode
+        store.set_active("chatty")
+        await wait_until(pilot, lambda: panel.model.name == "chatty")
+        assert panel.chat_mode
+        await pilot.press("4", "h")  # the user turns it off: refreshes leave it off
+        assert not panel.chat_mode
+        await pilot.pause(0.6)
+        assert not panel.chat_mode and panel.model.name == "chatty"

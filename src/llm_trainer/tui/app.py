@@ -178,8 +178,11 @@ class TrainerApp(App):
         self.models_panel.update_models(snap.models, self.active_id, snap.latest)
         selected = self.models_by_id.get(self.active_id) if self.active_id else None
         self.train_panel.set_model(selected)
+        panel = self.generate_panel
+        changed = selected is not None and (panel.model is None or panel.model.id != selected.id)
         self.generate_panel.set_model(
-            selected, self.service.chat_base(selected) if selected is not None else None)
+            selected, self.service.chat_base(selected) if selected is not None else None,
+            chat=self.service.has_chat(selected) if changed else None)
         self.last_refresh_ms = {"read": snap.read_ms, "apply": (time.perf_counter() - t0) * 1000}
 
     # ------------------------------------------------------------------ A: runs

@@ -88,9 +88,14 @@ class GeneratePanel(Panel):
         self.query_one("#compare-base", Checkbox).display = False
         self.query_one("#system-row").display = False
 
-    def set_model(self, model: ModelView | None, base: str | None = None) -> None:
+    def set_model(self, model: ModelView | None, base: str | None = None,
+                  chat: bool | None = None) -> None:
         """The selected model, and what it was fine-tuned from (None: trained from scratch,
-        and the Base box is hidden)."""
+        and the Base box is hidden). ``chat``: whether it has a chat template; a newly
+        selected model starts in chat mode when it has one (the box is the user's after)."""
+        if chat is not None and (model is None or self.model is None or
+                                 model.id != self.model.id):
+            self.query_one("#chat-mode", Checkbox).value = chat
         self.model, self.base = model, base
         text = "Selected Model: none (train one, or pick one in 5)" if model is None else \
             f"Selected Model: {model.name}"
