@@ -119,3 +119,35 @@ def test_max_steps_wins_over_epochs_and_asked_epochs_clear_it():
         "train.epochs": 2, "train.max_steps": None}
     both = {"train.epochs": 2, "train.max_steps": 7}
     assert TrainConfig.epochs_clear_max_steps(both) == both
+
+
+@pytest.mark.slow  # two chat runs built (~4 s)
+def test_a_chat_step_is_the_mean_over_its_trained_targets_however_it_is_split(home, tmp_path):
+    """Windows of chat data hold different numbers of trained targets: a step of 4 x 2
+    micro-batches must train as 8 x 1 (``--batch-size auto`` changes the split), so each
+    micro-batch's mean is weighted by its share of the step's targets."""
+    import random
+
+    rng = random.Random(0)
+    data = tmp_path / "chat.jsonl"
+    with open(data, "w") as fh:
+        for _ in range(120):
+            word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 12)))
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"rev {word}"},
+                                              {"role": "assistant",
+                                               "content": word[::-1]}]}) + "\n")
+    cfg = load_config(preset="tiny", overrides={
+        "data.dataset": str(data), "data.tokenizer": "char", "model.block_size": 48,
+        "train.max_steps": 5, "train.batch_size": 4, "train.grad_accum": 2,
+        "model.dropout": 0.0, "runtime.device": "cpu", "runtime.precision": "fp32"})
+    split = build_parts(TrainingJob(config=cfg, home=home, model_dir=home / "a"))
+    whole = build_parts(TrainingJob(config=cfg, home=home, model_dir=home / "b")
+                        ).with_micro_batch(8, 1)
+    xb = [split.batches.get(split.state.position, m)[1] for m in range(2)]
+    counts = [int((y >= 0).sum()) for y in xb]
+    assert counts[0] != counts[1]  # the case that matters: unequal micro-batches
+    a, b = split.train_step(read=True), whole.train_step(read=True)
+    assert a.tokens == b.tokens == sum(counts)
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+    for p, q in zip(split.model.parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)

@@ -124,14 +124,25 @@ class Batches:
             self._epoch = epoch
         return self._shift, self._starts
 
-    def starts(self, pos: DataPosition, micro: int = 0) -> np.ndarray:
-        """The first token of each window of micro-batch ``micro`` at ``pos`` (this rank)."""
+    def starts(self, pos: DataPosition, micro: int = 0, rank: int | None = None) -> np.ndarray:
+        """The first token of each window of micro-batch ``micro`` at ``pos`` (this rank, or
+        ``rank``: every process's windows are known to all)."""
         p = self.plan
         shift, perm = self._epoch_order(pos.epoch)
-        first = pos.cursor + (micro * p.world_size + self.rank) * p.batch_size
+        first = pos.cursor + (micro * p.world_size + (self.rank if rank is None else rank)) \
+            * p.batch_size
         index = perm[first:first + p.batch_size] if isinstance(perm, np.ndarray) else \
             perm.at(np.arange(first, first + p.batch_size, dtype=np.int64))
         return shift + index * (p.seq_len + 1 if p.aligned else p.seq_len)
+
+    def step_targets(self, pos: DataPosition) -> int:
+        """The trained targets of the whole step at ``pos``, every micro-batch of every rank
+        (chat data): what the step's loss is the mean over. Read from the mask, with no
+        communication between processes."""
+        p = self.plan
+        return sum(int(np.count_nonzero(np.asarray(
+            self.mask[self.starts(pos, m, r)[:, None] + self._offsets[1:]])))
+            for m in range(p.grad_accum) for r in range(p.world_size))
 
     def get(self, pos: DataPosition, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
         idx = self.starts(pos, micro)[:, None] + self._offsets  # (B, T+1)

@@ -119,9 +119,15 @@ class TrainingParts:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = 0.0
         trained = 0
+        # chat data: each micro-batch's loss is a mean over its own trained targets, which
+        # vary; weighted by their share of the step's, the step's loss (and gradient) is the
+        # mean over all of them, whatever the split into micro-batches and processes
+        step_targets = self.batches.step_targets(s.position) if self.data.chat is not None \
+            else 0
         for micro in range(accum):
             xb, yb = self.batches.get(s.position, micro)
-            trained += int((yb >= 0).sum()) if self.data.chat is not None else yb.size
+            n = int((yb >= 0).sum()) if self.data.chat is not None else yb.size
+            trained += n
             sync = self.no_sync() if self.no_sync and micro < accum - 1 else \
                 contextlib.nullcontext()
             with sync:
@@ -129,7 +135,9 @@ class TrainingParts:
                     _, micro_loss = self.train_model(self.to_device(xb), self.to_device(yb))
                 if loss_factor is not None and micro == 0:
                     micro_loss = micro_loss * loss_factor
-                if accum > 1:
+                if step_targets:  # x world: DDP averages the processes' gradients
+                    micro_loss = micro_loss * (n * self.plan.world_size / step_targets)
+                elif accum > 1:
                     micro_loss = micro_loss / accum
                 if self.scaler is not None:
                     self.scaler.scale(micro_loss).backward()
