@@ -182,3 +182,27 @@ def test_killing_one_rank_fails_the_run_in_bounded_time(home):
     detail = json.loads(run_cli("status", run_id, "--json", home=home).stdout)
     assert detail["error"]
     assert any(w in detail["error"] for w in ("peer", "rank", "unexpectedly"))
+
+
+def test_two_processes_on_chat_data_match_one_process(home):
+    """Chat windows hold different numbers of trained targets: the step's loss is the mean
+    over all of them on every split, and the trained tokens/s counts both processes'."""
+    import random
+
+    rng = random.Random(0)
+    with open(home / "chat.jsonl", "w") as fh:
+        for _ in range(300):
+            word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 12)))
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"rev {word}"},
+                                              {"role": "assistant",
+                                               "content": word[::-1]}]}) + "\n")
+    chat = [*BASE, "--dataset", "chat.jsonl", "--seq-len", "48", "--max-steps", "10",
+            "--set", "data.tokenizer=char", "--foreground", "--sample", "0"]
+    one = run_cli("train", *chat, "--grad-accum", "2", "--name", "chat1", home=home)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = run_cli("train", *chat, "--nproc", "2", "--name", "chat2", home=home)
+    assert two.returncode == 0, two.stdout + two.stderr
+    s1, _ = final_state(home, "chat1")
+    s2, _ = final_state(home, "chat2")
+    assert abs(s1.loss - s2.loss) <= 1e-4, (s1.loss, s2.loss)
+    assert abs(s1.val_loss - s2.val_loss) <= 1e-4, (s1.val_loss, s2.val_loss)

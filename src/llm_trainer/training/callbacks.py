@@ -48,7 +48,7 @@ class StepStats:
     lr: float
     loss: float | None
     grad_norm: float | None
-    tokens: int = 0  # target tokens this process trained on (chat data: the trained ones)
+    tokens: int = 0  # the step's targets: this process's (text), all trained ones (chat)
 
 
 class Callback:

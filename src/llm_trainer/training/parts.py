@@ -159,7 +159,8 @@ class TrainingParts:
         s.step += 1
         self.last_loss = loss
         return StepStats(step=s.step, lr=lr, loss=float(loss) if read else None,
-                         grad_norm=float(norm) if read else None, tokens=trained)
+                         grad_norm=float(norm) if read else None,
+                         tokens=step_targets or trained)
 
     def evaluate(self) -> float:
         """Mean loss over the held-out batches (eval mode, no gradients)."""

@@ -268,12 +268,12 @@ class Trainer:
 
     def trained_tokens(self, steps: int) -> int:
         """Target tokens of the last ``steps`` steps, all processes: every window position
-        of text, only the trained ones of chat data (counted by this process, times the
-        processes: each takes the same number of windows)."""
+        of text, only the trained ones of chat data (each step's, every process's, counted
+        from the mask: ``Batches.step_targets``)."""
         p = self.parts
         if p.data.chat is None:
             return steps * p.plan.tokens_per_step
-        return self.window_tokens * p.dist.world_size
+        return self.window_tokens
 
     def run_eval(self, final: bool = False) -> float:
         p, s = self.parts, self.parts.state
