@@ -222,6 +222,7 @@ class ExportResult(JsonView):
     dtype: str | None  # gguf / ollama weights: f32 or f16 (None: the default)
     context: int | None  # the model's context length (model.block_size)
     notes: list[str] = field(default_factory=list)
+    chat: bool = False  # the model has a chat template (the export carries it)
 
 
 @dataclass(frozen=True)

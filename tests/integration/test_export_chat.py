@@ -280,3 +280,22 @@ def test_safetensors_export_keeps_the_template_in_its_config(tmp_path):
     config = json.loads((export(ckpt, tmp_path / "raw", "safetensors") / "config.json")
                         .read_text())
     assert ChatTemplate.from_json(config["chat"]) == ChatTemplate.chatml()
+
+
+@pytest.mark.slow  # the CLI in process
+def test_the_gguf_hint_runs_a_chat_model_in_conversation_mode(tmp_path):
+    """llama-cli -p "Once upon a time" continues text; a chat model's GGUF is run with -cnv,
+    which writes the turns with the file's tokenizer.chat_template."""
+    from llm_trainer.store.models import ModelStore
+    from tests.helpers import run_cli
+
+    home = tmp_path / "home"
+    for name, chat in (("chat", ChatTemplate.chatml()), ("text", None)):
+        ModelStore(home).create(name, default_base=name)
+        save(home, name, chatml_tokenizer() if chat else TextTokenizer.build_byte(), chat,
+             block_size=16)
+        proc = run_cli("models", "export", name, "--format", "gguf", "--out",
+                       str(tmp_path / f"{name}.gguf"), home=home)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        hint = next(line for line in proc.stdout.splitlines() if "run it:" in line)
+        assert hint.endswith(" -cnv" if chat else ' -p "Once upon a time"'), hint

@@ -208,7 +208,8 @@ class ModelAdmin:
             notes.extend(export_notes(ckpt, fmt))
         return ExportResult(path=str(path), model=info.path.parent.name,
                             checkpoint=info.path.name, format=fmt, dtype=dtype,
-                            context=ckpt.shape.block_size, notes=notes)
+                            context=ckpt.shape.block_size, notes=notes,
+                            chat=ckpt.chat is not None)
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

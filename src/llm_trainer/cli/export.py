@@ -41,8 +41,10 @@ def models_export(
     if fmt == "hf":
         echo(f"  load it: AutoModelForCausalLM.from_pretrained({r.path!r})")
     elif fmt == "gguf" and r.context:  # learned positions: llama.cpp keeps the model's context
+        # a chat model: conversation mode, which writes the turns with the file's template
+        ask = "-cnv" if r.chat else '-p "Once upon a time"'
         echo(f"  run it: llama-cli -m {shlex.quote(r.path)} -c {r.context} -n "
-             f'{r.context // 2} -p "Once upon a time"')
+             f"{r.context // 2} {ask}")
     elif fmt == "ollama":
         echo(f"  add it to Ollama: ollama create {shlex.quote(r.model)} -f "
              f"{shlex.quote(str(Path(r.path) / 'Modelfile'))}")
