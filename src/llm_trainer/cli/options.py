@@ -23,6 +23,7 @@ from llm_trainer.app.options import (
     DataOptions,
     LaunchOption,
     LaunchOptions,
+    preset_help,
 )
 from llm_trainer.errors import UsageError
 
@@ -37,15 +38,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="YAML config file")]
 
 
-def _preset_help() -> str:
-    """``--preset``'s help with the packaged presets' names (a folder listing: it named five
-    of the nine, chat-synthetic among those left out)."""
-    from llm_trainer.config import list_presets
-
-    return f"built-in config: {', '.join(list_presets()) or 'none found'}"
-
-
-PresetOpt = Annotated[str | None, typer.Option("--preset", help=_preset_help())]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help=preset_help())]
 
 
 def _profile_help() -> str:
