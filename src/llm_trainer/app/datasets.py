@@ -132,7 +132,8 @@ def prepared_view(tokens: Any, seconds: float, *, since: float | None = None) ->
     manifest = tokens.manifest
     splits = manifest.get("splits") or {}
     train, val = splits.get("train") or {}, splits.get("val") or {}
-    shards = manifest.get("shards") or []
+    shards = [r for r in manifest.get("shards") or []  # chat data: not its mask shards
+              if r.get("split") in ("train", "val")]
     read = sum(int(s.get("bytes") or 0) for s in (train, val))
     kept = [r for r in shards if since is not None and not tokens.from_cache
             and _older(tokens.cache_dir / r["file"], since)]
