@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # real CLI processes
 
 
 def test_output_and_exit_codes_survive_the_quick_exit(tmp_path):
@@ -29,6 +33,7 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path):
 LEAVER = """
 import atexit, sys
 from llm_trainer.cli import main
+
 class Teardown:
     def __del__(self):
         sys.stdout.write("torn down\\n")

@@ -31,6 +31,7 @@ def prepare(home: Path, *args: str, env: dict | None = None) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # a real training process
 def test_prepare_then_a_second_call_and_train_read_the_cache(tmp_path):
     home = tmp_path / "h"
     home.mkdir()

@@ -163,6 +163,7 @@ def _broken(folder, tmp_path, what):
     return bad
 
 
+@pytest.mark.slow  # the module's GPT-2 folder costs ~2.5 s to make
 @pytest.mark.parametrize("what, message", [
     ("mistral", "holds a mistral model, which this trainer cannot import"),
     ("small-vocab", "the tokenizer does not belong to this model"),

@@ -151,6 +151,7 @@ def _chat_file(path, n: int, *, long_every: int = 0) -> None:
                  '{"role": "user", "content": "y"}]}\n')  # one bad row (under 1%: skipped)
 
 
+@pytest.mark.slow  # prepares two caches per case (~1 s)
 @pytest.mark.parametrize("packing", [True, False])
 def test_examples_are_packed_whole_into_windows(tmp_path, packing):
     _chat_file(tmp_path / "c.jsonl", 200, long_every=40)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # writes and reads whole corpora (seconds)
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "make_corpus.py"
 
 
