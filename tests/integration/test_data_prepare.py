@@ -182,12 +182,18 @@ def test_ctrl_c_of_a_foreground_train_while_it_prepares_and_the_same_command_res
         assert RunStore(home).read_state(run_id).phase == "preparing_data"
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
         asked = time.monotonic()
-        code = proc.wait(timeout=30)
+        try:  # reading both pipes while it ends: a full pipe must not look like a hang
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("no exit 30 s after Ctrl-C; its processes: " + subprocess.run(
+                ["ps", "-o", "pid,pgid,stat,wchan:20,args", "-s", str(proc.pid)],
+                capture_output=True, text=True).stdout + "\nthe run's log:\n"
+                + RunStore(home).paths(run_id).log.read_text())
         answered = time.monotonic() - asked
-        out = proc.stdout.read()
+        code = proc.returncode
     finally:
         proc.kill()
-    assert code == 130, out + proc.stderr.read()
+    assert code == 130, out + err
     assert answered < STOP_WITHIN_S, f"Ctrl-C took {answered:.2f} s"
     assert "stopping the data preparation: its finished shards are kept" in out
     assert out.rstrip().endswith("stopped while preparing data; the finished data shards are "
