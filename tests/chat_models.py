@@ -108,6 +108,13 @@ def fine_tuned_from(home: Path, base_name: str, base_checkpoint: Path, name: str
     return save_chat_model(home, name, reply, config=config, lineage=lineage)
 
 
+def base_and_fine_tuned(home: Path) -> None:
+    """``base-m`` (replies "yo") and ``ft-m`` fine-tuned from it (replies "hi"): a model
+    and its base, as `--compare-base` sees them."""
+    base = save_chat_model(home, "base-m", "yo")
+    fine_tuned_from(home, "base-m", base, "ft-m", "hi")
+
+
 class _NoOptimizer:
     """A checkpoint needs an optimizer state; these models were never trained."""
 

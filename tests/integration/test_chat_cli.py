@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.chat_models import fine_tuned_from, save_chat_model
+from tests.chat_models import base_and_fine_tuned, save_chat_model
 from tests.helpers import run_cli
 
 GREEDY = ("--temperature", "0", "--max-new-tokens", "40")
@@ -22,8 +22,7 @@ GREEDY = ("--temperature", "0", "--max-new-tokens", "40")
 def chat_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    base = save_chat_model(home, "base-m", "yo")
-    fine_tuned_from(home, "base-m", base, "ft-m", "hi")
+    base_and_fine_tuned(home)
     save_chat_model(home, "plain", "hi", chat=False)
     return home
 

@@ -15,6 +15,7 @@ from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_until
+from tests.tui.reading import text_of
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -36,10 +37,6 @@ def home(trained_home, tmp_path):
     yield copy
     stop_all_runs(copy)
 
-
-def text_of(app, selector: str) -> str:
-    widget = app.query_one(selector, Static)
-    return str(widget.render())
 
 
 def shown_bindings(app) -> dict[str, str]:

@@ -10,7 +10,7 @@ from textual.widgets import Checkbox, Log
 
 from llm_trainer.store.models import ModelStore
 from llm_trainer.tui.app import TrainerApp
-from tests.chat_models import fine_tuned_from, save_chat_model
+from tests.chat_models import base_and_fine_tuned, save_chat_model
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow  # a whole dashboard, and torch's import in its worker
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.slow  # a whole dashboard, and torch's import in its wo
 def chat_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    base = save_chat_model(home, "base-m", "yo")
-    fine_tuned_from(home, "base-m", base, "ft-m", "hi")
+    base_and_fine_tuned(home)
     ModelStore(home).set_active("ft-m")
     return home
 

@@ -8,16 +8,13 @@ import io
 
 import pytest
 from rich.console import Console
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Input, OptionList
 
 from llm_trainer.store.models import ModelStore
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import fake_run, wait_until
-
-
-def text_of(app, selector: str) -> str:
-    return str(app.query_one(selector, Static).render())
+from tests.tui.reading import text_of
 
 
 def picker_lines(app) -> list[str]:

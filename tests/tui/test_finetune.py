@@ -12,7 +12,8 @@ from textual.widgets import Input, Static
 
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
-from tests.helpers import corpus_text, home_contents, make_hf_gpt2, stop_all_runs, wait_until
+from tests.helpers import corpus_text, home_contents, make_hf_gpt2, wait_until
+from tests.tui.reading import text_of
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +22,6 @@ def hf_folder(tmp_path_factory):
     return make_hf_gpt2(tmp_path_factory.mktemp("hf") / "my-gpt2", corpus_text(30_000, seed=1))
 
 
-@pytest.fixture
-def ft_home(home):
-    (home / "corpus.txt").write_text(corpus_text(20_000))
-    yield home
-    stop_all_runs(home)
-
-
-def text_of(app, selector: str) -> str:
-    return str(app.query_one(selector, Static).render())
 
 
 @contextlib.asynccontextmanager

@@ -11,20 +11,12 @@ from textual.widgets import Input, Select, Static
 from llm_trainer.profiles import list_profiles, load_profile
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
-from tests.helpers import corpus_text, make_hf_gpt2, stop_all_runs, wait_until
+from tests.helpers import corpus_text, make_hf_gpt2, wait_until
+from tests.tui.reading import text_of
 
 pytestmark = pytest.mark.slow  # a Pilot app each: kept out of the fast suite (its 30 s budget)
 
 
-@pytest.fixture
-def ft_home(home):
-    (home / "corpus.txt").write_text(corpus_text(20_000))
-    yield home
-    stop_all_runs(home)
-
-
-def text_of(app, selector: str) -> str:
-    return str(app.query_one(selector, Static).render())
 
 
 async def test_the_profile_choice_fills_epochs_and_context(ft_home):

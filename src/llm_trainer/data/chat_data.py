@@ -23,6 +23,7 @@ and the manifest records the counts. A stopped preparation starts again from the
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +138,6 @@ def chat_cache_key(source: TextSource, tokenizer: TextTokenizer, template: ChatT
 
 
 def json_text(data: Any) -> str:
-    import json
-
     return json.dumps(data, sort_keys=True)
 
 
