@@ -42,7 +42,7 @@ SPLITS = tuple(SPLIT_WORDS)  # what documents(split) takes
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}  # in messages
 EVAL_SPLITS = ("val", "test")  # what `eval --split` scores
 LOCAL_HINT = ("point --dataset at local text: a .txt/.md file, a .jsonl/.csv/.parquet file with "
-              "a text column, or a folder with train.txt and valid.txt")
+              "a text column or conversations, or a folder with train.txt and valid.txt")
 HOLD_OUT_WINDOW = 2000  # how far back from the cut a line break is looked for
 KINDS = ("bpe", "char", "byte")  # data.tokenizer's built-in kinds; anything else is a file
 
