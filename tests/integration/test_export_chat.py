@@ -209,6 +209,7 @@ def test_an_imported_template_survives_every_export(tmp_path):
     assert "# note" not in modelfile
 
 
+@pytest.mark.slow  # seconds: imports and prepares a dataset, or runs a dashboard
 def test_gguf_holds_the_template_and_the_end_of_turn_id(tmp_path):
     import gguf
 

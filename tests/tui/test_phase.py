@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from textual.widgets import DataTable, Static
 
 from llm_trainer.launcher import process_start_time
@@ -17,6 +18,7 @@ from tests.helpers import wait_until
 RUN = "20261206-120000-prep"
 
 
+@pytest.mark.slow  # a whole dashboard (seconds)
 async def test_a_run_preparing_its_data_shows_the_phase(tmp_path):
     """A run's records on disk, kept alive by this process's pid, as a worker writes them
     while it tokenizes; then training starts and the phase gives way to the status."""

@@ -196,6 +196,7 @@ def test_examples_are_packed_whole_into_windows(tmp_path, packing):
         assert {tok.decode([int(t)]) for t in yr[yr != IGNORE]} <= replies
 
 
+@pytest.mark.slow  # seconds: imports and prepares a dataset, or runs a dashboard
 def test_more_than_one_percent_bad_rows_fail_with_the_rows_named(tmp_path):
     path = tmp_path / "bad.jsonl"
     _chat_file(path, 20)

@@ -164,6 +164,7 @@ def test_evaluate_checkpoint_scores_the_held_out_tail_of_its_training_data(tmp_p
         evaluate_checkpoint(path, split="test", data_dir=tmp_path / "data")
 
 
+@pytest.mark.slow  # seconds: imports and prepares a dataset, or runs a dashboard
 def test_eval_on_another_chat_dataset_skips_its_malformed_rows_and_says_so(tmp_path):
     """A run's data.on_bad_rows decides whether it trains; eval on someone else's chat data
     (5% bad rows: over auto's 1%) scores the usable conversations instead of refusing with a
