@@ -473,8 +473,11 @@ class _Encoder:
     back (task, (ids, tokens per text)) in task order with at most two tasks per worker in
     flight (memory stays bounded whatever the size of the data)."""
 
+    DRAIN_S = 30.0  # the longest a stop waits for the batches in flight
+
     def __init__(self, tokenizer: TextTokenizer, procs: int) -> None:
         self.tokenizer, self.procs, self.pool = tokenizer, procs, None
+        self.window: deque = deque()  # (task, AsyncResult) sent to the pool, not yet taken
 
     def __enter__(self) -> _Encoder:
         if self.procs > 1:
@@ -485,7 +488,13 @@ class _Encoder:
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
-            self.pool.terminate()  # also on a stop: unfinished batches are dropped
+            # On a stop, let the batches in flight arrive first (at most two per worker): a
+            # worker still writing its result into the full result pipe holds the queue's
+            # lock, and Pool.terminate() would wait for that lock forever (seen in CI).
+            deadline = time.monotonic() + self.DRAIN_S
+            for _task, result in self.window:
+                result.wait(max(0.0, deadline - time.monotonic()))
+            self.pool.terminate()  # idle workers now; their results are dropped
             self.pool.join()
 
     def run(self, tasks: Iterator[_Task], hooks: _Hooks):
@@ -495,7 +504,7 @@ class _Encoder:
                 hooks.check()
                 yield task, self.tokenizer.encode_documents(task.texts, eot=eot)
             return
-        window: deque = deque()
+        window = self.window
         eot = self.tokenizer.eot_id is not None
         tasks = iter(tasks)
         more = True
