@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
@@ -110,8 +112,10 @@ class ModelsPanel(Panel):
         return next((m for m in self.models if m.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
-        self.query_one("#models-message", Static).update(
-            Text(text, style="red" if error else ""))
+        # A worker's answer can land while the app shuts down and the panel's children are gone.
+        with contextlib.suppress(NoMatches):
+            self.query_one("#models-message", Static).update(
+                Text(text, style="red" if error else ""))
 
     def update_models(self, models: list[ModelView], active_id: str | None,
                       latest: str | None) -> None:
