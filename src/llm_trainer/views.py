@@ -22,7 +22,7 @@ class RunView(JsonView):
     """One run as `status` lists it: the worker's state, reconciled with process liveness."""
 
     run_id: str
-    model: str  # the model's current name (runs refer to models by id)
+    model: str  # the model's current name (runs refer to models by id); "NAME (deleted)"
     model_id: str | None
     status: str  # queued | running | completed | failed | paused | stopped | unreadable
     epoch: float | None = None
@@ -46,7 +46,7 @@ class RunView(JsonView):
     pid: int | None = None
     error: str | None = None
     reason: str | None = None  # why it ended (completed / paused)
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # in the model's folder now; None once the model is deleted
     created_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None

@@ -7,6 +7,7 @@ while state.json has one writer, the worker).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -99,10 +100,35 @@ class RunQueries:
             holder = read_holder(rec.path)
 
     # ------------------------------------------------------------------ views
-    def _model_names(self) -> dict[str, str]:
-        return {m.id: m.name for m in self.models.list()}
+    def _models_by_id(self) -> dict[str, ModelRecord]:
+        return {m.id: m for m in self.models.list()}
 
-    def run_view(self, run_id: str, names: dict[str, str] | None = None) -> RunView:
+    def _model_of(self, run_id: str, state: RunState) -> str:
+        """The id of the run's model. A run recorded before runs named it (no ``model_id``)
+        is matched once (``ModelStore.owner_of_legacy_run``) and the answer written into its
+        meta.json and state.json, so a later rename or a new model of the same name cannot
+        change it. Only a finished run is written (state.json is its worker's while it
+        runs; every run since ids has one anyway)."""
+        if state.model_id:
+            return state.model_id
+        try:
+            meta = self.runs.read_meta(run_id)
+        except Exception:  # unreadable: match by the state's name, write nothing
+            meta = None
+        mid = (meta.model or {}).get("id") if meta is not None else None
+        name = state.model_name or ((meta.model or {}).get("name") if meta else None)
+        mid = mid or self.models.owner_of_legacy_run(run_id, name, state.created_at)
+        if meta is not None and not state.status.active:
+            with contextlib.suppress(OSError):
+                self.runs.write_meta(meta.updated(model={**(meta.model or {}), "id": mid,
+                                                         "name": name}))
+                self.runs.write_state(state.updated(model_id=mid, model_name=name))
+        return mid
+
+    def run_view(self, run_id: str, models: dict[str, ModelRecord] | None = None) -> RunView:
+        """One run as lists show it. Its model is found by id: the model's name now, and
+        the checkpoint in the model's folder now (a rename moved it); a run whose model was
+        deleted says so, and names no checkpoint."""
         try:
             raw = self.runs.read_state(run_id)
         except SchemaError as exc:
@@ -112,7 +138,14 @@ class RunQueries:
             return RunView(run_id=run_id, model="?", model_id=None, status="unreadable",
                            error="state.json is missing or unreadable")
         state = self.reconcile(raw)
-        names = names if names is not None else self._model_names()
+        models = models if models is not None else self._models_by_id()
+        model_id = self._model_of(run_id, state)
+        rec = models.get(model_id)
+        if rec is not None:
+            model, checkpoint = rec.name, state.checkpoint and \
+                str(rec.path / Path(state.checkpoint).name)
+        else:
+            model, checkpoint = f"{state.model_name or '?'} (deleted)", None
         active = state.status.active
         started = state.started_at or state.created_at
         elapsed = None
@@ -124,8 +157,8 @@ class RunQueries:
         in_phase = state.status == RunStatus.RUNNING and state.phase is not None
         phase = {k: getattr(state, k) if in_phase else None for k in PHASE_FIELDS}
         return RunView(
-            run_id=run_id, model=names.get(state.model_id or "", state.model_name or "?"),
-            model_id=state.model_id, status=state.status.value, epoch=state.epoch,
+            run_id=run_id, model=model, model_id=model_id,
+            status=state.status.value, epoch=state.epoch,
             step=state.step, total_steps=state.total_steps, loss=state.loss,
             val_loss=state.val_loss, best_val_loss=state.best_val_loss,
             device=state.device or state.requested_device,
@@ -135,7 +168,7 @@ class RunQueries:
             anomalies=state.anomalies, rollbacks=state.rollbacks,
             last_anomaly=state.last_anomaly, last_sample=state.last_sample,
             gpu_util_pct=tele.get("gpu_util_pct"), pid=state.pid, error=state.error,
-            reason=state.reason, checkpoint=state.checkpoint, created_at=state.created_at,
+            reason=state.reason, checkpoint=checkpoint, created_at=state.created_at,
             started_at=state.started_at, ended_at=state.ended_at, telemetry=tele or None,
             estimated_step_s=(state.estimate or {}).get("step_time_s"),
             actual_step_s=state.actual_step_time_s, estimate_error=state.estimate_error,
@@ -143,8 +176,8 @@ class RunQueries:
 
     def list_runs(self, *, active_only: bool = False) -> list[RunView]:
         """Running first, then newest first."""
-        names = self._model_names()
-        views = [self.run_view(r, names) for r in self.runs.run_ids()]
+        models = self._models_by_id()
+        views = [self.run_view(r, models) for r in self.runs.run_ids()]
         if active_only:
             views = [v for v in views if v.active]
         return sorted(views, key=lambda v: (not v.active, -(v.created_at or 0), v.run_id))
@@ -190,7 +223,7 @@ class RunQueries:
         Two spellings of one local path are one dataset, shown as the latest run spelled it.
         """
         home = self.runs.root.parent
-        names = self._model_names()
+        names = {mid: m.name for mid, m in self._models_by_id().items()}
         found: dict[str, dict[str, Any]] = {}
 
         def key_of(spec: str) -> tuple[str, Path | None]:
@@ -217,7 +250,7 @@ class RunQueries:
             if entry["tokens"] is None:
                 entry["tokens"] = dataset.get("train_tokens")
             model = meta.model or {}
-            name = names.get(model.get("id") or "", model.get("name"))
+            name = names.get(model.get("id") or "")  # a deleted model is none of these
             if name and name not in entry["models"]:
                 entry["models"].append(name)
         # models whose runs are gone: their record still names what they were trained on

@@ -1,7 +1,8 @@
 """Named models: ``checkpoints/<name>/model.json`` plus checkpoint folders.
 
 The folder name is the model's name (so a rename is one atomic ``os.rename``); the stable
-``id`` in model.json never changes, and runs refer to models by id. No torch here.
+``id`` in model.json (a uuid) never changes, and runs refer to models by id: a name is a
+label, and a new model that gets a deleted model's name is another model. No torch here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ MODEL_SCHEMA = 1  # model.json; a newer file is refused, an older one migrated
 ACTIVE_FILE = ".active.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 MAX_NAME = 64
+# ids of records from before ids (see ModelStore._give_id); any fixed uuid would do
+LEGACY_ID_NAMESPACE = uuid.UUID("6f1f3b52-2d2e-4f53-9d3e-6c6c6d2d6964")
+
+
+def new_model_id() -> str:
+    """A model's id: a random uuid, never reused (the models before uuids have ``m-`` and 12
+    hex digits, and keep them)."""
+    return str(uuid.uuid4())
 
 
 def validate_name(name: str) -> str:
@@ -92,11 +101,13 @@ class ModelRecord:
     @classmethod
     def from_json(cls, path: Path, data: dict[str, Any]) -> ModelRecord:
         """model.json of the model in ``path``, migrated to ``MODEL_SCHEMA`` (SchemaError for
-        a file from a newer llm-trainer)."""
+        a file from a newer llm-trainer). The name is the folder's; a record without an id
+        reads with ``id`` None (``ModelStore`` gives it one)."""
         data = upgrade(data, current=MODEL_SCHEMA, migrations={}, source=str(path / MODEL_FILE))
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in
-                 ("path", "name")}
-        return cls(path=path, name=path.name, **known)
+                 ("path", "name", "created_at")}
+        return cls(path=path, name=path.name, created_at=data.get("created_at") or 0.0,
+                   **known)
 
     def disk_bytes(self) -> int:
         total = 0
@@ -131,9 +142,22 @@ class ModelStore:
 
     def _read(self, d: Path) -> ModelRecord | None:
         data = read_json(d / MODEL_FILE)
-        if data is None or "id" not in data:
+        if not isinstance(data, dict):
             return None
-        return ModelRecord.from_json(d, data)
+        rec = ModelRecord.from_json(d, {"id": None, **data})
+        if not rec.id:
+            rec = self._give_id(rec)
+        return rec
+
+    def _give_id(self, rec: ModelRecord) -> ModelRecord:
+        """A record from before ids gets one, written back once. It is derived from what
+        does not change (the creation time) and the name it has now, so two readers that
+        migrate it at once write the same id; after that, the file holds it and a rename
+        cannot change it. A home we cannot write to reads the same id each time."""
+        rec.id = str(uuid.uuid5(LEGACY_ID_NAMESPACE, f"{rec.name}\n{rec.created_at!r}"))
+        with contextlib.suppress(OSError):
+            self.save(rec)
+        return rec
 
     def exists(self, name: str) -> bool:
         return (self.root / name / MODEL_FILE).is_file()
@@ -152,6 +176,21 @@ class ModelStore:
             if rec.id == model_id:
                 return rec
         return None
+
+    def owner_of_legacy_run(self, run_id: str, name: str | None,
+                            created_at: float | None) -> str:
+        """The model id for a run recorded before runs named their model's id: the model
+        that lists the run, else the model of the run's name that existed when it started,
+        else an id of no model (its model was deleted: a model that takes the name later is
+        another model). The caller writes the answer into the run, so this is asked once."""
+        models = self.list()
+        for rec in models:
+            if run_id in rec.runs:
+                return rec.id
+        for rec in models:
+            if rec.name == name and (created_at is None or rec.created_at <= created_at):
+                return rec.id
+        return new_model_id()
 
     # ------------------------------------------------------------------ writes
     def save(self, rec: ModelRecord) -> None:
@@ -181,7 +220,7 @@ class ModelStore:
                              f"`llm-trainer train --model {chosen}`, or pick another --name",
                     ) from None
                 continue
-            rec = ModelRecord(id=f"m-{uuid.uuid4().hex[:12]}", name=chosen, path=path,
+            rec = ModelRecord(id=new_model_id(), name=chosen, path=path,
                               created_at=time.time(), **fields)
             self.save(rec)
             return rec
