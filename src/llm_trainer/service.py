@@ -274,8 +274,12 @@ class Service:
                             command=command or ["llm-trainer", "tui"])
 
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
-             timeout: float = 300.0) -> StopResult:
-        return self.control.stop(run_id, now=now, wait=wait, timeout=timeout)
+             timeout: float = 300.0, on_asked: Callable[[str], None] | None = None
+             ) -> StopResult:
+        """Pause (or with ``now`` kill) a running run; ``on_asked(run_id)`` once a pause was
+        asked for, before the wait (a run that is not running is asked nothing)."""
+        return self.control.stop(run_id, now=now, wait=wait, timeout=timeout,
+                                 on_asked=on_asked)
 
     # ------------------------------------------------------------------ data
     def inspect_data(self, spec: str | None, *, preset: str | None = None,

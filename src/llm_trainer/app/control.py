@@ -15,7 +15,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +145,12 @@ class ProcessControl:
 
     # ------------------------------------------------------------------ stop
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,
-             timeout: float = 300.0) -> StopResult:
+             timeout: float = 300.0, on_asked: Callable[[str], None] | None = None
+             ) -> StopResult:
         """Ask a run to pause (SIGTERM: it checkpoints and exits) or kill it (``now``; the
-        intent goes to control.json, which views combine with the worker's state)."""
+        intent goes to control.json, which views combine with the worker's state).
+        ``on_asked(run_id)``: after a pause was asked for, before waiting for it (a front
+        end says what is going on then, and says nothing of a pause to a finished run)."""
         run_id = self.runs.require(run_id)
         view = self.queries.run_view(run_id)
         if not view.active:
@@ -166,6 +169,8 @@ class ProcessControl:
             return StopResult(run_id, was_running=True,
                               status=self.queries.run_view(run_id).status)
         launcher.request_stop(pid, ctime)
+        if on_asked is not None:
+            on_asked(run_id)
         if wait:
             launcher.wait_until_dead(pid, ctime, timeout)
         return StopResult(run_id, was_running=True, status=self.queries.run_view(run_id).status)

@@ -79,10 +79,13 @@ def stop(
 ) -> None:
     """Pause a run: it finishes its step, writes a checkpoint and exits (or --now: kill it)."""
     svc = service()
-    if not now and not no_wait:
-        echo(f"asking run {run_id} to pause: finishing its step and writing a checkpoint "
-             "(or, while it prepares its data, keeping the finished shards)...")
-    result = svc.stop(run_id, now=now, wait=not no_wait)
+
+    def asked(run: str) -> None:
+        if not no_wait:
+            echo(f"asking run {run} to pause: finishing its step and writing a checkpoint "
+                 "(or, while it prepares its data, keeping the finished shards)...")
+
+    result = svc.stop(run_id, now=now, wait=not no_wait, on_asked=asked)
     if not result.was_running:
         echo(f"run {result.run_id} is not running (status: {result.status})")
         raise typer.Exit(1)
