@@ -144,7 +144,8 @@ def run_detail_lines(d: RunDetail) -> list[str]:
     lines = [
         f"run:        {d.run_id}",
         f"model:      {d.model}",
-        f"status:     {d.status}" + (f" ({d.error})" if d.error else
+        f"status:     {d.status}" + (f" (by run {d.continued_by})" if d.continued_by else
+                                        f" ({d.error})" if d.error else
                                         f" ({d.reason})" if d.reason else ""),
         *([f"phase:      {phase_detail(d)}"] if phase(d) else []),
         f"progress:   epoch {num(d.epoch, '{:.2f}')}, step {steps(d)}",

@@ -97,10 +97,13 @@ class Service:
         """The run id if it exists (NotFoundError with the closest ids otherwise)."""
         return self.queries.require_run(run_id)
 
-    def list_runs(self, *, active_only: bool = False) -> list[RunView]:
-        """Running first, then newest first."""
+    def list_runs(self, *, active_only: bool = False,
+                  include_continued: bool = False) -> list[RunView]:
+        """Running first, then newest first; runs that a resume continued only with
+        ``include_continued``."""
         self.control.reap()
-        return self.queries.list_runs(active_only=active_only)
+        return self.queries.list_runs(active_only=active_only,
+                                      include_continued=include_continued)
 
     def run_view(self, run_id: str) -> RunView:
         return self.queries.run_view(run_id)

@@ -24,7 +24,10 @@ class RunView(JsonView):
     run_id: str
     model: str  # the model's current name (runs refer to models by id); "NAME (deleted)"
     model_id: str | None
-    status: str  # queued | running | completed | failed | paused | stopped | unreadable
+    # queued | running | completed | failed | paused | stopped | unreadable, or continued: it
+    # paused, stopped or failed, and a resume of its model (continued_by) took over
+    status: str
+    continued_by: str | None = None
     epoch: float | None = None
     step: int | None = None
     total_steps: int | None = None

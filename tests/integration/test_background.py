@@ -102,6 +102,7 @@ def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted)
     wait_for(lambda: state_of(data_home, run_id).get("step", 0) >= 400)
     proc = run_cli("stop", run_id, home=data_home)
     assert proc.returncode == 0, proc.stderr
+    assert f"asking run {run_id} to pause" in proc.stdout
     assert f"run {run_id} is paused" in proc.stdout
     state = RunStore(data_home).read_state(run_id)
     assert state.status == "paused" and 400 <= state.step < STEPS
@@ -113,6 +114,11 @@ def test_stop_pauses_and_resume_finishes_bitwise_equal(data_home, uninterrupted)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"completed: model paused at step {STEPS:,}" in proc.stdout
     assert_same_weights(uninterrupted, weights(data_home, "paused"))
+    # the paused run is history now: continued by the resume, and off the default list
+    resumed = latest_run(data_home)
+    assert status_of(data_home, run_id)["continued_by"] == resumed
+    listed = [r["run_id"] for r in json.loads(run_cli("status", "--json", home=data_home).stdout)]
+    assert resumed in listed and run_id not in listed
 
 
 def test_kill_9_is_reported_failed_and_resume_finishes_bitwise_equal(data_home, uninterrupted):

@@ -25,6 +25,9 @@ from llm_trainer.store.schema import SchemaError
 from llm_trainer.views import LossCurve, RecentDataset, RunDetail, RunView
 
 QUEUED_GRACE_S = 60.0
+# a run that ended this way is "continued" once a resume of its model follows it
+CONTINUABLE = (RunStatus.PAUSED, RunStatus.STOPPED, RunStatus.FAILED)
+CONTINUED = "continued"
 STOPPED_NOW = "killed without a checkpoint (--now)"
 
 
@@ -125,10 +128,12 @@ class RunQueries:
                 self.runs.write_state(state.updated(model_id=mid, model_name=name))
         return mid
 
-    def run_view(self, run_id: str, models: dict[str, ModelRecord] | None = None) -> RunView:
+    def run_view(self, run_id: str, models: dict[str, ModelRecord] | None = None,
+                 continued: dict[str, str] | None = None) -> RunView:
         """One run as lists show it. Its model is found by id: the model's name now, and
         the checkpoint in the model's folder now (a rename moved it); a run whose model was
-        deleted says so, and names no checkpoint."""
+        deleted says so, and names no checkpoint. ``continued``: run id -> the run that
+        continued it (``continuations``), worked out here when not given."""
         try:
             raw = self.runs.read_state(run_id)
         except SchemaError as exc:
@@ -146,6 +151,9 @@ class RunQueries:
                 str(rec.path / Path(state.checkpoint).name)
         else:
             model, checkpoint = f"{state.model_name or '?'} (deleted)", None
+        if continued is None and state.status in CONTINUABLE:
+            continued = self.continuations()
+        continued_by = (continued or {}).get(run_id) if state.status in CONTINUABLE else None
         active = state.status.active
         started = state.started_at or state.created_at
         elapsed = None
@@ -158,7 +166,8 @@ class RunQueries:
         phase = {k: getattr(state, k) if in_phase else None for k in PHASE_FIELDS}
         return RunView(
             run_id=run_id, model=model, model_id=model_id,
-            status=state.status.value, epoch=state.epoch,
+            status=CONTINUED if continued_by else state.status.value,
+            continued_by=continued_by, epoch=state.epoch,
             step=state.step, total_steps=state.total_steps, loss=state.loss,
             val_loss=state.val_loss, best_val_loss=state.best_val_loss,
             device=state.device or state.requested_device,
@@ -174,12 +183,35 @@ class RunQueries:
             actual_step_s=state.actual_step_time_s, estimate_error=state.estimate_error,
             **phase)
 
-    def list_runs(self, *, active_only: bool = False) -> list[RunView]:
-        """Running first, then newest first."""
-        models = self._models_by_id()
-        views = [self.run_view(r, models) for r in self.runs.run_ids()]
+    def continuations(self) -> dict[str, str]:
+        """Run id -> the run that resumed its model next: a resume continues the model's
+        run before it, so that run's pause (or stop, or failure) is history, not something
+        left to do. Read from meta.json (kind, model id, start), in start order."""
+        last: dict[str, str] = {}  # model id -> its latest run so far
+        out: dict[str, str] = {}
+        for run_id in reversed(self.runs.run_ids()):  # oldest first
+            try:
+                meta = self.runs.read_meta(run_id)
+            except Exception:  # unreadable: `status` says so on its own row
+                continue
+            mid = (meta.model or {}).get("id")
+            if not mid:
+                continue
+            if meta.kind == RunKind.RESUME and mid in last:
+                out[last[mid]] = run_id
+            last[mid] = run_id
+        return out
+
+    def list_runs(self, *, active_only: bool = False,
+                  include_continued: bool = False) -> list[RunView]:
+        """Running first, then newest first; a run a resume continued only with
+        ``include_continued`` (its model's newer run is the one that matters)."""
+        models, continued = self._models_by_id(), self.continuations()
+        views = [self.run_view(r, models, continued) for r in self.runs.run_ids()]
         if active_only:
             views = [v for v in views if v.active]
+        if not include_continued:
+            views = [v for v in views if v.continued_by is None]
         return sorted(views, key=lambda v: (not v.active, -(v.created_at or 0), v.run_id))
 
     def run_detail(self, run_id: str, log_lines: int = 10) -> RunDetail:

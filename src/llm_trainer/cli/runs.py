@@ -21,13 +21,15 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until Ctrl-C")] = False,
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="list every run, not the newest 20"
-                                       )] = False,
+    all_: Annotated[bool, typer.Option(
+        "--all", "-a", help="list every run: older than the newest 20, and those a resume "
+                            "continued (status continued)")] = False,
     no_plot: Annotated[bool, typer.Option(
         "--no-plot", help="with RUN: numbers only, no loss plot (none is drawn anyway when "
                           "the output is not a terminal or TERM=dumb)")] = False,
 ) -> None:
-    """List runs (running and newest first), or one run in detail with its loss curve."""
+    """List runs (running and newest first), or one run in detail with its loss curve. A run
+    that a resume continued is listed with --all (or shown with its id)."""
     svc = service()
     if run_id is not None:
         run_id = svc.require_run(run_id)
@@ -44,7 +46,7 @@ def status(
                 if not no_plot:
                     _plot_runs(svc, [(run_id, "")])
             return
-        views = svc.list_runs()
+        views = svc.list_runs(include_continued=all_)
         if json_out:
             echo(json.dumps([{k: v for k, v in view.to_json().items() if k != "telemetry"}
                              for view in views], default=str, indent=2))
