@@ -61,6 +61,22 @@ def test_train_foreground_then_generate(tmp_path, corpus):
     assert m["name"] == "demo" and m["status"] == "ready" and m["steps_completed"] == 60
 
 
+@pytest.mark.slow
+def test_generate_without_a_model_says_which_it_used(zoo_copy):
+    """On stderr, so the text piped from stdout stays the model's alone (issue 21, item 7)."""
+    args = ("generate", "--prompt", "The", "--max-new-tokens", "5", "--seed", "1")
+    gen = run_cli(*args, home=zoo_copy)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("The") and "note" not in gen.stdout
+    assert "note: using model demo (the latest trained model; step-00000010, trained on " \
+        in gen.stderr and "one.txt); pick another with --model NAME" in gen.stderr
+    assert run_cli("models", "activate", "bytes", home=zoo_copy).returncode == 0
+    gen = run_cli(*args, home=zoo_copy)
+    assert "note: using model bytes (the active model; step-00000010" in gen.stderr
+    named = run_cli(*args, "--model", "demo", home=zoo_copy)
+    assert named.returncode == 0 and "using model" not in named.stderr
+
+
 def test_generate_errors(tmp_path):  # in this process: fast
     proc = run_cli("generate", "--model", "nope", home=tmp_path)
     assert proc.returncode == 2 and "no model named 'nope'" in proc.stderr

@@ -55,6 +55,16 @@ class ModelAdmin:
                                      "--model NAME")
         return rec
 
+    def picked_note(self, rec: ModelRecord, info: CheckpointInfo) -> str:
+        """What a command that was not told which model to use says it used, and why that
+        one (a newcomer who got Python documentation for "ROMEO:" could not tell which
+        model wrote it, nor what it had read)."""
+        why = "the active model" if self.models.active_id() == rec.id else \
+            "the latest trained model"
+        data = ", ".join(dict.fromkeys(str(d["spec"]) for d in rec.datasets if d.get("spec")))
+        return (f"note: using model {rec.name} ({why}; {info.name}"
+                f"{f', trained on {data}' if data else ''}); pick another with --model NAME")
+
     def require_idle(self, rec: ModelRecord, action: str) -> None:
         """Refuse early when the model is training (the lock decides in the end)."""
         run = self.queries.training_run_of(rec)
@@ -221,7 +231,10 @@ class ModelAdmin:
         if checkpoint and not model and is_path(checkpoint):
             info = self.checkpoint_at(checkpoint)
         else:
-            info = self.checkpoint_of(self.resolve_model(model), checkpoint or "latest", notes)
+            rec = self.resolve_model(model)
+            info = self.checkpoint_of(rec, checkpoint or "latest", notes)
+            if not model:
+                notes.insert(0, self.picked_note(rec, info))
         choice = select_device(device, probe_devices())
         if choice.warning:
             notes.append(f"warning: {choice.warning}")

@@ -179,6 +179,8 @@ def open_chat(admin: ModelAdmin, runs, settings: GenerationSettings, *,
     else:
         rec = admin.resolve_model(model)
         info = admin.checkpoint_of(rec, checkpoint or "latest", notes)
+        if not model:
+            notes.insert(0, admin.picked_note(rec, info))
     name = rec.name if rec is not None else str(info.path)
     ckpt = read_checkpoint(info.path)
     if ckpt.chat is None:
