@@ -97,12 +97,16 @@ def test_missing_dataset_is_one_line_with_a_hint(tmp_path):
 @pytest.mark.slow
 def test_offline_default_dataset_falls_back_to_the_builtin_corpus(tmp_path):
     proc = run_cli("train", "--preset", "tiny", "--max-steps", "5", "--foreground",
-                   "--sample", "0", home=tmp_path)
+                   "--sample", "0", home=tmp_path,
+                   env={"HF_HUB_CACHE": str(tmp_path / "hub")})  # WikiText-2 in no cache
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "WikiText-2 is not available" in proc.stdout
+    assert "warning: WikiText-2 is not available" in proc.stderr
     assert "builtin:python-docs" in proc.stdout
     meta = json.loads(next((tmp_path / "runs").glob("*/meta.json")).read_text())
     assert meta["config"]["data"]["dataset"] == "builtin:python-docs"
+    # named after what it trained on (issue 21, item 7)
+    assert meta["model"]["name"] == "python-docs-tiny-1"
+    assert "completed: model python-docs-tiny-1" in proc.stdout
 
 
 @pytest.mark.slow

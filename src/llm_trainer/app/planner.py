@@ -6,6 +6,7 @@ config), the user's overrides with the rules that go with them, the checks. No t
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import sys
@@ -24,7 +25,7 @@ from llm_trainer.config import (
     load_yaml,
     preset_path,
 )
-from llm_trainer.data.spec import check_dataset_spec
+from llm_trainer.data.spec import BUILTIN_PYDOCS, DatasetKind, DatasetSpec, check_dataset_spec
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.launcher import DistLaunch
 from llm_trainer.profiles import Profile, load_profile
@@ -146,8 +147,27 @@ class LaunchPlanner:
             raise UsageError("LoRA and frozen layers fine-tune a pretrained model: they need "
                              "--init-from", hint="e.g. llm-trainer train --init-from "
                                                  "hf:FOLDER --lora r=8 --dataset my.txt")
+        explicit = self._dataset_explicit(req)
+        if not explicit:
+            cfg = self._default_dataset(cfg, notes)
         return LaunchPlan(RunKind.TRAIN, cfg, None, req.name, _default_base(cfg, req), None,
-                          self._dataset_explicit(req), req.foreground, req.command, dist, notes)
+                          explicit, req.foreground, req.command, dist, notes)
+
+    def _default_dataset(self, cfg: RunConfig, notes: list[str]) -> RunConfig:
+        """A run that names no dataset trains on the built-in corpus when WikiText-2 cannot
+        be had. Decided here, before the new model is named, so that the model is named
+        after what it trains on (``python-docs-default-1``, not ``wikitext-2-default-1``);
+        the worker then loads that corpus without asking again."""
+        from llm_trainer.data.sources import fallback_notice, wikitext_unavailable
+
+        if DatasetSpec.parse(cfg.data.dataset).kind is not DatasetKind.WIKITEXT:
+            return cfg
+        why = wikitext_unavailable(self.home / "data")
+        if why is None:
+            return cfg
+        notes.append(fallback_notice(why))
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                 dataset=BUILTIN_PYDOCS))
 
     def plan_resume(self, target: str | None, *, checkpoint: str = "latest",
                     more_epochs: int | None = None, or_more_epochs: int | None = None,
@@ -422,7 +442,8 @@ def _plain(value: Any) -> Any:
 
 
 def _default_base(cfg: RunConfig, req: TrainRequest) -> str:
-    """``wikitext-2-default``, ``tinyshakespeare-shakespeare-char``..."""
+    """``wikitext-2-default``, ``python-docs-default``, ``tinyshakespeare-shakespeare-char``..."""
     ds = cfg.data.dataset
-    ds = Path(ds).stem if (os.sep in ds or Path(ds).suffix) else ds.removeprefix("hf:")
+    ds = Path(ds).stem if (os.sep in ds or Path(ds).suffix) else \
+        ds.removeprefix("hf:").removeprefix("builtin:")
     return f"{slug(ds, 24)}-{req.preset or ('custom' if req.config_file else 'default')}"

@@ -716,8 +716,7 @@ def _wikitext(dataset: DatasetSpec, data_dir: Path, val_fraction: float,
         if explicit:
             raise DataError(f"cannot use wikitext-2: {why}", hint=LOCAL_HINT) from None
         source = BuiltinSource(DatasetSpec.parse(BUILTIN_PYDOCS), val_fraction)
-        source.notice = (f"WikiText-2 is not available ({why}); training on {BUILTIN_PYDOCS} "
-                         "instead. Pass --dataset to use your own text.")
+        source.notice = fallback_notice(why)
         return source
     return WikiTextSource(
         dataset, dsd, val_fraction, text_column or "text",
@@ -725,6 +724,29 @@ def _wikitext(dataset: DatasetSpec, data_dir: Path, val_fraction: float,
         description="WikiText-2 (wikitext-2-raw-v1)",
         layout=Layout(f"Hugging Face dataset {name} ({config})", "a name this tool knows",
                       "paragraph"))
+
+
+def fallback_notice(why: str) -> str:
+    """What a run that did not name its dataset says when WikiText-2 cannot be had."""
+    return (f"WikiText-2 is not available ({why}); training on {BUILTIN_PYDOCS} instead. "
+            "Pass --dataset to use your own text.")
+
+
+def wikitext_unavailable(data_dir: Path, reachable: Callable[[], bool] | None = None
+                         ) -> str | None:
+    """Why WikiText-2 surely cannot be loaded now (the hub is unreachable and no copy of it
+    is cached), or None when it may be. The launcher asks before it names a new model, so
+    that the model is named after the data it will train on; without importing the
+    ``datasets`` library, a cache folder of any shape counts as a copy (the worker then
+    decides, with the same fallback)."""
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(
+        os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    name = WIKITEXT[0].replace("/", "--")
+    if any((data_dir / "hf").glob("*wikitext*")) or (hub_cache / f"datasets--{name}").exists():
+        return None
+    if (reachable or hub_reachable)():
+        return None
+    return f"huggingface.co is unreachable and WikiText-2 is not cached under {data_dir / 'hf'}"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
