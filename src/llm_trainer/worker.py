@@ -259,8 +259,10 @@ def run_peer(run_id: str, home: Path, rank: int, *, foreground: bool) -> int:
     flag = StopFlag()
     install_signal_handlers(flag, foreground=foreground)
     rec = models.find_by_id(meta.model["id"])
-    model_dir = rec.path if rec is not None else home / "checkpoints" / meta.model["name"]
     try:
+        if rec is None:  # never the folder of its old name: another model may have it now
+            raise LLMTrainerError(f"model {meta.model['name']} no longer exists")
+        model_dir = rec.path
         # rank 0 alone writes state, metrics and checkpoints; this rank only reports failure
         train(TrainingJob.from_meta(meta, home=home, model_dir=model_dir, stop=flag))
         return 0
