@@ -182,7 +182,9 @@ class ModelStore:
         """The model id for a run recorded before runs named their model's id: the model
         that lists the run, else the model of the run's name that existed when it started,
         else an id of no model (its model was deleted: a model that takes the name later is
-        another model). The caller writes the answer into the run, so this is asked once."""
+        another model; derived from the run id, so a home we cannot write to gives the same
+        answer each time). The caller writes the answer into the run, so this is asked
+        once."""
         models = self.list()
         for rec in models:
             if run_id in rec.runs:
@@ -190,7 +192,7 @@ class ModelStore:
         for rec in models:
             if rec.name == name and (created_at is None or rec.created_at <= created_at):
                 return rec.id
-        return new_model_id()
+        return str(uuid.uuid5(LEGACY_ID_NAMESPACE, f"run:{run_id}"))
 
     # ------------------------------------------------------------------ writes
     def save(self, rec: ModelRecord) -> None:
