@@ -10,6 +10,7 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from llm_trainer.launcher import process_start_time
+from llm_trainer.store.models import ModelStore
 from llm_trainer.store.records import PREPARING_DATA, RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
@@ -23,14 +24,15 @@ async def test_a_run_preparing_its_data_shows_the_phase(tmp_path):
     """A run's records on disk, kept alive by this process's pid, as a worker writes them
     while it tokenizes; then training starts and the phase gives way to the status."""
     runs = RunStore(tmp_path)
+    model = ModelStore(tmp_path).create("prep", default_base="prep")  # runs name it by id
     now = time.time()
-    state = RunState(run_id=RUN, status="running", model_name="prep", model_id="m-1",
+    state = RunState(run_id=RUN, status="running", model_name="prep", model_id=model.id,
                      created_at=now, started_at=now, pid=os.getpid(),
                      create_time=process_start_time(os.getpid()), phase=PREPARING_DATA,
                      phase_stage="tokenizing", phase_progress=0.43, phase_mb_per_s=85.2,
                      phase_eta_s=80.0)
     runs.create(RunMeta(run_id=RUN, created_at=now, kind="train", config={},
-                        model={"id": "m-1", "name": "prep"}), state)
+                        model={"id": model.id, "name": "prep"}), state)
 
     def status_cell(app) -> str:
         return str(app.query_one("#runs-table", DataTable).get_cell(RUN, "status"))
