@@ -3,7 +3,11 @@ output."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -40,6 +44,32 @@ def echo(text: str = "", *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")
     stream.flush()
+
+
+def own_command(*args: str) -> str:
+    """``llm-trainer ARGS`` as the user can paste it into the shell they ran this from: the
+    program as they called it (``llm-trainer`` only when that name on their PATH is this
+    program; ``.venv/bin/llm-trainer`` after ``make run``; ``python -m llm_trainer``), with
+    ``--home`` when the home is not the current folder, each word quoted for the shell."""
+    from llm_trainer.service import resolve_home
+
+    prog = _program()
+    home = resolve_home(STATE["home"])
+    where = ["--home", str(home)] if home != Path.cwd().resolve() else []
+    return shlex.join([*prog, *where, *args])
+
+
+def _program() -> list[str]:
+    on_path = shutil.which("llm-trainer")
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "llm-trainer":  # the console script, as the shell found it
+        if not os.path.exists(argv0) or (on_path and os.path.samefile(on_path, argv0)):
+            return ["llm-trainer"]
+        return [argv0]
+    # python -m llm_trainer: the name is enough when it is this interpreter's own script
+    if on_path and os.path.samefile(os.path.dirname(on_path), os.path.dirname(sys.executable)):
+        return ["llm-trainer"]
+    return [sys.executable, "-m", "llm_trainer"]
 
 
 def rich_console(err: bool = False):

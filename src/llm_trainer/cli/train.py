@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llm_trainer.app.options import LaunchOptions
-from llm_trainer.cli.common import STATE, echo, rich_console, service
+from llm_trainer.cli.common import STATE, echo, own_command, rich_console, service
 from llm_trainer.cli.options import (
     ConfigOpt,
     PresetOpt,
@@ -101,8 +101,8 @@ def _report_launch(svc, launch, sample: int) -> None:
     if not launch.foreground:
         echo(f"started run {launch.run_id} (pid {launch.pid}) training model "
              f"{launch.model_name}")
-        echo(f"  follow it:  llm-trainer status {launch.run_id} --watch")
-        echo(f"  stop it:    llm-trainer stop {launch.run_id}")
+        echo(f"  follow it:  {own_command('status', launch.run_id, '--watch')}")
+        echo(f"  stop it:    {own_command('stop', launch.run_id)}")
         return
     echo(f"run {launch.run_id} (pid {launch.pid}) training model {launch.model_name}; "
          "Ctrl-C pauses it with a checkpoint")
@@ -118,7 +118,7 @@ def _report_launch(svc, launch, sample: int) -> None:
             _sample(svc, final.model, sample)
     elif status == "paused":
         echo(f"paused at step {final.step:,}; checkpoint {final.checkpoint}")
-        echo(f"  continue:   llm-trainer resume {final.model}")
+        echo(f"  continue:   {own_command('resume', final.model)}")
     elif status == "stopped" and not final.error:  # stopped before its first step
         echo(f"{final.reason or 'stopped'}; the finished data shards are kept: run the same "
              "command to resume from them")
@@ -127,7 +127,7 @@ def _report_launch(svc, launch, sample: int) -> None:
         code = launch.process.returncode if launch.process is not None else None
         error = UsageError if code == 2 else LLMTrainerError
         raise error(f"run {launch.run_id} {status}: {final.error or 'see its log'}",
-                    hint=f"details: llm-trainer status {launch.run_id}")
+                    hint=f"details: {own_command('status', launch.run_id)}")
 
 
 def _follow(svc, launch) -> tuple[RunView, bool]:
