@@ -238,7 +238,7 @@ def test_ctrl_c_in_the_foreground_pauses_with_a_checkpoint(data_home):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, out + err
     assert "stopping: finishing the current step" in out
-    assert "paused at step" in out and "-m llm_trainer resume interrupted" in out
+    assert "paused at step" in out and " resume interrupted" in out
     assert out.count(f"run {run_id}: training model interrupted") == 1  # the log, once
     state = store.read_state(run_id)
     assert state.status == "paused"
