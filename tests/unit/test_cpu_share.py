@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import psutil
 
@@ -28,3 +29,48 @@ def test_cores_are_shared_evenly_with_at_least_one_thread_each():
     assert cpu_share.threads_per_process(2, cores=8) == 4
     assert cpu_share.threads_per_process(3, cores=2) == 1
     assert cpu_share.threads_per_process(0) == (os.cpu_count() or 1)
+
+
+def test_cores_other_programs_keep_busy_are_not_shared_out():
+    # 2 cores, both busy with a competing load: one thread, never two stalling each other
+    assert cpu_share.threads_per_process(1, cores=2, others_busy=2.0) == 1
+    assert cpu_share.threads_per_process(1, cores=2, others_busy=1.0) == 1
+    # an idle desktop's noise costs no thread
+    assert cpu_share.threads_per_process(1, cores=2, others_busy=0.2) == 2
+    assert cpu_share.threads_per_process(1, cores=8, others_busy=3.0) == 5
+    assert cpu_share.threads_per_process(2, cores=8, others_busy=3.0) == 2
+    assert cpu_share.threads_per_process(2, cores=8, others_busy=0.0) == 4
+    assert cpu_share.threads_per_process(1, cores=8, others_busy=40.0) == 1
+
+
+def test_busy_cores_are_the_machines_less_this_homes_runs():
+    # 2 cores for 1 s: 2 CPU seconds, 0.5 idle, 0.5 of them this home's runs
+    assert cpu_share.others_busy_cores(cores=2, total=2.0, idle=0.5, own=0.5) == 1.0
+    assert cpu_share.others_busy_cores(cores=2, total=2.0, idle=0.0, own=2.0) == 0.0
+    assert cpu_share.others_busy_cores(cores=2, total=0.0, idle=0.0, own=0.0) == 0.0
+
+
+def test_a_busy_run_of_this_home_is_not_counted_as_load(tmp_path):
+    """Two samplers read the same machine over the same interval; the one whose home holds a
+    busy run leaves that run's CPU time out of the load."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        proc = psutil.Process(spin.pid)
+        cpu_share.register(tmp_path / "mine", "spin", pid=spin.pid,
+                           create_time=proc.create_time())
+        mine = cpu_share.LoadSampler(tmp_path / "mine")
+        empty = cpu_share.LoadSampler(tmp_path / "empty")
+        own_before = sum(proc.cpu_times()[:2])
+        time.sleep(0.5)
+        with_run, without = mine.others_busy(), empty.others_busy()
+        spent = sum(proc.cpu_times()[:2]) - own_before
+        assert spent > 0.1  # the spinner ran
+        assert without - with_run > 0.5 * spent / 0.6  # its share of the interval, left out
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_the_load_can_be_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv(cpu_share.IGNORE_LOAD_ENV, "1")
+    assert cpu_share.LoadSampler(tmp_path).others_busy() == 0.0

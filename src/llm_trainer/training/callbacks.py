@@ -254,10 +254,11 @@ class InjectedAnomaly:
 
 
 class CpuShare(Callback):
-    """On a CPU, trains with an even share of the cores among the runs of this home that
-    train at the same time (``llm_trainer.cpu_share``), re-checked every ``every_s``
-    seconds. Only for runs that do not set ``runtime.num_threads`` themselves; those still
-    register, so that the others make room for them."""
+    """On a CPU, trains with an even share of the cores that other programs leave free among
+    the runs of this home that train at the same time (``llm_trainer.cpu_share``),
+    re-checked every ``every_s`` seconds. Only for runs that do not set
+    ``runtime.num_threads`` themselves; those still register, so that the others make room
+    for them."""
 
     def __init__(self, home: Path, run_id: str, *, fixed_threads: int | None,
                  every_s: float = 5.0) -> None:
@@ -266,6 +267,7 @@ class CpuShare(Callback):
         self.active = False
         self.threads: int | None = None
         self.next_check = 0.0
+        self.load = None  # cpu_share.LoadSampler, from the start on a CPU
 
     def on_start(self, trainer, info) -> None:
         import time
@@ -280,6 +282,7 @@ class CpuShare(Callback):
         me = psutil.Process()
         cpu_share.register(self.home, self.run_id, pid=me.pid, create_time=me.create_time(),
                            processes=trainer.parts.dist.local_world_size)
+        self.load = cpu_share.LoadSampler(self.home)
         self.next_check = time.monotonic()
         self.rebalance(trainer, first=True)
 
@@ -300,13 +303,16 @@ class CpuShare(Callback):
                             f"({'runtime.num_threads' if self.fixed else 'per process'})")
             return
         runs = cpu_share.active_processes(self.home)
-        threads = cpu_share.threads_per_process(runs)
+        busy = self.load.others_busy()
+        threads = cpu_share.threads_per_process(runs, others_busy=busy)
         if threads != self.threads:
             torch.set_num_threads(threads)
             others = runs - 1
+            why = ([f"{others} other training process{'es' if others > 1 else ''} in this "
+                    "home"] if others > 0 else []) + \
+                  ([f"{busy:.1f} cores busy with other programs"] if busy >= 0.05 else [])
             trainer.log(f"CPU threads: {threads} of {os.cpu_count()} cores"
-                        + (f" ({others} other training process{'es' if others > 1 else ''} "
-                           "in this home)" if others > 0 else ""))
+                        + (f" ({'; '.join(why)})" if why else ""))
             self.threads = threads
 
     def on_progress(self, trainer, progress) -> None:
