@@ -213,8 +213,9 @@ class RuntimeConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "auto", "auto | fp32 | bf16 | fp16; auto: bf16 on CUDA with bf16, fp16 on older CUDA; "
                 "on a CPU bf16 where it is native (AVX512-BF16 or AMX), else fp32")
-    num_threads: int | None = _opt(None, "CPU threads for torch (default: all cores, shared "
-                                         "between the processes of a multi-process run)", min=1)
+    num_threads: int | None = _opt(None, "CPU threads for torch (default: the cores other "
+                                         "programs leave free, shared between this home's "
+                                         "training processes)", min=1)
     tensorboard: bool = _opt(False, "write TensorBoard event files to runs/<id>/tensorboard/ "
                                     "(needs the tensorboard extra)")
     dist_timeout: float = _opt(300.0, "seconds a multi-process run waits for a peer before "
