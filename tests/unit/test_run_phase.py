@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from llm_trainer.app.queries import RunQueries
-from llm_trainer.cli.format import runs_table
+from llm_trainer.cli.format import print_runs
 from llm_trainer.data.prepare import PrepareProgress
 from llm_trainer.launcher import process_start_time
 from llm_trainer.render import phase, phase_detail, run_detail_text, run_state
@@ -152,7 +152,7 @@ def test_status_shows_the_phase_in_its_table_and_the_detail():
     from rich.console import Console
 
     console = Console(width=200, record=True)
-    console.print(runs_table([PREPARING]))
+    print_runs(console, [PREPARING])
     assert "preparing data 43%" in console.export_text()
     text = run_detail_text(RunDetail(**PREPARING.__dict__))
     assert "status:     running\nphase:      preparing data 43% (tokenizing, 85.2 MB/s, " \

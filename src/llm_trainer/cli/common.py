@@ -74,11 +74,11 @@ def _program() -> list[str]:
 
 def rich_console(err: bool = False):
     """Rich console that never parses markup in our strings; wide when not a terminal (pipes,
-    logs) so tables are not truncated there."""
+    logs) so tables keep every column there, unless ``COLUMNS`` says how wide."""
     from rich.console import Console
 
     stream = sys.stderr if err else sys.stdout
-    width = None if stream.isatty() else 200
+    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 200
     return Console(stderr=err, highlight=False, markup=False, emoji=False, width=width)
 
 

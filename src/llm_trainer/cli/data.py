@@ -12,6 +12,7 @@ import typer
 
 from llm_trainer.app.options import BY_NAME, DataOptions
 from llm_trainer.cli.common import echo, rich_console, service
+from llm_trainer.cli.format import Column, print_table
 from llm_trainer.cli.options import ConfigOpt, PresetOpt, SetOpt, data_options, parse_sets
 from llm_trainer.errors import PrepareStopped, UsageError
 
@@ -87,7 +88,6 @@ def data_inspect(
 
 
 def _report_data(r) -> None:
-    from rich.table import Table
 
     echo(f"dataset:    {r.spec}")
     echo(f"format:     {r.format} ({r.format_reason})")
@@ -111,19 +111,23 @@ def _report_data(r) -> None:
          f"{tok['used']:,} used in {where}{trained})")
     if r.sampled:
         echo("sampled:    the figures marked ~ are estimates from a sample")
-    table = Table(title=f"splits (a document is a {r.document_unit})", title_justify="left")
-    for col in ("split", "from", "documents", "characters", "tokens", "median", "p90",
-                "empty", "duplicates", "bad bytes", "control chars"):
-        table.add_column(col, justify="left" if col in ("split", "from") else "right")
+    rows = []
     for s in r.splits:
         def fig(n: int, s=s) -> str:
             return f"~{n:,}" if s.sampled and n else f"{n:,}"
 
-        table.add_row(s.name, s.origin + (f" ({s.share:.1%} read)" if s.sampled else ""),
-                      fig(s.documents), fig(s.characters), fig(s.tokens),
-                      f"{s.median_tokens:,}", f"{s.p90_tokens:,}", fig(s.empty),
-                      fig(s.duplicates), fig(s.undecodable_bytes), fig(s.nonprintable))
-    rich_console().print(table)
+        rows.append([s.name, s.origin + (f" ({s.share:.1%} read)" if s.sampled else ""),
+                     fig(s.documents), fig(s.characters), fig(s.tokens),
+                     f"{s.median_tokens:,}", f"{s.p90_tokens:,}", fig(s.empty),
+                     fig(s.duplicates), fig(s.undecodable_bytes), fig(s.nonprintable)])
+    figure = {"justify": "right"}
+    print_table(rich_console(), [
+        Column("split"), Column("from", whole=False), Column("documents", **figure),
+        Column("characters", drop=4, **figure), Column("tokens", **figure),
+        Column("median", drop=3, **figure), Column("p90", drop=2, **figure),
+        Column("empty", drop=5, **figure), Column("duplicates", drop=6, **figure),
+        Column("bad bytes", drop=7, **figure), Column("control chars", drop=8, **figure)],
+        rows, title=f"splits (a document is a {r.document_unit})", title_justify="left")
     if r.histogram:
         read = sum(s.documents_read for s in r.splits)
         echo(f"document length in tokens (all splits; seq_len {r.seq_len}"

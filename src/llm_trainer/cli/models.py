@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llm_trainer.cli.common import echo, rich_console, service
-from llm_trainer.cli.format import when
+from llm_trainer.cli.format import Column, print_table, when
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_bytes
 from llm_trainer.render import (
@@ -26,8 +26,6 @@ def models_list(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List models; * marks the latest trained, > the active one."""
-    from rich.table import Table
-    from rich.text import Text
 
     svc = service()
     views = svc.list_models(include_archived=all_)
@@ -37,17 +35,17 @@ def models_list(
     if not views:
         echo("no models yet: train one with `llm-trainer train`")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("", "NAME", "STATUS", "EPOCHS", "STEPS", "BEST VAL", "SIZE", "LAST TRAINED"):
-        table.add_column(col, no_wrap=True)
+    rows = []
     for v in views:
         mark = (">" if v.active else " ") + ("*" if v.latest else " ")
         status_text = v.status + (f" ({v.problem})" if v.problem else "")
-        table.add_row(*(Text(str(x)) for x in (
-            mark, v.name, status_text, num(v.epochs_completed, "{:.2f}"),
-            f"{v.steps_completed:,}", num(v.best_val_loss), format_bytes(v.disk_bytes),
-            when(v.last_trained_at))))
-    rich_console().print(table)
+        rows.append([mark, v.name, status_text, num(v.epochs_completed, "{:.2f}"),
+                     f"{v.steps_completed:,}", num(v.best_val_loss), format_bytes(v.disk_bytes),
+                     when(v.last_trained_at)])
+    print_table(rich_console(), [
+        Column(""), Column("NAME"), Column("STATUS", whole=False), Column("EPOCHS", drop=2),
+        Column("STEPS"), Column("BEST VAL"), Column("SIZE", drop=1),
+        Column("LAST TRAINED", drop=3)], rows, box=None, pad_edge=False, header_style="bold")
     latest = next((v.name for v in views if v.latest), None)
     if latest:
         echo(f"latest trained model: {latest}")

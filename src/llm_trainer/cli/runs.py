@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from llm_trainer.cli.common import STATE, echo, rich_console, service
-from llm_trainer.cli.format import cell, runs_table
+from llm_trainer.cli.format import Column, cell, print_runs, print_table
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_duration
 from llm_trainer.render import num, run_detail_text
@@ -55,7 +55,7 @@ def status(
             echo("no runs yet: start one with `llm-trainer train`")
             return
         shown = views if all_ else views[:20]
-        rich_console().print(runs_table(shown))
+        print_runs(rich_console(), shown)
         if len(shown) < len(views):
             echo(f"... {len(views) - len(shown)} older runs (--all to list them)")
 
@@ -139,7 +139,6 @@ def compare(
 ) -> None:
     """Runs side by side: the config keys that differ, val loss (best highlighted), speed,
     steps, time, device, and their loss curves on one plot."""
-    from rich.table import Table
     from rich.text import Text
 
     svc = service()
@@ -165,30 +164,26 @@ def compare(
         return
     console = rich_console()
     labels = [f"#{i + 1}" for i in range(len(view.runs))]
+    plain = {"box": None, "pad_edge": False, "header_style": "bold"}
     if view.differing_keys:
-        table = Table(box=None, pad_edge=False, header_style="bold",
-                      title="config keys that differ", title_justify="left")
-        table.add_column("KEY", no_wrap=True)
-        for label in labels:
-            table.add_column(label)
-        for key, values in view.differing_keys.items():
-            table.add_row(Text(key), *(Text(cell(v)) for v in values))
-        console.print(table)
+        print_table(console, [Column("KEY"), *(Column(label) for label in labels)],
+                    [[key, *(cell(v) for v in values)]
+                     for key, values in view.differing_keys.items()],
+                    title="config keys that differ", title_justify="left", **plain)
     else:
         echo("config: the same for every run")
     echo("")
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("#", "RUN_ID", "MODEL", "FINAL VAL", "BEST VAL", "TOK/S", "STEPS", "WALL",
-                "DEVICE"):
-        table.add_column(col, no_wrap=col != "RUN_ID")
+    rows = []
     for label, r in zip(labels, view.runs, strict=True):
         best = Text(num(r.best_val_loss),
                     style="bold green" if r.run_id == view.best_run else "")
-        table.add_row(Text(label), Text(r.run_id), Text(r.model), Text(num(r.final_val_loss)),
-                      best, Text(num(r.tokens_per_s, "{:,.0f}")),
-                      Text("-" if r.steps is None else f"{r.steps:,}"),
-                      Text(format_duration(r.wall_s)), Text(r.device or "-"))
-    console.print(table)
+        rows.append([label, r.run_id, r.model, num(r.final_val_loss), best,
+                     num(r.tokens_per_s, "{:,.0f}"), "-" if r.steps is None else f"{r.steps:,}",
+                     format_duration(r.wall_s), r.device or "-"])
+    print_table(console, [Column("#"), Column("RUN_ID"), Column("MODEL", drop=2),
+                          Column("FINAL VAL", drop=3), Column("BEST VAL"), Column("TOK/S"),
+                          Column("STEPS", drop=1), Column("WALL", drop=4),
+                          Column("DEVICE", drop=5)], rows, **plain)
     if view.best_run:
         best_label = labels[[r.run_id for r in view.runs].index(view.best_run)]
         console.print(Text(f"best val loss: {best_label} {view.best_run}", style="bold green"))
