@@ -25,6 +25,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/llm-trainer train --foreground $(ARGS)
+	@echo "llm-trainer is installed in $(VENV): 'source $(VENV)/bin/activate' makes it a command in your shell"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

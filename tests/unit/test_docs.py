@@ -148,3 +148,11 @@ def test_architecture_names_places_that_exist():
                              re.MULTILINE):
                 wrong.append(f"{rule}: {code} is not defined in {', '.join(modules)}")
     assert not wrong, "docs/architecture.md names what is not there:\n  " + "\n  ".join(wrong)
+
+
+def test_the_readme_says_how_to_get_the_command_on_its_first_screen():
+    """After `make run`, `llm-trainer` is in .venv/bin only: the first screen (24 lines)
+    shows the set-up commands and how to put the command on the PATH."""
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:24])
+    for command in ("make run", "make test", "source .venv/bin/activate"):
+        assert command in first_screen, command
