@@ -28,7 +28,7 @@ def shell(command: str, cwd, **kwargs) -> subprocess.Popen:
 
 
 def test_the_follow_and_stop_commands_run_as_printed(tmp_path):
-    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home, elsewhere = tmp_path / "my home", tmp_path / "elsewhere"  # quoting, too
     home.mkdir()
     elsewhere.mkdir()
     (home / "c.txt").write_text(corpus_text(30_000))
