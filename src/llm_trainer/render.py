@@ -171,10 +171,23 @@ def run_detail_lines(d: RunDetail) -> list[str]:
     if sample:
         lines.append(f"sample:     step {sample['step']:,}, prompt {sample['prompt']!r}:")
         lines += [f"  {ln}" for ln in d.sample_lines()]
+    if d.bad_metric_lines:
+        lines.append(f"metrics:    {bad_lines_note(d.bad_metric_lines)}")
     if d.log_tail:
         lines.append("last log lines:")
         lines += [f"  {ln}" for ln in d.log_tail]
     return lines
+
+
+def bad_lines_note(count: int) -> str:
+    """What a reader of metrics.jsonl left out (the rest is shown as usual)."""
+    return (f"{count} bad line{'s' if count != 1 else ''} of metrics.jsonl skipped "
+            "(damaged or edited)")
+
+
+def unreadable_lines(views: list[RunView]) -> list[str]:
+    """Why each unreadable run in a list is so (the list shows the others as usual)."""
+    return [f"{v.run_id}: {v.error}" for v in views if v.status == "unreadable"]
 
 
 def run_detail_text(d: RunDetail) -> str:

@@ -100,6 +100,7 @@ class RunDetail(RunView):
     config: dict[str, Any] | None = None
     log_tail: list[str] = field(default_factory=list)
     log_path: str = ""
+    bad_metric_lines: int = 0  # lines of metrics.jsonl skipped: not UTF-8, JSON or typed
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class LossCurve:
     train_loss: list[float] = field(default_factory=list)
     val_steps: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    bad_lines: int = 0  # metrics.jsonl lines skipped: not UTF-8, not JSON, wrong types
 
     @property
     def empty(self) -> bool:

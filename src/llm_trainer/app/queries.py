@@ -15,19 +15,19 @@ from typing import Any
 
 from llm_trainer import launcher
 from llm_trainer.data.spec import WIKITEXT_NAMES
-from llm_trainer.errors import BusyError
-from llm_trainer.store.atomic import read_json
+from llm_trainer.errors import BusyError, NotFoundError, RecordError
+from llm_trainer.store.atomic import JsonLines, read_json
 from llm_trainer.store.locks import lock_holder, read_holder
 from llm_trainer.store.models import ModelRecord, ModelStore
 from llm_trainer.store.records import PHASE_FIELDS, RunKind, RunState, RunStatus
 from llm_trainer.store.runs import RunStore
-from llm_trainer.store.schema import SchemaError
 from llm_trainer.views import LossCurve, RecentDataset, RunDetail, RunView
 
 QUEUED_GRACE_S = 60.0
 # a run that ended this way is "continued" once a resume of its model follows it
 CONTINUABLE = (RunStatus.PAUSED, RunStatus.STOPPED, RunStatus.FAILED)
 CONTINUED = "continued"
+UNREADABLE = "unreadable"  # RunView.status of a run whose state.json cannot be used
 STOPPED_NOW = "killed without a checkpoint (--now)"
 
 
@@ -136,12 +136,12 @@ class RunQueries:
         continued it (``continuations``), worked out here when not given."""
         try:
             raw = self.runs.read_state(run_id)
-        except SchemaError as exc:
-            return RunView(run_id=run_id, model="?", model_id=None, status="unreadable",
+        except RecordError as exc:  # this run only: the others are listed as usual
+            return RunView(run_id=run_id, model="?", model_id=None, status=UNREADABLE,
                            error=str(exc))
         if raw is None:
-            return RunView(run_id=run_id, model="?", model_id=None, status="unreadable",
-                           error="state.json is missing or unreadable")
+            return RunView(run_id=run_id, model="?", model_id=None, status=UNREADABLE,
+                           error=f"{self.runs.paths(run_id).state} is missing")
         state = self.reconcile(raw)
         models = models if models is not None else self._models_by_id()
         model_id = self._model_of(run_id, state)
@@ -215,33 +215,45 @@ class RunQueries:
         return sorted(views, key=lambda v: (not v.active, -(v.created_at or 0), v.run_id))
 
     def run_detail(self, run_id: str, log_lines: int = 10) -> RunDetail:
-        """One run in full; a record it cannot read (e.g. from a newer release) is an error
-        here, where the list only marks it unreadable."""
+        """One run in full; a record it cannot read (damaged, not ours to read, or from a
+        newer release) is an error here (``RecordError``: one line), where the list only
+        marks it unreadable."""
         run_id = self.runs.require(run_id)
-        self.runs.read_state(run_id)  # raises SchemaError for a newer file
+        self.runs.read_state(run_id)  # raises RecordError for a file it cannot use
         view = self.run_view(run_id)
         meta = self.runs.read_meta(run_id).to_json()
         return RunDetail(**dataclasses.asdict(view),
                          meta={k: v for k, v in meta.items() if k != "config"},
                          config=meta.get("config"),
                          log_tail=self.runs.log_tail(run_id, log_lines),
-                         log_path=str(self.runs.paths(run_id).log))
+                         log_path=str(self.runs.paths(run_id).log),
+                         bad_metric_lines=self._metric_lines(run_id).bad)
+
+    def _metric_lines(self, run_id: str) -> JsonLines:
+        """metrics.jsonl; one that cannot be read at all reads as no lines (its run's state
+        and log still show), as a damaged line reads as a skipped one."""
+        try:
+            return self.runs.metric_lines(run_id)
+        except RecordError:
+            return JsonLines()
 
     def metrics(self, run_id: str, tail: int | None = None) -> list[dict[str, Any]]:
         return self.runs.read_metrics(run_id, tail=tail)
 
     def loss_curve(self, run_id: str) -> LossCurve:
-        """Train and val loss by step from the run's metrics (what the plots draw)."""
-        curve = LossCurve()
-        for m in self.runs.read_metrics(self.runs.require(run_id)):
+        """Train and val loss by step from the run's metrics (what the plots draw), and how
+        many of its lines were skipped as bad."""
+        lines = self._metric_lines(self.runs.require(run_id))
+        curve = LossCurve(bad_lines=lines.bad)
+        for m in lines.records:
             step = m.get("step")
             if step is None:
                 continue
             if m.get("kind") == "train" and m.get("loss") is not None:
-                curve.train_steps.append(int(step))
+                curve.train_steps.append(step)
                 curve.train_loss.append(float(m["loss"]))
             elif m.get("kind") == "eval" and m.get("val_loss") is not None:
-                curve.val_steps.append(int(step))
+                curve.val_steps.append(step)
                 curve.val_loss.append(float(m["val_loss"]))
         return curve
 
@@ -267,7 +279,7 @@ class RunQueries:
         for run_id in self.runs.run_ids():  # newest first: the first use seen is the latest
             try:
                 meta = self.runs.read_meta(run_id)
-            except Exception:  # unreadable or from a newer release: `status` says so
+            except (RecordError, NotFoundError):  # `status` says why
                 continue
             dataset = meta.dataset or {}
             if not dataset.get("spec"):

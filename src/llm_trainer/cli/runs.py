@@ -13,7 +13,7 @@ from llm_trainer.cli.common import STATE, echo, rich_console, service
 from llm_trainer.cli.format import Column, cell, print_runs, print_table
 from llm_trainer.errors import UsageError
 from llm_trainer.progress import format_duration
-from llm_trainer.render import num, run_detail_text
+from llm_trainer.render import bad_lines_note, num, run_detail_text, unreadable_lines
 
 
 def status(
@@ -56,6 +56,8 @@ def status(
             return
         shown = views if all_ else views[:20]
         print_runs(rich_console(), shown)
+        for line in unreadable_lines(shown):
+            echo(line)
         if len(shown) < len(views):
             echo(f"... {len(views) - len(shown)} older runs (--all to list them)")
 
@@ -189,6 +191,9 @@ def compare(
         console.print(Text(f"best val loss: {best_label} {view.best_run}", style="bold green"))
     else:
         echo("best val loss: none yet (no run has evaluated)")
+    for label, r in zip(labels, view.runs, strict=True):
+        if r.curve.bad_lines:
+            echo(f"{label} {r.run_id}: {bad_lines_note(r.curve.bad_lines)}")
     if not no_plot:
         _plot_runs(svc, [(r.run_id, label) for label, r in zip(labels, view.runs, strict=True)])
     if cmd is not None:

@@ -9,9 +9,12 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llm_trainer.errors import UnreadableRecord, os_reason
 
 SCHEMA_VERSION = 1
 
@@ -66,16 +69,36 @@ def atomic_write_json(path: Path, data: dict[str, Any], *, durable: bool = True,
                       durable=durable)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The parsed object, or None when the file is missing or not a JSON object."""
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The one way a JSON record is read: the parsed object, None when the file is not there,
+    and ``UnreadableRecord`` (one line: the path and why) when it is there but cannot be read
+    (permission denied, a folder, not UTF-8, not JSON, not an object). Callers that list
+    records show that one as unreadable and go on with the rest."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError):
+    except OSError as exc:
+        raise UnreadableRecord(path, os_reason(exc)) from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(path, f"not UTF-8 text (byte {exc.start})") from exc
+    except ValueError as exc:
+        raise UnreadableRecord(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UnreadableRecord(path, f"not a JSON object (a {type(data).__name__})")
+    return data
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """``read_record`` for files whose absence and damage mean the same (a lock's holder, a
+    cache entry): None in both cases."""
+    try:
+        return read_record(path)
+    except UnreadableRecord:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -85,21 +108,46 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(line)
 
 
-def read_jsonl(path: Path, *, tail: int | None = None) -> list[dict[str, Any]]:
-    """Parsed lines; a torn last line (crash mid-write) is skipped."""
+@dataclass(frozen=True)
+class JsonLines:
+    """The records of a JSON-lines file and how many lines were skipped as bad (not UTF-8,
+    not JSON, not an object, or refused by the reader's check). A last line without its
+    newline that does not parse is a write in progress (or torn by a crash): skipped, not
+    counted."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    bad: int = 0
+
+
+def read_jsonl_lines(path: Path, *, tail: int | None = None,
+                     check: Callable[[dict[str, Any]], bool] | None = None) -> JsonLines:
+    """Each line of ``path`` parsed on its own, so one bad line costs only itself. A file that
+    cannot be read at all raises ``UnreadableRecord``; a missing one has no lines."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.readlines()
-    except FileNotFoundError:
-        return []
+        with open(path, "rb") as fh:
+            lines = fh.read().split(b"\n")
+    except (FileNotFoundError, NotADirectoryError):
+        return JsonLines()
+    except OSError as exc:
+        raise UnreadableRecord(path, os_reason(exc)) from exc
     if tail is not None:
-        lines = lines[-tail:]
-    out = []
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except ValueError:
+        lines = lines[-(tail + 1):] if tail > 0 else lines[-1:]
+    out, bad = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out
+        try:
+            item = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            bad += i < len(lines) - 1  # a last line without newline: still being written
+            continue
+        if not isinstance(item, dict) or (check is not None and not check(item)):
+            bad += 1
+            continue
+        out.append(item)
+    return JsonLines(out, bad)
+
+
+def read_jsonl(path: Path, *, tail: int | None = None) -> list[dict[str, Any]]:
+    """The good records of ``path`` (``read_jsonl_lines`` without the count)."""
+    return read_jsonl_lines(path, tail=tail).records

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import NotFoundError
+from llm_trainer.errors import NotFoundError, os_reason
 from llm_trainer.store.atomic import (
+    JsonLines,
     append_jsonl,
     atomic_write_json,
     read_json,
     read_jsonl,
+    read_jsonl_lines,
+    read_record,
 )
 from llm_trainer.store.records import ACTIVE, RUN_SCHEMA, RunMeta, RunState
 from llm_trainer.store.schema import upgrade
@@ -66,6 +69,24 @@ class RunPaths:
         return self.dir / "tensorboard"
 
 
+# metrics.jsonl fields that are numbers (or null) in every record that has them
+METRIC_NUMBERS = ("time", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s",
+                  "eta_seconds", "val_loss", "perplexity", "seconds")
+
+
+def metric_ok(record: dict[str, Any]) -> bool:
+    """A metrics.jsonl record as the worker writes it: an integer step, a text kind, numbers
+    where numbers belong. Readers (plots, compare) may then use it without checks."""
+    step = record.get("step")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        return False
+    if not isinstance(record.get("kind", ""), str):
+        return False
+    return all(record.get(k) is None or (isinstance(record[k], int | float)
+                                         and not isinstance(record[k], bool))
+               for k in METRIC_NUMBERS)
+
+
 class RunStore:
     def __init__(self, home: Path) -> None:
         self.root = Path(home) / "runs"
@@ -102,7 +123,15 @@ class RunStore:
         return p
 
     def exists(self, run_id: str) -> bool:
-        return self.paths(run_id).meta.is_file()
+        """Its meta.json is there, readable or not (``read_meta`` then says why it is not):
+        a run we may not look into still exists, and is not "no run with id"."""
+        try:
+            os.stat(self.paths(run_id).meta)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return False
+        except OSError:
+            return True
+        return True
 
     def run_ids(self) -> list[str]:
         """Newest first (ids sort by start time)."""
@@ -124,17 +153,19 @@ class RunStore:
         raise NotFoundError(f"no run with id {run_id!r}", hint=hint)
 
     def read_meta(self, run_id: str) -> RunMeta:
-        """meta.json, migrated to the current schema (SchemaError if newer)."""
+        """meta.json, migrated to the current schema: a ``RecordError`` when it cannot be
+        read (``UnreadableRecord``) or is from a newer release (``SchemaError``)."""
         path = self.paths(run_id).meta
-        data = read_json(path)
+        data = read_record(path)
         if data is None:
-            raise NotFoundError(f"run {run_id} has no readable meta.json ({path})")
+            raise NotFoundError(f"run {run_id} has no meta.json ({path})")
         return RunMeta.from_json({"run_id": run_id, **data}, source=str(path))
 
     def read_state(self, run_id: str) -> RunState | None:
-        """state.json, migrated to the current schema; None when missing or unreadable."""
+        """state.json, migrated to the current schema; None when missing, a ``RecordError``
+        when it cannot be read or is from a newer release."""
         path = self.paths(run_id).state
-        data = read_json(path)
+        data = read_record(path)
         if data is None:
             return None
         return RunState.from_json({"run_id": run_id, **data}, source=str(path))
@@ -167,7 +198,13 @@ class RunStore:
         append_jsonl(self.paths(run_id).metrics, record)
 
     def read_metrics(self, run_id: str, *, tail: int | None = None) -> list[dict[str, Any]]:
-        return read_jsonl(self.paths(run_id).metrics, tail=tail)
+        """The good records of metrics.jsonl (``metric_lines`` without the count)."""
+        return self.metric_lines(run_id, tail=tail).records
+
+    def metric_lines(self, run_id: str, *, tail: int | None = None) -> JsonLines:
+        """metrics.jsonl: its records whose fields have the types the worker writes, and how
+        many lines were skipped as bad (an edited or damaged file costs only those lines)."""
+        return read_jsonl_lines(self.paths(run_id).metrics, tail=tail, check=metric_ok)
 
     def append_sample(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.paths(run_id).samples, record)
@@ -185,6 +222,8 @@ class RunStore:
                 data = fh.read()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            return [f"(train.log cannot be read: {os_reason(exc)})"]
         text = data.decode("utf-8", errors="replace").replace("\r", "\n")
         out = [ln for ln in text.split("\n") if ln.strip()]
         return out[-lines:]

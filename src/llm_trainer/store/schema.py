@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llm_trainer.errors import LLMTrainerError
+from llm_trainer.errors import RecordError
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class SchemaError(LLMTrainerError):
+class SchemaError(RecordError):
     """A record written by a newer llm-trainer, or not a record at all."""
 
 
