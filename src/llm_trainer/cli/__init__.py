@@ -26,7 +26,7 @@ from llm_trainer.cli.models import (
 )
 from llm_trainer.cli.runs import compare, status, stop, tui
 from llm_trainer.cli.train import resume, train
-from llm_trainer.errors import LLMTrainerError
+from llm_trainer.errors import LLMTrainerError, os_error_line
 
 # the order here is the order of `llm-trainer --help`
 for command in (train, status, stop, compare, resume, generate, chat):
@@ -124,6 +124,18 @@ def _main(args: list[str]) -> int:
         return getattr(exc, "exit_code", 2) or 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # the disk, not the user's input: what happened, and where
+        if debug:
+            raise
+        echo(f"error: {os_error_line(exc)}", err=True)
+        echo("hint: run again with --debug for the traceback", err=True)
+        return 1
+    except Exception as exc:  # a defect: one line here, the traceback with --debug
+        if debug:
+            raise
+        echo(f"error: internal error ({type(exc).__name__}): {exc}", err=True)
+        echo("hint: run again with --debug for the traceback, and report it", err=True)
         return 1
 
 

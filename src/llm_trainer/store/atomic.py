@@ -37,8 +37,12 @@ def fsync_dir(path: Path) -> None:
 def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterator[Any]:
     """Write to a temp file beside ``path``; on success move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _name_target(exc, path)
+        raise
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
@@ -49,10 +53,19 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            _name_target(exc, path)
         raise
+
+
+def _name_target(exc: OSError, path: Path) -> None:
+    """Let ``exc`` name the file being written (a failed write or fsync names none; a failed
+    temp file names a name the user never chose), for the one line the CLI prints."""
+    if exc.filename is None or Path(exc.filename).name.startswith(f".{path.name}."):
+        exc.filename = str(path)
 
 
 def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
