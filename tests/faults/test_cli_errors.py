@@ -7,7 +7,7 @@ import errno
 import os
 
 from llm_trainer.store.models import ModelStore
-from tests.faults.test_unreadable_records import cli_as_a_user
+from tests.faults.powers import cli_as_a_user
 from tests.helpers import run_cli
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
+from tests.faults.powers import as_a_user, cli_as_a_user
 from tests.helpers import run_cli, train_tiny
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -90,27 +91,6 @@ def test_a_run_whose_meta_json_is_damaged_is_named_not_lost(home):
 
 
 # ---------------------------------------------------------------------------- chmod 000
-# root reads every file whatever its mode: as root the commands run without the capabilities
-# that allow it (setpriv), so that chmod 000 means for them what it means for a user.
-NO_ROOT_POWERS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                  "--bounding-set=-dac_override,-dac_read_search", "--"]
-
-
-def as_a_user() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: chmod 000 would not stop reads")
-    return NO_ROOT_POWERS
-
-
-def cli_as_a_user(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*as_a_user(), sys.executable, "-m", "llm_trainer", *args],
-                          capture_output=True, text=True, timeout=120, cwd=str(home),
-                          env={**os.environ, "LLM_TRAINER_HOME": str(home),
-                               "HF_HUB_OFFLINE": "1"})
-
-
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory) -> Path:
     """v1model (the v1 fixture home) and alpha, trained here: its model folder's lock file
