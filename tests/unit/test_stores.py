@@ -87,8 +87,10 @@ def test_rename_keeps_the_id_and_moves_the_folder(tmp_path):
     assert renamed.id == rec.id and not (tmp_path / "checkpoints" / "old").exists()
     assert store.active().name == "new"
     store.create("taken", default_base="x")
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists") as taken:
         store.rename("new", "taken")
+    assert "delete" not in taken.value.hint  # freeing a name is no reason to lose a model
+    assert "rename" in taken.value.hint
 
 
 def test_delete_stays_inside_the_model_folder(tmp_path):

@@ -13,6 +13,7 @@ from llm_trainer.app.queries import RunQueries, busy_error
 from llm_trainer.errors import NotFoundError, UsageError
 from llm_trainer.store.checkpoints import (
     BASE_DIR,
+    MANIFEST,
     CheckpointInfo,
     inspect_checkpoint,
     list_checkpoints,
@@ -81,20 +82,40 @@ class ModelAdmin:
         if notes is not None:
             notes.extend(skipped)
         if info is None:
-            have = [c.step for c in list_checkpoints(rec.path, verify=True) if c.valid]
-            run = self.queries.training_run_of(rec) if not have and not skipped else None
-            if run is not None:
-                raise NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
-                                    "training it", hint="use it once its first checkpoint is "
-                                    f"saved (`llm-trainer status {run}`)")
-            what = {"latest": "no usable checkpoint", "best": "no checkpoint with a val loss"}
-            raise NotFoundError(
-                f"model {rec.name} has {what.get(which, f'no usable checkpoint at step {which}')}"
-                + (f" ({'; '.join(skipped)})" if skipped else ""),
-                hint=(f"available steps: {', '.join(map(str, have))}" if have else
-                      "its first run ended before saving one: delete it with `llm-trainer "
-                      f"models delete {rec.name}` and train it again"))
+            raise self._no_checkpoint(rec, which, skipped)
         return info
+
+    def _no_checkpoint(self, rec: ModelRecord, which: str, skipped: list[str]
+                       ) -> NotFoundError:
+        """Why ``which`` names no usable checkpoint of ``rec``, and what to do. Deleting the
+        model is suggested only when it never saved a checkpoint: one whose checkpoints all
+        fail their checks still has them (and a backup may restore them)."""
+        checks = list_checkpoints(rec.path, verify=True)
+        have = [c.step for c in checks if c.valid]
+        saved = [c for c in checks if (c.path / MANIFEST).exists()]  # damaged or not
+        run = self.queries.training_run_of(rec) if not saved else None
+        if run is not None:
+            return NotFoundError(f"model {rec.name} has no checkpoint yet: run {run} is "
+                                 "training it", hint="use it once its first checkpoint is "
+                                 f"saved (`llm-trainer status {run}`)")
+        what = {"latest": "no usable checkpoint", "best": "no checkpoint with a val loss"
+                }.get(which, f"no usable checkpoint at step {which}")
+        if have:
+            return NotFoundError(
+                f"model {rec.name} has {what}" + (f" ({'; '.join(skipped)})" if skipped else ""),
+                hint=f"available steps: {', '.join(map(str, have))} (pick one with "
+                     "--checkpoint STEP)")
+        if saved:
+            damaged = "; ".join(str(c.problem) for c in saved if not c.valid)
+            return NotFoundError(
+                f"model {rec.name} has {what}: every checkpoint it saved fails its check "
+                f"({damaged}; in {rec.path})",
+                hint="nothing was deleted: restore those files (from a backup), or pick "
+                     "another checkpoint with --checkpoint (a step, or a checkpoint folder)")
+        return NotFoundError(
+            f"model {rec.name} has {what}: it never saved a checkpoint",
+            hint="its runs ended before saving one: delete it with `llm-trainer models "
+                 f"delete {rec.name}` and train it again")
 
     @staticmethod
     def checkpoint_at(path_text: str) -> CheckpointInfo:

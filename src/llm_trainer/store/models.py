@@ -236,7 +236,8 @@ class ModelStore:
         target = self.root / new
         if target.exists():
             raise UsageError(f"a model named {new!r} already exists",
-                             hint="pick another name or delete that model first")
+                             hint=f"pick another name, or rename that one first "
+                                  f"(`llm-trainer models rename {new} NEW`)")
         os.rename(rec.path, target)  # atomic: the folder has the old name or the new one
         return self.get(new)
 
