@@ -120,8 +120,8 @@ class ModelView(JsonView):
 
     id: str
     name: str
-    status: str  # ready | training | corrupted | archived | new
-    problem: str | None  # why it is corrupted
+    status: str  # ready | training | corrupted | archived | new | unreadable
+    problem: str | None  # why it is corrupted or unreadable
     created_at: float
     last_trained_at: float | None
     architecture: dict[str, Any]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_trainer.store.models import ModelStore
 from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from tests.faults.powers import as_a_user, cli_as_a_user
@@ -177,3 +178,63 @@ def test_the_dashboard_starts_beside_a_run_nobody_may_read(forbidden):
     assert any("completed" in " ".join(row) for row in shown["runs"]), shown
     names = " ".join(" ".join(row) for row in shown["models"])
     assert "alpha" in names and "v1model" in names
+
+
+MODEL_DAMAGE = {"newer": ({"schema_version": 99, "id": "m-new"}, "newer llm-trainer"),
+                "wrong types": ({"id": "m-bad", "created_at": "today"}, "created_at"),
+                "a list": (["m-x"], "not a JSON object")}
+
+
+@pytest.mark.parametrize("how", list(MODEL_DAMAGE))
+def test_a_damaged_model_json_is_one_unreadable_model(home, how):
+    store = ModelStore(home)
+    store.create("good", default_base="x")
+    bad = store.create("bad", default_base="x")
+    data, reason = MODEL_DAMAGE[how]
+    (bad.path / "model.json").write_text(json.dumps(data))
+    fake_run(home, GOOD, model_id=store.get("good").id)
+
+    listed = run_cli("models", "list", home=home)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:] if line.strip()}
+    assert "unreadable" in rows["bad"] and "new" in rows["good"]
+    assert "bad: " in listed.stdout and reason in listed.stdout
+
+    runs = run_cli("status", home=home)  # names its runs' models from the readable records
+    assert runs.returncode == 0 and GOOD in runs.stdout and "good" in runs.stdout
+
+    one = run_cli("models", "show", "bad", home=home)
+    assert one.returncode == 1 and reason in one.stderr.splitlines()[0]
+    for proc in (listed, runs, one):
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow  # a whole dashboard
+async def test_the_dashboard_starts_beside_damaged_records(home):
+    from textual.widgets import DataTable
+
+    from llm_trainer.tui.app import TrainerApp
+
+    store = ModelStore(home)
+    good = store.create("good", default_base="x")
+    bad = store.create("bad", default_base="x")
+    (bad.path / "model.json").write_text('{"id": "m-bad", "created_at": "today"}')
+    fake_run(home, GOOD, model_id=good.id)
+    damage_state(fake_run(home, BAD), "wrong types")
+
+    app = TrainerApp(home, refresh_s=0.2)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("1", "f")  # finished runs too
+        runs = app.query_one("#runs-table", DataTable)
+        models = app.query_one("#models-table", DataTable)
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if runs.row_count == 2 and models.row_count == 2:
+                break
+        shown = {str(runs.get_row(k)[0]): " ".join(map(str, runs.get_row(k)))
+                 for k in runs.rows}
+        assert app.is_running
+        assert "unreadable" in next(v for k, v in shown.items() if "bad" in k)
+        assert "completed" in next(v for k, v in shown.items() if "good" in k)
+        named = {" ".join(map(str, models.get_row(k))) for k in models.rows}
+        assert any("bad" in row and "unreadable" in row for row in named), named

@@ -86,6 +86,9 @@ def test_records_from_a_newer_release_are_refused_in_one_line(v1_home):
     model_json = v1_home / "checkpoints" / "v1model" / "model.json"
     model_json.write_text(json.dumps({**json.loads(model_json.read_text()),
                                       "schema_version": 7}))
-    proc = run_cli("models", "list", home=v1_home)
+    proc = run_cli("models", "list", home=v1_home)  # listed as unreadable, with the reason
+    assert proc.returncode == 0 and "v1model: " in proc.stdout and \
+        "model.json was written by a newer llm-trainer (schema 7" in proc.stdout
+    proc = run_cli("models", "show", "v1model", home=v1_home)
     assert proc.returncode == 1 and "model.json was written by a newer llm-trainer (schema 7" \
         in proc.stderr.splitlines()[0]

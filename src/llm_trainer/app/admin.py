@@ -21,7 +21,7 @@ from llm_trainer.store.checkpoints import (
     resolve_checkpoint,
 )
 from llm_trainer.store.locks import LockHeld, ModelLock
-from llm_trainer.store.models import ModelRecord, ModelStore
+from llm_trainer.store.models import ModelRecord, ModelStore, UnreadableModel
 from llm_trainer.views import (
     CheckpointView,
     EvalResult,
@@ -179,9 +179,13 @@ class ModelAdmin:
             active=rec.id == active_id, latest=rec.id == latest_id)
 
     def list_models(self, *, include_archived: bool = False) -> list[ModelView]:
+        """Every model, by name; one whose model.json cannot be used is listed as unreadable
+        with its reason (the others as usual)."""
         flags = self._flags()
-        return [self.model_view(m, flags)
-                for m in self.models.list(include_archived=include_archived)]
+        records, unreadable = self.models.scan(include_archived=include_archived)
+        views = [self.model_view(m, flags) for m in records]
+        views += [unreadable_view(u) for u in unreadable]
+        return sorted(views, key=lambda v: v.name)
 
     def model_detail(self, name: str) -> ModelDetail:
         rec = self.models.get(name)
@@ -305,6 +309,19 @@ class ModelAdmin:
         return evaluate_loaded(ckpt, model, dataset=dataset, split=split, batch_size=batch_size,
                                device=choice.device, data_dir=data_dir,
                                model_name=rec.name if rec else None, notes=notes)
+
+
+def unreadable_view(model: UnreadableModel) -> ModelView:
+    """A model folder whose model.json cannot be used, as a list shows it: its name, the
+    status ``unreadable`` and why; nothing else is known (its id is a placeholder, unique
+    among the models listed, that no command accepts)."""
+    return ModelView(id=f"unreadable:{model.name}", name=model.name, status="unreadable",
+                     problem=model.reason, created_at=0.0, last_trained_at=None,
+                     architecture={}, tokenizer={}, datasets=[], epochs_completed=0.0,
+                     steps_completed=0,
+                     best_val_loss=None, latest_val_loss=None, archived=False, runs=[],
+                     lineage=[], config={}, disk_bytes=0, path=str(model.path),
+                     training_run=None, checkpoint_count=0, active=False, latest=False)
 
 
 def _mtime_ns(path: Path) -> int:

@@ -36,8 +36,12 @@ def models_list(
         echo("no models yet: train one with `llm-trainer train`")
         return
     rows = []
+    unreadable = [v for v in views if v.status == "unreadable"]
     for v in views:
         mark = (">" if v.active else " ") + ("*" if v.latest else " ")
+        if v in unreadable:  # nothing is known but its name; why is said below the table
+            rows.append([mark, v.name, v.status, *["-"] * 5])
+            continue
         status_text = v.status + (f" ({v.problem})" if v.problem else "")
         rows.append([mark, v.name, status_text, num(v.epochs_completed, "{:.2f}"),
                      f"{v.steps_completed:,}", num(v.best_val_loss), format_bytes(v.disk_bytes),
@@ -46,6 +50,8 @@ def models_list(
         Column(""), Column("NAME"), Column("STATUS", whole=False), Column("EPOCHS", drop=2),
         Column("STEPS"), Column("BEST VAL"), Column("SIZE", drop=1),
         Column("LAST TRAINED", drop=3)], rows, box=None, pad_edge=False, header_style="bold")
+    for v in unreadable:
+        echo(f"{v.name}: {v.problem}")
     latest = next((v.name for v in views if v.latest), None)
     if latest:
         echo(f"latest trained model: {latest}")

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import NotFoundError, UsageError
-from llm_trainer.store.atomic import atomic_write_json, read_json
+from llm_trainer.errors import NotFoundError, RecordError, UsageError
+from llm_trainer.store.atomic import atomic_write_json, read_json, read_record
 from llm_trainer.store.checkpoints import STEP_DIR, list_checkpoints
-from llm_trainer.store.schema import upgrade
+from llm_trainer.store.schema import check_types, upgrade
 
 MODEL_FILE = "model.json"
 MODEL_SCHEMA = 1  # model.json; a newer file is refused, an older one migrated
@@ -103,11 +103,16 @@ class ModelRecord:
         """model.json of the model in ``path``, migrated to ``MODEL_SCHEMA`` (SchemaError for
         a file from a newer llm-trainer). The name is the folder's; a record without an id
         reads with ``id`` None (``ModelStore`` gives it one)."""
-        data = upgrade(data, current=MODEL_SCHEMA, migrations={}, source=str(path / MODEL_FILE))
+        source = str(path / MODEL_FILE)
+        data = upgrade(data, current=MODEL_SCHEMA, migrations={}, source=source)
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in
                  ("path", "name", "created_at")}
-        return cls(path=path, name=path.name, created_at=data.get("created_at") or 0.0,
-                   **known)
+        created_at = data.get("created_at") or 0.0
+        checked = {**known, "created_at": created_at}
+        if checked.get("id") is None:  # a record from before ids: ModelStore gives it one
+            checked.pop("id", None)
+        check_types(cls, checked, source)
+        return cls(path=path, name=path.name, created_at=created_at, **known)
 
     def disk_bytes(self) -> int:
         total = 0
@@ -116,6 +121,15 @@ class ModelRecord:
                 with contextlib.suppress(OSError):
                     total += os.path.getsize(os.path.join(root, f))
         return total
+
+
+@dataclass(frozen=True)
+class UnreadableModel:
+    """A model folder whose model.json is there but cannot be read or used, and why."""
+
+    name: str
+    path: Path
+    reason: str
 
 
 class ModelStore:
@@ -129,20 +143,33 @@ class ModelStore:
         return [m.name for m in self.list(include_archived=include_archived)]
 
     def list(self, *, include_archived: bool = True) -> list[ModelRecord]:
+        """The models whose model.json reads (``scan`` also says which do not, and why)."""
+        return self.scan(include_archived=include_archived)[0]
+
+    def scan(self, *, include_archived: bool = True
+             ) -> tuple[list[ModelRecord], list[UnreadableModel]]:
+        """Every model folder: the records that read, and the folders whose model.json is
+        there but cannot be used (one damaged or forbidden model hides no other)."""
         if not self.root.is_dir():
-            return []
-        out = []
+            return [], []
+        out, unreadable = [], []
         for d in sorted(self.root.iterdir()):
             if not d.is_dir() or d.name.startswith("."):
                 continue
-            rec = self._read(d)
+            try:
+                rec = self._read(d)
+            except RecordError as exc:
+                unreadable.append(UnreadableModel(d.name, d, str(exc)))
+                continue
             if rec is not None and (include_archived or not rec.archived):
                 out.append(rec)
-        return out
+        return out, unreadable
 
     def _read(self, d: Path) -> ModelRecord | None:
-        data = read_json(d / MODEL_FILE)
-        if not isinstance(data, dict):
+        """The model in folder ``d``; None when it has no model.json, a ``RecordError`` when
+        its model.json cannot be read or used."""
+        data = read_record(d / MODEL_FILE)
+        if data is None:
             return None
         rec = ModelRecord.from_json(d, {"id": None, **data})
         if not rec.id:
@@ -160,7 +187,14 @@ class ModelStore:
         return rec
 
     def exists(self, name: str) -> bool:
-        return (self.root / name / MODEL_FILE).is_file()
+        """Its model.json is there, readable or not (``get`` then says why it is not)."""
+        try:
+            os.stat(self.root / name / MODEL_FILE)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return False
+        except OSError:
+            return True
+        return True
 
     def get(self, name: str) -> ModelRecord:
         rec = self._read(self.root / name) if name and "/" not in name else None

@@ -14,15 +14,12 @@ extra keys in ``extra``.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.store.schema import SchemaError, upgrade
+from llm_trainer.store.schema import SchemaError, check_types, upgrade
 
 RUN_SCHEMA = 2
 
@@ -107,39 +104,9 @@ def _meta_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {"distributed": None, **data}
 
 
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("llm_trainer.store.records.", "")
-
-
 def _plain(value: Any) -> Any:
     """A field as JSON: typed parts of a record (``InitFrom``) by their own ``to_json``."""
     return value.to_json() if hasattr(value, "to_json") else value
-
-
-def _accepts(hint: Any, value: Any) -> bool:
-    """Whether ``value`` (parsed JSON) fits a field's annotation: numbers for floats (not
-    booleans), the right container, text for enums; typed parts (``InitFrom``) as objects."""
-    if hint is Any:
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_accepts(h, value) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    hint = typing.get_origin(hint) or hint
-    if isinstance(value, bool) and hint is not bool:
-        return False
-    if hint is float:
-        return isinstance(value, int | float)
-    if isinstance(hint, type) and issubclass(hint, StrEnum):
-        return isinstance(value, str)
-    if hint is InitFrom:
-        return isinstance(value, dict | InitFrom)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 class _Record:
@@ -150,11 +117,7 @@ class _Record:
     def _from(cls, data: dict[str, Any], source: str):
         names = {f.name for f in fields(cls)} - {"extra"}  # type: ignore[arg-type]
         known = {k: v for k, v in data.items() if k in names}
-        hints = _hints(cls)
-        for key, value in known.items():  # a wrong type is a damaged record, found here once
-            if not _accepts(hints[key], value):
-                raise SchemaError(f"{source}: {key} is {value!r:.40}, which is not a "
-                                  f"{_type_name(hints[key])}")
+        check_types(cls, known, source)
         extra = {k: v for k, v in data.items() if k not in names and k != "schema_version"}
         return cls(**known, extra=extra)  # type: ignore[call-arg]
 

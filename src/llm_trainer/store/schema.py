@@ -5,7 +5,11 @@ refuses a newer version in one line rather than misreading it. No torch here.
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from llm_trainer.errors import RecordError
@@ -36,3 +40,52 @@ def upgrade(data: dict[str, Any], *, current: int, migrations: dict[int, Migrati
         version += 1
     out["schema_version"] = current
     return out
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (parsed JSON) fits a field's annotation: numbers for floats (not
+    booleans), the right container, text for enums, an object for a typed part that reads
+    itself (``from_json``)."""
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    hint = typing.get_origin(hint) or hint
+    if not isinstance(hint, type):
+        return True
+    if isinstance(value, bool) and hint is not bool:
+        return False
+    if hint is float:
+        return isinstance(value, int | float)
+    if issubclass(hint, Enum):
+        return isinstance(value, str | hint)
+    if hasattr(hint, "from_json"):
+        return isinstance(value, dict | hint)
+    return isinstance(value, hint)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_types(cls: type, fields: dict[str, Any], source: str) -> None:
+    """``SchemaError`` naming the first of ``fields`` whose value does not fit its annotation
+    in the dataclass ``cls``: a record with a field of the wrong type is damaged, found here
+    once rather than as a crash wherever the field is used."""
+    hints = _hints(cls)
+    for key, value in fields.items():
+        if key in hints and not _accepts(hints[key], value):
+            raise SchemaError(f"{source}: {key} is {value!r:.40}, which is not "
+                              f"{_type_name(hints[key])}")
+
+
+def _type_name(hint: Any) -> str:
+    """``float | None`` -> "a float or null"; ``list[str]`` -> "a list"."""
+    parts = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+        typing.get_origin(hint) is typing.Union else (hint,)
+    names = ["null" if p is type(None) else
+             getattr(typing.get_origin(p) or p, "__name__", str(p)) for p in parts]
+    return "a " + " or ".join(names)
