@@ -8,9 +8,15 @@ import time
 
 import pytest
 
-from llm_trainer.errors import NotFoundError, UsageError
+from llm_trainer.errors import NotFoundError, UnreadableRecord, UsageError
 from llm_trainer.launcher import process_alive, process_start_time
-from llm_trainer.store.atomic import atomic_write_json, read_json, read_jsonl
+from llm_trainer.store.atomic import (
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    read_jsonl_lines,
+    read_record,
+)
 from llm_trainer.store.locks import LOCK_FD_ENV, LockHeld, ModelLock, lock_holder
 from llm_trainer.store.models import ModelStore, validate_name
 from llm_trainer.store.records import RunMeta, RunState
@@ -41,6 +47,30 @@ def test_atomic_json_carries_schema_version_and_leaves_no_temp_files(tmp_path):
 def test_metrics_reader_skips_a_torn_last_line(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"ste')
     assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [1, 2]
+
+
+def test_read_record_says_why_a_record_cannot_be_read(tmp_path):
+    assert read_record(tmp_path / "missing.json") is None
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    (tmp_path / "torn.json").write_text('{"a": ')
+    (tmp_path / "list.json").write_text("[1]")
+    for name, reason in (("folder.json", "is a folder, not a file"),
+                         ("latin1.json", "not UTF-8 text (byte 7)"),
+                         ("torn.json", "not valid JSON"), ("list.json", "not a JSON object")):
+        with pytest.raises(UnreadableRecord) as exc:
+            read_record(tmp_path / name)
+        assert exc.value.reason.startswith(reason) and exc.value.path.endswith(name)
+        assert read_json(tmp_path / name) is None  # the lenient reader: absent or damaged
+
+
+def test_jsonl_lines_are_read_one_by_one_and_bad_ones_counted(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"step": 1}\n\xff\n[2]\n{"step": "x"}\n\n{"step": 3}\n{"st')
+    lines = read_jsonl_lines(path, check=lambda r: isinstance(r.get("step"), int))
+    assert [r["step"] for r in lines.records] == [1, 3]
+    assert lines.bad == 3  # not UTF-8, not an object, refused; the line being written is not
+    assert read_jsonl_lines(path, tail=1).records == [{"step": 3}]
 
 
 def test_liveness_uses_pid_and_start_time():
