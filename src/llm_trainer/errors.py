@@ -6,6 +6,9 @@ Front ends print ``str(error)`` as one plain line, then ``hint`` if any, and exi
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class LLMTrainerError(Exception):
     """An error the user can understand and act on."""
@@ -85,10 +88,7 @@ _PLAIN = {
 
 def os_reason(exc: OSError) -> str:
     """The plain meaning of an OSError's errno ("permission denied", "disk full ...")."""
-    import errno as errno_names
-    import os
-
-    name = errno_names.errorcode.get(exc.errno or 0, "")
+    name = errno.errorcode.get(exc.errno or 0, "")
     if name in _PLAIN:
         return _PLAIN[name]
     text = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
