@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")  # runtime.loggers (training.loggers)
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -217,9 +218,26 @@ class RuntimeConfig:
                                          "programs leave free, shared between this home's "
                                          "training processes)", min=1)
     tensorboard: bool = _opt(False, "write TensorBoard event files to runs/<id>/tensorboard/ "
-                                    "(needs the tensorboard extra)")
+                                    "(needs the tensorboard extra); the same as listing "
+                                    "tensorboard in runtime.loggers")
+    loggers: tuple[str, ...] = _opt(
+        (), "experiment loggers, a YAML list of tensorboard, csv, wandb, mlflow (each but csv "
+            "needs its extra); a resumed run continues the same logger run")
     dist_timeout: float = _opt(300.0, "seconds a multi-process run waits for a peer before "
                                       "failing", min=1.0)
+
+    def check(self) -> None:
+        bad = [name for name in self.loggers if name not in LOGGERS]
+        if bad:
+            raise ConfigError(f"runtime.loggers: no logger named {bad[0]!r}",
+                              hint=f"allowed: {', '.join(LOGGERS)}")
+
+    def active_loggers(self) -> tuple[str, ...]:
+        """The loggers this run writes to, each once: ``loggers`` and, with
+        ``tensorboard: true`` (the older switch, kept for stored configs and --tensorboard),
+        TensorBoard."""
+        names = (*self.loggers, *(("tensorboard",) if self.tensorboard else ()))
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +340,7 @@ def apply_overrides(base: RunConfig, dotted: dict[str, Any], *, source: str) -> 
     changes = {s: dataclasses.replace(getattr(base, s), **v) for s, v in per_section.items()}
     cfg = dataclasses.replace(base, **changes)
     cfg.model.check()
+    cfg.runtime.check()
     cfg.finetune.check()
     return cfg
 
@@ -452,6 +471,8 @@ def coerce(key: str, f: dataclasses.Field, raw: Any) -> Any:
                 raise ConfigError(f"{key} must be a list such as [\"To be\", \"\"] "
                                   f"(got {_show(raw)})") from None
         items = list(value) if isinstance(value, list | tuple) else [value]
+        if not items and f.default == ():  # a list that may be empty: [] is "none"
+            return ()
         if not items or any(isinstance(v, dict | list | tuple) or v is None for v in items):
             raise ConfigError(f"{key} must be a non-empty list of texts (got {_show(raw)})")
         return tuple(str(v) for v in items)

@@ -15,6 +15,8 @@ EXTRAS = {
     "tensorboard": ("tensorboard", "tensorboard"),
     "gguf": ("gguf", "gguf"),
     "lora": ("peft", "lora"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),  # the mlflow-skinny client is enough (a file store)
 }
 
 

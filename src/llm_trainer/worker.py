@@ -357,17 +357,20 @@ def _train_run(meta: RunMeta, home: Path, rec, reporter: RunReporter, flag: Stop
     job = TrainingJob.from_meta(meta, home=home, model_dir=rec.path, stop=flag)
     job.on_prepare = reporter.on_prepare  # the phase in state.json while the data is prepared
     runtime = job.config.runtime
-    final_sample = FinalSample.from_env()  # before the others' on_end (TensorBoard closes)
+    final_sample = FinalSample.from_env()  # before the others' on_end (loggers close)
     callbacks: list[Callback] = [reporter, *([final_sample] if final_sample else []), CpuShare(
         home, meta.run_id, fixed_threads=runtime.num_threads),
         EstimateCheck(lambda **fields: reporter.write_state(durable=True, **fields))]
     sampler = Sampler.from_config(job.config.train)
     if sampler is not None:
         callbacks.append(sampler)
-    if runtime.tensorboard:
-        from llm_trainer.training.callbacks import TensorBoardLogger
+    if runtime.active_loggers():
+        from llm_trainer.training.loggers import ExperimentLoggers, LoggerRun
 
-        callbacks.append(TensorBoardLogger(reporter.runs.paths(meta.run_id).tensorboard))
+        callbacks.append(ExperimentLoggers.from_names(runtime.active_loggers(), LoggerRun(
+            home=home, run_id=meta.run_id, run_dir=reporter.runs.paths(meta.run_id).dir,
+            model_name=rec.name, model_dir=rec.path, config=meta.config, start_step=0,
+            say=reporter.log)))
     result = train(job, callbacks)
     status = result.status
     if status == "paused":

@@ -63,10 +63,6 @@ class ProcessControl:
 
     # ------------------------------------------------------------------ start
     def start(self, plan: LaunchPlan) -> Launch:
-        if plan.config.runtime.tensorboard:
-            from llm_trainer.extras import require
-
-            require("tensorboard", option="--tensorboard")
         if plan.model is not None:
             return self._start(plan, plan.model, created=False)
         rec = self.models.create(plan.new_model_name, default_base=plan.new_model_base)

@@ -82,6 +82,9 @@ class LaunchOptions:
     on_bad_rows: str | None = launch(DataConfig, "on_bad_rows")
     tensorboard: bool | None = launch(RuntimeConfig, "tensorboard",
                                       note="; view with: tensorboard --logdir runs/")
+    logger: tuple[str, ...] | None = launch(
+        RuntimeConfig, "loggers", help="an experiment logger to write to: tensorboard, csv, "
+                                       "wandb or mlflow (repeatable; runtime.loggers)")
 
     def given(self) -> list[tuple[LaunchOption, Any]]:
         """The options the user gave, with their values."""

@@ -82,6 +82,12 @@ class LaunchPlan:
     standby: Any = None  # foreground: the worker started ahead (launcher.StandbyWorker)
     profile: ProfileView | None = None  # --profile: its values, reasons and what overrode them
 
+    def __post_init__(self) -> None:
+        """A plan exists only with its loggers' packages (a dry run is refused too)."""
+        from llm_trainer.training.loggers import require_loggers
+
+        require_loggers(self.config.runtime)
+
 
 # peak learning rates when fine-tuning an imported model and --lr is not given: pretrained
 # weights want far smaller steps than training from scratch (1e-3 here); adapters start at

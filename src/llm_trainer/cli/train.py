@@ -221,7 +221,7 @@ def _print_sample(model: str, tokens: int, text: str) -> None:
 
 
 @dist_options(after="sample")
-@launch_options("device", "precision", "tensorboard", after="restart_schedule")
+@launch_options("device", "precision", "tensorboard", "logger", after="restart_schedule")
 def resume(
     target: Annotated[str | None, typer.Argument(
         help="model name or run id (default: the active model)")] = None,

@@ -10,8 +10,9 @@ checkpoint.
 
 Callbacks that take decisions (``EarlyStopping``, ``AnomalyGuard``) run on every rank of a
 multi-process run, and the trainer combines their decisions across ranks; the others (run
-reporter, sampler, TensorBoard) run on rank 0 only. The sampler writes text with the
-generator, which sits above training: it lives in ``inference.samples``.
+reporter, sampler, experiment loggers) run on rank 0 only. The sampler writes text with the
+generator, which sits above training: it lives in ``inference.samples``; the experiment
+loggers (TensorBoard, CSV, W&B, MLflow) in ``training.loggers``.
 """
 
 from __future__ import annotations
@@ -324,57 +325,3 @@ class CpuShare(Callback):
             from llm_trainer import cpu_share
 
             cpu_share.unregister(self.home, self.run_id)
-
-
-# ============================================================================ TensorBoard
-
-
-class TensorBoardLogger(Callback):
-    """Scalars (train loss, val loss, perplexity, LR, tokens/s, gradient norm) and samples as
-    text, through ``torch.utils.tensorboard``, into ``log_dir``."""
-
-    def __init__(self, log_dir: Path) -> None:
-        from llm_trainer.extras import require
-
-        require("tensorboard", option="--tensorboard")
-        self.log_dir = Path(log_dir)
-        self.writer = None
-
-    def on_start(self, trainer, info) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        start = info.start_step  # a resumed run replaces what was logged past its start
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=start + 1 if start else None)
-
-    def _scalars(self, step: int, values: dict[str, float | None]) -> None:
-        if self.writer is None:
-            return
-        for tag, value in values.items():
-            if value is not None and math.isfinite(value):
-                self.writer.add_scalar(tag, value, step)
-
-    def on_progress(self, trainer, p) -> None:
-        self._scalars(p.step, {"train/loss": p.loss, "train/lr": p.lr,
-                               "train/tokens_per_s": p.tokens_per_s,
-                               "train/grad_norm": p.grad_norm})
-
-    def on_eval(self, trainer, r) -> None:
-        self._scalars(r.step, {"val/loss": r.val_loss, "val/perplexity": r.perplexity})
-
-    def on_sample(self, trainer, s) -> None:
-        if self.writer is not None:
-            body = "\n".join("    " + line for line in (s.prompt + s.text).splitlines())
-            self.writer.add_text("samples", body or "    (empty)", s.step)
-
-    def on_anomaly(self, trainer, e) -> None:
-        if self.writer is not None:
-            self.writer.add_text("anomalies", f"{e.reason} -> {e.action}", e.step)
-
-    def on_checkpoint(self, trainer, r) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-
-    def on_end(self, trainer, result) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None

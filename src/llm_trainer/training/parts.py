@@ -522,6 +522,10 @@ def _state(job: TrainingJob, cfg: RunConfig, plan, start, optimizer, scaler,
         if saved is not None:  # continue: the step count and the losses, nothing else
             s.step, s.val_loss = saved.step, saved.val_loss
             s.best_val_loss, s.best_val_step = saved.best_val_loss, saved.best_val_step
+            if start.trainer.get("model_id") == job.extra_state.get("model_id") is not None:
+                # the same model trained further: its steps count on, and so does its curve
+                # in the experiment loggers (another model's checkpoint starts its own)
+                s.callbacks = {k: v for k, v in saved.callbacks.items() if k == "loggers"}
         s.schedule = LRSchedule(s.step + t.planned_steps(plan.steps_per_epoch),
                                 t.warmup_steps, t.lr, t.lr * t.min_lr_ratio, t.lr_schedule,
                                 origin=s.step)
