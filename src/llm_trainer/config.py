@@ -221,8 +221,8 @@ class RuntimeConfig:
                                     "(needs the tensorboard extra); the same as listing "
                                     "tensorboard in runtime.loggers")
     loggers: tuple[str, ...] = _opt(
-        (), "experiment loggers, a YAML list of tensorboard, csv, wandb, mlflow (each but csv "
-            "needs its extra); a resumed run continues the same logger run")
+        (), "experiment loggers, any of tensorboard, csv, wandb, mlflow (each but csv needs "
+            "its extra); a resumed run continues the same logger runs")
     dist_timeout: float = _opt(300.0, "seconds a multi-process run waits for a peer before "
                                       "failing", min=1.0)
 

@@ -239,13 +239,16 @@ def test_spikes_are_measured_against_the_median_after_warm_up():
 def test_tensorboard_event_files_hold_the_scalars_at_their_steps(home, corpus, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from llm_trainer.training.callbacks import TensorBoardLogger
+    from llm_trainer.training.loggers import ExperimentLoggers, LoggerRun, TensorBoardLogger
 
     cfg = _cfg(corpus, **{"train.log_interval": 5, "train.eval_interval": 20,
                           "train.sample_interval": 20, "train.sample_tokens": 8})
     rec = Recorder()
-    _fit(cfg, home, "m", rec, TensorBoardLogger(tmp_path / "tb"))
-    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "tensors": 0})
+    tb = tmp_path / "runs" / "r1" / "tensorboard"
+    _fit(cfg, home, "m", rec, ExperimentLoggers([TensorBoardLogger()], LoggerRun(
+        home=tmp_path, run_id="r1", run_dir=tb.parent, model_name="m", model_dir=home / "m",
+        config={}, start_step=0)))
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()["scalars"]
     for tag in ("train/loss", "train/lr", "train/tokens_per_s", "train/grad_norm"):

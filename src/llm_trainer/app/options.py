@@ -83,8 +83,7 @@ class LaunchOptions:
     tensorboard: bool | None = launch(RuntimeConfig, "tensorboard",
                                       note="; view with: tensorboard --logdir runs/")
     logger: tuple[str, ...] | None = launch(
-        RuntimeConfig, "loggers", help="an experiment logger to write to: tensorboard, csv, "
-                                       "wandb or mlflow (repeatable; runtime.loggers)")
+        RuntimeConfig, "loggers", note=" (repeatable: --logger csv --logger wandb)")
 
     def given(self) -> list[tuple[LaunchOption, Any]]:
         """The options the user gave, with their values."""

@@ -92,7 +92,7 @@ class Logger:
 
     def last_step(self) -> int:
         """The highest step the logger run already holds, when the backend can say (-1: none
-        known); forward-only loggers log nothing below it."""
+        known); forward-only loggers send nothing up to it again."""
         return -1
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
@@ -401,7 +401,9 @@ class ExperimentLoggers(Callback):
         self.loggers = list(loggers)
         self.run = run
         self.ids: dict[str, str] = {}
-        self.high: dict[str, int] = {}  # kind: the highest step sent (forward-only loggers)
+        # forward-only loggers: the lowest step each still takes (steps below are held
+        # already; the step itself may take another kind of scalar, e.g. val after train)
+        self.high: dict[str, int] = {}
         self.started: list[Logger] = []
 
     @classmethod
@@ -459,9 +461,9 @@ class ExperimentLoggers(Callback):
                 raise LLMTrainerError(f"runtime.loggers {logger.kind}: could not start "
                                       f"({first})") from exc
             self.started.append(logger)
-            if not logger.replaces:
+            if not logger.replaces and logger.last_step() >= 0:  # it holds that step
                 self.high[logger.kind] = max(self.high.get(logger.kind, -1),
-                                             logger.last_step())
+                                             logger.last_step() + 1)
         if self.started:
             kinds = ", ".join(f"{k} {v}" for k, v in self.ids.items())
             self.run.say(f"loggers: {kinds}" + (f" (continued at step {info.start_step})"
