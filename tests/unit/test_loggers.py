@@ -340,21 +340,31 @@ def _cfg(corpus, **extra):
     return load_config(preset="tiny", overrides=values)
 
 
-@pytest.mark.slow  # three short trainings and tensorboard
+def _train(home, corpus, run_id, *callbacks, model_id="m-1", cfg=None, **job):
+    """The trainer in-process with the TensorBoard and CSV loggers, as the worker runs it."""
+    from llm_trainer.training.parts import TrainingJob
+    from llm_trainer.training.trainer import train
+
+    loggers = ExperimentLoggers([TensorBoardLogger(), CsvLogger()], _run(home, run_id))
+    return train(TrainingJob(config=cfg or _cfg(corpus), home=home,
+                             model_dir=home / "checkpoints" / "m", run_id=run_id,
+                             extra_state={"model_id": model_id}, **job),
+                 [loggers, *callbacks])
+
+
+def _train_steps(home) -> list[tuple[int, str]]:
+    return [(int(r[0]), r[2]) for r in _csv_rows(home)[1:] if r[3]]
+
+
+@pytest.mark.slow  # two short trainings and tensorboard
 def test_training_resumed_from_an_older_checkpoint_keeps_one_curve(home, corpus):
     """In-process training through the trainer: paused at 30 (checkpoints 20 and 30), then
     resumed from step 20 explicitly: TensorBoard and CSV hold each step once, the resumed
     run's values past 20."""
-    from llm_trainer.training.parts import TrainingJob
-    from llm_trainer.training.trainer import train
     from tests.helpers import Flag, Recorder
 
     def fit(run_id, *callbacks, **job):
-        cfg = _cfg(corpus)
-        loggers = ExperimentLoggers([TensorBoardLogger(), CsvLogger()],
-                                    _run(home, run_id))
-        return train(TrainingJob(config=cfg, home=home, model_dir=home / "checkpoints" / "m",
-                                 run_id=run_id, **job), [loggers, *callbacks])
+        return _train(home, corpus, run_id, *callbacks, **job)
 
     flag = Flag()
     paused = fit("r1", Recorder(stop_after=30, flag=flag), stop=flag)
@@ -371,3 +381,40 @@ def test_training_resumed_from_an_older_checkpoint_keeps_one_curve(home, corpus)
     assert [(int(r[0]), r[2]) for r in rows] == [(5, "r1"), (10, "r1"), (15, "r1"),
                                                  (20, "r1"), (25, "r2"), (30, "r2"),
                                                  (35, "r2"), (40, "r2")]
+
+
+@pytest.mark.slow  # a short training and tensorboard
+def test_a_rollback_replaces_the_steps_it_trains_again(home, corpus, monkeypatch):
+    """A spike at 25 rolls back to the checkpoint at 20: steps 21..25 are trained again, and
+    TensorBoard and CSV show them once, with the values after the rollback."""
+    from tests.helpers import Recorder
+
+    monkeypatch.setenv("LLM_TRAINER_TEST_ANOMALY", "spike@25")
+    rec = Recorder()
+    done = _train(home, corpus, "r1", rec, cfg=_cfg(corpus, **{"train.spike_window": 5}))
+    assert done.status == "completed" and [a["action"] for a in rec.anomalies] == ["rollback"]
+    loss = dict(_scalars(home / "runs" / "r1" / "tensorboard", "train/loss"))
+    assert sorted(loss) == [5, 10, 15, 20, 25, 30, 35, 40]
+    after = [p["loss"] for p in rec.progress if p["step"] == 25][-1]
+    assert loss[25] == pytest.approx(after, rel=1e-6) and loss[25] < 100  # not the spike
+    assert [s for s, _ in _train_steps(home)] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+@pytest.mark.slow  # two short trainings and tensorboard
+def test_a_model_trained_further_continues_its_curve_another_model_starts_its_own(home,
+                                                                                corpus):
+    from llm_trainer.store.records import InitMode
+
+    _train(home, corpus, "r1", cfg=_cfg(corpus, **{"train.max_steps": 20}))
+    ckpt = resolve_checkpoint(home / "checkpoints" / "m", "latest").path
+    more = _train(home, corpus, "r2", cfg=_cfg(corpus, **{"train.max_steps": 10}),
+                  init=InitFrom(ckpt, InitMode.CONTINUE))
+    assert more.step == 30
+    assert not (home / "runs" / "r2" / "tensorboard").exists()
+    folder = home / "runs" / "r1" / "tensorboard"
+    assert [s for s, _ in _scalars(folder, "train/loss")] == [5, 10, 15, 20, 25, 30]
+    assert _train_steps(home)[-2:] == [(25, "r2"), (30, "r2")]
+    # the same checkpoint continued as another model (its id differs): a new curve
+    _train(home, corpus, "r3", cfg=_cfg(corpus, **{"train.max_steps": 5}), model_id="m-2",
+           init=InitFrom(ckpt, InitMode.CONTINUE))
+    assert [s for s, _ in _scalars(home / "runs" / "r3" / "tensorboard", "train/loss")] == [25]
