@@ -24,6 +24,7 @@ from llm_trainer.training.loggers import (
     TensorBoardLogger,
     WandbLogger,
 )
+from tests.helpers import wait_for
 
 # ============================================================================ helpers
 
@@ -293,6 +294,15 @@ def test_wandb_offline_resume_continues_the_same_run_id(tmp_path, monkeypatch):
     files = [sorted(glob.glob(str(tmp_path / "runs" / r / "wandb" / "offline-run-*" /
                                   "run-*.wandb"))) for r in ("r1", "r2")]
     assert [len(f) for f in files] == [1, 1]
+    # wandb's service process writes the file; finish() can return before its last records
+    def complete(path: str) -> bool:
+        try:
+            run_id, history = _wandb_history(path)
+        except Exception:  # a record still being written
+            return False
+        return bool(run_id) and len(history) == 4  # 4 steps a run (val shares their rows)
+
+    wait_for(lambda: all(complete(f[0]) for f in files), timeout=20)
     (id1, h1), (id2, h2) = _wandb_history(files[0][0]), _wandb_history(files[1][0])
     assert id1 == id2 == run_id and files[1][0].endswith(f"run-{run_id}.wandb")
     steps = [s for s, items in h1 + h2 if "train/loss" in items]
