@@ -19,6 +19,14 @@ from llm_trainer.views import ModelView
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
            ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
+# the columns a table of at least this many cells shows: name, loss and status first
+LAYOUTS = ((56, tuple(k for k, _ in COLUMNS)),
+           (42, ("mark", "name", "trained", "loss", "status")),
+           (0, ("mark", "name", "loss", "status")))
+
+
+def columns_for(width: int) -> tuple[str, ...]:
+    return next(keys for least, keys in LAYOUTS if width >= least)
 
 
 def model_cells(m: ModelView, active_id: str | None) -> dict[str, Text]:
@@ -74,14 +82,16 @@ class ModelsPanel(Panel):
         super().__init__(id="models")
         self.models: list[ModelView] = []
         self.active_id: str | None = None
+        self.latest: str | None = None
         self.show_archived = False
         self.renaming: ModelView | None = None
+        self.columns = columns_for(0)
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Latest trained model: none"), id="latest")
         table = ModelsTable(id="models-table", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        for key in self.columns:
+            table.add_column(dict(COLUMNS)[key], key=key)
         yield table
         yield Static(Text("No models yet: start training in panel C."), id="models-empty")
         yield RenameField("", id="rename", compact=True,
@@ -112,34 +122,55 @@ class ModelsPanel(Panel):
         return next((m for m in self.models if m.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
+        """A line or two under the list; an error longer than that also opens in a pop-up,
+        wrapped, so that none of it is cut."""
         # A worker's answer can land while the app shuts down and the panel's children are gone.
         with contextlib.suppress(NoMatches):
             self.query_one("#models-message", Static).update(
                 Text(text, style="red" if error else ""))
+            if error and (len(text) > 2 * self.content_size.width or "\n" in text):
+                show_error = getattr(self.app, "show_error", None)
+                if show_error is not None:
+                    show_error(text, title="Model Selection")
+
+    def on_resize(self) -> None:
+        """The columns this width has room for; rows are rebuilt when they change."""
+        columns = columns_for(self.content_size.width)
+        if columns != self.columns:
+            self.columns = columns
+            current = self.selected()
+            table = self.table
+            table.clear(columns=True)
+            for key in columns:
+                table.add_column(dict(COLUMNS)[key], key=key)
+            self.update_models(self.models, self.active_id, self.latest, current=current)
 
     def update_models(self, models: list[ModelView], active_id: str | None,
-                      latest: str | None) -> None:
+                      latest: str | None, current: ModelView | None = None) -> None:
         shown = [m for m in models if self.show_archived or not m.archived]
         table = self.table
         wanted = [m.id for m in shown]
         old = {m.id: model_cells(m, self.active_id) for m in self.models}
         if [k.value for k in table.rows] != wanted:
-            current = self.selected()
+            current = current or self.selected()
             table.clear()
             for m in shown:
                 cells = model_cells(m, active_id)
-                table.add_row(*(cells[k] for k, _ in COLUMNS), key=m.id)
+                table.add_row(*(cells[k] for k in self.columns), key=m.id)
             if current and current.id in wanted:
                 table.move_cursor(row=wanted.index(current.id), animate=False)
         else:
             for m in shown:
                 cells = model_cells(m, active_id)
                 before = old.get(m.id, {})
-                for key, _ in COLUMNS:
+                for key in self.columns:
                     if before.get(key) != cells[key]:
                         table.update_cell(m.id, key, cells[key])
-        self.models, self.active_id = models, active_id
-        self.query_one("#latest", Static).update(Text(f"Latest trained model: {latest or 'none'}"))
+        self.models, self.active_id, self.latest = models, active_id, latest
+        text = f"Latest trained model: {latest or 'none'}"
+        if len(text) > self.content_size.width:
+            text = f"Latest: {latest or 'none'}"
+        self.query_one("#latest", Static).update(Text(text, no_wrap=True, overflow="ellipsis"))
         self.query_one("#models-empty", Static).display = not shown
 
     # ------------------------------------------------------------------ actions
@@ -164,7 +195,7 @@ class ModelsPanel(Panel):
 
     def action_toggle_archived(self) -> None:
         self.show_archived = not self.show_archived
-        self.update_models(self.models, self.active_id, None)
+        self.update_models(self.models, self.active_id, self.latest)
         self._emit("refresh")
 
     def action_cursor_down(self) -> None:

@@ -1,7 +1,12 @@
-"""Panel A — Run Dashboard: runs table (active first), selection detail, stop."""
+"""Panel A — Run Dashboard: runs table (active first), selection detail, stop.
+
+Runs are labelled by their model and start time (``bard 13:51``; the full id is in the
+details); the table keeps the columns its width has room for, status and loss first."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,21 +21,49 @@ from llm_trainer.render import phase_detail, run_state
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.views import RunView
 
-COLUMNS = (("run", "RUN_ID"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
+COLUMNS = (("run", "Run"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
            ("loss", "Loss"), ("val", "Val loss"), ("device", "Device"), ("eta", "ETA"),
            ("gpu", "GPU%"))
+# the columns a table of at least this many cells shows (the widest set that fits)
+LAYOUTS = ((80, tuple(k for k, _ in COLUMNS)),
+           (60, ("run", "status", "epoch", "step", "loss", "val", "eta")),
+           (0, ("run", "status", "step", "loss")))
+LABEL_NAME = 20  # a longer model name is cut in the run label (the details show it whole)
+
+
+def columns_for(width: int) -> tuple[str, ...]:
+    return next(keys for least, keys in LAYOUTS if width >= least)
+
+
+def run_labels(views: list[RunView]) -> dict[str, str]:
+    """Each run's label: its model's name and start time (the date too when not today; the
+    seconds too when two labels would be the same)."""
+    def label(v: RunView, seconds: bool) -> str:
+        name = v.model if len(v.model) <= LABEL_NAME else v.model[:LABEL_NAME - 1] + "…"
+        when = v.started_at or v.created_at
+        if when is None:
+            return f"{name} {v.run_id[:15]}"
+        t = time.localtime(when)
+        today = time.strftime("%Y%m%d", t) == time.strftime("%Y%m%d")
+        clock = time.strftime("%H:%M:%S" if seconds else "%H:%M", t)
+        return f"{name} {clock}" if today else f"{name} {time.strftime('%m-%d', t)} {clock}"
+
+    short = {v.run_id: label(v, False) for v in views}
+    counts = Counter(short.values())
+    return {run: text if counts[text] == 1 else label(v, True)
+            for (run, text), v in zip(short.items(), views, strict=True)}
 
 
 def _f(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def row_cells(v: RunView) -> dict[str, Text]:
+def row_cells(v: RunView, label: str | None = None) -> dict[str, Text]:
     active = v.active
     step = v.step
     total = v.total_steps
     cells = {
-        "run": v.run_id, "status": run_state(v), "epoch": _f(v.epoch, "{:.2f}"),
+        "run": label or v.run_id, "status": run_state(v), "epoch": _f(v.epoch, "{:.2f}"),
         "step": "-" if step is None else (f"{step}/{total}" if total else str(step)),
         "loss": _f(v.loss, "{:.4f}"), "val": _f(v.val_loss, "{:.4f}"),
         "device": v.device or "-",
@@ -40,6 +73,10 @@ def row_cells(v: RunView) -> dict[str, Text]:
     style = {"running": "green", "failed": "red", "paused": "yellow", "stopped": "yellow",
              "queued": "cyan"}.get(v.status, "")
     return {k: Text(str(val), style=style if k == "status" else "") for k, val in cells.items()}
+
+
+def one_line(text: str) -> Text:
+    return Text(text, no_wrap=True, overflow="ellipsis")
 
 
 class RunsTable(DataTable):
@@ -69,11 +106,13 @@ class RunsPanel(Panel):
         super().__init__(id="runs")
         self.show_finished = False
         self.views: dict[str, RunView] = {}
+        self.labels: dict[str, str] = {}
+        self.columns = columns_for(0)
 
     def compose(self) -> ComposeResult:
         table = RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        for key in self.columns:
+            table.add_column(dict(COLUMNS)[key], key=key)
         yield table
         yield Static(Text("No active runs."), id="runs-empty")
         yield Static(Text(""), id="runs-summary")
@@ -95,30 +134,44 @@ class RunsPanel(Panel):
             return None
         return key.value
 
-    def update_runs(self, views: list[RunView]) -> None:
+    def on_resize(self) -> None:
+        """The columns this width has room for; rows are rebuilt when they change."""
+        columns = columns_for(self.content_size.width)
+        if columns != self.columns:
+            self.columns = columns
+            table = self.table
+            selected = self.selected_run()
+            table.clear(columns=True)
+            for key in columns:
+                table.add_column(dict(COLUMNS)[key], key=key)
+            self.update_runs(list(self.views.values()), selected=selected)
+
+    def update_runs(self, views: list[RunView], selected: str | None = None) -> None:
         """Update rows in place, keyed by run id: the selection and scroll survive."""
         shown = [v for v in views if self.show_finished or v.active]
         table = self.table
         wanted = [v.run_id for v in shown]
+        labels = run_labels(shown)
         if [k.value for k in table.rows] != wanted:  # runs came, went or changed order
-            selected = self.selected_run()
+            selected = selected or self.selected_run()
             table.clear()
             for v in shown:
-                cells = row_cells(v)
-                table.add_row(*(cells[k] for k, _ in COLUMNS), key=v.run_id)
+                cells = row_cells(v, labels[v.run_id])
+                table.add_row(*(cells[k] for k in self.columns), key=v.run_id)
             if selected in wanted:
                 table.move_cursor(row=wanted.index(selected), animate=False)
         else:  # same rows: touch only the cells that changed
             for v in shown:
                 old = self.views.get(v.run_id)
-                if old == v:
+                if old == v and self.labels.get(v.run_id) == labels[v.run_id]:
                     continue
-                new_cells = row_cells(v)
-                old_cells = row_cells(old) if old else {}
-                for key, _ in COLUMNS:
+                new_cells = row_cells(v, labels[v.run_id])
+                old_cells = row_cells(old, self.labels.get(v.run_id)) if old else {}
+                for key in self.columns:
                     if old_cells.get(key) != new_cells[key]:
                         table.update_cell(v.run_id, key, new_cells[key])
         self.views = {v.run_id: v for v in views}
+        self.labels = labels
         empty = self.query_one("#runs-empty", Static)
         empty.display = not shown
         empty.update(Text("No active runs." if not self.show_finished else "No runs yet.")
@@ -131,20 +184,22 @@ class RunsPanel(Panel):
         v = self.views.get(run) if run else None
         if v is None:
             hidden = sum(1 for x in self.views.values() if not x.active)
-            summary.update(Text(f"{hidden} finished runs hidden (f shows them)" if hidden and
-                                not self.show_finished else ""))
+            summary.update(one_line(f"{hidden} finished runs hidden (f shows them)" if hidden
+                                    and not self.show_finished else ""))
             return
         active = v.active
         in_phase = phase_detail(v)
         if in_phase is not None:  # preparing data: no step yet, so no rate or remaining time
-            summary.update(Text(f"{v.model}: {in_phase}, elapsed {format_duration(v.elapsed_s)}"))
+            summary.update(one_line(f"{v.model}: {in_phase}, elapsed "
+                                    f"{format_duration(v.elapsed_s)}"))
             return
-        summary.update(Text(
-            f"{v.model}: elapsed {format_duration(v.elapsed_s)}, remaining "
-            f"{format_duration(v.eta_seconds) if active else '-'}, finish "
-            f"{format_clock(v.finish_at) if active else '-'}, "
-            f"{_f(v.tokens_per_s, '{:,.0f}')} tok/s"
-            + (f" — {v.error}" if v.error else "")))
+        # the most telling first: a narrow panel cuts the end of the line
+        summary.update(one_line(
+            f"{v.model}: "
+            + (f"{v.error} — " if v.error else "")
+            + (f"remaining {format_duration(v.eta_seconds)}, " if active else "")
+            + f"{_f(v.tokens_per_s, '{:,.0f}')} tok/s, elapsed {format_duration(v.elapsed_s)}"
+            + (f", finish {format_clock(v.finish_at)}" if active else "")))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.refresh_summary()

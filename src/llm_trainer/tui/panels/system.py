@@ -31,11 +31,10 @@ def system_text(view: SystemView | None) -> Text:
         remaining = (f"{format_duration(view.remaining_s)} "
                      f"({view.active_runs} active run{'s' if view.active_runs > 1 else ''})")
     else:
-        remaining = "No active training"
+        remaining = "no active run"
     no_gpu = snap.get("gpu_util_pct") is None and snap.get("vram_total_mb") is None
-    if no_gpu:  # one reason for all GPU fields, said once
-        gpu_lines = [f"GPU usage   n/a — {reason(snap, 'gpu_util_pct') or 'no data'}",
-                     "VRAM        n/a", "GPU temp    n/a   power n/a"]
+    if no_gpu:  # one line for all GPU fields, with the reason said once
+        gpu_lines = [f"GPU usage   n/a — {reason(snap, 'gpu_util_pct') or 'no data'}"]
     else:
         gpu_lines = [f"GPU usage   {telemetry_field(snap, 'gpu_util_pct', '%')}{gpu_name}",
                      f"VRAM        {vram}",
@@ -48,7 +47,7 @@ def system_text(view: SystemView | None) -> Text:
         f"RAM         {ram}",
         f"Remaining   {remaining}",
     ]
-    return Text("\n".join(lines))
+    return Text("\n".join(lines))  # app.tcss: a line each on a short terminal
 
 
 class SystemPanel(Panel):
