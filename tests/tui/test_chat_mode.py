@@ -6,10 +6,11 @@ known (tests/chat_models.py); no training."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Checkbox, Log
+from textual.widgets import Checkbox
 
 from llm_trainer.store.models import ModelStore
 from llm_trainer.tui.app import TrainerApp
+from llm_trainer.tui.panels.generate import OutputArea
 from tests.chat_models import base_and_fine_tuned, save_chat_model
 from tests.helpers import wait_until
 
@@ -26,7 +27,7 @@ def chat_home(tmp_path):
 
 
 def lines(app) -> list[str]:
-    return list(app.query_one("#gen-output", Log).lines)
+    return list(app.query_one("#gen-output", OutputArea).lines)
 
 
 async def test_chat_mode_turns_with_the_base_beside(chat_home):

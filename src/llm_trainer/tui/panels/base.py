@@ -1,16 +1,19 @@
 """What every dashboard panel shares: a bordered box with a centred title, a mode word for the
-footer's mode line, and the widget that a digit key focuses."""
+footer's mode line, the widget that a digit key focuses, and the keys that walk its fields.
+
+Tab / Shift-Tab always move between panels (A B C D E), from a field too; inside a panel its
+fields are reached with their own keys, or Enter (the first field) and then Down / Up."""
 
 from __future__ import annotations
 
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
 NAVIGATION = [
-    Binding("tab", "app.focus_next", "next", show=True),
-    Binding("shift+tab", "app.focus_previous", "back", show=True),
+    Binding("tab", "app.next_panel", "next", show=True),
+    Binding("shift+tab", "app.previous_panel", "back", show=True),
 ]
 
 
@@ -18,12 +21,18 @@ class Panel(Vertical):
     """A bordered dashboard panel. Its bindings apply while focus is anywhere inside it.
 
     Tab / Shift-Tab are the only global keys shown in the footer; they are declared here so
-    they are listed after each panel's own keys (Textual's screen-level ones are hidden)."""
+    they are listed after each panel's own keys (Textual's screen-level ones are hidden).
+    A panel with a form lists its fields' ids in ``FIELDS``, in the order Down walks them."""
 
     PANEL_TITLE = ""
+    FIELDS: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
-        own = cls.__dict__.get("BINDINGS", [])
+        own = list(cls.__dict__.get("BINDINGS", []))
+        if cls.__dict__.get("FIELDS"):
+            own += [Binding("enter", "first_field", "fields"),
+                    Binding("down", "next_field(1)", "next field", show=False),
+                    Binding("up", "next_field(-1)", "previous field", show=False)]
         cls.BINDINGS = [*own, *NAVIGATION]  # the panel's keys first, then Tab / Shift-Tab
         super().__init_subclass__(**kwargs)  # merges BINDINGS: must come after
 
@@ -43,11 +52,47 @@ class Panel(Vertical):
         if hasattr(app, "update_mode_line"):
             app.update_mode_line()
 
+    # ------------------------------------------------------------------ fields
+    def fields(self) -> list[Widget]:
+        """The fields Enter / Down / Up reach now: shown and enabled ones, in order."""
+        out = []
+        for field_id in self.FIELDS:
+            widget = self.query_one(f"#{field_id}")
+            if widget.display and not widget.disabled and widget.parent.display:
+                out.append(widget)
+        return out
 
-class FormScroll(VerticalScroll):
-    """Scrolls a panel's form when the terminal is small, without being a Tab stop itself."""
+    def action_first_field(self) -> None:
+        fields = self.fields()
+        if fields:
+            fields[0].focus()
+
+    def action_next_field(self, delta: int) -> None:
+        """Down / Up from a field: the next or previous one (and from the panel itself,
+        the first); at either end focus stays where it is."""
+        fields = self.fields()
+        focused = self.app.focused
+        if focused not in fields:
+            if focused is self and fields:
+                fields[0].focus()
+            return
+        i = fields.index(focused) + delta
+        if 0 <= i < len(fields):
+            fields[i].focus()
+
+
+class FormScroll(VerticalScroll, inherit_bindings=False):
+    """Scrolls a panel's form when the terminal is small, without being a Tab stop itself
+    (and without the arrow keys of a scrolling container: Down / Up walk the fields)."""
 
     can_focus = False
+
+
+class FormSelect(Select, inherit_bindings=False):
+    """A Select in a form: Enter or Space opens it; Up / Down walk the form's fields as they
+    do from a text field (a plain Select opens on them)."""
+
+    BINDINGS = [Binding("enter,space", "show_overlay", "choose")]
 
 
 class Field(Input):

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, Log, Static
+from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
 from llm_trainer.tui.panels.base import Field, Panel, PromptField
 from llm_trainer.views import ModelView
@@ -31,8 +31,35 @@ class GenerateForm:
     system: str = ""  # the conversation's system message (chat mode)
 
 
+class OutputArea(TextArea):
+    """The panel's output, wrapped to the panel's width (a reply is often one long line, cut
+    at the edge by a plain log) and appended to as it streams; it follows the end unless the
+    user scrolled up. Not a Tab or field stop: the mouse wheel scrolls it."""
+
+    can_focus = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", read_only=True, soft_wrap=True, show_cursor=False,
+                         highlight_cursor_line=False, compact=True, **kwargs)
+
+    @property
+    def lines(self) -> list[str]:
+        """The output's lines as written (not as wrapped on screen)."""
+        return list(self.document.lines)
+
+    def write(self, text: str) -> None:
+        following = self.scroll_y >= self.max_scroll_y
+        self.insert(text, self.document.end, maintain_selection_offset=False)
+        if following:
+            self.scroll_end(animate=False, immediate=False)
+
+    def write_line(self, text: str) -> None:
+        self.write(text + "\n")
+
+
 class GeneratePanel(Panel):
     PANEL_TITLE = "D · Generate From Model"
+    FIELDS = ("prompt", "system", "max", "temp", "topk", "chat-mode", "compare-base")
     can_focus = True
     BINDINGS = [
         Binding("g", "generate", "generate"),
@@ -82,7 +109,7 @@ class GeneratePanel(Panel):
             yield Label("Top-k")
             yield Field("200", id="topk", type="integer", compact=True, classes="num")
             yield Button("Generate", id="go", compact=True, variant="success")
-        yield Log(id="gen-output", highlight=False, auto_scroll=True)
+        yield OutputArea(id="gen-output")
 
     def on_mount(self) -> None:
         self.query_one("#compare-base", Checkbox).display = False
@@ -141,8 +168,8 @@ class GeneratePanel(Panel):
         return "ready"
 
     @property
-    def output(self) -> Log:
-        return self.query_one("#gen-output", Log)
+    def output(self) -> OutputArea:
+        return self.query_one("#gen-output", OutputArea)
 
     def show_line(self, text: str, end: str = "\n") -> None:
         """``text`` at the start of a line of the output (a reply then streams after it when
