@@ -19,7 +19,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from llm_trainer.app.options import BY_NAME
 from llm_trainer.render import estimate_lines
-from llm_trainer.tui.panels.base import Field, FormScroll, Panel
+from llm_trainer.tui.panels.base import Field, FormScroll, FormSelect, Panel
 from llm_trainer.views import ModelView
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -79,6 +79,8 @@ def estimate_text(est: dict) -> str:
 
 class TrainPanel(Panel):
     PANEL_TITLE = "C · Train Selected Model"
+    FIELDS = ("epochs", "batch", "seq", "dataset", "preset", "profile", "device", "precision",
+              "init-from", "lora", "freeze", "name")
     can_focus = True
     BINDINGS = [
         Binding("s", "launch('start')", "start"),
@@ -106,11 +108,19 @@ class TrainPanel(Panel):
         self.presets = presets or ["default"]
         self.profiles = profiles or []
         self.model: ModelView | None = None  # the selected (active) model
-        self.new_model = False
+        self.new_model = False  # n: a new model instead of the selected one, until n again
+        # the dataset the user picked (d) or typed: kept over presets and model changes,
+        # which otherwise fill the field with theirs
+        self.dataset_chosen = False
 
     def compose(self) -> ComposeResult:
-        with FormScroll(id="train-form"):
+        # the selected model and the buttons on top, outside the scrolling form: on a short
+        # terminal what is trained, and how to start it, stay in sight
+        with Horizontal(classes="row", id="train-head"):
             yield Static(Text("Selected Model: new model"), id="train-model")
+            yield Button("Start", id="start", compact=True, variant="success")
+            yield Button("Resume", id="resume", compact=True, variant="primary")
+        with FormScroll(id="train-form"):
             with Horizontal(classes="row"):
                 yield Label("Epochs")
                 yield Field("1", id="epochs", type="integer", compact=True, classes="num")
@@ -120,27 +130,30 @@ class TrainPanel(Panel):
                 yield Field("128", id="seq", type="integer", compact=True, classes="num",
                             placeholder="default")
             with Horizontal(classes="row"):
-                yield Label("Device")
-                yield Select([(d, d) for d in DEVICES], value="auto", id="device",
-                             allow_blank=False, compact=True)
-                yield Label("Precision")
-                yield Select([(p, p) for p in PRECISIONS], value="auto", id="precision",
-                             allow_blank=False, compact=True)
-            with Horizontal(classes="row"):
-                yield Label("Preset")
-                yield Select([(p, p) for p in self.presets], id="preset", allow_blank=False,
-                             value="default" if "default" in self.presets else self.presets[0],
-                             compact=True)
                 yield Label("Dataset")
                 yield Field("wikitext-2", id="dataset", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Preset")
+                yield FormSelect([(p, p) for p in self.presets], id="preset",
+                                 allow_blank=False, compact=True,
+                                 value="default" if "default" in self.presets
+                                 else self.presets[0])
+                yield Label("Profile")
+                yield FormSelect([(NO_PROFILE, NO_PROFILE), *((p, p) for p in self.profiles)],
+                                 value=NO_PROFILE, id="profile", allow_blank=False,
+                                 compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Device")
+                yield FormSelect([(d, d) for d in DEVICES], value="auto", id="device",
+                                 allow_blank=False, compact=True)
+                yield Label("Precision")
+                yield FormSelect([(p, p) for p in PRECISIONS], value="auto", id="precision",
+                                 allow_blank=False, compact=True)
             with Horizontal(classes="row"):
                 yield Label("Init from")
                 yield Field("", id="init-from", compact=True,
                             placeholder="a model, a checkpoint folder or hf:FOLDER to start "
                                         "from (empty: train from scratch)")
-                yield Label("Profile")
-                yield Select([(NO_PROFILE, NO_PROFILE), *((p, p) for p in self.profiles)],
-                             value=NO_PROFILE, id="profile", allow_blank=False, compact=True)
             with Horizontal(classes="row"):
                 yield Label("LoRA")
                 yield Field("", id="lora", compact=True,
@@ -151,10 +164,11 @@ class TrainPanel(Panel):
             with Horizontal(classes="row"):
                 yield Label("Name")
                 yield Field("", id="name", placeholder="(automatic)", compact=True)
-                yield Button("Start", id="start", compact=True, variant="success")
-                yield Button("Resume", id="resume", compact=True, variant="primary")
-        # outside the scrolling form: an error stays in sight on a short terminal
-        yield Static(Text(""), id="train-result")
+        # outside the scrolling form: an error stays in sight on a short terminal (one line;
+        # a longer one also opens in a pop-up, wrapped)
+        result = Static(Text(""), id="train-result")
+        result.display = False
+        yield result
 
     def on_mount(self) -> None:
         for field_id, name in FIELD_OPTIONS.items():
@@ -169,31 +183,63 @@ class TrainPanel(Panel):
         changes, so what the user typed survives."""
         changed = (model.id if model else None) != (self.model.id if self.model else None)
         self.model = model
-        label = self.query_one("#train-model", Static)
         seq = self.query_one("#seq", Input)
         name = self.query_one("#name", Input)
         init_from = self.query_one("#init-from", Input)
         profile = self.query_one("#profile", Select)
         if model is None or self.new_model:
-            label.update(Text("Selected Model: new model"))
+            # the toggle's state in words, with the way back (n) while a model is selected
+            self.show_model_line("Selected Model: new model" if model is None else
+                                 f"New model (n: back to {model.name})",
+                                 "new model" if model is None else
+                                 f"New model (n: {model.name})")
+            self.border_subtitle = "new model" if self.new_model else ""
             seq.disabled = name.disabled = init_from.disabled = profile.disabled = False
             self.query_one("#resume", Button).disabled = True
         else:
             arch = model.architecture or {}
-            label.update(Text(f"Selected Model: {model.name} ({model.status}, "
-                              f"{model.epochs_completed or 0:.2f} epochs)"))
+            self.show_model_line(f"Selected Model: {model.name} ({model.status}, "
+                                 f"{model.epochs_completed or 0:.2f} epochs)",
+                                 f"{model.name} ({model.status}, "
+                                 f"{model.epochs_completed or 0:.2f} ep)")
+            self.border_subtitle = ""
             if changed:
                 if arch.get("block_size"):
                     seq.value = str(arch["block_size"])
-                if model.datasets:
+                if model.datasets and not self.dataset_chosen:
                     self.query_one("#dataset", Input).value = model.datasets[-1]["spec"]
             # the architecture of a model is fixed; a fine-tune starts a new model (press n)
             seq.disabled = name.disabled = init_from.disabled = profile.disabled = True
             self.query_one("#resume", Button).disabled = False
 
+    def show_model_line(self, text: str, short: str) -> None:
+        """The model line beside Start / Resume: ``short`` where ``text`` does not fit."""
+        label = self.query_one("#train-model", Static)
+        self.model_line = (text, short)
+        width = label.size.width
+        chosen = text if not width or len(text) <= width else short
+        label.update(Text(chosen, no_wrap=True, overflow="ellipsis"))
+
+    def on_resize(self) -> None:
+        if getattr(self, "model_line", None):
+            self.show_model_line(*self.model_line)
+
+    def end_new_model(self) -> None:
+        """A model picked in Model Selection: the form is for it again, not a new model."""
+        if self.new_model:
+            self.action_new_model()
+
     def show_result(self, text: str, *, error: bool = False) -> None:
-        self.query_one("#train-result", Static).update(Text(text, style="red" if error else
-                                                            "green"))
+        """One line under the form; an error longer than the line also opens in a pop-up,
+        wrapped, so that none of it is cut."""
+        line = self.query_one("#train-result", Static)
+        line.display = bool(text)
+        line.update(Text(text, style="red" if error else "green", no_wrap=True,
+                         overflow="ellipsis"))
+        if error and (len(text) > self.content_size.width or "\n" in text):
+            show_error = getattr(self.app, "show_error", None)
+            if show_error is not None:
+                show_error(text, title="Cannot train")
 
     def mode(self) -> str:
         focused = self.app.focused
@@ -236,7 +282,11 @@ class TrainPanel(Panel):
             self.show_result(str(exc), error=True)
             return
         self.query_one("#batch", Input).value = str(defaults.batch_size)
-        self.query_one("#dataset", Input).value = defaults.dataset
+        dataset = self.query_one("#dataset", Input)
+        if not self.dataset_chosen:
+            dataset.value = defaults.dataset
+        elif dataset.value.strip() != defaults.dataset:  # say so: the field is the user's
+            self.show_result(f"dataset kept: {dataset.value.strip()}")
         if self.model is None or self.new_model:
             self.query_one("#seq", Input).value = str(defaults.seq_len)
         profile = self.chosen_profile()
@@ -255,6 +305,7 @@ class TrainPanel(Panel):
 
     def set_dataset(self, spec: str) -> None:
         """The picker's choice, in the Dataset field (typed over like anything typed there)."""
+        self.dataset_chosen = True
         box = self.query_one("#dataset", Input)
         box.value = spec
         box.cursor_position = len(spec)
@@ -276,6 +327,10 @@ class TrainPanel(Panel):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "dataset" and event.input.has_focus:  # typed by the user
+            self.dataset_chosen = bool(event.value.strip())
 
     def action_launch(self, action: str) -> None:
         form = self.read_form(action)
