@@ -25,7 +25,12 @@ from textual.widgets import Footer, Input, Static
 from llm_trainer.app.chat import Chat
 from llm_trainer.errors import LLMTrainerError
 from llm_trainer.service import GenerationSettings, LaunchOptions, Service, TrainRequest
-from llm_trainer.tui.modals import ConfirmScreen, DatasetPickerScreen, RunDetailScreen
+from llm_trainer.tui.modals import (
+    ConfirmScreen,
+    DatasetPickerScreen,
+    ErrorScreen,
+    RunDetailScreen,
+)
 from llm_trainer.tui.panels.base import Panel
 from llm_trainer.tui.panels.generate import GenerateForm, GeneratePanel
 from llm_trainer.tui.panels.models import ModelsPanel
@@ -42,6 +47,8 @@ from llm_trainer.views import (
 )
 
 REFRESH_S = 1.0
+PANEL_ORDER = ("runs", "system", "train", "generate", "models")  # keys 1-5, Tab's order
+TOAST_CHARS = 100  # an error toast shows about this much (3 lines at 80 columns); more: a pop-up
 
 
 class Snapshot(Message):
@@ -65,9 +72,10 @@ class TrainerApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "llm-trainer"
     ENABLE_COMMAND_PALETTE = False
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # app.tcss: 80x24 is short
     BINDINGS = [
-        Binding("tab", "app.focus_next", "next", show=True),
-        Binding("shift+tab", "app.focus_previous", "back", show=True),
+        Binding("tab", "next_panel", "next", show=True),
+        Binding("shift+tab", "previous_panel", "back", show=True),
         Binding("1", "focus_panel('runs')", "runs", show=False),
         Binding("2", "focus_panel('system')", "system", show=False),
         Binding("3", "focus_panel('train')", "train", show=False),
@@ -120,6 +128,24 @@ class TrainerApp(App):
     # ------------------------------------------------------------------ focus and mode line
     def action_focus_panel(self, name: str) -> None:
         self.panel(name).focus_target().focus()
+
+    def action_next_panel(self, delta: int = 1) -> None:
+        """Tab / Shift-Tab: the next or previous panel, in the order of their keys 1-5,
+        from anywhere inside a panel (a field too)."""
+        current = self.current_panel()
+        i = PANEL_ORDER.index(current.id) + delta if current is not None else 0
+        self.action_focus_panel(PANEL_ORDER[i % len(PANEL_ORDER)])
+
+    def action_previous_panel(self) -> None:
+        self.action_next_panel(-1)
+
+    def show_error(self, text: str, *, title: str = "Error") -> None:
+        """An error the user must read: a toast when it is short, else a pop-up that wraps
+        all of it (a toast is cut to the screen and goes after a few seconds)."""
+        if len(text) <= TOAST_CHARS and "\n" not in text:
+            self.notify(text, severity="error", markup=False, timeout=10)
+        else:
+            self.push_screen(ErrorScreen(text, title=title))
 
     def action_leave_field(self) -> None:
         """Esc in a text field returns the keys to its panel."""
@@ -197,7 +223,7 @@ class TrainerApp(App):
         try:
             detail, curve = reload()
         except Exception as exc:
-            self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
+            self.call_from_thread(self.show_error, error_text(exc))
             return
         self.call_from_thread(self.push_screen, RunDetailScreen(detail, curve, reload,
                                                                 every=self.refresh_s))
@@ -222,7 +248,7 @@ class TrainerApp(App):
             self.service.stop(run_id, wait=False)
             self.call_from_thread(self.notify, f"asked run {run_id} to pause", markup=False)
         except Exception as exc:
-            self.call_from_thread(self.notify, error_text(exc), severity="error", markup=False)
+            self.call_from_thread(self.show_error, error_text(exc))
         self.call_from_thread(self.refresh_data)
 
     # ------------------------------------------------------------------ C: train
@@ -425,6 +451,8 @@ class TrainerApp(App):
     # ------------------------------------------------------------------ E: models
     def on_models_panel_action(self, message: ModelsPanel.Action) -> None:
         model = message.model
+        if message.action == "activate":  # a model picked: the train form is for it again
+            self.train_panel.end_new_model()
         if message.action == "refresh":
             self.refresh_data()
             return

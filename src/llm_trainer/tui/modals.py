@@ -1,4 +1,5 @@
-"""Modal screens: a yes/no confirmation, the run detail view and the dataset picker."""
+"""Modal screens: a yes/no confirmation, an error, the run detail view and the dataset
+picker."""
 
 from __future__ import annotations
 
@@ -31,7 +32,53 @@ class DashboardModal(ModalScreen):
             app.call_later(app.update_mode_line)
 
 
-class ConfirmScreen(DashboardModal, ModalScreen[bool]):
+class FittedText(VerticalScroll):
+    """A pop-up's text, wrapped to the pop-up's width and scrolling when it is taller than the
+    terminal leaves room for (the pop-up's buttons and borders stay in sight)."""
+
+    def __init__(self, text: str, *, room: int, text_id: str | None = None, **kwargs) -> None:
+        super().__init__(Static(Text(text), id=text_id, classes="popup-text"), **kwargs)
+        self.room = room  # rows the rest of the pop-up and the screen's footer take
+
+    def on_mount(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        self.styles.max_height = max(3, self.screen.size.height - self.room)
+
+
+class PopUp(DashboardModal):
+    def on_resize(self) -> None:
+        for box in self.query(FittedText):
+            box.fit()
+
+
+class ErrorScreen(PopUp, ModalScreen[None]):
+    """An error in full: wrapped, scrolling when long, until Esc or Enter closes it."""
+
+    BINDINGS = [Binding("escape,enter", "close", "close")]
+
+    def __init__(self, text: str, *, title: str = "Error") -> None:
+        super().__init__()
+        self.text = text
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="error-dialog"):
+            yield FittedText(self.text, room=6, text_id="error-body", id="error-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        box = self.query_one("#error-dialog")
+        box.border_title = self.title_text
+        box.border_subtitle = "esc close"
+        self.query_one("#error-text").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(PopUp, ModalScreen[bool]):
     """Ask a yes/no question; dismisses with True or False."""
 
     BINDINGS = [
@@ -47,7 +94,7 @@ class ConfirmScreen(DashboardModal, ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(Text(self.question), id="question")
+            yield FittedText(self.question, room=9, text_id="question", id="question-scroll")
             with Horizontal(id="buttons"):
                 yield Button(self.yes_label, variant="error", id="yes")
                 yield Button("No", variant="primary", id="no")
