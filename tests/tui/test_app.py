@@ -8,12 +8,13 @@ import shutil
 import time
 
 import pytest
-from textual.widgets import DataTable, Input, Log, Static
+from textual.widgets import DataTable, Input, Static
 
 from llm_trainer.store.models import ModelStore
 from llm_trainer.store.records import RunMeta, RunState
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
+from llm_trainer.tui.panels.generate import OutputArea
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_until
 from tests.tui.reading import text_of
 
@@ -75,13 +76,13 @@ async def test_empty_states(tmp_path):
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause(0.8)
         assert "No active runs." in text_of(app, "#runs-empty")
-        assert "No active training" in text_of(app, "#system-body")
+        assert "no active run" in text_of(app, "#system-body")
         assert "No models yet" in text_of(app, "#models-empty")
         assert "Selected Model: new model" in text_of(app, "#train-model")
         assert "Selected Model: none" in text_of(app, "#gen-model")
         await pilot.press("4", "g")
         await pilot.pause(0.2)
-        log = app.query_one("#gen-output", Log)
+        log = app.query_one("#gen-output", OutputArea)
         assert "No model selected" in "\n".join(log.lines)
 
 
@@ -108,7 +109,8 @@ async def test_focus_keys_and_footer_follow_the_panel_and_mode(home):
         assert footer["s"] == "start" and footer["u"] == "resume" and footer["["] == "epochs-"
         assert "x" not in footer
         assert "C · Train Selected Model — ready" in text_of(app, "#modeline")
-        await pilot.press("tab")
+        assert footer["enter"] == "fields"
+        await pilot.press("enter")  # into the form (Tab is the next panel)
         assert isinstance(app.focused, Input) and app.focused.id == "epochs"
         assert "editing epochs" in text_of(app, "#modeline")
         footer = shown_bindings(app)
@@ -151,7 +153,7 @@ async def test_select_model_train_watch_generate(home):
         # C: train the selected model (long enough to watch it) with a bigger batch
         await pilot.press("3", "]", "B")
         assert app.query_one("#epochs", Input).value == "2"
-        await pilot.press("tab")
+        await pilot.press("enter")
         assert app.focused.id == "epochs"
         await pilot.press("backspace", *"300", "escape", "s")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
@@ -167,9 +169,9 @@ async def test_select_model_train_watch_generate(home):
         # D: generate while it trains; the prompt has spaces and markup-like text
         await pilot.press("4", "i", *"To be [/] or", "enter")
         await wait_until(pilot, lambda: not app.query_one("#generate").busy and
-                         len("".join(app.query_one("#gen-output", Log).lines)) > 20,
+                         len("".join(app.query_one("#gen-output", OutputArea).lines)) > 20,
                          timeout=90)
-        output = "\n".join(app.query_one("#gen-output", Log).lines)
+        output = "\n".join(app.query_one("#gen-output", OutputArea).lines)
         assert "To be [/] or" in output and "error" not in output
 
         # A: the run detail, then stop it from the dashboard (esc leaves the prompt first)
