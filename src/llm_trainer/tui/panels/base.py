@@ -6,6 +6,9 @@ fields are reached with their own keys, or Enter (the first field) and then Down
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
@@ -15,6 +18,34 @@ NAVIGATION = [
     Binding("tab", "app.next_panel", "next", show=True),
     Binding("shift+tab", "app.previous_panel", "back", show=True),
 ]
+
+
+def fit_columns(columns: Sequence[tuple[str, str]], priority: Sequence[str],
+                rows: Iterable[dict[str, Text]], width: int) -> tuple[str, ...]:
+    """The columns of a table ``width`` cells wide that fit whole (header and widest cell,
+    plus the table's padding of 1 on each side), taken in ``priority`` order up to the first
+    that does not fit, and shown in the table's own order: a narrow panel drops columns
+    rather than cutting numbers or names. An unknown width (0: before the first layout)
+    keeps them all."""
+    if width <= 0:
+        return tuple(key for key, _ in columns)
+    need = {key: len(label) for key, label in columns}
+    for cells in rows:
+        for key, text in cells.items():
+            need[key] = max(need[key], text.cell_len)
+    chosen: set[str] = set()
+    used = 0
+    for key in priority:  # up to the first that does not fit: the set stays predictable
+        if chosen and used + need[key] + 2 > width:
+            break
+        chosen.add(key)
+        used += need[key] + 2
+    return tuple(key for key, _ in columns if key in chosen)
+
+
+def scrollbar_room(table: Widget, rows: int) -> int:
+    """The columns a table's vertical scrollbar takes when its rows (and header) overflow."""
+    return table.styles.scrollbar_size_vertical if rows + 1 > table.size.height else 0
 
 
 class Panel(Vertical):

@@ -14,19 +14,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from llm_trainer.progress import format_bytes
-from llm_trainer.tui.panels.base import Panel, RenameField
+from llm_trainer.tui.panels.base import Panel, RenameField, fit_columns, scrollbar_room
 from llm_trainer.views import ModelView
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
            ("loss", "Loss"), ("size", "Size"), ("status", "Status"))
-# the columns a table of at least this many cells shows: name, loss and status first
-LAYOUTS = ((56, tuple(k for k, _ in COLUMNS)),
-           (42, ("mark", "name", "trained", "loss", "status")),
-           (0, ("mark", "name", "loss", "status")))
-
-
-def columns_for(width: int) -> tuple[str, ...]:
-    return next(keys for least, keys in LAYOUTS if width >= least)
+PRIORITY = ("mark", "name", "loss", "status", "trained", "epochs", "size")
 
 
 def model_cells(m: ModelView, active_id: str | None) -> dict[str, Text]:
@@ -85,7 +78,7 @@ class ModelsPanel(Panel):
         self.latest: str | None = None
         self.show_archived = False
         self.renaming: ModelView | None = None
-        self.columns = columns_for(0)
+        self.columns = tuple(key for key, _ in COLUMNS)
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Latest trained model: none"), id="latest")
@@ -122,50 +115,45 @@ class ModelsPanel(Panel):
         return next((m for m in self.models if m.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
-        """A line or two under the list; an error longer than that also opens in a pop-up,
-        wrapped, so that none of it is cut."""
+        """A message under the list, wrapped whole (E spans two rows: there is room; a pop-up
+        would take the keys from a rename being fixed)."""
         # A worker's answer can land while the app shuts down and the panel's children are gone.
         with contextlib.suppress(NoMatches):
             self.query_one("#models-message", Static).update(
                 Text(text, style="red" if error else ""))
-            if error and (len(text) > 2 * self.content_size.width or "\n" in text):
-                show_error = getattr(self.app, "show_error", None)
-                if show_error is not None:
-                    show_error(text, title="Model Selection")
 
     def on_resize(self) -> None:
-        """The columns this width has room for; rows are rebuilt when they change."""
-        columns = columns_for(self.content_size.width)
-        if columns != self.columns:
-            self.columns = columns
-            current = self.selected()
-            table = self.table
-            table.clear(columns=True)
-            for key in columns:
-                table.add_column(dict(COLUMNS)[key], key=key)
-            self.update_models(self.models, self.active_id, self.latest, current=current)
+        self.update_models(self.models, self.active_id, self.latest)  # the columns that fit
 
     def update_models(self, models: list[ModelView], active_id: str | None,
-                      latest: str | None, current: ModelView | None = None) -> None:
+                      latest: str | None) -> None:
+        """Rows updated in place, keyed by model id; the columns are those that fit whole
+        (name, loss and status first); when they change, the table is rebuilt."""
         shown = [m for m in models if self.show_archived or not m.archived]
         table = self.table
         wanted = [m.id for m in shown]
         old = {m.id: model_cells(m, self.active_id) for m in self.models}
+        cells = {m.id: model_cells(m, active_id) for m in shown}
+        current = self.selected()
+        columns = fit_columns(COLUMNS, PRIORITY, cells.values(),
+                              self.content_size.width - scrollbar_room(table, len(shown)))
+        if columns != self.columns:
+            self.columns = columns
+            table.clear(columns=True)
+            for key in columns:
+                table.add_column(dict(COLUMNS)[key], key=key)
         if [k.value for k in table.rows] != wanted:
-            current = current or self.selected()
             table.clear()
             for m in shown:
-                cells = model_cells(m, active_id)
-                table.add_row(*(cells[k] for k in self.columns), key=m.id)
+                table.add_row(*(cells[m.id][k] for k in self.columns), key=m.id)
             if current and current.id in wanted:
                 table.move_cursor(row=wanted.index(current.id), animate=False)
         else:
             for m in shown:
-                cells = model_cells(m, active_id)
                 before = old.get(m.id, {})
                 for key in self.columns:
-                    if before.get(key) != cells[key]:
-                        table.update_cell(m.id, key, cells[key])
+                    if before.get(key) != cells[m.id][key]:
+                        table.update_cell(m.id, key, cells[m.id][key], update_width=True)
         self.models, self.active_id, self.latest = models, active_id, latest
         text = f"Latest trained model: {latest or 'none'}"
         if len(text) > self.content_size.width:

@@ -18,21 +18,14 @@ from textual.widgets import DataTable, Static
 
 from llm_trainer.progress import format_clock, format_duration
 from llm_trainer.render import phase_detail, run_state
-from llm_trainer.tui.panels.base import Panel
+from llm_trainer.tui.panels.base import Panel, fit_columns, scrollbar_room
 from llm_trainer.views import RunView
 
 COLUMNS = (("run", "Run"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
            ("loss", "Loss"), ("val", "Val loss"), ("device", "Device"), ("eta", "ETA"),
            ("gpu", "GPU%"))
-# the columns a table of at least this many cells shows (the widest set that fits)
-LAYOUTS = ((80, tuple(k for k, _ in COLUMNS)),
-           (60, ("run", "status", "epoch", "step", "loss", "val", "eta")),
-           (0, ("run", "status", "step", "loss")))
+PRIORITY = ("run", "status", "loss", "step", "eta", "val", "epoch", "device", "gpu")
 LABEL_NAME = 20  # a longer model name is cut in the run label (the details show it whole)
-
-
-def columns_for(width: int) -> tuple[str, ...]:
-    return next(keys for least, keys in LAYOUTS if width >= least)
 
 
 def run_labels(views: list[RunView]) -> dict[str, str]:
@@ -107,7 +100,7 @@ class RunsPanel(Panel):
         self.show_finished = False
         self.views: dict[str, RunView] = {}
         self.labels: dict[str, str] = {}
-        self.columns = columns_for(0)
+        self.columns = tuple(key for key, _ in COLUMNS)
 
     def compose(self) -> ComposeResult:
         table = RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -135,29 +128,29 @@ class RunsPanel(Panel):
         return key.value
 
     def on_resize(self) -> None:
-        """The columns this width has room for; rows are rebuilt when they change."""
-        columns = columns_for(self.content_size.width)
-        if columns != self.columns:
-            self.columns = columns
-            table = self.table
-            selected = self.selected_run()
-            table.clear(columns=True)
-            for key in columns:
-                table.add_column(dict(COLUMNS)[key], key=key)
-            self.update_runs(list(self.views.values()), selected=selected)
+        self.update_runs(list(self.views.values()))  # the columns this width has room for
 
-    def update_runs(self, views: list[RunView], selected: str | None = None) -> None:
-        """Update rows in place, keyed by run id: the selection and scroll survive."""
+    def update_runs(self, views: list[RunView]) -> None:
+        """Update rows in place, keyed by run id: the selection and scroll survive. The
+        columns are those that fit whole (status and loss first); when they change, the
+        table is rebuilt."""
         shown = [v for v in views if self.show_finished or v.active]
         table = self.table
         wanted = [v.run_id for v in shown]
         labels = run_labels(shown)
+        cells = {v.run_id: row_cells(v, labels[v.run_id]) for v in shown}
+        selected = self.selected_run()
+        columns = fit_columns(COLUMNS, PRIORITY, cells.values(),
+                              self.content_size.width - scrollbar_room(table, len(shown)))
+        if columns != self.columns:
+            self.columns = columns
+            table.clear(columns=True)
+            for key in columns:
+                table.add_column(dict(COLUMNS)[key], key=key)
         if [k.value for k in table.rows] != wanted:  # runs came, went or changed order
-            selected = selected or self.selected_run()
             table.clear()
             for v in shown:
-                cells = row_cells(v, labels[v.run_id])
-                table.add_row(*(cells[k] for k in self.columns), key=v.run_id)
+                table.add_row(*(cells[v.run_id][k] for k in self.columns), key=v.run_id)
             if selected in wanted:
                 table.move_cursor(row=wanted.index(selected), animate=False)
         else:  # same rows: touch only the cells that changed
@@ -165,11 +158,11 @@ class RunsPanel(Panel):
                 old = self.views.get(v.run_id)
                 if old == v and self.labels.get(v.run_id) == labels[v.run_id]:
                     continue
-                new_cells = row_cells(v, labels[v.run_id])
                 old_cells = row_cells(old, self.labels.get(v.run_id)) if old else {}
                 for key in self.columns:
-                    if old_cells.get(key) != new_cells[key]:
-                        table.update_cell(v.run_id, key, new_cells[key])
+                    if old_cells.get(key) != cells[v.run_id][key]:
+                        table.update_cell(v.run_id, key, cells[v.run_id][key],
+                                          update_width=True)  # 990/2600 -> 1000/2600
         self.views = {v.run_id: v for v in views}
         self.labels = labels
         empty = self.query_one("#runs-empty", Static)
