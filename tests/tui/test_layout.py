@@ -117,9 +117,10 @@ async def test_new_model_toggle_is_visible_and_picking_a_model_ends_it(dashboard
 
         assert selected("bard-long")
         await pilot.press("3", "n")
-        line = text_of(app, "#train-model")
-        assert "new model" in line.lower() and "bard-long" in line, line  # and how to go back
-        assert "new model" in panel_text(app, "train").lower()
+        shown = flat(panel_text(app, "train"))
+        assert "New model (n: back" in shown, shown  # the state, and how to go back
+        assert "new model" in app.train_panel.border_subtitle
+        assert not app.train_panel.query_one("#name").disabled
         await pilot.press("n")  # n again: back to the selected model
         assert selected("bard-long") and "new model" not in panel_text(app, "train").lower()
 

@@ -191,8 +191,7 @@ class TrainPanel(Panel):
             # the toggle's state in words, with the way back (n) while a model is selected
             self.show_model_line("Selected Model: new model" if model is None else
                                  f"New model (n: back to {model.name})",
-                                 "new model" if model is None else
-                                 f"New model (n: {model.name})")
+                                 "new model" if model is None else "New model (n: back)")
             self.border_subtitle = "new model" if self.new_model else ""
             seq.disabled = name.disabled = init_from.disabled = profile.disabled = False
             self.query_one("#resume", Button).disabled = True
@@ -200,8 +199,7 @@ class TrainPanel(Panel):
             arch = model.architecture or {}
             self.show_model_line(f"Selected Model: {model.name} ({model.status}, "
                                  f"{model.epochs_completed or 0:.2f} epochs)",
-                                 f"{model.name} ({model.status}, "
-                                 f"{model.epochs_completed or 0:.2f} ep)")
+                                 f"{model.name} ({model.status})")
             self.border_subtitle = ""
             if changed:
                 if arch.get("block_size"):
