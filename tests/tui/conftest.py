@@ -30,7 +30,7 @@ def dashboard_home(home):
     from llm_trainer.store.runs import RunStore
 
     corpus = home / "corpus.txt"
-    corpus.write_text(corpus_text(2_000))
+    corpus.write_text(corpus_text(20_000))
     models = ModelStore(home)
     runs = RunStore(home)
     now = time.time()

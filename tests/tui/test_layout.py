@@ -46,8 +46,8 @@ async def test_every_panel_shows_its_key_fields(dashboard_home, size):
 
         runs = panel_text(app, "runs")
         started_at = time.strftime("%H:%M", time.localtime(time.time() - 90))
-        assert f"bard-long {started_at}" in runs, runs  # a short label, not the run id
         assert "running" in runs and "1.8484" in runs, runs  # status and loss
+        assert f"bard-long {started_at}" in runs, runs  # a short label, not the run id
 
         system = panel_text(app, "system")
         for field in ("CPU", "RAM", "Remaining"):
@@ -185,3 +185,26 @@ async def test_an_error_pop_up_shows_all_of_its_text_wrapped(dashboard_home):
         await pilot.pause(0.1)
         assert not isinstance(app.screen, ModalScreen)
         assert app.current_panel().id == "train"
+
+
+async def test_the_start_confirmation_fits_80x24_with_its_buttons(dashboard_home):
+    app = TrainerApp(dashboard_home, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        await pilot.press("3", "n")
+        app.query_one("#preset", Select).value = "tiny"
+        await pilot.pause(0.1)
+        app.query_one("#dataset", Input).value = str(dashboard_home / "corpus.txt")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen",
+                         timeout=60)
+        await pilot.pause(0.2)
+        dialog = app.screen.query_one("#dialog").region
+        assert dialog.y >= 0 and dialog.bottom <= 23, dialog  # above the footer
+        for button in ("#yes", "#no"):
+            assert dialog.contains_region(app.screen.query_one(button).region), button
+        shown = popup_text(app)
+        assert "Start" in shown and "No" in shown, shown
+        assert shown.startswith("Confirm Train a new model"), shown  # the question's start
+        await pilot.press("n")
+        await wait_until(pilot, lambda: "cancelled" in text_of(app, "#train-result"))
