@@ -85,6 +85,11 @@ async def test_tab_moves_between_panels_and_enter_reaches_the_fields(dashboard_h
         assert app.focused.id == "batch"
         await pilot.press("up")
         assert app.focused.id == "epochs"
+        await pilot.press("down", "down", "down")  # batch, dataset (seq is fixed), a select
+        assert app.focused.id == "preset" and not app.query_one("#preset", Select).expanded
+        await pilot.press("escape")  # a select hands the keys back as a text field does
+        assert app.focused is app.train_panel
+        await pilot.press("enter")
         await pilot.press("tab")  # from a field too, Tab is the next panel
         assert app.current_panel().id == "generate"
         await pilot.press("enter")

@@ -148,17 +148,15 @@ class TrainerApp(App):
             self.push_screen(ErrorScreen(text, title=title))
 
     def action_leave_field(self) -> None:
-        """Esc in a text field returns the keys to its panel."""
+        """Esc in a field (a text field, a select, a box) returns the keys to its panel."""
         focused = self.focused
         models = self.models_panel
         if isinstance(focused, Input) and focused.id == "rename":
             models.end_rename("rename cancelled")
             return
-        if isinstance(focused, Input):
-            for ancestor in focused.ancestors:
-                if isinstance(ancestor, Panel):
-                    ancestor.focus()
-                    break
+        panel = self.current_panel()
+        if panel is not None and panel.can_focus and focused is not panel:
+            panel.focus()
 
     def current_panel(self) -> Panel | None:
         node = self.focused

@@ -112,6 +112,7 @@ class TrainPanel(Panel):
         # the dataset the user picked (d) or typed: kept over presets and model changes,
         # which otherwise fill the field with theirs
         self.dataset_chosen = False
+        self.model_line: tuple[str, str] | None = None  # the model line, and its short form
 
     def compose(self) -> ComposeResult:
         # the selected model and the buttons on top, outside the scrolling form: on a short
@@ -219,7 +220,7 @@ class TrainPanel(Panel):
         label.update(Text(chosen, no_wrap=True, overflow="ellipsis"))
 
     def on_resize(self) -> None:
-        if getattr(self, "model_line", None):
+        if self.model_line is not None:
             self.show_model_line(*self.model_line)
 
     def end_new_model(self) -> None:
