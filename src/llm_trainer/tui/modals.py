@@ -48,6 +48,8 @@ class FittedText(VerticalScroll):
 
 
 class PopUp(DashboardModal):
+    """A pop-up whose text fits the terminal again when the terminal is resized."""
+
     def on_resize(self) -> None:
         for box in self.query(FittedText):
             box.fit()
