@@ -193,7 +193,7 @@ class TrainPanel(Panel):
             self.show_model_line("Selected Model: new model" if model is None else
                                  f"New model (n: back to {model.name})",
                                  "new model" if model is None else "New model (n: back)")
-            self.border_subtitle = "new model" if self.new_model else ""
+            self.border_subtitle = "new model" if self.new_model and model is not None else ""
             seq.disabled = name.disabled = init_from.disabled = profile.disabled = False
             self.query_one("#resume", Button).disabled = True
         else:
