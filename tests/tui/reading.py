@@ -26,3 +26,11 @@ def panel_text(app, panel_id: str) -> str:
     region = app.query_one(f"#{panel_id}").region
     rows = screen_lines(app)[region.y:region.bottom]
     return "\n".join(row[region.x:region.right] for row in rows)
+
+
+def asking(app) -> bool:
+    """A confirmation is on top with its question and buttons mounted (a pushed screen is on
+    top before its widgets are: a test that reads the question at once can miss it)."""
+    screen = app.screen
+    return (type(screen).__name__ == "ConfirmScreen" and len(screen.query("#question")) > 0
+            and len(screen.query("#no")) > 0)

@@ -16,7 +16,7 @@ from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from llm_trainer.tui.panels.generate import OutputArea
 from tests.helpers import TINY, corpus_text, run_cli, stop_all_runs, wait_until
-from tests.tui.reading import text_of
+from tests.tui.reading import asking, text_of
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -156,7 +156,7 @@ async def test_select_model_train_watch_generate(home):
         await pilot.press("enter")
         assert app.focused.id == "epochs"
         await pilot.press("backspace", *"300", "escape", "s")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         await pilot.press("y")
         await wait_until(pilot, lambda: "started run" in text_of(app, "#train-result"))
         run_id = text_of(app, "#train-result").split()[2]
@@ -181,7 +181,7 @@ async def test_select_model_train_watch_generate(home):
         assert run_id in body and "last log lines:" in body
         await pilot.press("escape")
         await pilot.press("x")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         await pilot.press("y")
         await wait_until(pilot, lambda: RunStore(home).read_state(run_id).status in
                          ("paused", "completed"), timeout=90)
@@ -211,12 +211,12 @@ async def test_rename_archive_delete_from_the_keyboard(home):
         await pilot.press("h")  # show archived ones to act on it
         await wait_until(pilot, lambda: app.query_one("#models-table", DataTable).row_count)
         await pilot.press("D")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         await pilot.press("n")
         await pilot.pause(0.3)
         assert ModelStore(home).exists("renamed.v2")
         await pilot.press("D")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         await pilot.press("y")
         await wait_until(pilot, lambda: not ModelStore(home).exists("renamed.v2"))
 

@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import corpus_text, home_contents, make_hf_gpt2, wait_until
-from tests.tui.reading import text_of
+from tests.tui.reading import asking, text_of
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ async def test_fine_tune_fields_start_a_lora_run_from_the_keyboard(ft_home, hf_f
                           "down", "1", "down", *"adapted", "enter")
         assert app.focused.id == "train"  # Enter hands the keys back: s starts
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         question = str(app.screen.query_one("#question", Static).render())
         assert question.startswith(f"Fine-tune hf:{hf_folder} as a new model adapted on ")
         assert "LoRA r=2,alpha=4,dropout=0.0,targets=c_attn,c_fc" in question
@@ -139,7 +139,7 @@ async def test_an_empty_seq_len_takes_the_folders_context(ft_home, hf_folder):
         app.query_one("#seq", Input).value = ""
         app.query_one("#init-from", Input).value = f"hf:{hf_folder}"
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         question = str(app.screen.query_one("#question", Static).render())
         assert "the default sequence length" in question
         assert "context 64," in question  # the folder's n_positions, as the planner chose

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, OptionList, Select
 
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import wait_until
-from tests.tui.reading import panel_text, screen_lines, text_of
+from tests.tui.reading import asking, panel_text, screen_lines, text_of
 
 pytestmark = pytest.mark.slow  # a whole dashboard per test (the fast suite's 30 s budget)
 
@@ -201,7 +201,7 @@ async def test_the_start_confirmation_fits_80x24_with_its_buttons(dashboard_home
         await pilot.pause(0.1)
         app.query_one("#dataset", Input).value = str(dashboard_home / "corpus.txt")
         await pilot.press("s")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen",
+        await wait_until(pilot, lambda: asking(app),
                          timeout=60)
         await pilot.pause(0.2)
         dialog = app.screen.query_one("#dialog").region

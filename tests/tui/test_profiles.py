@@ -12,7 +12,7 @@ from llm_trainer.profiles import list_profiles, load_profile
 from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import corpus_text, make_hf_gpt2, wait_until
-from tests.tui.reading import text_of
+from tests.tui.reading import asking, text_of
 
 pytestmark = pytest.mark.slow  # a Pilot app each: kept out of the fast suite (its 30 s budget)
 
@@ -61,7 +61,7 @@ async def test_start_with_a_profile_shows_its_reasons_and_records_it(ft_home, tm
         await pilot.pause(0.2)
         app.query_one("#epochs", Input).value = "1"  # the field over the profile's 3
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen",
+        await wait_until(pilot, lambda: asking(app),
                          timeout=60)
         question = str(app.screen.query_one("#question", Static).render())
         assert "profile qa, " in question  # the summary

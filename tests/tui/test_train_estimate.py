@@ -7,6 +7,7 @@ from textual.widgets import Input, Static
 
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import corpus_text, home_contents, wait_until
+from tests.tui.reading import asking
 
 pytestmark = pytest.mark.slow  # sets up the real model and data
 
@@ -22,7 +23,7 @@ async def test_start_shows_the_estimate_then_cancel_writes_nothing(home):
         app.query_one("#dataset", Input).value = str(home / "corpus.txt")
         app.query_one("#epochs", Input).value = "1"
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await wait_until(pilot, lambda: asking(app))
         question = str(app.screen.query_one("#question", Static).render())
         assert "dry run (train, a new model)" in question and "steps:" in question
         assert "per epoch" in question and "memory (estimate" in question
