@@ -45,8 +45,25 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 DEFAULT_PRESET = "default"
-LORA_TARGETS = ("c_attn", "c_proj", "c_fc")  # the linear layers of a block
 LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")  # runtime.loggers (training.loggers)
+# the linear layers of a block that take LoRA adapters; c_proj is both the attention's and the
+# MLP's output projection, attn.c_proj / mlp.c_proj one of them (peft matches name suffixes)
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj")
+# the Hugging Face names a Llama / Qwen3 user types, as the layer of ours that holds each: our
+# c_attn is q/k/v_proj fused and our swiglu c_fc gate/up_proj, so any of them adapts the whole
+# fused layer (one A, B's rows for all three / both); GPT-2's HF names are ours
+LORA_ALIASES = {"q_proj": "c_attn", "k_proj": "c_attn", "v_proj": "c_attn",
+                "o_proj": "attn.c_proj", "gate_proj": "c_fc", "up_proj": "c_fc",
+                "down_proj": "mlp.c_proj"}
+
+
+def lora_layers(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` (ours or Hugging Face's) as the layers of ours they adapt, each once, in the
+    order given; an unknown name stays as it is (``FinetuneConfig.check`` names it)."""
+    ours = [LORA_ALIASES.get(n, n) for n in names]
+    if "c_proj" in ours or {"attn.c_proj", "mlp.c_proj"} <= set(ours):  # both outputs
+        ours = ["c_proj" if n in ("attn.c_proj", "mlp.c_proj") else n for n in ours]
+    return tuple(dict.fromkeys(ours))
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -253,18 +270,30 @@ class FinetuneConfig:
                              min=0.0, min_exclusive=True)
     lora_dropout: float = _opt(0.05, "dropout on the LoRA branch's input", min=0.0, max=1.0,
                                max_exclusive=True)
-    lora_targets: tuple[str, ...] = _opt(("c_attn", "c_proj"), "module names that get "
-                                         "adapters (c_attn, c_proj, c_fc; c_proj covers both "
-                                         "the attention and the MLP output)")
+    lora_targets: tuple[str, ...] = _opt(("c_attn", "c_proj"), "layers that get adapters: "
+                                         "c_attn, c_proj (the attention and the MLP output), "
+                                         "c_fc, attn.c_proj, mlp.c_proj, or Hugging Face's "
+                                         "names (q_proj, k_proj or v_proj: all of the fused "
+                                         "c_attn; gate_proj or up_proj: all of the fused "
+                                         "c_fc; o_proj: attn.c_proj; down_proj: mlp.c_proj)")
+    lora_use_rslora: bool = _opt(False, "rank-stabilised LoRA: updates scaled by alpha / "
+                                        "sqrt(r) instead of alpha / r (peft's use_rslora)")
+    lora_use_dora: bool = _opt(False, "DoRA: a trained magnitude per output row on top of the "
+                                      "LoRA direction (peft's use_dora; slower steps)")
     freeze_layers: int = _opt(0, "keep the embeddings and the first N blocks frozen", min=0)
     profile: str | None = _opt(None, "the use-case profile the run was set up with "
                                      "(set by --profile; recorded, not read again)")
+
+    def __post_init__(self) -> None:
+        # Hugging Face's names are stored as ours: a resume, a checkpoint and the export see
+        # one spelling (frozen dataclass: set once, here)
+        object.__setattr__(self, "lora_targets", lora_layers(tuple(self.lora_targets)))
 
     def check(self) -> None:
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
         if bad:
             raise ConfigError(f"finetune.lora_targets: no module named {bad[0]!r}",
-                              hint=f"allowed: {', '.join(LORA_TARGETS)}")
+                              hint=f"allowed: {', '.join((*LORA_TARGETS, *LORA_ALIASES))}")
 
 
 SECTIONS: dict[str, type] = {

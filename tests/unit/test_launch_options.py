@@ -127,3 +127,25 @@ def test_the_panel_names_a_dataset_only_when_it_is_not_the_presets(tmp_path):
                                  preset="tiny", model="m")
     assert existing.options.dataset == preset.dataset and existing.options.seq_len is None
     assert existing.preset is None and existing.model == "m"
+
+
+def test_hugging_face_names_select_our_layers():
+    """q/k/v_proj all name the fused c_attn, gate/up_proj the fused c_fc, o_proj and down_proj
+    the attention's and the MLP's c_proj; both outputs together are c_proj."""
+    from llm_trainer.app.options import parse_lora
+    from llm_trainer.config import RunConfig
+    from llm_trainer.errors import ConfigError
+
+    def targets(spec):
+        return RunConfig().replace(**parse_lora(f"r=8,targets={spec}")).finetune.lora_targets
+
+    assert targets("q_proj,v_proj") == ("c_attn",)
+    assert targets("q_proj,k_proj,v_proj,o_proj") == ("c_attn", "attn.c_proj")
+    assert targets("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj") == \
+        ("c_attn", "c_proj", "c_fc")
+    assert targets("c_attn,c_proj,c_fc") == ("c_attn", "c_proj", "c_fc")
+    assert targets("down_proj") == ("mlp.c_proj",)
+    cfg = RunConfig().replace(**parse_lora("r=8,use_dora=true,use_rslora=yes"))
+    assert cfg.finetune.lora_use_dora and cfg.finetune.lora_use_rslora
+    with pytest.raises(ConfigError, match="no module named 'qkv_proj'"):
+        targets("qkv_proj")

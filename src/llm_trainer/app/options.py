@@ -30,10 +30,12 @@ from llm_trainer.config import (
 )
 from llm_trainer.errors import UsageError
 
-LORA_HINT = "use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj"
-# --lora's settings -> the FinetuneConfig fields they set
+LORA_HINT = ("use r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj (or q_proj,v_proj...), "
+             "use_rslora=true, use_dora=true")
+# --lora's settings -> the FinetuneConfig fields they set (use_*: peft's own names)
 LORA_FIELDS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout",
-               "targets": "lora_targets"}
+               "targets": "lora_targets", "use_rslora": "lora_use_rslora",
+               "use_dora": "lora_use_dora"}
 
 
 def launch(section: type, key: str, *, note: str = "", help: str | None = None,

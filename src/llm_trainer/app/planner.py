@@ -363,8 +363,10 @@ class LaunchPlanner:
                    f"{_arch_value(getattr(new, k))}" for k in old.changes(new, every_key=True)]
         # a LoRA model's adapters are part of its shape (rank, scale, targets); a resume
         # also keeps the frozen layers (the optimizer state holds the trainable ones)
-        old_ft = {"lora_r": 0, "freeze_layers": 0, **ckpt_cfg.get("finetune", {})}
-        keys = ["lora_r", *(("lora_alpha", "lora_targets") if old_ft["lora_r"] else ()),
+        old_ft = {"lora_r": 0, "freeze_layers": 0, "lora_use_rslora": False,
+                  "lora_use_dora": False, **ckpt_cfg.get("finetune", {})}
+        keys = ["lora_r", *(("lora_alpha", "lora_targets", "lora_use_rslora", "lora_use_dora")
+                            if old_ft["lora_r"] else ()),
                 *(("freeze_layers",) if exact else ())]
         for k in keys:
             was, now = old_ft.get(k), getattr(cfg.finetune, k)

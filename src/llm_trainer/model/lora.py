@@ -11,6 +11,11 @@ peft's Trainable Tokens (``LoraConfig(trainable_token_indices=...)``): only thos
 embedding (and of an untied head) change, and they are saved with the adapters. The frozen
 embedding would otherwise keep every added row at the same mean vector, so the model could
 never tell ``<|im_start|>`` from ``<|im_end|>``.
+
+rsLoRA (``use_rslora``: updates scaled by alpha / sqrt(r)) and DoRA (``use_dora``: a trained
+magnitude per output row, the row norms of W + scale * B @ A) are peft's own layers, so they
+compute, save and merge as peft defines them; ``inference.peft_export`` writes the adapters in
+the names of the Hugging Face model our ``--format hf`` export gives.
 """
 
 from __future__ import annotations
@@ -26,15 +31,19 @@ if TYPE_CHECKING:
 
 ADAPTER_FILE = "adapter.safetensors"
 EMBEDDING = "transformer.wte"  # the module whose added rows train (peft's Trainable Tokens)
+VARIANTS = ("use_rslora", "use_dora")  # LoraConfig's flags, under peft's names
 
 
 def lora_settings(ft: FinetuneConfig, tokens: Sequence[int] = ()) -> dict[str, Any]:
     """What defines the adapters (stored in each LoRA checkpoint's config.json). ``tokens``:
     the ids the tokenizer gained for this run (a chat template's markers), whose embedding
     rows train with the adapters; recorded only when there are some, so older checkpoints
-    read the same."""
-    settings = {"r": ft.lora_r, "alpha": ft.lora_alpha, "dropout": ft.lora_dropout,
-                "targets": list(ft.lora_targets)}
+    read the same (as rsLoRA and DoRA, recorded only when on)."""
+    settings: dict[str, Any] = {"r": ft.lora_r, "alpha": ft.lora_alpha,
+                                "dropout": ft.lora_dropout, "targets": list(ft.lora_targets)}
+    for key in VARIANTS:
+        if getattr(ft, f"lora_{key}"):
+            settings[key] = True
     if tokens:
         settings["tokens"] = [int(i) for i in tokens]
     return settings
@@ -45,6 +54,9 @@ def settings_of(model: torch.nn.Module) -> dict[str, Any]:
     cfg = model.peft_config["default"]
     settings = {"r": cfg.r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                 "targets": sorted(cfg.target_modules)}
+    for key in VARIANTS:
+        if getattr(cfg, key):
+            settings[key] = True
     if cfg.trainable_token_indices:
         settings["tokens"] = list(cfg.trainable_token_indices[EMBEDDING])
     return settings
@@ -64,7 +76,8 @@ def apply_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Mod
     config = LoraConfig(r=int(settings["r"]), lora_alpha=float(settings["alpha"]),
                         lora_dropout=float(settings["dropout"]),
                         target_modules=list(settings["targets"]), bias="none",
-                        trainable_token_indices=rows)
+                        trainable_token_indices=rows,
+                        **{key: bool(settings.get(key)) for key in VARIANTS})
     with _tying_shown(model, bool(tokens) and model.shape.tie_embeddings):
         return inject_adapter_in_model(config, model)
 
