@@ -223,11 +223,13 @@ class ExportResult(JsonView):
     path: str  # what was written: a folder, or a .gguf file
     model: str  # the model's folder name
     checkpoint: str  # the checkpoint exported (its folder name)
-    format: str  # hf | safetensors | gguf | ollama
+    format: str  # hf | safetensors | gguf | ollama | peft
     dtype: str | None  # gguf / ollama weights: f32 or f16 (None: the default)
     context: int | None  # the model's context length (model.block_size)
     notes: list[str] = field(default_factory=list)
     chat: bool = False  # the model has a chat template (the export carries it)
+    base: str | None = None  # peft: the transformers folder the adapter goes on, if known
+    resize: int | None = None  # peft: embedding rows that base needs first (added tokens)
 
 
 @dataclass(frozen=True)

@@ -241,10 +241,15 @@ class ModelAdmin:
             from llm_trainer.inference.gguf_export import export_notes
 
             notes.extend(export_notes(ckpt, fmt))
+        base = resize = None
+        if fmt == "peft":
+            from llm_trainer.inference.peft_export import adapter_base
+
+            base, resize = adapter_base(path)
         return ExportResult(path=str(path), model=info.path.parent.name,
                             checkpoint=info.path.name, format=fmt, dtype=dtype,
                             context=ckpt.shape.block_size, notes=notes,
-                            chat=ckpt.chat is not None)
+                            chat=ckpt.chat is not None, base=base, resize=resize)
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

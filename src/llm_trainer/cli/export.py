@@ -17,7 +17,8 @@ def models_export(
     out: Annotated[str, typer.Option("--out", help="folder to write (a .gguf file for gguf)")
                    ] = "",
     fmt: Annotated[str, typer.Option("--format", help="hf (transformers GPT-2), safetensors, "
-                                                      "gguf (llama.cpp) or ollama")] = "hf",
+                                                      "gguf (llama.cpp), ollama or peft (a "
+                                                      "LoRA model's adapters)")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
     dtype: Annotated[str | None, typer.Option(help="gguf/ollama weights: f32 (default) or f16")
                      ] = None,
@@ -26,7 +27,8 @@ def models_export(
                      ] = False,
 ) -> None:
     """Write a model for other tools: a Hugging Face folder (GPT-2, Llama or Qwen3), bare
-    safetensors, a GGUF file for llama.cpp, or an Ollama folder (model.gguf + Modelfile)."""
+    safetensors, a GGUF file for llama.cpp, an Ollama folder (model.gguf + Modelfile), or a
+    LoRA model's adapters for peft."""
     import shlex
 
     if not out:
@@ -45,6 +47,15 @@ def models_export(
         ask = "-cnv" if r.chat else '-p "Once upon a time"'
         echo(f"  run it: llama-cli -m {shlex.quote(r.path)} -c {r.context} -n "
              f"{r.context // 2} {ask}")
+    elif fmt == "peft":
+        echo(f"  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
+             f"{r.base or 'BASE'!r}), {r.path!r})")
+        if r.resize:
+            echo(f"  the chat template added tokens: base.resize_token_embeddings({r.resize}) "
+                 "first")
+        if r.base is None:
+            echo("  BASE: the transformers folder of the model it was trained on (`llm-trainer "
+                 "models export THAT_MODEL --format hf`)")
     elif fmt == "ollama":
         echo(f"  add it to Ollama: ollama create {shlex.quote(r.model)} -f "
              f"{shlex.quote(str(Path(r.path) / 'Modelfile'))}")

@@ -18,6 +18,8 @@ swiglu ``c_fc`` into gate_proj (its first half) and up_proj.
 ``safetensors``: our own weights, config and tokenizer, unchanged.
 ``gguf`` / ``ollama``: one GGUF file for llama.cpp, or a folder with it and an Ollama
 Modelfile (``gguf_export``).
+``peft``: a LoRA model's adapters as a peft adapter folder for the ``hf`` export's model
+(``peft_export``).
 
 A chat model's template goes with it in every format (``chat_settings`` here for ``hf``; the
 GGUF keys and the Modelfile TEMPLATE in ``gguf_export``); ``safetensors`` copies the
@@ -38,7 +40,7 @@ from llm_trainer.inference.outputs import check_out_folder
 from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.families import family_for
 
-FORMATS = ("hf", "safetensors", "gguf", "ollama")
+FORMATS = ("hf", "safetensors", "gguf", "ollama", "peft")
 GGUF_FORMATS = ("gguf", "ollama")  # the formats --dtype applies to
 
 
@@ -163,4 +165,8 @@ def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = Fal
     if fmt == "hf":
         family_for(ckpt.shape)
     check_out_folder(out, fmt, overwrite)
+    if fmt == "peft":
+        from llm_trainer.inference.peft_export import export_peft
+
+        return export_peft(ckpt, out)
     return export_hf(ckpt, out) if fmt == "hf" else export_safetensors(ckpt, out)
