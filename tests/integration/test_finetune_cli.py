@@ -143,6 +143,11 @@ def test_a_lora_model_keeps_its_adapter_shape(env):
                    "finetune.freeze_layers=1", home=home)
     assert proc.returncode == 2 and "finetune.freeze_layers: checkpoint 0, requested 1" in \
         proc.stderr
+    # DoRA adds a trained magnitude per row, rsLoRA another scale: neither can start midway
+    proc = run_cli("resume", "adapted", "--more-epochs", "1", "--set",
+                   "finetune.lora_use_dora=true", home=home)
+    assert proc.returncode == 2 and "finetune.lora_use_dora: checkpoint False, requested " \
+        "True" in proc.stderr
 
 
 def _broken(folder, tmp_path, what):
