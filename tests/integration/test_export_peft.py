@@ -171,6 +171,19 @@ def test_a_full_weights_model_is_refused_for_peft(tmp_path):
     assert not (tmp_path / "adapter").exists()
 
 
+def test_an_adapter_without_a_transformers_base_is_refused(tmp_path):
+    """relu2 has no transformers class: peft would have no model to put the adapter on."""
+    from llm_trainer.inference.export import export
+
+    _, ckpt = lora_pair(tmp_path, {"r": 2, "alpha": 4.0, "dropout": 0.0,
+                                   "targets": ["c_attn"]}, False, activation="relu2")
+    with pytest.raises(UsageError, match="--format peft needs a base that --format hf can "
+                                         "write: --format hf cannot represent this model: "
+                                         "activation relu2"):
+        export(ckpt, tmp_path / "adapter", "peft")
+    assert not (tmp_path / "adapter").exists()
+
+
 
 @pytest.mark.parametrize("case", ["gpt2-dora-rslora-tokens",
                                   pytest.param("llama-gqa-tokens", marks=pytest.mark.slow)])

@@ -53,7 +53,12 @@ def export_peft(ckpt: LoadedCheckpoint, out: Path) -> Path:
 
     from llm_trainer.checkpoint_io import load_model
 
-    family_for(ckpt.shape)  # a model --format hf cannot write has no base for the adapter
+    try:  # a model --format hf cannot write has no transformers base for the adapter
+        family_for(ckpt.shape)
+    except UsageError as exc:
+        raise UsageError(f"--format peft needs a base that --format hf can write: {exc}",
+                         hint="--format safetensors exports the model, adapters merged, in "
+                              "our own layout") from None
     model = load_model(ckpt, "cpu", merged=False)
     config, tensors = peft_adapter(model, ckpt.shape, ckpt.lora,
                                    base=base_model_path(ckpt))
