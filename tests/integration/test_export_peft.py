@@ -225,7 +225,7 @@ def test_a_lora_run_with_hugging_face_names_exports_an_adapter_peft_loads(tmp_pa
     points the adapter at that folder and says how to load it, and peft computes our
     logits on it."""
     transformers = pytest.importorskip("transformers")
-    from peft import PeftModel
+    from peft import AutoPeftModelForCausalLM, PeftModel
 
     from llm_trainer.checkpoint_io import load_model, read_checkpoint
     from llm_trainer.store.checkpoints import resolve_checkpoint
@@ -262,4 +262,7 @@ def test_a_lora_run_with_hugging_face_names_exports_an_adapter_peft_loads(tmp_pa
         base = transformers.AutoModelForCausalLM.from_pretrained(config[
             "base_model_name_or_path"]).eval()
         theirs = PeftModel.from_pretrained(base, str(out)).eval()(ids).logits
+        # the folder alone: peft finds the base through base_model_name_or_path
+        alone = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()(ids).logits
     assert (ours - theirs).abs().max().item() < 1e-4
+    assert (ours - alone).abs().max().item() < 1e-4
