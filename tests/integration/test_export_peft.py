@@ -74,8 +74,9 @@ CASES = {
     "gpt2": ({}, {"targets": ["c_attn", "attn.c_proj"]}, False),
     "gpt2-dora-rslora-tokens": ({}, {"targets": ["c_attn", "c_proj", "c_fc"], "use_dora": True,
                                      "use_rslora": True}, True),
-    "llama-gqa-tokens": (dict(**LLAMA, n_head=4, n_kv_head=2, tie_embeddings=False),
-                         {"targets": ["c_attn", "c_fc", "mlp.c_proj"]}, True),
+    "llama-gqa-dora-tokens": (dict(**LLAMA, n_head=4, n_kv_head=2, tie_embeddings=False),
+                              {"targets": ["c_attn", "c_fc", "mlp.c_proj"], "use_dora": True},
+                              True),
     "llama-dora-rslora": (LLAMA | {"bias": True}, {"targets": ["c_attn", "c_proj", "c_fc"],
                                                     "use_dora": True, "use_rslora": True},
                           False),
@@ -83,7 +84,7 @@ CASES = {
                           {"targets": ["c_attn", "attn.c_proj"], "use_dora": True}, True),
 }
 # the rest: slow (the fast suite's 30 s budget)
-FAST_CASES = ("gpt2-dora-rslora-tokens", "llama-gqa-tokens", "llama-dora-rslora")
+FAST_CASES = ("gpt2-dora-rslora-tokens", "llama-gqa-dora-tokens")
 
 
 @pytest.mark.parametrize("case", [c if c in FAST_CASES else pytest.param(c, marks=pytest.mark.slow)
@@ -185,8 +186,8 @@ def test_an_adapter_without_a_transformers_base_is_refused(tmp_path):
 
 
 
-@pytest.mark.parametrize("case", ["gpt2-dora-rslora-tokens",
-                                  pytest.param("llama-gqa-tokens", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["gpt2-dora-rslora-tokens", "llama-gqa-dora-tokens"])
 def test_the_base_without_the_added_tokens_loads_the_adapter_once_resized(tmp_path, case):
     """The folder a chat model was imported from lacks the rows its template added: resized
     (what the export prints), it takes the adapter and computes ours, since peft's Trainable
