@@ -87,7 +87,8 @@ def adapter_base(folder: Path) -> tuple[str | None, int | None]:
     config = json.loads((folder / CONFIG_FILE).read_text())
     base = config.get("base_model_name_or_path")
     rows = config.get("trainable_token_indices") or {}
-    need = 1 + max((i for ids in rows.values() for i in ids), default=-1)
+    lists = rows.values() if isinstance(rows, dict) else [rows]  # peft's list: the embedding
+    need = 1 + max((int(i) for ids in lists for i in ids), default=-1)
     try:
         has = json.loads((Path(base) / "config.json").read_text())["vocab_size"] if base else 0
     except (OSError, ValueError, KeyError):
@@ -105,7 +106,7 @@ def peft_adapter(model: torch.nn.Module, shape: ModelShape, settings: dict[str, 
     from llm_trainer.model.lora import EMBEDDING, VARIANTS, adapter_state_dict
 
     adapter = family_for(shape)(shape)
-    parts = _parts(adapter)
+    parts, every = _parts(adapter)
     tensors: dict[str, torch.Tensor] = {}
     adapted: set[str] = set()  # the transformers modules that get LoRA layers
     for key, tensor in adapter_state_dict(model).items():
@@ -129,7 +130,7 @@ def peft_adapter(model: torch.nn.Module, shape: ModelShape, settings: dict[str, 
     config = LoraConfig(
         r=int(settings["r"]), lora_alpha=float(settings["alpha"]),
         lora_dropout=float(settings["dropout"]), bias="none", task_type="CAUSAL_LM",
-        target_modules=_suffixes(adapted, set(n for n, _ in parts.get("*", ()))),
+        target_modules=_suffixes(adapted, every),
         fan_in_fan_out=isinstance(adapter, GPT2Adapter), trainable_token_indices=rows,
         base_model_name_or_path=base, inference_mode=True,
         **{key: bool(settings.get(key)) for key in VARIANTS})
@@ -138,11 +139,11 @@ def peft_adapter(model: torch.nn.Module, shape: ModelShape, settings: dict[str, 
     return json.loads(json.dumps(out, default=list)), tensors  # sets -> lists, as peft saves
 
 
-def _parts(adapter: Any) -> dict[str, tuple[tuple[str, int], ...]]:
-    """Our module -> (the transformers modules it is made of, their output rows), for every
-    module whose name or layout differs; ``"*"``: every linear module of the transformers
-    model with its rows (to name targets by the shortest suffix that picks no others).
-    Computed from the family's ``to_hf`` on a model without storage (the meta device)."""
+def _parts(adapter: Any) -> tuple[dict[str, tuple[tuple[str, int], ...]], set[str]]:
+    """(our module -> the transformers modules it is made of with their output rows, for
+    every module whose name or layout differs; every weighted module of the transformers
+    model, to name targets by the shortest suffix that picks no others). From the family's
+    ``to_hf`` on a model without storage (the meta device): its one map of names."""
     import torch
 
     from llm_trainer.model.gpt import GPT
@@ -155,9 +156,7 @@ def _parts(adapter: Any) -> dict[str, tuple[tuple[str, int], ...]]:
         if name.endswith(".weight"):
             out[name.removesuffix(".weight")] = tuple(
                 (hf.removesuffix(".weight"), rows[hf]) for hf in theirs)
-    out["*"] = tuple((name.removesuffix(".weight"), n) for name, n in rows.items()
-                     if name.endswith(".weight"))
-    return out
+    return out, {name.removesuffix(".weight") for name in rows if name.endswith(".weight")}
 
 
 def _suffixes(adapted: set[str], every: set[str]) -> list[str]:
