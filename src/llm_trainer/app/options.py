@@ -71,7 +71,9 @@ class LaunchOptions:
     seed: int | None = launch(TrainConfig, "seed")
     lora: str | None = launch(
         FinetuneConfig, "lora_r", help="with --init-from: train LoRA adapters only, e.g. "
-                                       "r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj")
+                                       "r=8,alpha=16,dropout=0.05,targets=c_attn,c_proj "
+                                       "(or Hugging Face's q_proj,v_proj,...), and "
+                                       "use_rslora=true, use_dora=true")
     freeze_layers: int | None = launch(FinetuneConfig, "freeze_layers",
                                        note=" (with --init-from)")
     early_stop_patience: int | None = launch(TrainConfig, "early_stop_patience")
