@@ -1,23 +1,46 @@
 """GGUF export for llama.cpp, and an Ollama folder around it.
 
-The file is llama.cpp's ``gpt2`` architecture, laid out as its ``convert_hf_to_gguf.py``
-writes a GPT-2: ``token_embd``, ``position_embd``, ``blk.N.{attn_norm, attn_qkv, attn_output,
-ffn_norm, ffn_up, ffn_down}``, ``output_norm`` and ``output`` (a copy of the tied embedding,
-or the head's own weight for ``tie_embeddings: false``), every one with its bias (zeros for a
-model trained without biases: llama.cpp requires them). Only GPT-2's block exports (see
-``check_architecture``); rope/rmsnorm/swiglu models go through ``--format hf``.
+The file holds the llama.cpp architecture named like the Hugging Face family that represents
+the model (``model.families.family_for``, the one ``--format hf`` writes), laid out as
+llama.cpp's ``convert_hf_to_gguf.py`` writes that family's folder:
+
+- ``gpt2`` (GPT2LMHeadModel): ``token_embd``, ``position_embd``, ``blk.N.{attn_norm,
+  attn_qkv, attn_output, ffn_norm, ffn_up, ffn_down}``, ``output_norm`` and ``output`` (a
+  copy of the tied embedding, or the head's own weight for ``tie_embeddings: false``), every
+  one with its bias (zeros for a model trained without biases: llama.cpp requires them).
+- ``llama`` (LlamaForCausalLM) and ``qwen3`` (Qwen3ForCausalLM, with ``attn_q_norm`` /
+  ``attn_k_norm``): ``token_embd``, ``blk.N.{attn_norm, attn_q, attn_k, attn_v,
+  attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}`` (biases where the model has them),
+  ``output_norm``, and ``output`` only for an untied head (llama.cpp reuses ``token_embd``).
+  Grouped-query attention is ``head_count_kv``; the head width ``key_length`` /
+  ``value_length`` and ``rope.dimension_count``; RoPE's theta ``rope.freq_base`` (no
+  scaling); the RMSNorm eps ``layer_norm_rms_epsilon``. Our rotary embedding is HF Llama's
+  (``rotate_half``: the two halves of a head), which is llama.cpp's NEOX rope, what its
+  ``qwen3`` graph computes; its ``llama`` graph rotates adjacent pairs (the original Meta
+  layout), so ``attn_q`` / ``attn_k`` rows are permuted within each head as the converter's
+  ``LlamaModel.permute`` does (``_to_pairs``).
+
 Our ``nn.Linear`` weights are (out, in), which is already ggml's {in, out}: no transpose.
-f16 stores the 2-D weights in float16 and keeps norms and biases in float32.
+``--dtype`` (``DTYPES``) picks the 2-D weights' type; the converter's rules keep 1-D tensors,
+norms, biases and ``position_embd`` in f32 (``tensor_type``). ``q8_0`` and the 4/5-bit types
+are quantized with gguf-py's own ``gguf.quants`` (32-value blocks); a weight whose rows are
+not whole blocks is written f16, as the converter falls back; with a 4/5-bit type the output
+head (``output``, or ``token_embd`` where it serves as the head) is q8_0, where
+``llama-quantize`` would write q6_K, which gguf-py cannot.
 
 The tokenizer goes in as llama.cpp's ``gpt2`` BPE: tokens in id order, their types, merges,
 and ``tokenizer.ggml.pre = "gpt-2"`` (the converter recognises pre-tokenizers by hashing known
-tokenizers' output and would not know ours; our byte-level split is GPT-2's regex). Only
-byte-level BPE tokenizers can be written this way: ``bpe``, ``byte``, or a GPT-2 style
-``tokenizer.json``; the JSON is checked, not the kind.
+tokenizers' output and would not know ours; our byte-level split is GPT-2's regex, which is
+what llama.cpp's ``gpt-2`` pre-tokenizer splits with). Only byte-level BPE tokenizers can be
+written this way: ``bpe``, ``byte``, or a GPT-2 style ``tokenizer.json``; the JSON is
+checked, not the kind.
 
 A chat model's file also holds its jinja template (``tokenizer.chat_template``) and its
 end-of-turn id (``tokenizer.ggml.eot_token_id``); its Modelfile gets the template rewritten in
 Ollama's Go syntax (``ollama_template``) and a stop at the end-of-turn marker.
+
+``{arch}.context_length`` is the model's context: llama.cpp's default context (``llama-cli
+-c 0``, llama-cpp-python ``n_ctx=0``) is then the model's own.
 
 Files are written to a temporary name in the destination folder and renamed at the end.
 """
@@ -35,9 +58,12 @@ from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.outputs import check_out_folder, replace_atomically
 from llm_trainer.inference.settings import GenerationSettings
-from llm_trainer.model.families import GPT2Adapter, family_for
+from llm_trainer.model.families import FAMILIES, HF_EXPORTS, GPT2Adapter, nearest_family
 
-DTYPES = ("f32", "f16")
+# --dtype: what the 2-D weights are written as (gguf.GGMLQuantizationType names, lower case)
+DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+# the Hugging Face family (model.families) -> the llama.cpp architecture that runs it
+ARCHITECTURES = {"GPT-2": "gpt2", "Llama": "llama", "Qwen3": "qwen3"}
 PRE_TOKENIZER = "gpt-2"
 EXPORTABLE = "bpe or byte (byte-level BPE), or a GPT-2 style tokenizer.json"
 # llama.cpp token types (gguf.TokenType), spelled out so this module imports without gguf
@@ -95,7 +121,7 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int | None = None) -> GGUFV
     return GGUFVocab(tokens, types, merges, vocab.get(EOT))
 
 
-def _writer(path: Path):
+def _writer(path: Path, arch: str):
     """gguf.GGUFWriter that can also write an empty string array: the ``byte`` tokenizer has
     no merges, and llama.cpp's gpt2 vocabulary loader requires the merges key to exist
     (an empty list is fine) while gguf-py skips or refuses empty arrays."""
@@ -108,7 +134,7 @@ def _writer(path: Path):
                 return head + self._pack("I", gguf.GGUFValueType.STRING) + self._pack("Q", 0)
             return super()._pack_val(val, vtype, add_vtype, *args, **kwargs)
 
-    return _Writer(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
+    return _Writer(str(path), arch)
 
 
 class _EmptyStrings(list):
@@ -118,9 +144,15 @@ class _EmptyStrings(list):
 def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
     """GGUF tensor name -> float32 array in numpy (row-major) order; GGUF's ne is the reverse
     (token_embd (vocab, n_embd) has ne {n_embd, vocab})."""
+    arch = gguf_architecture(ckpt.shape)
+    model_sd = load_model(ckpt, "cpu").state_dict()
+    return _gpt2_tensors(ckpt, model_sd) if arch == "gpt2" else \
+        _llama_tensors(ckpt, model_sd, arch)
+
+
+def _gpt2_tensors(ckpt: LoadedCheckpoint, model_sd: dict) -> dict[str, np.ndarray]:
     import gguf
 
-    model_sd = load_model(ckpt, "cpu").state_dict()
     sd = {k: v.float().numpy() for k, v in GPT2Adapter(ckpt.shape).with_biases(model_sd).items()}
 
     def name(tensor, bid: int | None = None) -> str:
@@ -145,27 +177,90 @@ def gguf_tensors(ckpt: LoadedCheckpoint) -> dict[str, np.ndarray]:
     return out
 
 
+def _llama_tensors(ckpt: LoadedCheckpoint, model_sd: dict, arch: str
+                   ) -> dict[str, np.ndarray]:
+    """The family's Hugging Face tensors (``to_hf``, what ``--format hf`` writes) under
+    llama.cpp's names (gguf-py's own map, as the converter looks them up); ``llama``: q and
+    k rows in pairs (``_to_pairs``). A tied head has no ``output`` tensor."""
+    import gguf
+
+    shape = ckpt.shape
+    family = next(f for f, a in ARCHITECTURES.items() if a == arch)
+    names = gguf.get_tensor_name_map(next(k for k, v in gguf.MODEL_ARCH_NAMES.items()
+                                          if v == arch), shape.n_layer)
+    out = {}
+    for hf_name, tensor in FAMILIES[family](shape).to_hf(model_sd).items():
+        array = tensor.float().numpy()
+        if arch == "llama" and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            array = _to_pairs(array, shape.n_head)
+        elif arch == "llama" and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            array = _to_pairs(array, shape.kv_heads)
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:  # every tensor to_hf writes has a llama.cpp name
+            raise AssertionError(f"no {arch} GGUF name for {hf_name}")
+        out[name] = array
+    return out
+
+
+def _to_pairs(rows: np.ndarray, heads: int) -> np.ndarray:
+    """q or k projection rows (weight or bias) from rotate_half's layout (a head's first
+    half, then its second) to llama.cpp's ``llama`` rope, which rotates adjacent pairs: row
+    j of a head's first half and row j of its second become rows 2j and 2j+1. (The
+    inverse of transformers' ``convert_llama_weights_to_hf`` permute; the converter's
+    ``LlamaModel.permute``.)"""
+    per_head = rows.shape[0] // heads
+    return (rows.reshape(heads, 2, per_head // 2, *rows.shape[1:]).swapaxes(1, 2)
+            .reshape(rows.shape))
+
+
+def gguf_architecture(shape) -> str:
+    """llama.cpp's architecture for this model: ``gpt2``, ``llama`` or ``qwen3``, the
+    Hugging Face family's; a one-line UsageError naming the options no family represents."""
+    nearest, misfits = nearest_family(shape)
+    if not misfits:
+        return ARCHITECTURES[nearest]
+    raise UsageError(f"llama.cpp cannot run this model: {', '.join(misfits)} does not fit "
+                     f"{nearest}, the nearest; GGUF export writes llama.cpp's gpt2, llama and "
+                     f"qwen3 architectures: {HF_EXPORTS}",
+                     hint="--format safetensors exports any model in our own layout")
+
+
 def check_architecture(ckpt: LoadedCheckpoint) -> None:
-    """llama.cpp's gpt2 architecture is GPT-2's block, what ``--format hf`` writes as
-    GPT2LMHeadModel: refuse, in one line, any other."""
-    odd = GPT2Adapter.misfits(ckpt.shape)
-    if not odd:
-        return
-    try:
-        family = family_for(ckpt.shape).name
-    except UsageError:
-        family = None
-    raise UsageError(f"llama.cpp's gpt2 architecture, which GGUF export writes, cannot run this "
-                     f"model ({', '.join(odd)}); it needs GPT-2's block: "
-                     f"{GPT2Adapter.requirements()}",
-                     hint=f"export --format hf (as {family}) and convert that folder with "
-                          f"llama.cpp's convert_hf_to_gguf.py" if family else
-                          "--format safetensors exports any model in our own layout")
+    """Refuse, in one line before anything is written, a model llama.cpp cannot run."""
+    gguf_architecture(ckpt.shape)
 
 
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
-        raise UsageError(f"unknown --dtype {dtype!r}", hint="use --dtype f32 or f16")
+        raise UsageError(f"unknown --dtype {dtype!r}",
+                         hint=f"use --dtype {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
+
+
+def tensor_type(name: str, array: np.ndarray, dtype: str, head: str):
+    """The GGML type tensor ``name`` is written as for ``--dtype``: convert_hf_to_gguf.py's
+    rules (1-D tensors, norms, biases and ``position_embd`` f32; a weight whose rows are not
+    whole quantization blocks f16), and llama-quantize's output head kept at 8 bits for
+    4/5-bit types (``head``: the tensor llama.cpp multiplies the last hidden state by)."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    if (dtype == "f32" or array.ndim <= 1 or name.endswith("_norm.weight")
+            or not name.endswith(".weight") or name == "position_embd.weight"):
+        return Q.F32
+    if dtype == "f16":
+        return Q.F16
+    qtype = Q.Q8_0 if name == head else Q[dtype.upper()]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    return qtype if array.shape[-1] % block == 0 else Q.F16
+
+
+def file_type(dtype: str):
+    """``general.file_type``: what most of the weights are."""
+    import gguf
+
+    if dtype == "f32":
+        return gguf.LlamaFileType.ALL_F32
+    return gguf.LlamaFileType[f"MOSTLY_{dtype.upper()}"]
 
 
 def model_name(ckpt: LoadedCheckpoint) -> str:
@@ -194,17 +289,26 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
     import gguf
 
     shape = ckpt.shape
+    arch = gguf_architecture(shape)
     defaults = GenerationSettings()
-    w = _writer(path)
+    w = _writer(path, arch)
     w.add_name(model_name(ckpt))
     w.add_context_length(shape.block_size)
     w.add_embedding_length(shape.n_embd)
     w.add_feed_forward_length(shape.mlp_hidden)
     w.add_block_count(shape.n_layer)
     w.add_head_count(shape.n_head)
-    w.add_layer_norm_eps(shape.norm_eps)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16"
-                    else gguf.LlamaFileType.ALL_F32)
+    if arch == "gpt2":
+        w.add_layer_norm_eps(shape.norm_eps)
+    else:
+        w.add_vocab_size(shape.vocab_size)
+        w.add_head_count_kv(shape.kv_heads)
+        w.add_key_length(shape.head_dim)
+        w.add_value_length(shape.head_dim)
+        w.add_rope_dimension_count(shape.head_dim)
+        w.add_rope_freq_base(shape.rope_theta)
+        w.add_layer_norm_rms_eps(shape.norm_eps)
+    w.add_file_type(file_type(dtype))
     # sampling defaults llama.cpp reads: the ones `llm-trainer generate` uses
     w.add_float32("general.sampling.temp", defaults.temperature)
     if defaults.top_k is not None:
@@ -228,10 +332,12 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
             w.add_eot_token_id(end_of_turn)
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
-    for name, array in gguf_tensors(ckpt).items():
-        if dtype == "f16" and array.ndim == 2:
-            array = array.astype(np.float16)
-        w.add_tensor(name, np.ascontiguousarray(array))
+    tensors = gguf_tensors(ckpt)
+    head = "output.weight" if "output.weight" in tensors else "token_embd.weight"
+    for name, array in tensors.items():
+        qtype = tensor_type(name, array, dtype, head)
+        data = gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype)
+        w.add_tensor(name, data, raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -4,7 +4,8 @@ for its transformers class, which model options it represents (``misfits``), how
 config.json reads (``read_config``, the import) and is written (``hf_config``, the export),
 and how our weights map onto its tensors both ways (``to_hf`` / ``from_hf``).
 ``model.hf_import`` reads folders with them; ``inference.export`` writes folders, and
-``inference.gguf_export`` takes GPT-2's layout (``GPT2Adapter.with_biases``) for llama.cpp.
+``inference.gguf_export`` writes each family as llama.cpp's architecture of the same name
+(GPT-2's layout from ``GPT2Adapter.with_biases``, Llama's and Qwen3's from ``to_hf``).
 
 No torch at import: the launch planner checks an ``--init-from`` folder before anything
 starts (the tensor methods import it when called).
@@ -358,16 +359,24 @@ FAMILIES: dict[str, type[StateDictAdapter]] = {
 BY_MODEL_TYPE = {a.model_type: a for a in FAMILIES.values()}
 
 
-def family_for(shape: ModelShape) -> type[StateDictAdapter]:
-    """The Hugging Face family that represents ``shape``, or a one-line UsageError naming
-    what the nearest one cannot represent."""
+def nearest_family(shape: ModelShape) -> tuple[str, list[str]]:
+    """The family that fits ``shape`` (no misfits), or the nearest one and what of ``shape``
+    it cannot represent: fewest misfits; on a tie, one that has the model's qk_norm (Qwen3
+    for a Llama block with qk_norm and biases: "bias true" says more than "qk_norm true")."""
     odd = {name: family.misfits(shape) for name, family in FAMILIES.items()}
     for name, names in odd.items():
         if not names:
-            return FAMILIES[name]
-    # the nearest: fewest misfits; on a tie, one that has the model's qk_norm (Qwen3 for a
-    # Llama block with qk_norm and biases: "bias true" says more than "qk_norm true")
+            return name, []
     nearest = min(odd, key=lambda f: (len(odd[f]), any(o.startswith("qk_norm") for o in odd[f])))
-    raise UsageError(f"--format hf cannot represent this model: {', '.join(odd[nearest])} "
+    return nearest, odd[nearest]
+
+
+def family_for(shape: ModelShape) -> type[StateDictAdapter]:
+    """The Hugging Face family that represents ``shape``, or a one-line UsageError naming
+    what the nearest one cannot represent."""
+    nearest, misfits = nearest_family(shape)
+    if not misfits:
+        return FAMILIES[nearest]
+    raise UsageError(f"--format hf cannot represent this model: {', '.join(misfits)} "
                      f"does not fit {nearest}, the nearest; it exports {HF_EXPORTS}",
                      hint="--format safetensors exports any model in our own layout")
