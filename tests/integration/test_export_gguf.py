@@ -73,7 +73,8 @@ def retokenize(tokens: list[str], types: list[int], merges: list[str], text: str
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "dtype"), [("bpe", "f32"), ("bpe", "f16"), ("nobias", "f32"),
-                                             ("bytes", "f16")])
+                                             ("bytes", "f16"), ("bpe", "q8_0"),
+                                             ("nobias", "q4_1")])
 def test_gguf_matches_the_checkpoint(home, tmp_path, name, dtype):
     from llm_trainer.checkpoint_io import load_model
 
@@ -96,19 +97,23 @@ def test_gguf_matches_the_checkpoint(home, tmp_path, name, dtype):
     for tname, (param, ne) in expected.items():
         t = tensors[tname]
         assert [int(n) for n in t.shape] == ne, tname  # ggml order: ne0 is the row length
-        data = np.asarray(t.data)
-        assert data.shape == tuple(reversed(ne)), tname
-        want_f16 = dtype == "f16" and len(ne) == 2
-        assert t.tensor_type == (gguf.GGMLQuantizationType.F16 if want_f16
-                                 else gguf.GGMLQuantizationType.F32), tname
+        # 2-D weights in --dtype (the output head at 8 bits for 4/5-bit types); biases, norms
+        # and the position table f32, as llama.cpp's converter writes them
+        Q = gguf.GGMLQuantizationType
+        qtype = Q.F32 if len(ne) == 1 or dtype == "f32" or tname == "position_embd.weight" \
+            else Q.Q8_0 if tname == "output.weight" and dtype.startswith(("q4", "q5")) \
+            else Q[dtype.upper()]
+        assert t.tensor_type == qtype, tname
+        data = gguf.quants.dequantize(np.asarray(t.data), qtype).reshape(tuple(reversed(ne)))
         value = ours.get(param, np.zeros(ne[0], dtype=np.float32))  # bias=false: zeros
         if name == "nobias" and tname.endswith(".bias"):
             assert param not in ours and not data.any(), tname
-        assert np.array_equal(data, value.astype(np.float16) if want_f16 else value), tname
+        assert np.array_equal(data, gguf.quants.dequantize(gguf.quants.quantize(value, qtype),
+                                                           qtype).reshape(value.shape)), tname
 
     assert field(reader, "general.architecture") == "gpt2"
     assert field(reader, "general.name") == name
-    assert field(reader, "general.file_type") == (1 if dtype == "f16" else 0)
+    assert field(reader, "general.file_type") == {"f32": 0, "f16": 1, "q8_0": 7, "q4_1": 3}[dtype]
     assert field(reader, "gpt2.context_length") == shape.block_size == 32
     assert field(reader, "gpt2.embedding_length") == shape.n_embd
     assert field(reader, "gpt2.feed_forward_length") == 4 * shape.n_embd
