@@ -84,6 +84,7 @@ def test_gguf_matches_the_checkpoint(home, tmp_path, name, dtype):
     assert proc.returncode == 0, proc.stderr
     assert f"as gguf ({dtype}) to {out}" in proc.stdout
     assert f"llama-cli -m {out} -c 32" in proc.stdout
+    assert f"Llama(model_path={str(out)!r}, n_ctx=32)" in proc.stdout  # llama-cpp-python's 512
     assert ("tanh GELU" in proc.stderr) == (name != "nobias")  # exact-GELU models are warned
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
 

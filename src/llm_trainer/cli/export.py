@@ -20,8 +20,8 @@ def models_export(
                                                       "gguf (llama.cpp), ollama or peft (a "
                                                       "LoRA model's adapters)")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
-    dtype: Annotated[str | None, typer.Option(help="gguf/ollama weights: f32 (default) or f16")
-                     ] = None,
+    dtype: Annotated[str | None, typer.Option(help="gguf/ollama weights: f32 (default), f16, "
+                                                   "q8_0, q5_1, q5_0, q4_1 or q4_0")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite: write into a non-empty "
                                                         "folder, or replace a .gguf file")
                      ] = False,
@@ -42,11 +42,12 @@ def models_export(
     echo(f"exported {r.model} ({r.checkpoint}) as {what} to {r.path}")
     if fmt == "hf":
         echo(f"  load it: AutoModelForCausalLM.from_pretrained({r.path!r})")
-    elif fmt == "gguf" and r.context:  # learned positions: llama.cpp keeps the model's context
+    elif fmt == "gguf" and r.context:  # llama.cpp and llama-cpp-python default to another context
         # a chat model: conversation mode, which writes the turns with the file's template
         ask = "-cnv" if r.chat else '-p "Once upon a time"'
         echo(f"  run it: llama-cli -m {shlex.quote(r.path)} -c {r.context} -n "
              f"{r.context // 2} {ask}")
+        echo(f"  or: Llama(model_path={r.path!r}, n_ctx={r.context})  # llama-cpp-python")
     elif fmt == "peft":
         echo(f"  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
              f"{r.base or 'BASE'!r}), {r.path!r})")
