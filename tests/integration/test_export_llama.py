@@ -288,3 +288,19 @@ def test_gguf_writes_an_untied_head_as_output(tmp_path):
     assert torch.equal(torch.from_numpy(tensors["token_embd.weight"]),
                        model.transformer.wte.weight)
     assert "lm_head.weight" not in tensors
+
+
+def test_ollama_folder_for_a_qwen3_model(tmp_path):
+    """An Ollama folder of a non-GPT-2 model: its qwen3 GGUF and a Modelfile with its context."""
+    gguf = pytest.importorskip("gguf")
+    from llm_trainer.inference.gguf_export import export_notes, export_ollama
+
+    ckpt = checkpoint(tmp_path, "qwen3", **GGUF_CASES["qwen3-tied"])
+    out = export_ollama(ckpt, tmp_path / "ollama", dtype="q8_0")
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.gguf"]
+    assert "PARAMETER num_ctx 16" in (out / "Modelfile").read_text().splitlines()
+    reader = gguf.GGUFReader(str(out / "model.gguf"))
+    assert reader.fields["general.architecture"].contents() == "qwen3"
+    assert reader.fields["qwen3.context_length"].contents() == 16
+    assert "output.weight" not in {t.name for t in reader.tensors}  # tied: token_embd serves
+    assert export_notes(ckpt, "ollama") == []  # no GELU to warn about
