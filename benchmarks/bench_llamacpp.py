@@ -4,24 +4,32 @@
 For each case (a shakespeare-char-sized model, trained here for ``--steps`` steps unless
 ``--model`` names one under ``--home``):
 
-1. ``llm-trainer models export NAME --format gguf`` (f32, and f16 for one more figure);
-2. load it with ``llama_cpp.Llama(path, logits_all=True, n_ctx=block_size)``;
-3. **tokenizer**: llama.cpp's tokenisation of the prompt and of ``--text-chars`` characters of
-   the data equals ours, and its detokenisation gives the text back;
+1. ``llm-trainer models export NAME --format gguf --dtype D`` for each of ``--dtypes``
+   (f32, f16, q8_0 and the 4/5-bit types);
+2. load each with ``llama_cpp.Llama(path, logits_all=True, n_ctx=block_size)``;
+3. **tokenizer** (f32 file): llama.cpp's tokenisation of the prompt and of ``--text-chars``
+   characters of the data equals ours, and its detokenisation gives the text back;
 4. **greedy**: ``--tokens`` new tokens, ours from ``TextGenerator.generate_ids`` (KV cache,
-   temperature 0) and llama.cpp's as the argmax of ``llm.scores`` after ``llm.eval``, from the
-   same prompt ids;
-5. **logits**: max |ours - llama.cpp| over every position of prompt + our continuation (ours
-   from one full forward pass), with llama.cpp's default f16 KV cache and with an f32 one,
-   and for the f16 file.
+   temperature 0, float32) and llama.cpp's as the argmax of ``llm.scores`` after
+   ``llm.eval``, from the same prompt ids: identical or not, and how many of the tokens
+   agree before the first difference;
+5. **logits**: max |ours - llama.cpp| over every position of prompt + our continuation
+   (ours from one full forward pass), with llama.cpp's default f16 KV cache for every file
+   and with an f32 one for the f32 file; the share of positions whose argmax agrees;
+6. the file's size.
 
-Cases: the ``shakespeare-char`` preset with ``data.tokenizer=bpe`` (``--vocab-size``), as the
-preset trains it (exact erf GELU, no biases) and with ``model.activation=gelu_tanh`` (the GELU
-llama.cpp's gpt2 graph computes), and the ``byte`` tokenizer (no merges: the empty merges
-array). Prints a JSON summary; ``--json PATH`` writes it too. Exit status 1 if a greedy
-continuation differs, a tokenisation does not match, or a logit differs by more than ``--tol``.
+Cases: the ``shakespeare-char`` preset with ``data.tokenizer=bpe`` (``--vocab-size``), as
+llama.cpp's ``gpt2`` architecture: as the preset trains it (exact erf GELU, no biases), with
+``model.activation=gelu_tanh`` (the GELU llama.cpp's gpt2 graph computes), and the ``byte``
+tokenizer (no merges: the empty merges array); as its ``llama`` architecture (rope, rmsnorm,
+swiglu, 2 key/value heads for 4 query heads, tied head); and as ``qwen3`` (the same with
+QK-norm and an untied head). Prints a JSON summary; ``--json PATH`` writes it too. Exit
+status 1 if the f32 file's greedy continuation differs, a tokenisation does not match, or an
+f32 / f16 file's logit differs by more than ``--tol`` (quantized files are measured, not
+judged).
 
     .venv/bin/python benchmarks/bench_llamacpp.py
+    .venv/bin/python benchmarks/bench_llamacpp.py --cases bpe-llama --dtypes f32,q8_0
     .venv/bin/python benchmarks/bench_llamacpp.py --home ~/.llm-trainer --model my-bpe-model
 """
 
@@ -41,11 +49,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 PRESET = "shakespeare-char"
+LLAMA = ["data.tokenizer=bpe", "model.pos=rope", "model.norm=rmsnorm",
+         "model.activation=swiglu", "model.bias=false", "model.n_kv_head=2"]
 CASES = {  # name: --set flags on top of the preset
     "bpe-gelu": ["data.tokenizer=bpe"],
     "bpe-gelu_tanh": ["data.tokenizer=bpe", "model.activation=gelu_tanh"],
     "byte-gelu_tanh": ["data.tokenizer=byte", "model.activation=gelu_tanh"],
+    "bpe-llama": LLAMA,
+    "bpe-qwen3": [*LLAMA, "model.qk_norm=true", "model.tie_embeddings=false"],
 }
+DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+JUDGED = ("f32", "f16")  # files held to --tol; quantized ones are measured
 GGML_TYPE_F32 = 0  # llama.cpp's KV cache type for type_k / type_v
 
 
@@ -115,7 +129,7 @@ def compare(home: Path, name: str, args, text: str) -> dict:
         our_logits = gen.model(torch.tensor([window]))[0][0].float().numpy()
 
     files = {}
-    for dtype in ("f32", "f16"):
+    for dtype in args.dtypes.split(","):
         files[dtype] = home / "exports" / f"{name}-{dtype}.gguf"
         cli(home, "models", "export", name, "--format", "gguf", "--dtype", dtype, "--out",
             str(files[dtype]), "--force")
@@ -128,23 +142,25 @@ def compare(home: Path, name: str, args, text: str) -> dict:
     sample = text[:args.text_chars]
     llama_ids = llm.tokenize(sample.encode(), add_bos=False, special=False)
     prompt_ids = llm.tokenize(args.prompt.encode(), add_bos=False, special=False)
-    theirs = llama_greedy(llm, ids, args.tokens)
-    diffs = {"f32 file, f16 KV cache (llama.cpp default)": llama_logits(llm, window)}
-    del llm
-    llm = load(files["f32"], type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
-    diffs["f32 file, f32 KV cache"] = llama_logits(llm, window)
-    theirs_f32kv = llama_greedy(llm, ids, args.tokens)
-    del llm
-    llm = load(files["f16"])
-    diffs["f16 file, f16 KV cache"] = llama_logits(llm, window)
-    theirs_f16 = llama_greedy(llm, ids, args.tokens)
     del llm
 
-    max_diff = {k: float(np.abs(v - our_logits).max()) for k, v in diffs.items()}
-    argmax_agree = {k: float((v.argmax(-1) == our_logits.argmax(-1)).mean())
-                    for k, v in diffs.items()}
+    def measure(path: Path, **kw) -> dict:
+        llm = load(path, **kw)
+        logits = llama_logits(llm, window)
+        theirs = llama_greedy(llm, ids, args.tokens)
+        del llm
+        first = first_difference(theirs, ours)
+        return {"file_bytes": path.stat().st_size, "greedy_match": theirs == ours,
+                "greedy_agree_tokens": len(ours) if first is None else first,
+                "llama_cpp": theirs,
+                "max_abs_logit_diff": float(np.abs(logits - our_logits).max()),
+                "argmax_agreement": float((logits.argmax(-1) == our_logits.argmax(-1)).mean())}
+
+    per_dtype = {dtype: measure(path) for dtype, path in files.items()}
+    f32_kv = measure(files["f32"], type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
     return {
-        "model": name, "checkpoint": info.path.name, "activation": shape.activation,
+        "model": name, "checkpoint": info.path.name, "architecture": gguf_arch(files["f32"]),
+        "shape": shape.describe(), "activation": shape.activation,
         "bias": shape.bias, "tokenizer": tok.kind, "vocab_size": shape.vocab_size,
         "merges": len(json.loads(tok.to_str())["model"].get("merges") or []),
         "block_size": shape.block_size, "params": sum(p.numel() for p in gen.model.parameters()),
@@ -156,16 +172,23 @@ def compare(home: Path, name: str, args, text: str) -> dict:
         "tokenizer_first_difference": first_difference(llama_ids, tok.encode(sample)),
         "detokenize_match": llm_detokenize_ok(files["f32"], tok.encode(sample), sample,
                                               shape.block_size),
-        "greedy_tokens": args.tokens, "ours": ours, "llama_cpp": theirs,
-        "greedy_match": theirs == ours,
-        "greedy_match_f32_kv": theirs_f32kv == ours, "greedy_match_f16_file": theirs_f16 == ours,
-        "greedy_first_difference": first_difference(theirs, ours),
+        "greedy_tokens": args.tokens, "ours": ours,
+        "greedy_match": per_dtype["f32"]["greedy_match"],
         "continuation": tok.decode(ours),
         "logit_positions": len(window),
-        "max_abs_logit_diff": max_diff, "argmax_agreement": argmax_agree,
         "logit_range": [float(our_logits.min()), float(our_logits.max())],
-        "within_tolerance": {k: v <= args.tol for k, v in max_diff.items()},
+        "f16_kv_cache": per_dtype,  # llama.cpp's default
+        "f32_file_f32_kv_cache": f32_kv,
+        "within_tolerance": {d: r["max_abs_logit_diff"] <= args.tol
+                             for d, r in [*per_dtype.items(), ("f32 KV", f32_kv)]
+                             if d in (*JUDGED, "f32 KV")},
     }
+
+
+def gguf_arch(path: Path) -> str:
+    import gguf
+
+    return gguf.GGUFReader(str(path)).fields["general.architecture"].contents()
 
 
 def llm_detokenize_ok(path: Path, ids: list[int], text: str, n_ctx: int) -> bool:
@@ -184,6 +207,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--vocab-size", type=int, default=512)
     ap.add_argument("--prompt", default="ROMEO:\nWhat")
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="GGUF types to export (f32 "
+                                                               "is always needed)")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--text-chars", type=int, default=5000)
     ap.add_argument("--tol", type=float, default=1e-2, help="max |logit difference| allowed")
@@ -210,8 +235,11 @@ def main() -> int:
             result = compare(home, name, args, text)
             result["train_s"] = None if train_s is None else round(train_s, 1)
             summary["cases"].append(result)
-            print(f"{name}: greedy match {result['greedy_match']}, max |logit diff| "
-                  f"{result['max_abs_logit_diff']}", file=sys.stderr)
+            for dtype, r in result["f16_kv_cache"].items():
+                print(f"{name} {dtype}: {r['file_bytes']:,} bytes, greedy "
+                      f"{r['greedy_agree_tokens']}/{args.tokens}, max |logit diff| "
+                      f"{r['max_abs_logit_diff']:.2e}, argmax {r['argmax_agreement']:.3f}",
+                      file=sys.stderr)
     finally:
         if tmp is not None:
             tmp.cleanup()
