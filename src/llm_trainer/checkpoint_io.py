@@ -17,8 +17,11 @@ Folder layout and manifests live in ``store.checkpoints``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,10 @@ import torch
 from llm_trainer.config import RunConfig
 from llm_trainer.data.chat import ChatTemplate
 from llm_trainer.data.tokenizer import TextTokenizer
-from llm_trainer.errors import NotFoundError
+from llm_trainer.errors import DiskFullError, NotFoundError
 from llm_trainer.model.gpt import GPT
 from llm_trainer.model.shape import ModelShape
+from llm_trainer.store.atomic import disk_full
 from llm_trainer.store.checkpoints import (
     BASE_DIR,
     CHECKPOINT_CONFIG_SCHEMA,
@@ -41,6 +45,7 @@ from llm_trainer.store.checkpoints import (
     commit_checkpoint,
     inspect_checkpoint,
     new_staging_dir,
+    step_dir_name,
 )
 
 
@@ -106,25 +111,42 @@ def save_checkpoint(model_dir: Path, *, model: torch.nn.Module, optimizer, train
     from llm_trainer.model.lora import ADAPTER_FILE, adapter_state_dict, is_lora, settings_of
 
     staging = new_staging_dir(model_dir, step)
-    extra: dict[str, Any] = {}
-    if is_lora(model):
-        save_file(adapter_state_dict(model), str(staging / ADAPTER_FILE),
-                  metadata={"format": "pt", "step": str(step)})
-        extra = {"lora": settings_of(model), "base": f"../{BASE_DIR}"}
-    else:
-        save_model(model, str(staging / "model.safetensors"),
-                   metadata={"format": "pt", "step": str(step)})
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    states = rng or [capture_rng()]
-    torch.save({**states[0], "ranks": states if len(states) > 1 else []}, staging / "rng.pt")
-    if chat is not None:
-        extra["chat"] = chat.to_json()
-    (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
-    (staging / CONFIG).write_text(json.dumps(
-        {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
-         "architecture": shape.to_json(), **extra}, indent=2))
-    tokenizer.save(staging / "tokenizer.json")
-    return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
+    with cleaned_on_failure(staging, f"step {step}", model_dir / step_dir_name(step)):
+        extra: dict[str, Any] = {}
+        if is_lora(model):
+            save_file(adapter_state_dict(model), str(staging / ADAPTER_FILE),
+                      metadata={"format": "pt", "step": str(step)})
+            extra = {"lora": settings_of(model), "base": f"../{BASE_DIR}"}
+        else:
+            save_model(model, str(staging / "model.safetensors"),
+                       metadata={"format": "pt", "step": str(step)})
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        states = rng or [capture_rng()]
+        torch.save({**states[0], "ranks": states if len(states) > 1 else []},
+                   staging / "rng.pt")
+        if chat is not None:
+            extra["chat"] = chat.to_json()
+        (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2))
+        (staging / CONFIG).write_text(json.dumps(
+            {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
+             "architecture": shape.to_json(), **extra}, indent=2))
+        tokenizer.save(staging / "tokenizer.json")
+        return commit_checkpoint(staging, step=step, epoch=epoch, val_loss=val_loss)
+
+
+@contextlib.contextmanager
+def cleaned_on_failure(staging: Path, what: str, final: Path) -> Iterator[None]:
+    """A save that fails removes its staging folder at once (on a full disk it is what fills
+    it), and a full disk is said as such: ``DiskFullError`` naming what and where, instead of
+    the library's own words (torch.save's is "[enforce fail at inline_container.cc:672]")."""
+    try:
+        yield
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and disk_full(exc, staging.parent)
+        shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise DiskFullError(f"disk full while saving {what} at {final}") from exc
+        raise
 
 
 def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, shape: ModelShape,
@@ -134,12 +156,13 @@ def save_base(model_dir: Path, *, model: torch.nn.Module, config: RunConfig, sha
     from safetensors.torch import save_model
 
     staging = new_staging_dir(model_dir, 0)
-    save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    (staging / CONFIG).write_text(json.dumps(
-        {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
-         "architecture": shape.to_json(), "source": source}, indent=2))
-    tokenizer.save(staging / "tokenizer.json")
-    return commit_checkpoint(staging, step=0, epoch=0.0, val_loss=None, name=BASE_DIR)
+    with cleaned_on_failure(staging, "the base weights", model_dir / BASE_DIR):
+        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / CONFIG).write_text(json.dumps(
+            {"schema_version": CHECKPOINT_CONFIG_SCHEMA, "config": config.to_dict(),
+             "architecture": shape.to_json(), "source": source}, indent=2))
+        tokenizer.save(staging / "tokenizer.json")
+        return commit_checkpoint(staging, step=0, epoch=0.0, val_loss=None, name=BASE_DIR)
 
 
 def read_checkpoint(path: Path, *, verify: bool = True) -> LoadedCheckpoint:

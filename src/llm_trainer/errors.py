@@ -44,6 +44,16 @@ class BusyError(LLMTrainerError):
     exit_code = 1
 
 
+class DiskFullError(LLMTrainerError, OSError):
+    """A write failed because the disk (or the user's quota) is full. Still an OSError, so
+    code that handles failed writes keeps handling it; ``errno`` is ENOSPC."""
+
+    def __init__(self, message: str, hint: str | None = "free some disk space and try again"
+                 ) -> None:
+        super().__init__(message, hint)
+        self.errno = errno.ENOSPC
+
+
 class TrainingError(LLMTrainerError):
     """Training failed (diverged, out of memory...) after it started."""
 

@@ -6,17 +6,49 @@ Readers never see half a file: they see the old version or the new one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import UnreadableRecord, os_reason
+from llm_trainer.errors import DiskFullError, UnreadableRecord, os_reason
 
 SCHEMA_VERSION = 1
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+LOW_SPACE_BYTES = 16 << 20
+"""Below this much free space, a write that failed without saying why failed for want of it."""
+
+
+def disk_full(exc: BaseException, folder: Path, *, needed: int = 0) -> bool:
+    """Did a write into ``folder`` fail because the disk is full? An OSError with ENOSPC or
+    EDQUOT anywhere in the chain says so; libraries that wrap it say so in words (safetensors:
+    "No space left on device (os error 28)"), or not at all (torch.save's file writer: "[enforce
+    fail at inline_container.cc:672] . unexpected pos"): then the free space decides (less
+    than ``needed`` or ``LOW_SPACE_BYTES``). Ask before removing what the write left."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os error 28" in text or \
+                "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    if not isinstance(exc, OSError | RuntimeError):
+        return False
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return False
+    return free < max(needed, LOW_SPACE_BYTES)
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,6 +63,29 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@functools.cache
+def process_umask() -> int:
+    """This process's umask, read once. Linux shows it in /proc without changing it; elsewhere
+    it is set and put back at once (the first call, before any writer threads exist)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` gives a new file (0666 less the umask):
+    ``mkstemp`` makes its temp files 0600, which other users' tools (a shared home, a
+    web server serving exports) could not read, unlike the logs beside them."""
+    return 0o666 & ~process_umask()
 
 
 @contextlib.contextmanager
@@ -48,6 +103,7 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode())
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -56,8 +112,10 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError):
             _name_target(exc, path)
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(f"disk full: could not write {path}") from exc
         raise
 
 

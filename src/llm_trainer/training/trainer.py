@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import TrainingError
+from llm_trainer.errors import DiskFullError, TrainingError
 from llm_trainer.progress import EtaClock
 from llm_trainer.store.checkpoints import prune_checkpoints, step_dir_name
 from llm_trainer.training.callbacks import (
@@ -394,13 +394,21 @@ class Trainer:
         rng_states = p.dist.gather(capture_rng())
         self.last_saved_step = s.step
         path = self.job.model_dir / step_dir_name(s.step)
-        self.last_good = GoodCheckpoint(path, s.step, with_optimizer=True)
+        previous, self.last_good = self.last_good, GoodCheckpoint(path, s.step,
+                                                                  with_optimizer=True)
         if not p.dist.is_main:
             return None
-        path = save_checkpoint(self.job.model_dir, model=p.model, optimizer=p.optimizer,
-                               trainer_state=self.trainer_json(), config=self.cfg,
-                               shape=p.shape, tokenizer=p.tokenizer, step=s.step,
-                               epoch=p.epoch, val_loss=val, rng=rng_states, chat=p.chat)
+        try:
+            path = save_checkpoint(self.job.model_dir, model=p.model, optimizer=p.optimizer,
+                                   trainer_state=self.trainer_json(), config=self.cfg,
+                                   shape=p.shape, tokenizer=p.tokenizer, step=s.step,
+                                   epoch=p.epoch, val_loss=val, rng=rng_states, chat=p.chat)
+        except DiskFullError as exc:
+            kept = (f"the previous checkpoint step {previous.step} is intact" if previous
+                    else "no earlier checkpoint was saved")
+            raise DiskFullError(f"{exc}; {kept}", hint="free some disk space, then continue "
+                                f"with `llm-trainer resume {self.job.model_dir.name}`"
+                                if previous else exc.hint) from exc
         prune_checkpoints(self.job.model_dir, keep_last=self.cfg.train.keep_last,
                           keep_every=self.cfg.train.keep_every)
         self.last_saved = path
