@@ -26,7 +26,7 @@ from llm_trainer.store.schema import check_types, upgrade
 MODEL_FILE = "model.json"
 MODEL_SCHEMA = 1  # model.json; a newer file is refused, an older one migrated
 ACTIVE_FILE = ".active.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # whole name: fullmatch
 MAX_NAME = 64
 # ids of records from before ids (see ModelStore._give_id); any fixed uuid would do
 LEGACY_ID_NAMESPACE = uuid.UUID("6f1f3b52-2d2e-4f53-9d3e-6c6c6d2d6964")
@@ -53,7 +53,7 @@ def validate_name(name: str) -> str:
         raise UsageError(f"model name {name!r} contains '..'", hint=f"use {allowed}")
     if name.startswith("."):
         raise UsageError(f"model name {name!r} starts with a dot", hint=f"use {allowed}")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # ($ would let a final newline through)
         bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "-_."))})
         raise UsageError(f"model name {name!r} contains characters that are not allowed: "
                          f"{' '.join(repr(c) for c in bad)}", hint=f"use {allowed}")
