@@ -232,7 +232,9 @@ class ModelAdmin:
                ) -> ExportResult:
         from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.inference.export import GGUF_FORMATS, export
+        from llm_trainer.inference.outputs import check_out_outside
 
+        check_out_outside(Path(out), self.models.root)
         notes: list[str] = []
         info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)
         ckpt = read_checkpoint(info.path)

@@ -36,7 +36,7 @@ from typing import Any
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.chat import stop_ids
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.outputs import check_out_folder
+from llm_trainer.inference.outputs import check_out_folder, staged_folder
 from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.families import family_for
 
@@ -168,5 +168,9 @@ def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = Fal
     if fmt == "peft":
         from llm_trainer.inference.peft_export import export_peft
 
-        return export_peft(ckpt, out)
-    return export_hf(ckpt, out) if fmt == "hf" else export_safetensors(ckpt, out)
+        write = export_peft
+    else:
+        write = export_hf if fmt == "hf" else export_safetensors
+    with staged_folder(out) as staging:
+        write(ckpt, staging)
+    return out

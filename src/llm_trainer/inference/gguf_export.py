@@ -56,7 +56,7 @@ import numpy as np
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
 from llm_trainer.data.tokenizer import EOT, TextTokenizer
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.outputs import check_out_folder, replace_atomically
+from llm_trainer.inference.outputs import check_out_folder, replace_atomically, staged_folder
 from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.families import FAMILIES, HF_EXPORTS, GPT2Adapter, nearest_family
 
@@ -393,10 +393,10 @@ def export_ollama(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     check_out_folder(out, "ollama", overwrite)
     check_architecture(ckpt)
     vocab = gguf_vocab(ckpt.tokenizer, ckpt.shape.vocab_size)
-    out.mkdir(parents=True, exist_ok=True)
-    replace_atomically(out / "model.gguf", lambda tmp: write_gguf(ckpt, tmp, vocab, dtype))
     text = modelfile(ckpt, vocab)
-    replace_atomically(out / "Modelfile", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with staged_folder(out) as staging:
+        write_gguf(ckpt, staging / "model.gguf", vocab, dtype)
+        (staging / "Modelfile").write_text(text, encoding="utf-8")
     return out
 
 
