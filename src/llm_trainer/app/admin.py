@@ -15,6 +15,7 @@ from llm_trainer.store.checkpoints import (
     BASE_DIR,
     MANIFEST,
     CheckpointInfo,
+    clean_model_dir,
     inspect_checkpoint,
     list_checkpoints,
     read_checkpoint_config,
@@ -166,6 +167,7 @@ class ModelAdmin:
     def model_view(self, rec: ModelRecord, flags: tuple[str | None, str | None] | None = None
                    ) -> ModelView:
         active_id, latest_id = flags or self._flags()
+        clean_model_dir(rec.path)  # what killed writers left: listed, it would count
         training_run = self.queries.training_run_of(rec)
         status, problem = self.model_status(rec, training_run)
         data = rec.to_json()

@@ -10,6 +10,7 @@ rule: a step counts only once its metadata exists). Discovery is here too: which
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_trainer.errors import UsageError
-from llm_trainer.store.atomic import atomic_write_json, fsync_dir, read_json
+from llm_trainer.store.atomic import atomic_write_json, file_mode, fsync_dir, read_json
 from llm_trainer.store.schema import SchemaError, upgrade
 
 if TYPE_CHECKING:
@@ -66,9 +67,42 @@ class CheckpointInfo:
         return self.path.name
 
 
+def writer_tag() -> str:
+    """``p<pid>-t<start time in ms>``: this process, as the staging folders it makes are
+    named, so that anyone can tell whether their writer still lives (a pid alone may have been
+    reused since; ``launcher.process_alive`` compares both)."""
+    from llm_trainer.launcher import process_start_time
+
+    started = process_start_time(os.getpid()) or 0.0
+    return f"p{os.getpid()}-t{int(started * 1000)}"
+
+
+WRITER_TAG = re.compile(r"-p(\d+)-t(\d+)$")
+OLD_WRITER = re.compile(r"-(\d+)$")  # before the start time was in the name: the pid only
+
+
+def staging_name(what: str) -> str:
+    return f"{STAGING_PREFIX}{what}-{writer_tag()}"
+
+
+def writer_alive(staging: Path) -> bool | None:
+    """Is the process that made this staging folder still running? None: the name does not
+    say who made it."""
+    from llm_trainer.launcher import process_alive
+
+    m = WRITER_TAG.search(staging.name)
+    if m:
+        return process_alive(int(m.group(1)), int(m.group(2)) / 1000)
+    m = OLD_WRITER.search(staging.name)
+    return process_alive(int(m.group(1)), None) if m else None
+
+
 def new_staging_dir(model_dir: Path, step: int) -> Path:
+    """An empty folder to build step ``step`` in, named after this process; what dead writers
+    left in ``model_dir`` is removed first (it may be what filled the disk)."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f"{STAGING_PREFIX}{step_dir_name(step)}-{os.getpid()}"
+    clean_model_dir(model_dir)
+    staging = model_dir / staging_name(step_dir_name(step))
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
@@ -78,11 +112,13 @@ def new_staging_dir(model_dir: Path, step: int) -> Path:
 def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float | None,
                       extra: dict[str, Any] | None = None, name: str | None = None) -> Path:
     """Hash and fsync every file in ``staging``, write the manifest, rename into place (as
-    ``step-<N>``, or ``name``)."""
+    ``step-<N>``, or ``name``). Files get the umask's mode (safetensors writes 0600)."""
     files = {}
+    mode = file_mode()
     for p in sorted(staging.iterdir()):
         if p.is_file() and p.name != MANIFEST:
             with open(p, "rb") as fh:
+                os.fchmod(fh.fileno(), mode)
                 os.fsync(fh.fileno())
             files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     atomic_write_json(staging / MANIFEST, {
@@ -96,7 +132,7 @@ def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float
     fsync_dir(staging)
     final = staging.parent / (name or step_dir_name(step))
     if final.exists():  # re-saving the same step (e.g. a resumed run stopped at once)
-        trash = staging.parent / f"{STAGING_PREFIX}old-{final.name}-{os.getpid()}"
+        trash = staging.parent / staging_name(f"old-{final.name}")
         os.replace(final, trash)
         os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
@@ -104,6 +140,18 @@ def commit_checkpoint(staging: Path, *, step: int, epoch: float, val_loss: float
         os.replace(staging, final)
     fsync_dir(staging.parent)
     return final
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint folder so that a kill midway leaves no step folder behind: it is
+    renamed to a staging name of this process first (gone at once as a checkpoint; what the
+    kill leaves is removed as a dead writer's), then deleted."""
+    trash = path.parent / staging_name(f"deleting-{path.name}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def inspect_checkpoint(path: Path, *, verify: bool = True,
@@ -196,13 +244,33 @@ def base_of(path: Path) -> Path | None:
 
 def list_checkpoints(model_dir: Path, *, verify: bool = False) -> list[CheckpointInfo]:
     """Every step folder, oldest first by creation (a run resumed from an older checkpoint
-    makes newer ones than a higher step of the abandoned branch). ``verify`` hashes files."""
+    makes newer ones than a higher step of the abandoned branch). ``verify`` hashes files.
+    Step folders without a manifest are left out while the model has a usable checkpoint:
+    they are deletions a kill interrupted (``unfinished_deletions``), not checkpoints."""
     if not model_dir.is_dir():
         return []
     bases: dict[Path, CheckpointInfo] = {}  # a LoRA model's base: hashed once, not per step
     found = [inspect_checkpoint(p, verify=verify, bases=bases) for p in model_dir.iterdir()
              if p.is_dir() and STEP_DIR.match(p.name)]
+    if any(c.valid for c in found):
+        found = [c for c in found if (c.path / MANIFEST).exists()]
     return sorted(found, key=lambda c: (c.created_at, c.step))
+
+
+def unfinished_deletions(model_dir: Path) -> list[Path]:
+    """Step folders without a manifest beside a usable checkpoint. A checkpoint appears
+    whole, manifest included, by one rename, so a step folder without one is what a kill
+    left of a deletion (pruning before ``remove_checkpoint`` deleted in place, and
+    ``rmtree`` may take the manifest first). With no usable checkpoint they stay, for the
+    user to see."""
+    if not model_dir.is_dir():
+        return []
+    steps = [p for p in model_dir.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    bare = [p for p in steps if not (p / MANIFEST).exists()]
+    if not bare or not any(inspect_checkpoint(p, verify=False).valid
+                           for p in steps if p not in bare):
+        return []
+    return bare
 
 
 def best_of(checkpoints: list[CheckpointInfo]) -> CheckpointInfo | None:
@@ -225,21 +293,33 @@ def prune_checkpoints(model_dir: Path, *, keep_last: int, keep_every: int,
     removed = []
     for c in ckpts:
         if c.name not in keep:
-            shutil.rmtree(c.path, ignore_errors=True)
+            remove_checkpoint(c.path)
             removed.append(c.path)
-    clean_staging(model_dir)
     return removed
 
 
-def clean_staging(model_dir: Path, *, older_than_s: float = 3600.0) -> None:
-    """Remove staging folders left by a crash (not ones a live writer may still use)."""
+def clean_model_dir(model_dir: Path, *, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove what interrupted writers left in a model's folder: staging folders whose
+    writer has died (a kill or a full disk mid-save; unnamed ones after ``older_than_s``)
+    and unfinished deletions. A live writer's staging folder is left alone. Returns what
+    was removed. Best effort: a folder it cannot read or change is left as it is (the
+    commands that read the model say what is wrong with it)."""
+    removed: list[Path] = []
     now = time.time()
-    for p in model_dir.glob(f"{STAGING_PREFIX}*"):
-        try:
-            if now - p.stat().st_mtime > older_than_s:
-                shutil.rmtree(p, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+    try:
+        for p in model_dir.glob(f"{STAGING_PREFIX}*"):
+            alive = writer_alive(p)
+            with contextlib.suppress(FileNotFoundError):
+                if alive is False or (alive is None and
+                                      now - p.stat().st_mtime > older_than_s):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+        for p in unfinished_deletions(model_dir):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    except OSError:
+        pass
+    return removed
 
 
 def plan_finished(trainer: dict[str, Any]) -> str | None:
