@@ -97,6 +97,7 @@ class ProcessControl:
             RunState(run_id=run_id, status=RunStatus.QUEUED, model_id=rec.id,
                      model_name=rec.name, created_at=now,
                      requested_device=cfg.runtime.device))
+        self.name_starter(run_id, os.getpid())  # until the worker exists
         paths = self.runs.paths(run_id)
         cmd = launcher.worker_command(run_id, self.home) + (["--foreground"]
                                                             if plan.foreground else [])
@@ -132,12 +133,20 @@ class ProcessControl:
             raise UsageError(f"could not start the training process: {exc}") from None
         if proc.pid != os.getpid():  # it holds the lock now: name it, not this command
             lock.record(run_id=run_id, pid=proc.pid)
+            self.name_starter(run_id, proc.pid)
         if handover is not None and not handover.wait(120.0, lambda: proc.poll() is None):
             plan.notes.append("rank 0 did not take over the training lock within 120 s")
         if not plan.foreground:
             self._children.append(proc)
         return Launch(run_id, proc.pid, rec.name, rec.id, plan.foreground, proc, plan.notes,
                       str(plan.init.checkpoint) if plan.init else None, plan.batch_choice)
+
+    def name_starter(self, run_id: str, pid: int) -> None:
+        """Record which process is bringing the run up until its worker writes its own pid
+        into state.json: this command, then the process it spawned. Once that process is
+        gone, a run still without a pid will never start (``RunQueries.reconcile``)."""
+        self.runs.write_control(run_id, starter_pid=pid,
+                                starter_create_time=launcher.process_start_time(pid))
 
     # ------------------------------------------------------------------ stop
     def stop(self, run_id: str, *, now: bool = False, wait: bool = True,

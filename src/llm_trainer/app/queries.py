@@ -70,7 +70,16 @@ class RunQueries:
                                  finish_at=None)
         if control.get("start_error"):
             return state.updated(status=RunStatus.FAILED, error=control["start_error"])
-        if time.time() - float(state.created_at or 0) > QUEUED_GRACE_S:
+        starter = control.get("starter_pid")
+        if starter and not launcher.process_alive(starter, control.get("starter_create_time")):
+            again = self.runs.read_state(state.run_id)  # its pid may have just been written
+            if again is not None and again.pid:
+                return self.reconcile(again)
+            said = "see its train.log" if self.runs.log_tail(state.run_id, 1) else \
+                "it wrote nothing to its train.log: killed?"
+            return state.updated(status=RunStatus.FAILED, error="the training process ended "
+                                 f"before it started training ({said})")
+        if not starter and time.time() - float(state.created_at or 0) > QUEUED_GRACE_S:
             return state.updated(status=RunStatus.FAILED,
                                  error="the worker process never started (see its train.log)")
         return state
