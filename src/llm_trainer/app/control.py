@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -80,24 +81,31 @@ class ProcessControl:
             self.runs.discard(run_id)
             raise busy_error(rec.name, self.queries.lock_holder_run(rec, held.holder),
                              plan.kind) from None
+        except BaseException:  # the lock file could not be written (a full disk)
+            self.runs.discard(run_id)
+            raise
         with lock:  # the worker gets its own hold on it; ours ends here
             return self._spawn(plan, rec, lock, run_id, created)
 
     def _spawn(self, plan: LaunchPlan, rec: ModelRecord, lock: ModelLock, run_id: str,
                created: bool) -> Launch:
         cfg, dist, now = plan.config, plan.dist, time.time()
-        self.runs.create(
-            RunMeta(run_id=run_id, created_at=now, kind=plan.kind, command=plan.command,
-                    model={"id": rec.id, "name": rec.name}, config=cfg.to_dict(),
-                    requested_device=cfg.runtime.device, init=plan.init,
-                    dataset_explicit=plan.dataset_explicit, created_model=created,
-                    foreground=plan.foreground, home=str(self.home),
-                    distributed=dist.to_json() if dist and dist.enabled else None,
-                    batch_choice=plan.batch_choice.to_json() if plan.batch_choice else None),
-            RunState(run_id=run_id, status=RunStatus.QUEUED, model_id=rec.id,
-                     model_name=rec.name, created_at=now,
-                     requested_device=cfg.runtime.device))
-        self.name_starter(run_id, os.getpid())  # until the worker exists
+        try:  # a full disk: no half-made run folder stays behind
+            self.runs.create(
+                RunMeta(run_id=run_id, created_at=now, kind=plan.kind, command=plan.command,
+                        model={"id": rec.id, "name": rec.name}, config=cfg.to_dict(),
+                        requested_device=cfg.runtime.device, init=plan.init,
+                        dataset_explicit=plan.dataset_explicit, created_model=created,
+                        foreground=plan.foreground, home=str(self.home),
+                        distributed=dist.to_json() if dist and dist.enabled else None,
+                        batch_choice=plan.batch_choice.to_json() if plan.batch_choice else None),
+                RunState(run_id=run_id, status=RunStatus.QUEUED, model_id=rec.id,
+                         model_name=rec.name, created_at=now,
+                         requested_device=cfg.runtime.device))
+            self.name_starter(run_id, os.getpid())  # until the worker exists
+        except BaseException:
+            shutil.rmtree(self.runs.paths(run_id).dir, ignore_errors=True)
+            raise
         paths = self.runs.paths(run_id)
         cmd = launcher.worker_command(run_id, self.home) + (["--foreground"]
                                                             if plan.foreground else [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import os
 import re
 import shutil
@@ -58,6 +59,13 @@ def validate_name(name: str) -> str:
         raise UsageError(f"model name {name!r} contains characters that are not allowed: "
                          f"{' '.join(repr(c) for c in bad)}", hint=f"use {allowed}")
     return name
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -234,21 +242,34 @@ class ModelStore:
 
     def default_name(self, base: str) -> str:
         base = slug(base)
-        taken = {p.name for p in self.root.glob("*")} if self.root.is_dir() else set()
+        taken = {p.name for p in self.root.glob("*") if not _empty_dir(p)} \
+            if self.root.is_dir() else set()
         n = 1
         while f"{base}-{n}" in taken:
             n += 1
         return f"{base}-{n}"
 
     def create(self, name: str | None, *, default_base: str, **fields: Any) -> ModelRecord:
-        """A new, empty model folder with its model.json. An existing name is refused."""
+        """A new model folder with its model.json. An existing name is refused; an empty
+        folder (what a full disk or a crash left of an earlier attempt) is not a model and
+        does not keep the name. The folder is made whole (model.json included) in a hidden
+        one and renamed into place: a failure leaves no folder under the name."""
         self.root.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             chosen = validate_name(name) if name is not None else self.default_name(default_base)
             path = self.root / chosen
+            rec = ModelRecord(id=new_model_id(), name=chosen, path=path,
+                              created_at=time.time(), **fields)
+            staging = self.root / f".creating-{rec.id}"
             try:
-                path.mkdir()
-            except FileExistsError:
+                staging.mkdir()
+                atomic_write_json(staging / MODEL_FILE, rec.to_json(),
+                                  schema_version=MODEL_SCHEMA)
+                os.rename(staging, path)  # replaces an empty folder, never a model
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
                 if name is not None:
                     raise UsageError(
                         f"a model named {chosen!r} already exists",
@@ -256,9 +277,6 @@ class ModelStore:
                              f"`llm-trainer train --model {chosen}`, or pick another --name",
                     ) from None
                 continue
-            rec = ModelRecord(id=new_model_id(), name=chosen, path=path,
-                              created_at=time.time(), **fields)
-            self.save(rec)
             return rec
         raise UsageError("could not find a free model name")  # pragma: no cover
 
@@ -268,7 +286,7 @@ class ModelStore:
         if new == old:
             return rec
         target = self.root / new
-        if target.exists():
+        if target.exists() and not _empty_dir(target):  # an empty one is replaced
             raise UsageError(f"a model named {new!r} already exists",
                              hint=f"pick another name, or rename that one first "
                                   f"(`llm-trainer models rename {new} NEW`)")
