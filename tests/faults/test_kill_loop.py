@@ -1,5 +1,6 @@
 """kill -9 at random moments over a run that checkpoints every step, then one more save:
-nothing is left behind (no staging folder), and every checkpoint that remains verifies.
+nothing is left behind (no staging folder, no temp file), and every checkpoint that remains
+verifies.
 
 Each attempt is a real process: a fork of this one (torch already imported, so a restart
 costs milliseconds, not the seconds of a new interpreter) that trains through the real CLI
@@ -49,7 +50,8 @@ def kill(pid: int) -> None:
 
 
 def staging(model_dir) -> list[str]:
-    return [p.name for p in model_dir.glob(f"{STAGING_PREFIX}*")]
+    """Staging folders, and the temp files of atomic writes (model.json's)."""
+    return [p.name for p in (*model_dir.glob(f"{STAGING_PREFIX}*"), *model_dir.glob(".*.tmp"))]
 
 
 @pytest.mark.slow

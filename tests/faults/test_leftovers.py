@@ -20,22 +20,33 @@ from tests.helpers import TINY, run_cli
 def killed_writer(model_dir, step: int, megabytes: int = 2):
     """A real process that started a checkpoint of ``step`` in ``model_dir`` (a staging
     folder with a partly written file) and was killed with SIGKILL."""
-    code = textwrap.dedent(f"""
-        import sys, time
-        from pathlib import Path
-        from llm_trainer.store.checkpoints import new_staging_dir
-        staging = new_staging_dir(Path({str(model_dir)!r}), {step})
+    staging = killed_while(f"""
+        staging = new_staging_dir(model_dir, {step})
         (staging / "model.safetensors").write_bytes(b"\\0" * ({megabytes} << 20))
         print(staging, flush=True)
         time.sleep(60)
-    """)
+    """, model_dir)
+    assert os.path.isdir(staging)
+    return staging
+
+
+def killed_while(code: str, model_dir) -> str:
+    """Run ``code`` (with ``model_dir`` set) in a real process, kill it with SIGKILL once it
+    has printed a line; that line."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from llm_trainer.store.atomic import atomic_open
+        from llm_trainer.store.checkpoints import new_staging_dir
+        model_dir = Path({str(model_dir)!r})
+    """) + textwrap.dedent(code)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    staging = proc.stdout.readline().strip()
+    line = proc.stdout.readline().strip()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert staging and os.path.isdir(staging)
-    return staging
+    assert line
+    return line
 
 
 def staging_dirs(model_dir) -> list[str]:
@@ -55,6 +66,23 @@ def test_models_list_and_show_remove_dead_writers_staging_not_live_ones(zoo_copy
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert staging_dirs(model) == [live.name]
     shutil.rmtree(live)
+
+
+def test_a_killed_writers_temp_file_is_removed(zoo_copy):
+    """A process killed while it wrote model.json leaves its temp file; it goes as its
+    staging folders do."""
+    model = zoo_copy / "checkpoints" / "demo"
+    killed_while("""
+        with atomic_open(model_dir / "model.json") as fh:
+            fh.write("{")
+            fh.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+    """, model)
+    assert len(list(model.glob(".model.json.*.tmp"))) == 1
+    proc = run_cli("models", "list", home=zoo_copy)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(model.glob(".*.tmp")) == []
 
 
 def test_the_next_save_removes_dead_writers_staging(zoo_copy):

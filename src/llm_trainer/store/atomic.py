@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -65,6 +66,43 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def writer_tag() -> str:
+    """``p<pid>-t<start time in ms>``: this process, as the temp files and staging folders it
+    makes are named, so that anyone can tell whether their writer still lives (a pid alone
+    may have been reused since; ``launcher.process_alive`` compares both)."""
+    return _writer_tag(os.getpid())  # a forked child is a writer of its own
+
+
+@functools.cache
+def _writer_tag(pid: int) -> str:
+    from llm_trainer.launcher import process_start_time
+
+    return f"p{pid}-t{int((process_start_time(pid) or 0.0) * 1000)}"
+
+
+WRITER_TAG = re.compile(r"\.?p(\d+)-t(\d+)\b")
+
+
+def writer_alive(name: str) -> bool | None:
+    """Is the process that wrote the temp file or staging folder ``name`` still running?
+    None: the name does not say who wrote it."""
+    from llm_trainer.launcher import process_alive
+
+    m = WRITER_TAG.search(name)
+    return process_alive(int(m.group(1)), int(m.group(2)) / 1000) if m else None
+
+
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Temp files of ``atomic_open`` whose writer was killed before it renamed them."""
+    removed = []
+    for p in folder.glob(".*.tmp"):
+        if writer_alive(p.name) is False:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 @functools.cache
 def process_umask() -> int:
     """This process's umask, read once. Linux shows it in /proc without changing it; elsewhere
@@ -94,7 +132,8 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp",
+                                   dir=path.parent)
     except OSError as exc:
         _name_target(exc, path)
         raise

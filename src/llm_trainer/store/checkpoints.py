@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_trainer.errors import UsageError
-from llm_trainer.store.atomic import atomic_write_json, file_mode, fsync_dir, read_json
+from llm_trainer.store.atomic import (
+    atomic_write_json,
+    file_mode,
+    fsync_dir,
+    read_json,
+    remove_dead_temp_files,
+    writer_alive,
+    writer_tag,
+)
 from llm_trainer.store.schema import SchemaError, upgrade
 
 if TYPE_CHECKING:
@@ -67,17 +75,6 @@ class CheckpointInfo:
         return self.path.name
 
 
-def writer_tag() -> str:
-    """``p<pid>-t<start time in ms>``: this process, as the staging folders it makes are
-    named, so that anyone can tell whether their writer still lives (a pid alone may have been
-    reused since; ``launcher.process_alive`` compares both)."""
-    from llm_trainer.launcher import process_start_time
-
-    started = process_start_time(os.getpid()) or 0.0
-    return f"p{os.getpid()}-t{int(started * 1000)}"
-
-
-WRITER_TAG = re.compile(r"-p(\d+)-t(\d+)$")
 OLD_WRITER = re.compile(r"-(\d+)$")  # before the start time was in the name: the pid only
 
 
@@ -85,14 +82,14 @@ def staging_name(what: str) -> str:
     return f"{STAGING_PREFIX}{what}-{writer_tag()}"
 
 
-def writer_alive(staging: Path) -> bool | None:
+def staging_writer_alive(staging: Path) -> bool | None:
     """Is the process that made this staging folder still running? None: the name does not
     say who made it."""
     from llm_trainer.launcher import process_alive
 
-    m = WRITER_TAG.search(staging.name)
-    if m:
-        return process_alive(int(m.group(1)), int(m.group(2)) / 1000)
+    alive = writer_alive(staging.name)
+    if alive is not None:
+        return alive
     m = OLD_WRITER.search(staging.name)
     return process_alive(int(m.group(1)), None) if m else None
 
@@ -308,7 +305,7 @@ def clean_model_dir(model_dir: Path, *, older_than_s: float = 3600.0) -> list[Pa
     now = time.time()
     try:
         for p in model_dir.glob(f"{STAGING_PREFIX}*"):
-            alive = writer_alive(p)
+            alive = staging_writer_alive(p)
             with contextlib.suppress(FileNotFoundError):
                 if alive is False or (alive is None and
                                       now - p.stat().st_mtime > older_than_s):
@@ -317,6 +314,7 @@ def clean_model_dir(model_dir: Path, *, older_than_s: float = 3600.0) -> list[Pa
         for p in unfinished_deletions(model_dir):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
+        removed += remove_dead_temp_files(model_dir)  # model.json's, of a killed writer
     except OSError:
         pass
     return removed
