@@ -72,7 +72,7 @@ def test_random_kills_leave_no_staging_and_only_valid_checkpoints(home, corpus):
     torn = 0  # kills that left a staging folder (a save or a pruning cut short)
     for _ in range(KILLS):
         pid = forked_cli(home, "resume", "k", "--foreground", "--sample", "0")
-        time.sleep(rng.uniform(0.05, 0.8))
+        time.sleep(rng.uniform(0.05, 0.6))
         kill(pid)
         torn += bool(staging(model_dir))
     assert torn >= 3, f"only {torn} of {KILLS} kills landed during a save"
