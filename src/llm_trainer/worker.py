@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import BusyError, LLMTrainerError, PrepareStopped
+from llm_trainer.errors import BusyError, LLMTrainerError, PrepareStopped, os_error_line
 from llm_trainer.progress import format_duration
 from llm_trainer.render import prepare_line
 from llm_trainer.store.atomic import atomic_write_json
@@ -394,6 +394,8 @@ def _failure(exc: BaseException, runs: RunStore, run_id: str) -> str:
         return f"{peers[0]}; rank 0 then stopped ({type(exc).__name__})"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_collective_error(exc):
         return f"a peer process died or stopped answering ({first or type(exc).__name__})"
+    if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a lost mount...
+        return os_error_line(exc)
     kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(
         exc).lower() else f"internal error ({type(exc).__name__})"
     return f"{kind}: {first}"

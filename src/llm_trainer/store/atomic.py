@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import DiskFullError, UnreadableRecord, os_reason
+from llm_trainer.errors import UnreadableRecord, os_reason
 
 SCHEMA_VERSION = 1
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -151,10 +151,8 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError):
-            _name_target(exc, path)
-            if exc.errno in DISK_FULL_ERRNOS:
-                raise DiskFullError(f"disk full: could not write {path}") from exc
+        if isinstance(exc, OSError):
+            _name_target(exc, path)  # the CLI's one line says "disk full ...: PATH"
         raise
 
 
