@@ -89,7 +89,10 @@ def writer_alive(name: str) -> bool | None:
     from llm_trainer.launcher import process_alive
 
     m = WRITER_TAG.search(name)
-    return process_alive(int(m.group(1)), int(m.group(2)) / 1000) if m else None
+    if m is None:
+        return None
+    started = int(m.group(2)) / 1000 or None  # 0: the writer could not read its start time
+    return process_alive(int(m.group(1)), started)
 
 
 def remove_dead_temp_files(folder: Path) -> list[Path]:
