@@ -32,6 +32,7 @@ def leftovers(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.glob(f"{STAGING_PREFIX}*"))
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_checkpoint_save_on_a_full_disk_fails_the_run_in_plain_words(home, corpus,
                                                                      monkeypatch):
     import torch

@@ -29,6 +29,7 @@ def one_line_error(proc) -> str:
     return first
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_train_on_a_full_disk_leaves_no_model_or_run_folder(home, corpus, monkeypatch):
     args = ("train", *TINY, "--dataset", str(corpus), "--name", "m", "--max-steps", "1",
             "--foreground", "--sample", "0")
@@ -41,6 +42,7 @@ def test_train_on_a_full_disk_leaves_no_model_or_run_folder(home, corpus, monkey
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_an_empty_model_folder_does_not_keep_the_name(home, corpus):
     (home / "checkpoints" / "m").mkdir(parents=True)  # left by an older version's failure
     proc = run_cli("models", "delete", "m", "--yes", home=home)

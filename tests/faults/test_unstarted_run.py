@@ -54,6 +54,7 @@ def test_a_run_killed_before_its_worker_wrote_its_pid_is_dead_at_once(home, corp
         stop_all_runs(home)
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_the_launch_names_its_starting_process(home, corpus):
     """Until the worker writes its pid, control.json names the process bringing the run up
     (this one while it plans, then the worker it spawned)."""
