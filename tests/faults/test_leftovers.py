@@ -132,3 +132,17 @@ def test_no_warning_for_an_unfinished_deletion_when_the_model_is_used(zoo_copy):
                    home=zoo_copy)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "skipping" not in proc.stderr and "warning" not in proc.stderr, proc.stderr
+
+
+def test_a_staging_folder_of_another_machine_is_left_to_the_age_rule(zoo_copy):
+    """A home shared between machines: a writer's pid means nothing on this one, so its
+    staging folder is not judged by this machine's processes (only by its age, an hour)."""
+    from llm_trainer.store.atomic import writer_tag
+
+    model = zoo_copy / "checkpoints" / "demo"
+    host = writer_tag().rsplit("-h", 1)[1]
+    other = "000000" if host != "000000" else "111111"
+    theirs = model / f"{STAGING_PREFIX}step-00000011-p{dead_pid()}-t1-h{other}"
+    theirs.mkdir()
+    assert run_cli("models", "list", home=zoo_copy).returncode == 0
+    assert theirs.is_dir()

@@ -67,9 +67,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def writer_tag() -> str:
-    """``p<pid>-t<start time in ms>``: this process, as the temp files and staging folders it
-    makes are named, so that anyone can tell whether their writer still lives (a pid alone
-    may have been reused since; ``launcher.process_alive`` compares both)."""
+    """``p<pid>-t<start time in ms>-h<host>``: this process, as the temp files and staging
+    folders it makes are named, so that anyone can tell whether their writer still lives (a
+    pid alone may have been reused since; ``launcher.process_alive`` compares both). The host
+    (a short hash of its name) keeps a home shared between machines safe: a writer on
+    another machine is not judged by this one's processes."""
     return _writer_tag(os.getpid())  # a forked child is a writer of its own
 
 
@@ -77,19 +79,27 @@ def writer_tag() -> str:
 def _writer_tag(pid: int) -> str:
     from llm_trainer.launcher import process_start_time
 
-    return f"p{pid}-t{int((process_start_time(pid) or 0.0) * 1000)}"
+    return f"p{pid}-t{int((process_start_time(pid) or 0.0) * 1000)}-h{_host()}"
 
 
-WRITER_TAG = re.compile(r"\.?p(\d+)-t(\d+)\b")
+@functools.cache
+def _host() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+WRITER_TAG = re.compile(r"\bp(\d+)-t(\d+)-h([0-9a-f]{6})\b")
 
 
 def writer_alive(name: str) -> bool | None:
     """Is the process that wrote the temp file or staging folder ``name`` still running?
-    None: the name does not say who wrote it."""
+    None: the name does not say who wrote it, or a writer on another machine did."""
     from llm_trainer.launcher import process_alive
 
     m = WRITER_TAG.search(name)
-    if m is None:
+    if m is None or m.group(3) != _host():
         return None
     started = int(m.group(2)) / 1000 or None  # 0: the writer could not read its start time
     return process_alive(int(m.group(1)), started)
