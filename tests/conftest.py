@@ -19,6 +19,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.helpers import corpus_text, train_tiny
 
+# what the CLI formats to: a terminal's size, which the tests give explicitly where they mean one
+TERMINAL_ENV = ("COLUMNS", "LINES")
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size_leaks(request):
+    """A test that leaves COLUMNS / LINES in this process's environment narrows every later
+    test's CLI output in the same worker: name it."""
+    before = {k: os.environ.get(k) for k in TERMINAL_ENV}
+    yield
+    after = {k: os.environ.get(k) for k in TERMINAL_ENV}
+    if after != before:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        pytest.fail(f"{request.node.nodeid} left the terminal size in the environment: "
+                    f"{before} -> {after}")
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:

@@ -51,6 +51,11 @@ TINY_ALL_CORES = ["--preset", "tiny", "--set", "model.n_embd=32", "--set",
 TINY = [*TINY_ALL_CORES, "--set", "runtime.num_threads=1"]
 
 
+# a terminal's size from the shell running the tests (some CI runners export it) would narrow
+# the CLI's tables in a pipe: run_cli gives a pipe's defaults unless ``env`` says otherwise
+PIPE_UNSET = ("COLUMNS", "LINES")
+
+
 def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
             env: dict | None = None, cwd: Path | None = None,
             process: bool = False) -> subprocess.CompletedProcess:
@@ -61,9 +66,10 @@ def run_cli(*args: str, home: Path, timeout: float = 300, check: bool = False,
     sets PYTHONPATH, which only a new interpreter reads)."""
     full_env = {"LLM_TRAINER_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
     if process or "PYTHONPATH" in full_env:
+        inherited = {k: v for k, v in os.environ.items() if k not in PIPE_UNSET}
         proc = subprocess.run([sys.executable, "-m", "llm_trainer", *args], capture_output=True,
                               text=True, timeout=timeout, cwd=str(cwd or home),
-                              env={**os.environ, "PYTHONUNBUFFERED": "1", **full_env})
+                              env={**inherited, "PYTHONUNBUFFERED": "1", **full_env})
     else:
         proc = cli_in_process(list(args), env=full_env, cwd=Path(cwd or home))
     if check and proc.returncode != 0:
@@ -84,6 +90,8 @@ def cli_in_process(args: list[str], *, env: dict[str, str], cwd: Path
     saved_env, saved_cwd, saved_argv, saved_stdin = dict(os.environ), os.getcwd(), sys.argv, \
         sys.stdin
     out, err = io.StringIO(), io.StringIO()
+    for key in PIPE_UNSET:
+        os.environ.pop(key, None)
     os.environ.update({IN_PROCESS_ENV: "1", **env})
     os.chdir(cwd)
     sys.argv, sys.stdin = ["llm-trainer", *args], io.StringIO("")

@@ -231,10 +231,10 @@ async def test_the_dashboard_starts_beside_damaged_records(home):
             await pilot.pause(0.1)
             if runs.row_count == 2 and models.row_count == 2:
                 break
-        shown = {str(runs.get_row(k)[0]): " ".join(map(str, runs.get_row(k)))
-                 for k in runs.rows}
+        # rows are keyed by run id (the first column is a short label: model and start time)
+        shown = {k.value: " ".join(map(str, runs.get_row(k))) for k in runs.rows}
         assert app.is_running
-        assert "unreadable" in next(v for k, v in shown.items() if "bad" in k)
-        assert "completed" in next(v for k, v in shown.items() if "good" in k)
+        assert "unreadable" in shown[BAD], shown
+        assert "completed" in shown[GOOD], shown
         named = {" ".join(map(str, models.get_row(k))) for k in models.rows}
         assert any("bad" in row and "unreadable" in row for row in named), named
