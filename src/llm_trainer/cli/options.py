@@ -26,6 +26,7 @@ from llm_trainer.app.options import (
     preset_help,
 )
 from llm_trainer.errors import UsageError
+from llm_trainer.inference.settings import GenerationSettings
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -176,16 +177,17 @@ def dist_options(after: str) -> Callable[[Callable], Callable]:
     return lambda func: _inject(func, DIST_PARAMETERS, after, ("dist",), collect)
 
 
-GENERATION_PARAMETERS = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+GENERATION_PARAMETERS = [  # defaults: GenerationSettings' own, which exports write too
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                      default=getattr(GenerationSettings(), name),
                       annotation=Annotated[kind, typer.Option(flag, help=text)])
-    for name, kind, default, flag, text in (
-        ("max_new_tokens", int, 200, "--max-new-tokens", "tokens to generate"),
-        ("temperature", float, 0.8, "--temperature", "0 is greedy"),
-        ("top_k", int | None, 200, "--top-k", "sample among the k likeliest"),
-        ("top_p", float | None, None, "--top-p", "nucleus sampling mass"),
-        ("repetition_penalty", float, 1.0, "--repetition-penalty", "> 1 discourages repeats"),
-        ("seed", int | None, None, "--seed", "seed for reproducible sampling"))]
+    for name, kind, flag, text in (
+        ("max_new_tokens", int, "--max-new-tokens", "tokens to generate"),
+        ("temperature", float, "--temperature", "0 is greedy"),
+        ("top_k", int | None, "--top-k", "sample among the k likeliest"),
+        ("top_p", float | None, "--top-p", "nucleus sampling mass"),
+        ("repetition_penalty", float, "--repetition-penalty", "> 1 discourages repeats"),
+        ("seed", int | None, "--seed", "seed for reproducible sampling"))]
 
 
 def generation_options(after: str) -> Callable[[Callable], Callable]:
@@ -193,8 +195,6 @@ def generation_options(after: str) -> Callable[[Callable], Callable]:
     --temperature, --top-k, --top-p, --repetition-penalty, --seed), after its parameter
     ``after``, and receives them as ``settings: GenerationSettings``."""
     def collect(given: dict[str, Any]) -> dict[str, Any]:
-        from llm_trainer.service import GenerationSettings
-
         return {"settings": GenerationSettings(**given)}
 
     return lambda func: _inject(func, GENERATION_PARAMETERS, after, ("settings",), collect)

@@ -39,6 +39,10 @@ A chat model's file also holds its jinja template (``tokenizer.chat_template``) 
 end-of-turn id (``tokenizer.ggml.eot_token_id``); its Modelfile gets the template rewritten in
 Ollama's Go syntax (``ollama_template``) and a stop at the end-of-turn marker.
 
+Both carry ``generate``'s sampling defaults (``GenerationSettings()``): the Modelfile as
+``PARAMETER``s, every one written out (``sampling_parameters``), the file as the
+``general.sampling.*`` keys llama.cpp starts from (``llama_cpp_sampling``).
+
 ``{arch}.context_length`` is the model's context: llama.cpp's default context (``llama-cli
 -c 0``, llama-cpp-python ``n_ctx=0``) is then the model's own.
 
@@ -290,7 +294,6 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
 
     shape = ckpt.shape
     arch = gguf_architecture(shape)
-    defaults = GenerationSettings()
     w = _writer(path, arch)
     w.add_name(model_name(ckpt))
     w.add_context_length(shape.block_size)
@@ -309,10 +312,8 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
         w.add_rope_freq_base(shape.rope_theta)
         w.add_layer_norm_rms_eps(shape.norm_eps)
     w.add_file_type(file_type(dtype))
-    # sampling defaults llama.cpp reads: the ones `llm-trainer generate` uses
-    w.add_float32("general.sampling.temp", defaults.temperature)
-    if defaults.top_k is not None:
-        w.add_int32("general.sampling.top_k", defaults.top_k)
+    for key, value in llama_cpp_sampling(GenerationSettings()).items():
+        (w.add_float32 if isinstance(value, float) else w.add_int32)(key, value)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(PRE_TOKENIZER)
     w.add_token_list(vocab.tokens)
@@ -360,13 +361,50 @@ def export_gguf(ckpt: LoadedCheckpoint, out: Path, *, dtype: str = "f32",
     return out
 
 
+def sampling_parameters(settings: GenerationSettings, context: int) -> dict[str, float | int]:
+    """Ollama's ``PARAMETER``s for sampling as ``settings`` does (``generate``'s defaults,
+    ``GenerationSettings()``), every one written out, since Ollama's own defaults differ
+    (top_k 40, top_p 0.9, repeat_penalty 1.1 over the last 64 tokens, num_predict without
+    end). Ollama's sampler keeps the top k, divides by the temperature, then keeps the top p
+    mass, as ``sampling.sample_next`` does; "none" is top_k 0 and top_p 1. Our repetition
+    penalty is CTRL's, as Ollama's, over every token seen: ``repeat_last_n`` -1, the context
+    (all a model sees). ``num_predict`` is ``--max-new-tokens``."""
+    return {
+        "temperature": settings.temperature,
+        "top_k": settings.top_k or 0,
+        "top_p": 1.0 if settings.top_p is None else settings.top_p,
+        "min_p": 0.0,
+        "repeat_penalty": settings.repetition_penalty,
+        "repeat_last_n": -1,
+        "num_ctx": context,
+        "num_predict": settings.max_new_tokens,
+        **({"seed": settings.seed} if settings.seed is not None else {}),
+    }
+
+
+def llama_cpp_sampling(settings: GenerationSettings) -> dict[str, float | int]:
+    """The ``general.sampling.*`` keys llama.cpp reads as its defaults for this file, so
+    ``llama-cli`` samples as ``settings`` does too (its own defaults: top_k 40, top_p 0.95,
+    min_p 0.05). Its chain applies top_p before the temperature, ours after: the same when
+    top_p is 1, our default."""
+    import gguf
+
+    ollama = sampling_parameters(settings, 0)
+    S = gguf.Keys.General
+    return {S.SAMPLING_TEMP: float(ollama["temperature"]),
+            S.SAMPLING_TOP_K: int(ollama["top_k"]), S.SAMPLING_TOP_P: float(ollama["top_p"]),
+            S.SAMPLING_MIN_P: float(ollama["min_p"]),
+            S.SAMPLING_PENALTY_REPEAT: float(ollama["repeat_penalty"]),
+            S.SAMPLING_PENALTY_LAST_N: int(ollama["repeat_last_n"])}
+
+
 def modelfile(ckpt: LoadedCheckpoint, vocab: GGUFVocab) -> str:
     """An Ollama Modelfile for ./model.gguf. A base model takes the prompt raw; a chat model
     gets its template as a Go ``TEMPLATE`` (``ollama_template``) and stops at its
-    end-of-turn marker as well as at the document separator."""
+    end-of-turn marker as well as at the document separator. The sampling parameters are
+    ``generate``'s defaults (``sampling_parameters``), the context the model's."""
     from llm_trainer.inference.ollama_template import ollama_template
 
-    defaults = GenerationSettings()
     eot = vocab.tokens[vocab.eot_id] if vocab.eot_id is not None else None
     lines = [f"# {model_name(ckpt)} ({ckpt.path.name}), exported by llm-trainer",
              "FROM ./model.gguf"]
@@ -379,10 +417,8 @@ def modelfile(ckpt: LoadedCheckpoint, vocab: GGUFVocab) -> str:
             lines.append(f"# note: {template.note}")
         lines.append(f'TEMPLATE """{template.text}"""')
         stops = list(template.stops)
-    lines.append(f"PARAMETER temperature {defaults.temperature:g}")
-    if defaults.top_k is not None:
-        lines.append(f"PARAMETER top_k {defaults.top_k}")
-    lines.append(f"PARAMETER num_ctx {ckpt.shape.block_size}")
+    parameters = sampling_parameters(GenerationSettings(), ckpt.shape.block_size)
+    lines.extend(f"PARAMETER {name} {value!r}" for name, value in parameters.items())
     lines.extend(f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in stops)
     return "\n".join(lines) + "\n"
 
