@@ -365,8 +365,8 @@ def sampling_parameters(settings: GenerationSettings, context: int) -> dict[str,
     """Ollama's ``PARAMETER``s for sampling as ``settings`` does (``generate``'s defaults,
     ``GenerationSettings()``), every one written out, since Ollama's own defaults differ
     (top_k 40, top_p 0.9, repeat_penalty 1.1 over the last 64 tokens, num_predict without
-    end). Ollama's sampler keeps the top k, divides by the temperature, then keeps the top p
-    mass, as ``sampling.sample_next`` does; "none" is top_k 0 and top_p 1. Our repetition
+    end). "None" is top_k 0 and top_p 1 there; with top_p 1 (our default) the order in which
+    a sampler applies top k and the temperature does not change the result. Our repetition
     penalty is CTRL's, as Ollama's, over every token seen: ``repeat_last_n`` -1, the context
     (all a model sees). ``num_predict`` is ``--max-new-tokens``."""
     return {
