@@ -29,11 +29,13 @@ head (``output``, or ``token_embd`` where it serves as the head) is q8_0, where
 ``llama-quantize`` would write q6_K, which gguf-py cannot.
 
 The tokenizer goes in as llama.cpp's ``gpt2`` BPE: tokens in id order, their types, merges,
-and ``tokenizer.ggml.pre = "gpt-2"`` (the converter recognises pre-tokenizers by hashing known
-tokenizers' output and would not know ours; our byte-level split is GPT-2's regex, which is
-what llama.cpp's ``gpt-2`` pre-tokenizer splits with). Only byte-level BPE tokenizers can be
-written this way: ``bpe``, ``byte``, or a GPT-2 style ``tokenizer.json``; the JSON is
-checked, not the kind.
+and ``tokenizer.ggml.pre``, the name of the pre-tokenizer llama.cpp applies (``pre_tokenizer``).
+That name is found as llama.cpp's converter finds it, by hashing the tokenizer's ids for a
+fixed text (``gguf_pre``): an imported tokenizer llama.cpp knows (GPT-2, Llama 3, Qwen2/3,
+SmolLM...) gets the converter's name (``qwen2``, ``llama-bpe``, ``smollm``), whatever its
+pre-tokenizer's JSON looks like. Our own tokenizers are new to it; their byte-level split is
+GPT-2's regex, which is what llama.cpp's ``gpt-2`` splits with. Anything else (a char
+tokenizer, an unknown Split regex, a normalizer, a prefix space) is refused.
 
 A chat model's file also holds its jinja template (``tokenizer.chat_template``) and its
 end-of-turn id (``tokenizer.ggml.eot_token_id``); its Modelfile gets the template rewritten in
@@ -58,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_trainer.checkpoint_io import LoadedCheckpoint, load_model
-from llm_trainer.data.tokenizer import EOT, TextTokenizer
+from llm_trainer.data.tokenizer import TextTokenizer
 from llm_trainer.errors import UsageError
 from llm_trainer.inference.outputs import check_out_folder, replace_atomically, staged_folder
 from llm_trainer.inference.settings import GenerationSettings
@@ -68,8 +70,9 @@ from llm_trainer.model.families import FAMILIES, HF_EXPORTS, GPT2Adapter, neares
 DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 # the Hugging Face family (model.families) -> the llama.cpp architecture that runs it
 ARCHITECTURES = {"GPT-2": "gpt2", "Llama": "llama", "Qwen3": "qwen3"}
-PRE_TOKENIZER = "gpt-2"
-EXPORTABLE = "bpe or byte (byte-level BPE), or a GPT-2 style tokenizer.json"
+PRE_TOKENIZER = "gpt-2"  # ours: GPT-2's byte-level split (GPT2_SHAPE)
+EXPORTABLE = ("bpe or byte (byte-level BPE), a GPT-2 style tokenizer.json, or one llama.cpp "
+              "knows (GPT-2, Llama 3, Qwen2/3, SmolLM...)")
 # llama.cpp token types (gguf.TokenType), spelled out so this module imports without gguf
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
@@ -79,7 +82,56 @@ class GGUFVocab:
     tokens: list[str]  # by id
     types: list[int]
     merges: list[str]  # "left right", in rank order
-    eot_id: int | None  # <|endoftext|>: bos and eos
+    eot_id: int | None  # the document separator: bos and eos
+    pre: str = PRE_TOKENIZER  # tokenizer.ggml.pre
+
+
+def _bpe_problem(model: dict, merges: list[str]) -> str | None:
+    """What no llama.cpp ``gpt2`` vocabulary can hold, whatever its pre-tokenizer."""
+    if model.get("type") != "BPE":
+        return f"a {model.get('type') or 'non-BPE'} model"
+    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        return "subword prefixes or suffixes"
+    if any(len(m.split(" ")) != 2 for m in merges):
+        return "merges with spaces in their tokens"
+    return None
+
+
+def _gpt2_shape_problem(spec: dict, merges: list[str]) -> str | None:
+    """Why the tokenizer is not GPT-2's split (what ``tokenizer.ggml.pre = "gpt-2"`` makes
+    llama.cpp apply), or None: a ByteLevel pre-tokenizer with its regex, no prefix space, no
+    normalizer, merges applied as ranked."""
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel":
+        return f"a {pre.get('type') or 'missing'} pre-tokenizer instead of ByteLevel"
+    if pre.get("add_prefix_space"):
+        return "a ByteLevel pre-tokenizer that adds a prefix space"
+    if not pre.get("use_regex", True) and merges:
+        return "merges applied across word boundaries (ByteLevel without its regex)"
+    if spec.get("normalizer"):
+        return "a normalizer"
+    if (spec.get("model") or {}).get("ignore_merges"):
+        return "whole words looked up before merges (ignore_merges)"
+    return None
+
+
+def pre_tokenizer(tokenizer: TextTokenizer, spec: dict, merges: list[str]) -> str:
+    """``tokenizer.ggml.pre``: the name llama.cpp's converter gives this tokenizer (``gguf_pre``:
+    by the hash of its ids for a fixed text, e.g. ``qwen2``, ``smollm``, ``llama-bpe``); else
+    ``gpt-2`` for a tokenizer of GPT-2's shape (ours: its hash is new, its split is GPT-2's).
+    Anything else is refused in one line, as the converter refuses it."""
+    from llm_trainer.inference.gguf_pre import KNOWN, check_hash
+
+    digest = check_hash(tokenizer.tok)
+    if digest in KNOWN:
+        return KNOWN[digest]
+    problem = _gpt2_shape_problem(spec, merges)
+    if problem is None:
+        return PRE_TOKENIZER
+    raise UsageError(f"llama.cpp cannot use this model's {tokenizer.kind} tokenizer ({problem}, "
+                     f"and not one llama.cpp's converter recognises: chkhsh {digest[:16]}); "
+                     "GGUF export needs byte-level BPE it can reproduce",
+                     hint=f"models trained with data.tokenizer {EXPORTABLE} export")
 
 
 def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int | None = None) -> GGUFVocab:
@@ -87,29 +139,13 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int | None = None) -> GGUFV
     tokens; a UsageError naming what exports when llama.cpp could not reproduce it."""
     spec = json.loads(tokenizer.to_str())
     model = spec.get("model") or {}
-    pre = spec.get("pre_tokenizer") or {}
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    problem = None
-    if model.get("type") != "BPE":
-        problem = f"a {model.get('type') or 'non-BPE'} model"
-    elif pre.get("type") != "ByteLevel":
-        problem = f"a {pre.get('type') or 'missing'} pre-tokenizer instead of ByteLevel"
-    elif pre.get("add_prefix_space"):
-        problem = "a ByteLevel pre-tokenizer that adds a prefix space"
-    elif not pre.get("use_regex", True) and merges:
-        problem = "merges applied across word boundaries (ByteLevel without its regex)"
-    elif spec.get("normalizer"):
-        problem = "a normalizer"
-    elif model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        problem = "subword prefixes or suffixes"
-    elif model.get("ignore_merges"):
-        problem = "whole words looked up before merges (ignore_merges)"
-    elif any(len(m.split(" ")) != 2 for m in merges):
-        problem = "merges with spaces in their tokens"
+    problem = _bpe_problem(model, merges)
     if problem:
         raise UsageError(f"llama.cpp cannot use this model's {tokenizer.kind} tokenizer "
                          f"({problem}); GGUF export needs byte-level BPE",
                          hint=f"models trained with data.tokenizer {EXPORTABLE} export")
+    pre = pre_tokenizer(tokenizer, spec, merges)
     vocab = tokenizer.tok.get_vocab(with_added_tokens=True)
     added = {t.content: t.special for t in tokenizer.tok.get_added_tokens_decoder().values()}
     n = max(vocab_size or 0, max(vocab.values(), default=-1) + 1)
@@ -122,7 +158,7 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int | None = None) -> GGUFV
     for token, i in vocab.items():
         tokens[i] = token
         types[i] = NORMAL if token not in added else (CONTROL if added[token] else USER_DEFINED)
-    return GGUFVocab(tokens, types, merges, vocab.get(EOT))
+    return GGUFVocab(tokens, types, merges, tokenizer.eot_id, pre)
 
 
 def _writer(path: Path, arch: str):
@@ -315,7 +351,7 @@ def write_gguf(ckpt: LoadedCheckpoint, path: Path, vocab: GGUFVocab, dtype: str)
     for key, value in llama_cpp_sampling(GenerationSettings()).items():
         (w.add_float32 if isinstance(value, float) else w.add_int32)(key, value)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(PRE_TOKENIZER)
+    w.add_tokenizer_pre(vocab.pre)
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.types)
     if vocab.merges:
