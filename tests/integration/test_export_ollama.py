@@ -152,3 +152,42 @@ def test_a_model_trained_on_data_stops_at_its_separator(trained_zoo, tmp_path, n
     assert tokens[eot] == EOT
     assert reader.fields["tokenizer.ggml.token_type"].contents()[eot] == gguf.TokenType.CONTROL
     assert parse_modelfile((out / "Modelfile").read_text())[2] == [EOT]
+
+
+EXPORT_ALL = """
+import sys
+from pathlib import Path
+from llm_trainer.checkpoint_io import read_checkpoint
+from llm_trainer.inference.export import export
+ckpt, out = read_checkpoint(Path(sys.argv[1])), Path(sys.argv[2])
+for fmt in ("hf", "safetensors", "ollama"):
+    export(ckpt, out / fmt, fmt)
+export(ckpt, out / "model.gguf", "gguf")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_exported_files_follow_the_umask(tmp_path, umask):
+    """Every file and folder an export writes gets the mode ``open`` and ``mkdir`` give under
+    the user's umask, as config.json always had: not mkstemp's 0600 (model.gguf, Modelfile)
+    nor the 0600 safetensors gives model.safetensors. One process per umask (it is read once
+    per process)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    ckpt = save(tmp_path, "m", TextTokenizer.build_byte())
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-c", EXPORT_ALL, str(ckpt.path), str(out)],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.umask(umask))
+    assert proc.returncode == 0, proc.stderr
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in sorted(out.rglob("*"))}
+    assert {"model.gguf", "ollama/model.gguf", "ollama/Modelfile", "hf/model.safetensors",
+            "hf/config.json", "safetensors/model.safetensors"} <= set(modes)
+    assert modes == {name: oct((0o777 if (out / name).is_dir() else 0o666) & ~umask)
+                     for name in modes}
