@@ -7,6 +7,7 @@ EOS and the Modelfile's stop."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -19,6 +20,8 @@ from llm_trainer.inference.settings import GenerationSettings
 from llm_trainer.model.gpt import GPT
 from llm_trainer.model.shape import ModelShape
 from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def save(root, name: str, tok: TextTokenizer, chat: ChatTemplate | None = None):
@@ -96,6 +99,11 @@ def test_modelfile_samples_as_generate(tmp_path):
                           "repeat_penalty": "1.0", "repeat_last_n": "-1", "num_ctx": "24",
                           "num_predict": "200"}
     assert stops == [EOT]
+    documented = [line for line in (ROOT / "docs" / "export.md").read_text().splitlines()
+                  if line.startswith("PARAMETER ")]
+    written = [line for line in (out / "Modelfile").read_text().splitlines()
+               if line.startswith("PARAMETER ")]
+    assert documented == [line.replace("num_ctx 24", "num_ctx 256") for line in written]
     # llama.cpp's own defaults for the file: the same numbers
     reader = gguf.GGUFReader(str(out / "model.gguf"))
     keys = {k.removeprefix("general.sampling."): f.contents() for k, f in reader.fields.items()
