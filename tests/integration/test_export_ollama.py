@@ -199,3 +199,23 @@ def test_exported_files_follow_the_umask(tmp_path, umask):
             "hf/config.json", "safetensors/model.safetensors"} <= set(modes)
     assert modes == {name: oct((0o777 if (out / name).is_dir() else 0o666) & ~umask)
                      for name in modes}
+
+
+@pytest.mark.parametrize("separator", ["</s>", "<|end_of_text|>"])
+def test_another_tokenizers_separator_is_the_eos_and_the_stop(tmp_path, separator):
+    """A tokenizer.json whose document separator is not ``<|endoftext|>`` (Llama 3's
+    ``<|end_of_text|>``, the ``</s>`` of others): the one training separated documents with
+    (``eot_id``) is the GGUF's EOS and the Modelfile's stop."""
+    from tokenizers import AddedToken
+
+    from llm_trainer.inference.export import export
+
+    tok = TextTokenizer.build_byte(eot=False)
+    tok.tok.add_special_tokens([AddedToken(separator, special=True, normalized=False)])
+    tok = TextTokenizer.from_str(tok.to_str(), "file")
+    assert tok.eot_id == 256
+    out = export(save(tmp_path, "m", tok), tmp_path / "ollama", "ollama")
+    reader = gguf.GGUFReader(str(out / "model.gguf"))
+    assert reader.fields["tokenizer.ggml.eos_token_id"].contents() == 256
+    assert reader.fields["tokenizer.ggml.tokens"].contents()[256] == separator
+    assert parse_modelfile((out / "Modelfile").read_text())[2] == [separator]
