@@ -26,7 +26,7 @@ from llm_trainer.app.options import (
     preset_help,
 )
 from llm_trainer.errors import UsageError
-from llm_trainer.inference.settings import GenerationSettings
+from llm_trainer.service import GenerationSettings
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
