@@ -18,7 +18,6 @@ from llm_trainer.errors import UsageError
 from llm_trainer.model.gpt import GPT
 from llm_trainer.model.shape import ModelShape
 
-pytest.importorskip("peft")
 LLAMA = dict(pos="rope", norm="rmsnorm", activation="swiglu", bias=False)
 ADDED = 2  # rows a chat template added (trained as peft's Trainable Tokens)
 

@@ -20,8 +20,6 @@ from llm_trainer.model.shape import ModelShape
 from tests.helpers import imported_model
 from tests.integration.test_export_llama import LLAMA, checkpoint
 
-transformers = pytest.importorskip("transformers")
-
 
 def imported(folder, block_size: int | None = None) -> GPT:
     return imported_model(inspect_hf_folder(f"hf:{folder}"), block_size)
@@ -82,6 +80,8 @@ def test_a_gpt2_trained_without_biases_comes_back_with_zero_biases(tmp_path):
 def save_hf(folder, cls: str, **config):
     """A tiny random transformers model saved with save_pretrained, every weight (norms,
     biases) away from its init, and a byte tokenizer."""
+    import transformers  # here, not at collection: its import costs each test worker ~1 s
+
     from llm_trainer.data.tokenizer import TextTokenizer
 
     if cls == "GPT2LMHeadModel":
@@ -262,6 +262,8 @@ def test_a_gqa_llama_folder_fine_tunes_generates_and_exports_through_the_cli(tmp
     out = tmp_path / "back"
     assert run_cli("models", "export", "llama-ft", "--format", "hf", "--out", str(out),
                    home=home).returncode == 0
+    import transformers
+
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
     assert hf.config.num_key_value_heads == 2 and hf.config.rms_norm_eps == 1e-6
     ours = imported(out)
