@@ -37,6 +37,7 @@ from llm_trainer.views import (
     PreparedData,
     PresetDefaults,
     ProfileDefaults,
+    PushResult,
     RecentDataset,
     RerunCommand,
     RunDetail,
@@ -339,12 +340,17 @@ class Service:
         folder = None
         if init_from is not None:
             if not init_from.startswith("hf:"):
-                raise UsageError(f"data inspect --init-from takes hf:FOLDER (got {init_from!r})",
+                raise UsageError(f"data inspect --init-from takes hf:FOLDER or hf:OWNER/NAME "
+                                 f"(got {init_from!r})",
                                  hint="a Hugging Face model folder: its tokenizer and chat "
                                       "template are what training would use")
             if tokenizer is not None:
                 raise UsageError("--init-from uses the folder's tokenizer: drop --tokenizer")
-            folder = Path(init_from[3:]).expanduser().resolve()
+            from llm_trainer.hub import HubModel, download_model, parse_model_spec
+
+            folder = parse_model_spec(init_from)
+            if isinstance(folder, HubModel):  # a Hub id: its snapshot, as train would take
+                folder = download_model(folder).path
             if not (folder / "tokenizer.json").is_file():
                 raise UsageError(f"--init-from: {folder} has no tokenizer.json",
                                  hint="save the fast tokenizer too: "
@@ -416,6 +422,15 @@ class Service:
         """Write a model's checkpoint as ``fmt`` to ``out`` (imports torch)."""
         return self.admin.export(name, out, fmt, checkpoint=checkpoint, overwrite=overwrite,
                                  dtype=dtype)
+
+    def push_model(self, name: str | None, repo: str, *, checkpoint: str = "latest",
+                   private: bool = False, revision: str | None = None,
+                   gguf: str | None = None) -> PushResult:
+        """Upload a model's checkpoint, exported as ``hf`` with its card, to a Hugging Face
+        Hub repository (imports torch; the token is huggingface_hub's: HF_TOKEN or its
+        login)."""
+        return self.admin.push(name, repo, checkpoint=checkpoint, private=private,
+                               revision=revision, gguf=gguf)
 
     def generate(self, settings: GenerationSettings, *, model: str | None = None,
                  checkpoint: str | None = None, device: str = "auto") -> Generation:

@@ -233,6 +233,20 @@ class ExportResult(JsonView):
 
 
 @dataclass(frozen=True)
+class PushResult(JsonView):
+    """A model uploaded to the Hugging Face Hub (`models push`)."""
+
+    repo: str  # OWNER/NAME
+    url: str  # the commit's page (or the repository's)
+    commit: str | None  # the commit made
+    revision: str | None  # the branch pushed to (None: main)
+    model: str
+    checkpoint: str
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class PresetDefaults(JsonView):
     """What a preset trains with, as the dashboard's train panel fills its fields."""
 

@@ -29,6 +29,7 @@ from llm_trainer.views import (
     ExportResult,
     ModelDetail,
     ModelView,
+    PushResult,
 )
 
 
@@ -238,9 +239,16 @@ class ModelAdmin:
 
         check_out_outside(Path(out), self.models.root)
         notes: list[str] = []
-        info = self.checkpoint_of(self.resolve_model(name), checkpoint, notes)
+        rec = self.resolve_model(name)
+        info = self.checkpoint_of(rec, checkpoint, notes)
         ckpt = read_checkpoint(info.path)
-        path = export(ckpt, Path(out), fmt, overwrite=overwrite, dtype=dtype)
+        card = None
+        if fmt == "hf":
+            from llm_trainer.inference.model_card import model_card
+
+            card = model_card(self._card_facts(rec, ckpt),
+                              str(Path(out).expanduser().resolve()))
+        path = export(ckpt, Path(out), fmt, overwrite=overwrite, dtype=dtype, card=card)
         if fmt in GGUF_FORMATS:
             from llm_trainer.inference.gguf_export import export_notes
 
@@ -254,6 +262,66 @@ class ModelAdmin:
                             checkpoint=info.path.name, format=fmt, dtype=dtype,
                             context=ckpt.shape.block_size, notes=notes,
                             chat=ckpt.chat is not None, base=base, resize=resize)
+
+    def push(self, name: str | None, repo: str, *, checkpoint: str = "latest",
+             private: bool = False, revision: str | None = None, gguf: str | None = None
+             ) -> PushResult:
+        """Export a model's checkpoint as ``hf`` (with its card, and a GGUF file of dtype
+        ``gguf`` when asked) into a temporary folder and upload it to the Hub repository
+        ``repo`` (``hub.push_folder``). Refused before anything is exported when the Hub is
+        unreachable or there is no token (imports torch)."""
+        import tempfile
+
+        from llm_trainer.checkpoint_io import read_checkpoint
+        from llm_trainer.hub import check_push, push_folder
+        from llm_trainer.inference.export import export
+        from llm_trainer.inference.model_card import model_card
+
+        check_push(repo)
+        notes: list[str] = []
+        rec = self.resolve_model(name)
+        info = self.checkpoint_of(rec, checkpoint, notes)
+        ckpt = read_checkpoint(info.path)
+        gguf_name = f"{rec.name}-{gguf}.gguf" if gguf else None
+        if gguf:
+            from llm_trainer.extras import require
+
+            require("gguf", option="--gguf")
+        with tempfile.TemporaryDirectory(prefix="llm-trainer-push-") as tmp:
+            out = Path(tmp) / rec.name
+            card = model_card(self._card_facts(rec, ckpt, gguf=gguf_name), repo, on_hub=True)
+            export(ckpt, out, "hf", card=card)
+            if gguf_name:
+                export(ckpt, out / gguf_name, "gguf", dtype=gguf)
+            pushed = push_folder(out, repo, private=private, revision=revision,
+                                 message=f"{rec.name} ({info.path.name}) from llm-trainer")
+        return PushResult(repo=pushed.repo_id, url=pushed.url, commit=pushed.commit,
+                          revision=pushed.revision, model=rec.name, checkpoint=info.path.name,
+                          files=pushed.files, notes=notes)
+
+    @staticmethod
+    def _card_facts(rec: ModelRecord, ckpt, gguf: str | None = None):
+        """What the model card says: the checkpoint's config and numbers, the model's
+        record (its datasets, best loss) and where its imported base is (its license)."""
+        from llm_trainer.inference.model_card import CardFacts
+        from llm_trainer.model.families import family_for
+
+        plan = ckpt.trainer.get("plan") or {}
+        per_step = 1
+        for key in ("batch_size", "grad_accum", "seq_len", "world_size"):
+            per_step *= int(plan.get(key) or 0)
+        base = next((Path(e["from_checkpoint"]) for e in rec.lineage
+                     if e.get("from_checkpoint") and e.get("kind", "train") == "train"
+                     and Path(rec.path).resolve() not in
+                     Path(e["from_checkpoint"]).resolve().parents), None)
+        return CardFacts(
+            name=rec.name, checkpoint=ckpt.path.name, step=ckpt.info.step,
+            epoch=ckpt.info.epoch, shape=ckpt.shape.describe(),
+            family=family_for(ckpt.shape).name, config=ckpt.config.to_dict(),
+            tokens_per_step=per_step or None,
+            datasets=tuple(d["spec"] for d in rec.datasets if d.get("spec")),
+            best_val_loss=rec.best_val_loss, checkpoint_val_loss=ckpt.info.val_loss,
+            base_folder=base, chat=ckpt.chat is not None, gguf=gguf)
 
     def generator(self, model: str | None = None, checkpoint: str | None = None,
                   device: str = "auto"):

@@ -281,13 +281,21 @@ class LaunchPlanner:
         return profile
 
     def _init_source(self, spec: str, notes: list[str]):
-        """``--init-from``: ``hf:PATH``, a checkpoint folder, or a model name (its latest
+        """``--init-from``: ``hf:PATH`` or ``hf:OWNER/NAME[@REVISION]`` (downloaded from the
+        Hub, or found in its cache: ``hub``), a checkpoint folder, or a model name (its latest
         usable checkpoint; a model being trained gives the newest one it has saved)."""
-        from llm_trainer.model.hf_import import PREFIX, inspect_hf_folder
+        from llm_trainer.hub import PREFIX, HubModel, download_model, parse_model_spec
+        from llm_trainer.model.hf_import import inspect_hf_folder
         from llm_trainer.store.checkpoints import MANIFEST, inspect_own_checkpoint
 
         if spec.startswith(PREFIX):
-            return inspect_hf_folder(spec)
+            where = parse_model_spec(spec)
+            if isinstance(where, HubModel):
+                snap = download_model(where)
+                notes.append(f"{where.repo_id}: commit {snap.commit} from the Hugging Face "
+                             f"Hub ({snap.path})")
+                return inspect_hf_folder(f"{PREFIX}{snap.path}", hub=snap.pinned)
+            return inspect_hf_folder(f"{PREFIX}{where}")
         path = Path(spec).expanduser()
         if (path / MANIFEST).is_file():
             info = self.admin.checkpoint_at(spec)

@@ -20,6 +20,7 @@ from llm_trainer.cli.models import (
     models_archive,
     models_delete,
     models_list,
+    models_push,
     models_rename,
     models_show,
     models_unarchive,
@@ -36,7 +37,8 @@ app.command()(tui)
 for name, command in (("list", models_list), ("show", models_show),
                       ("rename", models_rename), ("archive", models_archive),
                       ("unarchive", models_unarchive), ("delete", models_delete),
-                      ("activate", models_activate), ("export", models_export)):
+                      ("activate", models_activate), ("export", models_export),
+                      ("push", models_push)):
     models_app.command(name)(command)
 data_app.command("inspect")(data_inspect)
 data_app.command("prepare")(data_prepare)

@@ -135,3 +135,34 @@ def models_activate(name: Annotated[str, typer.Argument(help="model name")]) -> 
     service().activate_model(name)
     echo(f"active model: {name}")
 
+
+
+def models_push(
+    name: Annotated[str, typer.Argument(help="model name")],
+    repo: Annotated[str, typer.Argument(help="Hugging Face repository: OWNER/NAME")],
+    checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
+    private: Annotated[bool, typer.Option("--private", help="create the repository private "
+                                                            "(an existing one keeps its "
+                                                            "visibility)")] = False,
+    revision: Annotated[str | None, typer.Option(help="push to this branch (made from main "
+                                                      "when missing) instead of main")] = None,
+    gguf: Annotated[str | None, typer.Option(help="also upload a GGUF file for llama.cpp, "
+                                                  "with weights of this dtype (e.g. f16)")
+                    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Upload a model to the Hugging Face Hub: its transformers folder (`models export
+    --format hf`) with a model card. The token is huggingface_hub's own (HF_TOKEN, or
+    `hf auth login`): never stored or printed here."""
+    r = service().push_model(name, repo, checkpoint=checkpoint, private=private,
+                             revision=revision, gguf=gguf)
+    if json_out:
+        echo(json.dumps(r.to_json(), indent=2))
+        return
+    for note in r.notes:
+        echo(f"warning: {note}", err=True)
+    where = f"{r.repo} (branch {r.revision})" if r.revision else r.repo
+    echo(f"pushed {r.model} ({r.checkpoint}) to {where}: {len(r.files)} files")
+    echo(f"  {r.url}")
+    echo(f"  load it: AutoModelForCausalLM.from_pretrained({r.repo!r}"
+         + (f", revision={r.revision!r})" if r.revision else ")"))

@@ -16,12 +16,10 @@ import itertools
 import math
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 from llm_trainer.data.chat import FORMATS, detect_format, format_columns
 from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
@@ -46,6 +44,7 @@ from llm_trainer.data.spec import (  # noqa: F401 - hold_out is re-exported
     split_of,
 )
 from llm_trainer.errors import DataError
+from llm_trainer.hub import hub_reachable
 
 TEXT_COLUMN_GUESSES = ("text", "content", "body", "document", "sentence", "story", "article")
 READ_BYTES = 1 << 20  # text files are read this much at a time
@@ -747,18 +746,3 @@ def wikitext_unavailable(data_dir: Path, reachable: Callable[[], bool] | None = 
     if (reachable or hub_reachable)():
         return None
     return f"huggingface.co is unreachable and WikiText-2 is not cached under {data_dir / 'hf'}"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to the hub within ``timeout`` seconds? Honours
-    HF_HUB_OFFLINE and HF_ENDPOINT. Decides in seconds, not the client's ~25 s of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

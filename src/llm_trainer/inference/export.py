@@ -1,8 +1,9 @@
 """Export a checkpoint for other tools.
 
 ``hf``: a Hugging Face transformers folder (config.json, model.safetensors, tokenizer files,
-generation_config.json) that ``AutoModelForCausalLM.from_pretrained`` and
-``AutoTokenizer.from_pretrained`` load, in the one architecture that represents the model:
+generation_config.json, and a model card README.md: ``model_card``) that
+``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load, in the one
+architecture that represents the model:
 
   model options                                          transformers class
   pos learned, norm layernorm, activation gelu|gelu_tanh GPT2LMHeadModel
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,9 @@ def chat_settings(ckpt: LoadedCheckpoint) -> tuple[dict[str, Any], dict[str, Any
     return tok_config, gen
 
 
-def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
+def export_hf(ckpt: LoadedCheckpoint, out: Path, card: str | None = None) -> Path:
+    """``card``: the model card (README.md, ``model_card``), when the model's record is
+    known."""
     from safetensors.torch import save_file
 
     shape = ckpt.shape
@@ -121,6 +125,8 @@ def export_hf(ckpt: LoadedCheckpoint, out: Path) -> Path:
     (out / "special_tokens_map.json").write_text(json.dumps(
         {k: v for k, v in tok_config.items()
          if k.endswith("_token") or k == "additional_special_tokens"}, indent=2))
+    if card is not None:
+        (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
 
@@ -145,7 +151,8 @@ def export_safetensors(ckpt: LoadedCheckpoint, out: Path) -> Path:
 
 
 def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = False,
-           dtype: str | None = None) -> Path:
+           dtype: str | None = None, card: str | None = None) -> Path:
+    """``card``: README.md of an ``hf`` folder (``model_card``)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}",
                          hint="use --format " + ", ".join(FORMATS[:-1]) + f" or {FORMATS[-1]}")
@@ -169,8 +176,10 @@ def export(ckpt: LoadedCheckpoint, out: Path, fmt: str, *, overwrite: bool = Fal
         from llm_trainer.inference.peft_export import export_peft
 
         write = export_peft
+    elif fmt == "hf":
+        write = partial(export_hf, card=card)
     else:
-        write = export_hf if fmt == "hf" else export_safetensors
+        write = export_safetensors
     with staged_folder(out) as staging:
         write(ckpt, staging)
     return out

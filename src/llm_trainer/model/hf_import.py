@@ -48,17 +48,22 @@ class HFSource:
     arch: dict[str, Any]  # our model.* keys: n_layer, n_head, n_embd, block_size, bias, ...
     family: str = "GPT-2"  # a key of families.FAMILIES, or OWN
     label: str | None = None  # how an OWN source is recorded: "MODEL (step N)"
+    hub: str | None = None  # a snapshot from the Hub: "OWNER/NAME@COMMIT" (``hub``)
 
     @property
     def spec(self) -> str:
         """What the new model records as its origin (finetune.init_from)."""
         if self.label:
             return self.label
+        if self.hub:
+            return f"{PREFIX}{self.hub}"
         return str(self.path) if self.family == OWN else f"{PREFIX}{self.path}"
 
     @property
     def name(self) -> str:
         """A short name for messages and the new model's default name."""
+        if self.hub:
+            return self.hub.partition("@")[0].rsplit("/", 1)[-1]
         return self.path.parent.name if self.family == OWN else self.path.name
 
     @property
@@ -73,14 +78,17 @@ class HFSource:
 def parse_init_from(spec: str) -> Path:
     if not spec.startswith(PREFIX) or not spec[len(PREFIX):].strip():
         raise UsageError(f"--init-from {spec!r}: expected a model name, a checkpoint folder, "
-                         "or hf:PATH to a local Hugging Face folder",
-                         hint="e.g. --init-from my-model, or --init-from hf:~/models/distilgpt2 "
-                              "(config.json, model.safetensors, tokenizer.json)")
+                         "or hf:OWNER/NAME (the Hugging Face Hub) or hf:PATH (a local "
+                         "Hugging Face folder)",
+                         hint="e.g. --init-from my-model, --init-from hf:openai-community/gpt2"
+                              " or --init-from hf:~/models/distilgpt2 (config.json, "
+                              "model.safetensors, tokenizer.json)")
     return Path(spec[len(PREFIX):].strip()).expanduser().resolve()
 
 
-def inspect_hf_folder(spec: str) -> HFSource:
-    """Check a ``hf:PATH`` folder; a UsageError names the first thing that is wrong."""
+def inspect_hf_folder(spec: str, *, hub: str | None = None) -> HFSource:
+    """Check a ``hf:PATH`` folder; a UsageError names the first thing that is wrong.
+    ``hub``: the folder is a Hub snapshot, ``OWNER/NAME@COMMIT`` (what the model records)."""
     path = parse_init_from(spec)
     hint = "a transformers folder, as `save_pretrained` writes it"
     if not path.is_dir():
@@ -120,7 +128,7 @@ def inspect_hf_folder(spec: str) -> HFSource:
         raise UsageError(f"--init-from: {tok_path} has {n_tokens:,} tokens but the model only "
                          f"{vocab:,} embeddings: the tokenizer does not belong to this model",
                          hint="put the tokenizer.json saved with these weights in the folder")
-    return HFSource(path, weights, tok_path, vocab, n_pos, arch, family.name)
+    return HFSource(path, weights, tok_path, vocab, n_pos, arch, family.name, hub=hub)
 
 
 def _tokenizer_size(path: Path) -> int:
