@@ -135,13 +135,31 @@ def download_model(model: HubModel, *, reachable=hub_reachable) -> Snapshot:
             path = snapshot_download(model.repo_id, revision=info.sha,
                                      allow_patterns=[*SIDE_FILES, *weight_patterns(files)])
             return Snapshot(Path(path), model.repo_id, str(info.sha))
-    try:
-        path = Path(snapshot_download(model.repo_id, revision=model.revision,
-                                      local_files_only=True))
-    except Exception:  # not a usage error: the same command works where the Hub answers
+    path = _cached(model)
+    if path is None:  # not a usage error: the same command works where the Hub answers
         raise LLMTrainerError(f"--init-from hf:{model}: {why} and the model is not in its "
-                              "cache", hint=f"pass a folder instead: {LOCAL_FORM}") from None
+                              "cache", hint=f"pass a folder instead: {LOCAL_FORM}")
     return Snapshot(path, model.repo_id, path.name)
+
+
+def _cached(model: HubModel) -> Path | None:
+    """The snapshot of ``model`` in the Hub cache, None when there is none. Asked with the
+    patterns it was downloaded with (the client checks a snapshot against the repository's
+    listing it cached, less what the patterns leave out): each kind of weights in turn, the
+    first whose file is there."""
+    from huggingface_hub import snapshot_download
+
+    found = None
+    for kind in WEIGHTS:
+        try:
+            found = Path(snapshot_download(model.repo_id, revision=model.revision,
+                                           local_files_only=True,
+                                           allow_patterns=[*SIDE_FILES, *kind]))
+        except Exception:  # not cached, or cached without these files
+            continue
+        if (found / kind[0]).is_file():
+            return found
+    return found
 
 
 def weight_patterns(files: list[str]) -> list[str]:

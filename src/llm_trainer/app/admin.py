@@ -272,12 +272,13 @@ class ModelAdmin:
         unreachable or there is no token (imports torch)."""
         import tempfile
 
-        from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.hub import check_push, push_folder
+
+        check_push(repo)  # before torch is imported: a refusal is at once
+        from llm_trainer.checkpoint_io import read_checkpoint
         from llm_trainer.inference.export import export
         from llm_trainer.inference.model_card import model_card
 
-        check_push(repo)
         notes: list[str] = []
         rec = self.resolve_model(name)
         info = self.checkpoint_of(rec, checkpoint, notes)
