@@ -261,9 +261,10 @@ class RuntimeConfig:
 class FinetuneConfig:
     """Fine-tuning an imported model (``train --init-from hf:FOLDER``)."""
 
-    init_from: str | None = _opt(None, "where the weights came from: hf:FOLDER, a model "
-                                       "(its checkpoint) or a checkpoint folder "
-                                       "(set by --init-from; recorded, not read again)")
+    init_from: str | None = _opt(None, "where the weights came from: hf:FOLDER, "
+                                       "hf:OWNER/NAME@COMMIT (the Hub), a model (its "
+                                       "checkpoint) or a checkpoint folder (set by "
+                                       "--init-from; recorded, not read again)")
     lora_r: int = _opt(0, "LoRA rank: 0 trains every weight (full fine-tune); N > 0 trains "
                           "rank-N adapters only (--lora r=N,...)", min=0, max=4096)
     lora_alpha: float = _opt(16.0, "LoRA scaling numerator (updates are scaled by alpha / r)",
