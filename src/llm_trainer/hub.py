@@ -132,8 +132,14 @@ def download_model(model: HubModel, *, reachable=hub_reachable) -> Snapshot:
             why = f"the Hugging Face Hub did not answer ({_first_line(exc)})"
         else:
             files = [s.rfilename for s in (info.siblings or [])]
-            path = snapshot_download(model.repo_id, revision=info.sha,
-                                     allow_patterns=[*SIDE_FILES, *weight_patterns(files)])
+            try:
+                path = snapshot_download(model.repo_id, revision=info.sha,
+                                         allow_patterns=[*SIDE_FILES, *weight_patterns(files)])
+            except Exception as exc:  # the network or the disk, mid-download
+                raise LLMTrainerError(f"--init-from hf:{model}: downloading commit {info.sha} "
+                                      f"failed: {_first_line(exc)}",
+                                      hint="run it again: the files downloaded so far stay in "
+                                           "the Hub cache") from None
             return Snapshot(Path(path), model.repo_id, str(info.sha))
     path = _cached(model)
     if path is None:  # not a usage error: the same command works where the Hub answers

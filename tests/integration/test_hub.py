@@ -238,6 +238,12 @@ def test_the_card_names_hub_ids_in_its_metadata_and_local_files_only_by_name(tmp
     assert f"llama-cli --hf-repo {REPO} --hf-file m-q8_0.gguf -c 64" in body
 
 
+def test_a_local_base_folder_is_named_by_its_name_only(tmp_path):
+    card = card_of({"config": {"finetune": {"init_from": f"hf:{tmp_path}/private/gpt2"}}})
+    assert card.data.base_model is None
+    assert "Fine-tuned from `gpt2`" in card.text and str(tmp_path) not in card.text
+
+
 def test_a_model_trained_from_scratch_has_no_base_model():
     card = card_of({"datasets": ("builtin:python-docs",)})
     assert card.data.base_model is None and card.data.datasets is None
@@ -318,15 +324,17 @@ def test_a_hub_model_fine_tunes_exports_with_its_card_and_pushes(tmp_path, hub, 
     transformers.AutoModelForCausalLM.from_pretrained(str(out))  # the card changes nothing
 
     capsys.readouterr()
-    assert main(["models", "push", "ft", "me/ft", "--private", "--revision", "exp"]) == 0
+    assert main(["models", "push", "ft", "me/ft", "--private", "--revision", "exp",
+                 "--gguf", "f16"]) == 0
     said = capsys.readouterr()
     assert hub.pushed["repo_id"] == hub.pushed["upload_repo"] == "me/ft"
     assert (hub.pushed["private"], hub.pushed["branch"], hub.pushed["revision"]) == \
         (True, "exp", "exp")
-    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= \
-        set(hub.pushed["files"])
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json",
+            "ft-f16.gguf"} <= set(hub.pushed["files"])
     pushed_card = ModelCard(hub.pushed["card"])
     assert pushed_card.data.base_model == REPO
     assert 'from_pretrained("me/ft")' in pushed_card.text
+    assert "llama-cli --hf-repo me/ft --hf-file ft-f16.gguf -c 16" in pushed_card.text
     assert "hf_secret_never_shown" not in said.out + said.err
     assert "pushed ft (step-00000002) to me/ft (branch exp)" in said.out

@@ -136,7 +136,8 @@ def _body(f: CardFacts, load_as: str, on_hub: bool) -> str:
     origin = "Trained from scratch"
     if f.init_from:
         base = f.base_model
-        named = f"[{base}](https://huggingface.co/{base})" if base else f"`{f.init_from}`"
+        named = f"[{base}](https://huggingface.co/{base})" if base else \
+            f"`{_shown(f.init_from.removeprefix(PREFIX))}`"
         commit = f" at commit `{f.base_commit}`" if f.base_commit else ""
         how = (f"LoRA r={ft.get('lora_r')} on {', '.join(ft.get('lora_targets') or [])}, "
                "merged into the weights" if ft.get("lora_r") else "a full fine-tune")
