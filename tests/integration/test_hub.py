@@ -338,3 +338,13 @@ def test_a_hub_model_fine_tunes_exports_with_its_card_and_pushes(tmp_path, hub, 
     assert "llama-cli --hf-repo me/ft --hf-file ft-f16.gguf -c 16" in pushed_card.text
     assert "hf_secret_never_shown" not in said.out + said.err
     assert "pushed ft (step-00000002) to me/ft (branch exp)" in said.out
+
+
+def test_data_inspect_reads_with_a_hub_models_tokenizer(tmp_path, hub, online, monkeypatch,
+                                                        capsys):
+    """`data inspect --init-from hf:OWNER/NAME` takes the same snapshot train would."""
+    monkeypatch.setenv("LLM_TRAINER_HOME", str(tmp_path))
+    (tmp_path / "c.txt").write_text(corpus_text(3000))
+    assert main(["data", "inspect", str(tmp_path / "c.txt"), "--init-from", f"hf:{REPO}"]) == 0
+    assert [d["revision"] for d in hub.downloads] == [SHA]
+    assert "tokens" in capsys.readouterr().out
