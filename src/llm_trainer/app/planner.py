@@ -291,9 +291,7 @@ class LaunchPlanner:
         if spec.startswith(PREFIX):
             where = parse_model_spec(spec)
             if isinstance(where, HubModel):
-                snap = download_model(where)
-                notes.append(f"{where.repo_id}: commit {snap.commit} from the Hugging Face "
-                             f"Hub ({snap.path})")
+                snap = download_model(where)  # the commit is recorded (not a warning)
                 return inspect_hf_folder(f"{PREFIX}{snap.path}", hub=snap.pinned)
             return inspect_hf_folder(f"{PREFIX}{where}")
         path = Path(spec).expanduser()
