@@ -1,6 +1,7 @@
 """Import a Hugging Face folder on disk to fine-tune: the inverse of ``models export --format
-hf``. A folder imports when every part of it maps exactly onto our GPT (its family's adapter
-in ``model.families``):
+hf`` (a Hub id, ``hf:OWNER/NAME``, is made a folder first: ``llm_trainer.hub``). A folder
+imports when every part of it maps exactly onto our GPT (its family's adapter in
+``model.families``):
 
   GPT2LMHeadModel   GPT-2 / DistilGPT2: gelu_new or gelu; any n_inner, layer_norm_epsilon;
                     tied or untied head
