@@ -101,7 +101,7 @@ def download_model(model: HubModel, *, reachable=hub_reachable) -> Snapshot:
     the probe): the snapshot already in the cache, or one line naming the local-folder
     form. A repository or revision the Hub does not have is refused in one line."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
+    from huggingface_hub.utils import (  # (not .errors: older releases lack it)
         GatedRepoError,
         HfHubHTTPError,
         RepositoryNotFoundError,
@@ -227,7 +227,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False,
     missing, private with ``private``; an existing one keeps its visibility) on its main
     branch or ``revision`` (a branch, made from main when missing), as one commit."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import HfHubHTTPError
 
     api = HfApi()
     try:
