@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,15 @@ def _refusal(what: str) -> UsageError:
     return UsageError(what, hint=f"pass a folder instead: {LOCAL_FORM}")
 
 
-def download_model(model: HubModel, *, reachable=hub_reachable) -> Snapshot:
+def download_model(model: HubModel, *, check: Callable[[Path], None] | None = None,
+                   reachable=hub_reachable) -> Snapshot:
     """The model's files in the Hub cache, at the commit its revision names now. Online:
     one question to the Hub (which commit, which files), then ``snapshot_download`` of the
-    files an import reads, at that commit. Offline (HF_HUB_OFFLINE, or the Hub not answering
-    the probe): the snapshot already in the cache, or one line naming the local-folder
-    form. A repository or revision the Hub does not have is refused in one line."""
+    files an import reads, at that commit: the small ones first, which ``check`` is given
+    (it raises to refuse the model before its weights come), then the weights. Offline
+    (HF_HUB_OFFLINE, or the Hub not answering the probe): the snapshot already in the cache,
+    or one line naming the local-folder form. A repository or revision the Hub does not have
+    is refused in one line."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.utils import (  # (not .errors: older releases lack it)
         GatedRepoError,
@@ -133,8 +137,13 @@ def download_model(model: HubModel, *, reachable=hub_reachable) -> Snapshot:
         else:
             files = [s.rfilename for s in (info.siblings or [])]
             try:
+                if check is not None:
+                    check(Path(snapshot_download(model.repo_id, revision=info.sha,
+                                                 allow_patterns=list(SIDE_FILES))))
                 path = snapshot_download(model.repo_id, revision=info.sha,
                                          allow_patterns=[*SIDE_FILES, *weight_patterns(files)])
+            except LLMTrainerError:
+                raise
             except Exception as exc:  # the network or the disk, mid-download
                 raise LLMTrainerError(f"--init-from hf:{model}: downloading commit {info.sha} "
                                       f"failed: {_first_line(exc)}",

@@ -137,8 +137,9 @@ def test_a_hub_id_is_downloaded_at_the_commit_the_hub_names_and_that_commit_is_r
         tmp_path, hub, online):
     p = plan(tmp_path, f"hf:{REPO}")
     assert hub.asked == [{"repo_id": REPO, "revision": None, "timeout": 10.0}]
-    (down,) = hub.downloads
+    small, down = hub.downloads  # config and tokenizer first (checked), then the weights
     assert (down["repo_id"], down["revision"]) == (REPO, SHA)  # pinned, not "main"
+    assert "model.safetensors" not in small["allow_patterns"]
     assert "model.safetensors" in down["allow_patterns"]
     assert "pytorch_model.bin" not in down["allow_patterns"]
     assert p.config.finetune.init_from == f"hf:{REPO}@{SHA}"
@@ -160,7 +161,7 @@ def test_offline_a_model_in_the_hub_cache_is_used_without_asking(tmp_path, hub, 
     for spec in (f"hf:{REPO}", f"hf:{REPO}@{SHA}"):
         p = plan(tmp_path / spec[-6:], spec)
         assert p.config.finetune.init_from == f"hf:{REPO}@{SHA}"
-    assert len(hub.asked) == 1 and len(hub.downloads) == 1
+    assert len(hub.asked) == 1 and len(hub.downloads) == 2  # the first plan's
 
 
 def test_a_model_the_hub_does_not_have_is_refused_in_one_line(tmp_path, hub, online,
@@ -170,6 +171,16 @@ def test_a_model_the_hub_does_not_have_is_refused_in_one_line(tmp_path, hub, onl
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: --init-from hf:acme/nope: no model acme/nope on the Hugging Face " \
                      "Hub (or it is private: log in with HF_TOKEN or `hf auth login`)"
+
+
+def test_a_hub_model_this_gpt_cannot_represent_is_refused_before_its_weights_come(
+        tmp_path, hub, online):
+    config = json.loads((hub.folder / "config.json").read_text())
+    (hub.folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
+    with pytest.raises(Exception, match="holds a mamba model"):
+        plan(tmp_path, f"hf:{REPO}")
+    (small,) = hub.downloads
+    assert not any("safetensors" in p or ".bin" in p for p in small["allow_patterns"])
 
 
 def test_unreachable_and_not_cached_fails_at_once_naming_the_folder_form(
@@ -346,5 +357,5 @@ def test_data_inspect_reads_with_a_hub_models_tokenizer(tmp_path, hub, online, m
     monkeypatch.setenv("LLM_TRAINER_HOME", str(tmp_path))
     (tmp_path / "c.txt").write_text(corpus_text(3000))
     assert main(["data", "inspect", str(tmp_path / "c.txt"), "--init-from", f"hf:{REPO}"]) == 0
-    assert [d["revision"] for d in hub.downloads] == [SHA]
+    assert [d["revision"] for d in hub.downloads] == [SHA]  # no check: the tokenizer only
     assert "tokens" in capsys.readouterr().out

@@ -285,13 +285,13 @@ class LaunchPlanner:
         Hub, or found in its cache: ``hub``), a checkpoint folder, or a model name (its latest
         usable checkpoint; a model being trained gives the newest one it has saved)."""
         from llm_trainer.hub import PREFIX, HubModel, download_model, parse_model_spec
-        from llm_trainer.model.hf_import import inspect_hf_folder
+        from llm_trainer.model.hf_import import check_before_weights, inspect_hf_folder
         from llm_trainer.store.checkpoints import MANIFEST, inspect_own_checkpoint
 
         if spec.startswith(PREFIX):
             where = parse_model_spec(spec)
-            if isinstance(where, HubModel):
-                snap = download_model(where)  # the commit is recorded (not a warning)
+            if isinstance(where, HubModel):  # the commit is recorded (not a warning)
+                snap = download_model(where, check=check_before_weights)
                 return inspect_hf_folder(f"{PREFIX}{snap.path}", hub=snap.pinned)
             return inspect_hf_folder(f"{PREFIX}{where}")
         path = Path(spec).expanduser()

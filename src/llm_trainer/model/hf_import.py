@@ -90,7 +90,16 @@ def parse_init_from(spec: str) -> Path:
 def inspect_hf_folder(spec: str, *, hub: str | None = None) -> HFSource:
     """Check a ``hf:PATH`` folder; a UsageError names the first thing that is wrong.
     ``hub``: the folder is a Hub snapshot, ``OWNER/NAME@COMMIT`` (what the model records)."""
-    path = parse_init_from(spec)
+    return _inspect(parse_init_from(spec), hub)
+
+
+def check_before_weights(path: Path) -> None:
+    """What can be checked of a folder without its weights (config.json, tokenizer.json):
+    a Hub model this GPT cannot represent is refused before its weights are downloaded."""
+    _inspect(path, None, need_weights=False)
+
+
+def _inspect(path: Path, hub: str | None, *, need_weights: bool = True) -> HFSource:
     hint = "a transformers folder, as `save_pretrained` writes it"
     if not path.is_dir():
         raise UsageError(f"--init-from: {path} is not a folder", hint=hint)
@@ -109,7 +118,7 @@ def inspect_hf_folder(spec: str, *, hub: str | None = None) -> HFSource:
         raise UsageError(f"--init-from: {path} holds a {kind or 'unknown'!s} model, which this "
                          "trainer cannot import", hint=f"it imports {IMPORTS}")
     weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
-    if weights is None:
+    if weights is None and need_weights:
         raise UsageError(f"--init-from: {path} has no weights",
                          hint=f"expected one of {', '.join(WEIGHT_FILES)}")
     tok_path = path / "tokenizer.json"
@@ -129,7 +138,8 @@ def inspect_hf_folder(spec: str, *, hub: str | None = None) -> HFSource:
         raise UsageError(f"--init-from: {tok_path} has {n_tokens:,} tokens but the model only "
                          f"{vocab:,} embeddings: the tokenizer does not belong to this model",
                          hint="put the tokenizer.json saved with these weights in the folder")
-    return HFSource(path, weights, tok_path, vocab, n_pos, arch, family.name, hub=hub)
+    return HFSource(path, weights or path / WEIGHT_FILES[0], tok_path, vocab, n_pos, arch,
+                    family.name, hub=hub)
 
 
 def _tokenizer_size(path: Path) -> int:
