@@ -147,7 +147,8 @@ def models_push(
     revision: Annotated[str | None, typer.Option(help="push to this branch (made from main "
                                                       "when missing) instead of main")] = None,
     gguf: Annotated[str | None, typer.Option(help="also upload a GGUF file for llama.cpp, "
-                                                  "with weights of this dtype (e.g. f16)")
+                                                  "with weights of this dtype (f32, f16, "
+                                                  "q8_0, ...: models export's --dtype)")
                     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
