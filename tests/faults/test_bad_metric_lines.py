@@ -37,6 +37,7 @@ def run_with_metrics(home: Path, run_id: str, bad: list[bytes]) -> None:
     store.paths(run_id).metrics.write_bytes(b"".join(lines) + b'{"time": 1.0, "ki')  # torn
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_status_on_a_terminal_skips_and_counts_bad_lines(home):
     run_with_metrics(home, RUN, BAD_LINES)
     code, out = run_cli_tty("status", RUN, home=home, columns=100, lines=40)

@@ -23,6 +23,7 @@ def fail_writes_of(monkeypatch, module, name: str, after_bytes: int = 1000) -> N
     monkeypatch.setattr(module, name, write)
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_a_failed_hf_export_leaves_nothing_and_a_retry_works(zoo_copy, tmp_path,
                                                              monkeypatch):
     import safetensors.torch

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from llm_trainer.store.checkpoints import STAGING_PREFIX, list_checkpoints, new_staging_dir
 from tests.helpers import TINY, run_cli
 
@@ -53,6 +55,7 @@ def staging_dirs(model_dir) -> list[str]:
     return sorted(p.name for p in model_dir.glob(f"{STAGING_PREFIX}*"))
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_models_list_and_show_remove_dead_writers_staging_not_live_ones(zoo_copy):
     model = zoo_copy / "checkpoints" / "demo"
     live = new_staging_dir(model, 13)  # this process: a writer still at work

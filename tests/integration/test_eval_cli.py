@@ -95,6 +95,7 @@ def test_eval_errors_are_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
     assert "--batch-size" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_eval_is_listed_and_its_help_does_not_import_torch(tmp_path):
     assert "eval" in run_cli("--help", home=tmp_path).stdout
     code = ("import sys\nfrom llm_trainer.cli import main\ncode = main(['eval', '--help'])\n"

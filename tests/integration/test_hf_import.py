@@ -41,6 +41,7 @@ ROUND_TRIPS = {
 }
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 @pytest.mark.parametrize("case", list(ROUND_TRIPS))
 def test_export_then_import_gives_the_same_model(tmp_path, case):
     from llm_trainer.checkpoint_io import load_model
@@ -104,6 +105,7 @@ def save_hf(folder, cls: str, **config):
     return model.eval()
 
 
+@pytest.mark.slow  # builds and saves transformers models: seconds each
 @pytest.mark.parametrize(("cls", "config"), [
     ("LlamaForCausalLM", {}),
     ("LlamaForCausalLM", dict(tie_word_embeddings=True, attention_bias=True, mlp_bias=True,

@@ -119,6 +119,7 @@ def test_early_stopping_ends_a_plateaued_run_at_the_exact_step(home, corpus):
     assert best in [c.step for c in list_checkpoints(home / "m")]
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_early_stop_counter_survives_stop_and_resume(home, corpus):
     flag = Flag()
     paused = _fit(_plateau(corpus), home, "m", Recorder(stop_after=10, flag=flag), stop=flag)
@@ -127,6 +128,7 @@ def test_early_stop_counter_survives_stop_and_resume(home, corpus):
     assert result.step == 20 and result.reason.startswith("early stop")  # not 30
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_more_epochs_after_an_early_stop_gives_patience_anew(home, corpus):
     cfg = _plateau(corpus, **{"train.max_steps": None, "train.epochs": 1})
     _fit(cfg, home, "m")

@@ -222,6 +222,7 @@ NO_SYSTEM = (  # a Gemma-style template: it refuses a system turn with raise_exc
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_a_row_the_template_refuses_is_a_bad_row_with_its_number(tmp_path):
     path = tmp_path / "c.jsonl"
     _chat_file(path, 150)

@@ -6,6 +6,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from llm_trainer import cpu_share
 
@@ -50,6 +51,7 @@ def test_busy_cores_are_the_machines_less_this_homes_runs():
     assert cpu_share.others_busy_cores(cores=2, total=0.0, idle=0.0, own=0.0) == 0.0
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_a_busy_run_of_this_home_is_not_counted_as_load(tmp_path):
     """Two samplers read the same machine over the same interval; the one whose home holds a
     busy run leaves that run's CPU time out of the load."""

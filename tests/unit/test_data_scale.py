@@ -165,6 +165,7 @@ def test_a_cache_from_before_shards_is_read_as_it_is(tmp_path):
 # --------------------------------------------------------------------------- hold-out
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_the_hold_out_is_deterministic_and_recorded(tmp_path):
     (tmp_path / "t.txt").write_text(corpus_text(40_000))
     a = _prepare(tmp_path / "t.txt", tmp_path / "a", num_proc=1)

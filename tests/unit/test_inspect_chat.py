@@ -187,6 +187,7 @@ def test_turns_and_prompt_and_response_lengths_are_the_trained_tokens(tmp_path):
     assert every.prompt_tokens == {"min": 1, "median": 1, "p95": 1, "max": 1}
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_a_sampled_table_checks_every_row_and_measures_some(tmp_path):
     rows = [GOOD["messages"](i) for i in range(3000)]
     for k in (10, 1500, 2990):

@@ -49,6 +49,7 @@ def test_windows_tiling_a_file_give_each_paragraph_once_and_whole(tmp_path):
     assert sum(bad for _, bad in want) == 1
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_a_text_over_the_budget_is_sampled_and_its_estimates_are_close(tmp_path):
     paras = paragraphs_of(6_000, seed=1)
     text = "\n\n".join(paras) + "\n"
@@ -114,6 +115,7 @@ def test_duplicates_past_the_hash_cap_are_estimated():
     assert (exact.duplicates("train"), exact.scale) == (100, 1)
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_the_structures_stay_at_their_caps_for_200k_documents():
     h, res = Hashes(cap=4_096), Reservoir(size=1_024)
     for i in range(200_000):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import llm_trainer
 
 PACKAGE = Path(llm_trainer.__file__).parent
@@ -28,6 +30,7 @@ def _modules(folder: str) -> list[Path]:
     return sorted((PACKAGE / folder).rglob("*.py")) if folder else sorted(PACKAGE.glob("*.py"))
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_training_never_imports_inference():
     found = {p.name: sorted(m for m in _imports(p) if m.startswith("llm_trainer.inference"))
              for p in _modules("training")}
@@ -40,6 +43,7 @@ def test_checkpoint_io_imports_neither_training_nor_inference():
                                                  "llm_trainer.inference"))]
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_nothing_imports_the_front_ends_or_the_worker():
     front = ("llm_trainer.cli", "llm_trainer.tui", "llm_trainer.worker")
     offenders = {}

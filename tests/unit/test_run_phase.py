@@ -10,6 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from llm_trainer.app.queries import RunQueries
 from llm_trainer.cli.format import print_runs
 from llm_trainer.data.prepare import PrepareProgress
@@ -76,6 +78,7 @@ def _reporter(tmp_path) -> tuple[RunReporter, CountingRunStore]:
     return RunReporter(RUN, runs, ModelStore(tmp_path), "m-1", state), runs
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_the_reporter_writes_the_phase_at_most_twice_a_second(tmp_path):
     reporter, runs = _reporter(tmp_path)
     t0 = time.monotonic()

@@ -35,6 +35,7 @@ def test_hold_out_cuts_at_a_line_break():
     assert train.endswith("\n") and val.startswith("line")
 
 
+@pytest.mark.slow  # about a second: the fast suite keeps under 30 s
 def test_jsonl_with_autodetected_text_column(tmp_path):
     rows = [{"id": i, "text": f"document number {i} says hello"} for i in range(200)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
