@@ -13,6 +13,7 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, OptionList, Select
 
+from llm_trainer.store.runs import RunStore
 from llm_trainer.tui.app import TrainerApp
 from tests.helpers import wait_until
 from tests.tui.reading import asking, panel_text, screen_lines, text_of
@@ -45,9 +46,15 @@ async def test_every_panel_shows_its_key_fields(dashboard_home, size):
         await pilot.pause(0.2)
 
         runs = panel_text(app, "runs")
-        started_at = time.strftime("%H:%M", time.localtime(time.time() - 90))
         assert "running" in runs and "1.8484" in runs, runs  # status and loss
-        assert f"bard-long {started_at}" in runs, runs  # a short label, not the run id
+        # a short label, not the run id: the model and its start time, with the date when that
+        # was not today (the fixture's run started 90 s ago: yesterday just after midnight)
+        store = RunStore(dashboard_home)
+        run_id = next(r for r in store.run_ids() if r.endswith("-bard-long"))
+        start = time.localtime(store.read_meta(run_id).created_at)
+        day = "" if time.strftime("%Y%m%d", start) == time.strftime("%Y%m%d") else \
+            time.strftime("%m-%d ", start)
+        assert f"bard-long {day}{time.strftime('%H:%M', start)}" in runs, runs
 
         system = panel_text(app, "system")
         for field in ("CPU", "RAM", "Remaining"):
