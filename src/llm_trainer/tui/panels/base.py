@@ -48,6 +48,21 @@ def scrollbar_room(table: Widget, rows: int) -> int:
     return table.styles.scrollbar_size_vertical if rows + 1 > table.size.height else 0
 
 
+def refit_columns(table, columns: Sequence[tuple[str, str]], priority: Sequence[str],
+                  rows: Sequence[dict[str, Text | str]], width: int,
+                  shown: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of ``table`` that fit ``width`` whole (``fit_columns``); when they differ
+    from the ``shown`` ones the table is emptied and given them (its rows are then re-added
+    by the caller). Returns the columns now shown."""
+    fitted = fit_columns(columns, priority, rows, width - scrollbar_room(table, len(rows)))
+    if fitted != shown:
+        titles = dict(columns)
+        table.clear(columns=True)
+        for key in fitted:
+            table.add_column(titles[key], key=key)
+    return fitted
+
+
 class Panel(Vertical):
     """A bordered dashboard panel. Its bindings apply while focus is anywhere inside it.
 

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from llm_trainer.progress import format_bytes
-from llm_trainer.tui.panels.base import Panel, RenameField, fit_columns, scrollbar_room
+from llm_trainer.tui.panels.base import Panel, RenameField, refit_columns
 from llm_trainer.views import ModelView
 
 COLUMNS = (("mark", " "), ("name", "Name"), ("trained", "Trained"), ("epochs", "Epochs"),
@@ -135,13 +135,8 @@ class ModelsPanel(Panel):
         old = {m.id: model_cells(m, self.active_id) for m in self.models}
         cells = {m.id: model_cells(m, active_id) for m in shown}
         current = self.selected()
-        columns = fit_columns(COLUMNS, PRIORITY, cells.values(),
-                              self.content_size.width - scrollbar_room(table, len(shown)))
-        if columns != self.columns:
-            self.columns = columns
-            table.clear(columns=True)
-            for key in columns:
-                table.add_column(dict(COLUMNS)[key], key=key)
+        self.columns = refit_columns(table, COLUMNS, PRIORITY, list(cells.values()),
+                                     self.content_size.width, self.columns)
         if [k.value for k in table.rows] != wanted:
             table.clear()
             for m in shown:

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Static
 
 from llm_trainer.progress import format_clock, format_duration
 from llm_trainer.render import phase_detail, run_state
-from llm_trainer.tui.panels.base import Panel, fit_columns, scrollbar_room
+from llm_trainer.tui.panels.base import Panel, refit_columns
 from llm_trainer.views import RunView
 
 COLUMNS = (("run", "Run"), ("status", "Status"), ("epoch", "Epoch"), ("step", "Step"),
@@ -140,13 +140,8 @@ class RunsPanel(Panel):
         labels = run_labels(shown)
         cells = {v.run_id: row_cells(v, labels[v.run_id]) for v in shown}
         selected = self.selected_run()
-        columns = fit_columns(COLUMNS, PRIORITY, cells.values(),
-                              self.content_size.width - scrollbar_room(table, len(shown)))
-        if columns != self.columns:
-            self.columns = columns
-            table.clear(columns=True)
-            for key in columns:
-                table.add_column(dict(COLUMNS)[key], key=key)
+        self.columns = refit_columns(table, COLUMNS, PRIORITY, list(cells.values()),
+                                     self.content_size.width, self.columns)
         if [k.value for k in table.rows] != wanted:  # runs came, went or changed order
             table.clear()
             for v in shown:
