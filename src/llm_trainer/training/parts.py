@@ -122,11 +122,16 @@ class TrainingParts:
         # chat data: each micro-batch's loss is a mean over its own trained targets, which
         # vary; weighted by their share of the step's, the step's loss (and gradient) is the
         # mean over all of them, whatever the split into micro-batches and processes
-        step_targets = self.batches.step_targets(s.position) if self.data.chat is not None \
-            else 0
-        for micro in range(accum):
-            xb, yb = self.batches.get(s.position, micro)
-            n = int((yb >= 0).sum()) if self.data.chat is not None else yb.size
+        batches = [self.batches.get(s.position, micro) for micro in range(accum)]
+        counts = [int((yb >= 0).sum()) if self.data.chat is not None else yb.size
+                  for _, yb in batches]
+        if self.data.chat is None:
+            step_targets = 0
+        elif self.plan.world_size == 1:  # this process holds the whole step: count what it read
+            step_targets = sum(counts)
+        else:  # every process's micro-batches, read from the mask
+            step_targets = self.batches.step_targets(s.position)
+        for micro, ((xb, yb), n) in enumerate(zip(batches, counts, strict=True)):
             trained += n
             sync = self.no_sync() if self.no_sync and micro < accum - 1 else \
                 contextlib.nullcontext()
