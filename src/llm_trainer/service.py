@@ -455,12 +455,15 @@ class Service:
         """Whether the model's newest checkpoint carries a chat template (the generate panel
         starts in chat mode for it: a chat model's raw continuation shows its turn markers).
         Reads that checkpoint's config.json only."""
-        from llm_trainer.store.atomic import read_json
-        from llm_trainer.store.checkpoints import list_checkpoints
+        from llm_trainer.store.checkpoints import list_checkpoints, read_checkpoint_config
+        from llm_trainer.store.schema import SchemaError
 
         found = list_checkpoints(Path(model.path), verify=False)
-        config = read_json(found[-1].path / "config.json") if found else None
-        return bool(isinstance(config, dict) and config.get("chat"))
+        try:
+            config = read_checkpoint_config(found[-1].path) if found else None
+        except SchemaError:  # a newer release's checkpoint: loading it says so, not this
+            return False
+        return bool(config and config.get("chat"))
 
     def chat_base(self, model: ModelView) -> str | None:
         """What a model was fine-tuned from (``--init-from``), for offering a comparison with

@@ -85,7 +85,13 @@ class RunQueries:
         return state
 
     def run_alive(self, run_id: str) -> bool:
-        return self.run_view(run_id).active
+        """``run_view(run_id).active`` from the run's state alone: no model or other run is
+        read (callers poll it, once per model or every 20 ms while a lock changes hands)."""
+        try:
+            state = self.runs.read_state(run_id)
+        except RecordError:  # unreadable: not active, as run_view says
+            return False
+        return state is not None and self.reconcile(state).status.active
 
     def training_run_of(self, rec: ModelRecord) -> str | None:
         """The run training ``rec`` now, for display and quick refusals (the lock itself is

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_trainer.errors import UsageError
+from llm_trainer.hub import PREFIX, HubModel, parse_model_spec
 from llm_trainer.model.families import GPT2Adapter, family_for
-from llm_trainer.model.hf_import import PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -75,8 +75,10 @@ def base_model_path(ckpt: LoadedCheckpoint) -> str | None:
     source = ckpt.config.finetune.init_from or ""
     if not source.startswith(PREFIX):
         return None
-    path = Path(source[len(PREFIX):]).expanduser()
-    return str(path) if (path / "config.json").is_file() else None
+    where = parse_model_spec(source)  # the one reading of hf:X (a Hub id is not a folder)
+    if isinstance(where, HubModel):
+        return None
+    return str(where) if (where / "config.json").is_file() else None
 
 
 def adapter_base(folder: Path) -> tuple[str | None, int | None]:

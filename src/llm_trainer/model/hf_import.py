@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.errors import UsageError
+from llm_trainer.hub import PREFIX
 from llm_trainer.model.families import BY_MODEL_TYPE, FAMILIES, StateDictAdapter
 from llm_trainer.model.shape import ARCH_KEYS, ModelShape
 
-PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 IMPORTS = ("GPT2LMHeadModel, LlamaForCausalLM and Qwen3ForCausalLM folders (model_type "
            + ", ".join(BY_MODEL_TYPE) + ")")

@@ -190,6 +190,18 @@ def atomic_write_json(path: Path, data: dict[str, Any], *, durable: bool = True,
                       durable=durable)
 
 
+def record_present(path: Path) -> bool:
+    """The record file is there, readable or not: one we may not look into (permission
+    denied) still exists, and its reader then says why it cannot be used."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """The one way a JSON record is read: the parsed object, None when the file is not there,
     and ``UnreadableRecord`` (one line: the path and why) when it is there but cannot be read

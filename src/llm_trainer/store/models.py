@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.errors import NotFoundError, RecordError, UsageError
-from llm_trainer.store.atomic import atomic_write_json, read_json, read_record
+from llm_trainer.store.atomic import atomic_write_json, read_json, read_record, record_present
 from llm_trainer.store.checkpoints import STEP_DIR, list_checkpoints
 from llm_trainer.store.schema import check_types, upgrade
 
@@ -196,13 +196,7 @@ class ModelStore:
 
     def exists(self, name: str) -> bool:
         """Its model.json is there, readable or not (``get`` then says why it is not)."""
-        try:
-            os.stat(self.root / name / MODEL_FILE)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return False
-        except OSError:
-            return True
-        return True
+        return record_present(self.root / name / MODEL_FILE)
 
     def get(self, name: str) -> ModelRecord:
         rec = self._read(self.root / name) if name and "/" not in name else None

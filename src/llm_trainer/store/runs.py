@@ -26,6 +26,7 @@ from llm_trainer.store.atomic import (
     read_jsonl,
     read_jsonl_lines,
     read_record,
+    record_present,
 )
 from llm_trainer.store.records import ACTIVE, RUN_SCHEMA, RunMeta, RunState
 from llm_trainer.store.schema import upgrade
@@ -125,13 +126,7 @@ class RunStore:
     def exists(self, run_id: str) -> bool:
         """Its meta.json is there, readable or not (``read_meta`` then says why it is not):
         a run we may not look into still exists, and is not "no run with id"."""
-        try:
-            os.stat(self.paths(run_id).meta)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return False
-        except OSError:
-            return True
-        return True
+        return record_present(self.paths(run_id).meta)
 
     def run_ids(self) -> list[str]:
         """Newest first (ids sort by start time)."""
